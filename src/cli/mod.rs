@@ -1,0 +1,148 @@
+//! The command line (SPEC section 2). Each command group has its own file.
+
+mod credential;
+mod enqueue;
+mod policy;
+mod resource;
+mod task;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Settings};
+
+#[derive(Debug, Parser)]
+#[command(name = "rotor", version, about = "Password rotation worker and scheduler")]
+pub struct Cli {
+    /// Configuration file (default: /etc/rotor/rotor.toml when present).
+    #[arg(long, global = true, env = "ROTOR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: AMQP intake, HTTP API, workers.
+    Run {
+        /// Do not apply pending database migrations at start.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Write a new random master key (mode 0600).
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Resources (target hosts) in the inventory.
+    #[command(subcommand)]
+    Resource(resource::Command),
+    /// Credentials (accounts on resources).
+    #[command(subcommand)]
+    Credential(credential::Command),
+    /// Publish requests on AMQP (a producer helper).
+    #[command(subcommand)]
+    Enqueue(enqueue::Command),
+    /// Tasks: show, list, watch.
+    #[command(subcommand)]
+    Task(task::Command),
+    /// Password policies: generate, check.
+    #[command(subcommand)]
+    Policy(policy::Command),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load and validate the configuration, its secrets files and policies.
+    Check,
+}
+
+/// Parses the command line, runs the command, maps errors to one line and an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rotor: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_settings(cli_config: &Option<PathBuf>) -> anyhow::Result<Settings> {
+    Ok(config::load(cli_config.as_deref())?)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = load_settings(&cli.config)?;
+    if matches!(cli.command, Command::Run { .. }) {
+        crate::telemetry::init(&settings.log);
+    } else {
+        crate::telemetry::init(&config::LogSettings { filter: "warn,sqlx=error,lapin=error".into(), ..Default::default() });
+    }
+    match cli.command {
+        Command::Run { no_migrate } => {
+            crate::app::run(settings, !no_migrate).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let pool = crate::db::connect(&settings.database).await?;
+            crate::db::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check) => config_check(&settings, cli.config.as_deref()),
+        Command::Keygen { out } => {
+            let id = crate::vault::MasterKey::generate_file(&out)?;
+            println!("wrote master key {} (key id {id})", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resource(c) => resource::run(&settings, c).await,
+        Command::Credential(c) => credential::run(&settings, c).await,
+        Command::Enqueue(c) => enqueue::run(&settings, c).await,
+        Command::Task(c) => task::run(&settings, c).await,
+        Command::Policy(c) => policy::run(&settings, c),
+    }
+}
+
+/// Settings already parsed and validated; now every secret must be readable too.
+fn config_check(settings: &Settings, file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    settings.database.connect_options()?;
+    settings.amqp.url()?;
+    crate::ingress::http::load_tokens(&settings.http)?;
+    crate::vault::MasterKey::load(&settings.vault)?;
+    let policies = settings.policies()?;
+    let where_ = file.map(|f| f.display().to_string()).unwrap_or_else(|| "defaults and environment".into());
+    println!("configuration OK ({where_}): {} policies, {} HTTP tokens", policies.len(), settings.http.token.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints rows as aligned columns under a header.
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+pub(crate) fn time_or_dash(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_else(|| "-".into())
+}

@@ -1,0 +1,35 @@
+//! The PostgreSQL pool and migrations.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::DatabaseSettings;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl DatabaseSettings {
+    pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
+        let url = self.url()?;
+        PgConnectOptions::from_str(url.expose_secret())
+            .map(|o| o.application_name("rotor"))
+            .map_err(|_| anyhow::anyhow!("configuration key `database.url`: not a valid PostgreSQL URL"))
+    }
+}
+
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    let options = settings.connect_options()?;
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+}

@@ -1,0 +1,395 @@
+//! Running one subtask's stages under the safe rotation protocol (DESIGN.md):
+//! save before change, every stage can run again, verify both ways, give up safely.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::model::{Operation, Stage};
+use super::repo::{self, Claim};
+use super::Engine;
+use crate::target::{self, Admin, Login, Target};
+use crate::vault::versions::{self, Origin, State};
+use crate::vcf_error::VcfError;
+
+/// The account and its resource, as the stages need them.
+struct Account {
+    credential_id: Uuid,
+    username: String,
+    resource_id: String,
+    platform: String,
+    policy: String,
+    target: Target,
+}
+
+/// Why a stage stopped.
+struct StageError {
+    error: VcfError,
+    transient: bool,
+    /// The target may hold a password rotor cannot name (REMEDIATE repairs it).
+    unresolved: bool,
+}
+
+impl StageError {
+    fn permanent(code: &str, message: impl Into<String>) -> Self {
+        StageError { error: VcfError::new(code, message), transient: false, unresolved: false }
+    }
+
+    fn target(e: target::Error) -> Self {
+        StageError {
+            transient: e.is_transient(),
+            error: VcfError::new(e.code(), e.to_string()).cause(e.code(), e.to_string()),
+            unresolved: false,
+        }
+    }
+
+    fn unresolved(mut self) -> Self {
+        self.unresolved = true;
+        self.error.remediation_message =
+            "The target's password may differ from rotor's current version: run REMEDIATE for this credential.".into();
+        self
+    }
+}
+
+impl From<repo::Error> for StageError {
+    fn from(e: repo::Error) -> Self {
+        StageError { error: VcfError::new("INTERNAL_ERROR", e.to_string()), transient: true, unresolved: false }
+    }
+}
+
+impl From<sqlx::Error> for StageError {
+    fn from(e: sqlx::Error) -> Self {
+        repo::Error::Db(e).into()
+    }
+}
+
+impl From<crate::vault::Error> for StageError {
+    fn from(e: crate::vault::Error) -> Self {
+        match e {
+            crate::vault::Error::Db(e) => e.into(),
+            other => StageError::permanent("VAULT_ERROR", other.to_string()).unresolved(),
+        }
+    }
+}
+
+enum Done {
+    Successful,
+    NotApplicable,
+    /// The stage wrote its own completion (and maybe the subtask's) in its transaction.
+    Recorded,
+}
+
+/// Runs a claimed subtask from its first unfinished stage to an end or a retry.
+pub async fn run(engine: &Arc<Engine>, claim: Claim) {
+    let renewal = {
+        let (engine, claim) = (engine.clone(), claim.clone());
+        tokio::spawn(async move {
+            let period = std::time::Duration::from_secs_f64(engine.lease_seconds / 3.0);
+            loop {
+                tokio::time::sleep(period).await;
+                match repo::renew_lease(&engine.pool, &claim, engine.lease_seconds).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("lease taken over; this worker's writes will be refused");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot renew lease"),
+                }
+            }
+        })
+    };
+    if let Err(e) = run_stages(engine, &claim).await {
+        tracing::error!(error = %e, "subtask stopped on a database error; it will be resumed when its lease expires");
+    }
+    renewal.abort();
+}
+
+async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), repo::Error> {
+    let stages = repo::stage_statuses(&engine.pool, claim.subtask_id).await?;
+    let account = match load_account(engine, claim.credential_id).await {
+        Ok(a) => a,
+        Err(e) => return fail(engine, claim, Stage::Validate, e).await,
+    };
+    let mut new_password: Option<SecretString> = None;
+    for (stage, status) in stages {
+        if status == "SUCCESSFUL" || status == "NOT_APPLICABLE" {
+            continue;
+        }
+        let resumed = status == "IN_PROGRESS";
+        repo::stage_started(&engine.pool, claim, stage).await?;
+        tracing::debug!(stage = %stage, resumed, "stage started");
+        let outcome = run_stage(engine, claim, &account, stage, resumed, &mut new_password).await;
+        match outcome {
+            Ok(Done::Recorded) => {}
+            Ok(done) => {
+                let status = if matches!(done, Done::NotApplicable) { "NOT_APPLICABLE" } else { "SUCCESSFUL" };
+                let mut tx = repo::fenced(&engine.pool, claim).await?;
+                repo::stage_finished(&mut tx, claim, stage, status).await?;
+                tx.commit().await?;
+            }
+            Err(e) => return give_up_or_retry(engine, claim, stage, e).await,
+        }
+        tracing::debug!(stage = %stage, "stage done");
+    }
+    Ok(())
+}
+
+async fn run_stage(
+    engine: &Arc<Engine>,
+    claim: &Claim,
+    account: &Account,
+    stage: Stage,
+    resumed: bool,
+    new_password: &mut Option<SecretString>,
+) -> Result<Done, StageError> {
+    match stage {
+        Stage::Validate => validate(engine, claim, account).await,
+        Stage::Generate => {
+            *new_password = Some(policy_of(engine, account)?.generate());
+            Ok(Done::Successful)
+        }
+        Stage::StagePending => stage_pending(engine, claim, account, new_password.take()).await,
+        Stage::Apply => apply(engine, claim, account, resumed).await,
+        Stage::VerifyNew => {
+            let pending = pending_of(engine, claim, account).await?;
+            match login(account, &pending).await? {
+                Login::Accepted => Ok(Done::Successful),
+                Login::Refused => Err(StageError::permanent(
+                    "VERIFICATION_FAILED",
+                    format!("the new password of {} does not log in to {}", account.username, account.resource_id),
+                )
+                .unresolved()),
+            }
+        }
+        Stage::VerifyOldRejected => {
+            let mut conn = engine.pool.acquire().await?;
+            let Some(current) = versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await? else {
+                return Ok(Done::NotApplicable);
+            };
+            drop(conn);
+            match login(account, &current.password).await? {
+                Login::Refused => Ok(Done::Successful),
+                Login::Accepted => Err(StageError::permanent(
+                    "OLD_PASSWORD_STILL_ACCEPTED",
+                    format!("the previous password of {} still logs in to {}", account.username, account.resource_id),
+                )
+                .unresolved()),
+            }
+        }
+        Stage::Commit => commit(engine, claim, account).await,
+        Stage::PolicyCheck | Stage::VerifySupplied => Err(StageError::permanent(
+            "OPERATION_NOT_SUPPORTED",
+            format!("stage {stage} is not supported by this version of rotor"),
+        )),
+    }
+}
+
+async fn load_account(engine: &Engine, credential_id: Uuid) -> Result<Account, StageError> {
+    let r = sqlx::query!(
+        "SELECT c.username, r.id AS resource_id, r.address, r.port, r.host_keys, r.insecure_accept_any_host_key,
+                r.platform, r.policy, r.admin_username, r.admin_private_key_file, r.admin_password_file, r.admin_sudo
+           FROM credentials c JOIN resources r ON r.id = c.resource_id WHERE c.id = $1",
+        credential_id
+    )
+    .fetch_optional(&engine.pool)
+    .await?
+    .ok_or_else(|| StageError::permanent("CREDENTIAL_NOT_FOUND", format!("credential {credential_id} no longer exists")))?;
+    let admin = r.admin_username.map(|username| Admin {
+        username,
+        private_key_file: r.admin_private_key_file.map(PathBuf::from),
+        password_file: r.admin_password_file.map(PathBuf::from),
+        sudo: r.admin_sudo,
+    });
+    Ok(Account {
+        credential_id,
+        username: r.username,
+        platform: r.platform,
+        policy: r.policy,
+        target: Target {
+            resource_id: r.resource_id.clone(),
+            address: r.address,
+            port: u16::try_from(r.port).unwrap_or(22),
+            host_keys: r.host_keys,
+            insecure_accept_any_host_key: r.insecure_accept_any_host_key,
+            admin,
+            connect_timeout: engine.connect_timeout,
+            io_timeout: engine.io_timeout,
+        },
+        resource_id: r.resource_id,
+    })
+}
+
+fn policy_of<'a>(engine: &'a Engine, account: &Account) -> Result<&'a crate::policy::Policy, StageError> {
+    engine.policies.get(&account.policy).ok_or_else(|| {
+        StageError::permanent("POLICY_NOT_FOUND", format!("resource {} names unknown policy `{}`", account.resource_id, account.policy))
+    })
+}
+
+fn driver_of(account: &Account) -> Result<&'static dyn target::Driver, StageError> {
+    target::driver(&account.platform).ok_or_else(|| {
+        StageError::permanent(
+            "PLATFORM_NOT_SUPPORTED",
+            format!("resource {} uses platform `{}`; supported: {}", account.resource_id, account.platform, target::PLATFORMS.join(", ")),
+        )
+    })
+}
+
+async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<Done, StageError> {
+    target::validate_username(&account.username)
+        .map_err(|m| StageError::permanent("INVALID_USERNAME", format!("username {m}")))?;
+    driver_of(account)?;
+    if claim.operation == Operation::Rotate {
+        policy_of(engine, account)?;
+        if account.target.admin.is_none() {
+            return Err(StageError::permanent("ADMIN_ACCOUNT_MISSING", format!("resource {} has no admin account", account.resource_id)));
+        }
+    }
+    // A pending password from another subtask may be live on the target: never stack a second one on it.
+    let other = sqlx::query_scalar!(
+        "SELECT subtask_id FROM credential_versions WHERE credential_id = $1 AND state = 'PENDING'",
+        account.credential_id
+    )
+    .fetch_optional(&engine.pool)
+    .await?
+    .flatten();
+    if let Some(other) = other.filter(|s| *s != claim.subtask_id) {
+        return Err(StageError::permanent(
+            "CREDENTIAL_UNRESOLVED",
+            format!("credential has an unresolved pending password from subtask {other}"),
+        )
+        .unresolved());
+    }
+    Ok(Done::Successful)
+}
+
+/// Save before change: the new password is committed, encrypted, before the target is touched.
+async fn stage_pending(engine: &Engine, claim: &Claim, account: &Account, fresh: Option<SecretString>) -> Result<Done, StageError> {
+    let mut tx = repo::fenced(&engine.pool, claim).await?;
+    let existing = versions::get(&mut tx, &engine.key, account.credential_id, State::Pending).await?;
+    if existing.is_none() {
+        // GENERATE ran in an earlier attempt whose password was never stored: nothing of it
+        // reached the target, so a fresh one is as good.
+        let password = match fresh {
+            Some(p) => p,
+            None => policy_of(engine, account)?.generate(),
+        };
+        let version = versions::insert(&mut tx, &engine.key, account.credential_id, State::Pending, Origin::Generated, &password, Some(claim.subtask_id)).await?;
+        tracing::info!(target: "rotor::security", version, "pending password stored");
+    }
+    repo::stage_finished(&mut tx, claim, Stage::StagePending, "SUCCESSFUL").await?;
+    tx.commit().await.map_err(repo::Error::from)?;
+    Ok(Done::Recorded)
+}
+
+async fn pending_of(engine: &Engine, claim: &Claim, account: &Account) -> Result<SecretString, StageError> {
+    let mut conn = engine.pool.acquire().await?;
+    match versions::get(&mut conn, &engine.key, account.credential_id, State::Pending).await? {
+        Some(v) if v.subtask_id == Some(claim.subtask_id) => Ok(v.password),
+        _ => Err(StageError::permanent("PENDING_VERSION_MISSING", "the pending password of this subtask is gone").unresolved()),
+    }
+}
+
+async fn apply(engine: &Engine, claim: &Claim, account: &Account, resumed: bool) -> Result<Done, StageError> {
+    let pending = pending_of(engine, claim, account).await?;
+    // An earlier attempt may have changed the password already: then there is nothing to do.
+    if resumed || claim.attempts > 1 {
+        if let Ok(Login::Accepted) = login(account, &pending).await {
+            tracing::info!("pending password already live on the target; not applying again");
+            return Ok(Done::Successful);
+        }
+    }
+    let mut conn = engine.pool.acquire().await?;
+    let current = versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await?;
+    drop(conn);
+    let driver = driver_of(account)?;
+    let (target, username) = (account.target.clone(), account.username.clone());
+    let span = tracing::Span::current();
+    let result = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| driver.apply(&target, &username, current.as_ref().map(|v| &v.password), &pending))
+    })
+    .await
+    .map_err(|e| StageError::permanent("INTERNAL_ERROR", format!("apply task panicked: {e}")).unresolved())?;
+    match result {
+        Ok(()) => Ok(Done::Successful),
+        // The target said no before changing anything: the current password stands.
+        Err(e @ (target::Error::Rejected { .. } | target::Error::AdminAuth { .. } | target::Error::HostKeyMismatch { .. }
+        | target::Error::NoPinnedHostKey | target::Error::NoAdmin | target::Error::Config(_) | target::Error::Connect { .. })) => {
+            Err(StageError::target(e))
+        }
+        // Cut off mid-way: the change may or may not have happened.
+        Err(e) => Err(StageError::target(e).unresolved()),
+    }
+}
+
+async fn login(account: &Account, password: &SecretString) -> Result<Login, StageError> {
+    let driver = driver_of(account)?;
+    let (target, username, password) = (account.target.clone(), account.username.clone(), password.clone());
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| driver.login(&target, &username, &password)))
+        .await
+        .map_err(|e| StageError::permanent("INTERNAL_ERROR", format!("login task panicked: {e}")))?
+        .map_err(StageError::target)
+}
+
+async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Done, StageError> {
+    let mut tx = repo::fenced(&engine.pool, claim).await?;
+    match claim.operation {
+        Operation::Rotate | Operation::Update => {
+            versions::promote_pending(&mut tx, account.credential_id, engine.max_versions).await?;
+            sqlx::query!(
+                "UPDATE credentials SET last_rotated_at = now(), updated_at = now(), status = 'ACTIVE',
+                        next_rotation_at = CASE WHEN auto_rotate_days IS NULL THEN NULL
+                                                ELSE now() + make_interval(days => auto_rotate_days) END
+                  WHERE id = $1",
+                account.credential_id
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        _ => {
+            return Err(StageError::permanent("OPERATION_NOT_SUPPORTED", format!("{} is not supported yet", claim.operation)));
+        }
+    }
+    repo::stage_finished(&mut tx, claim, Stage::Commit, "SUCCESSFUL").await?;
+    repo::finish_subtask(&mut tx, claim, "SUCCESSFUL", None, false).await?;
+    tx.commit().await.map_err(repo::Error::from)?;
+    tracing::info!(target: "rotor::security", username = %account.username, resource_id = %account.resource_id,
+        "password rotation committed");
+    Ok(Done::Recorded)
+}
+
+async fn give_up_or_retry(engine: &Engine, claim: &Claim, stage: Stage, e: StageError) -> Result<(), repo::Error> {
+    if e.transient && claim.attempts < engine.max_attempts {
+        let delay = engine.backoff_ms(claim.attempts);
+        tracing::warn!(stage = %stage, code = %e.error.error_code, error = %e.error.message, delay_ms = delay,
+            "transient failure; will retry");
+        let mut tx = repo::fenced(&engine.pool, claim).await?;
+        repo::retry_later(&mut tx, claim, stage, &e.error, delay).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    fail(engine, claim, stage, e).await
+}
+
+async fn fail(engine: &Engine, claim: &Claim, stage: Stage, e: StageError) -> Result<(), repo::Error> {
+    tracing::error!(stage = %stage, code = %e.error.error_code, error = %e.error.message, unresolved = e.unresolved,
+        "subtask failed");
+    let error = e.error.context("stage", stage.as_str()).context("subtaskId", claim.subtask_id.to_string());
+    let mut tx = repo::fenced(&engine.pool, claim).await?;
+    if !e.unresolved {
+        // The target still has the current password: the pending one never went live.
+        sqlx::query!(
+            "UPDATE credential_versions SET state = 'ABANDONED', state_changed_at = now()
+              WHERE credential_id = $1 AND state = 'PENDING' AND subtask_id = $2",
+            claim.credential_id,
+            claim.subtask_id
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    repo::finish_subtask(&mut tx, claim, "FAILED", Some((stage, &error)), e.unresolved).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The Task JSON of SPEC section 7, read from the database. No password is reachable
+//! from here: these queries never touch `credential_versions`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::vcf_error::VcfError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub resolution_status: String,
+    pub is_cancellable: bool,
+    pub is_retryable: bool,
+    pub is_auto_rotate: bool,
+    pub creation_timestamp: DateTime<Utc>,
+    pub completion_timestamp: Option<DateTime<Utc>>,
+    pub errors: Vec<VcfError>,
+    pub resources: Vec<Resource>,
+    pub sub_tasks: Vec<SubTask>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Resource {
+    pub resource_id: String,
+    pub name: String,
+    pub fqdn: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubTask {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub status: String,
+    pub resources: Vec<Resource>,
+    pub errors: Vec<VcfError>,
+    pub stages: Vec<StageView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageView {
+    pub name: String,
+    pub description: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub creation_timestamp: Option<DateTime<Utc>>,
+    pub completion_timestamp: Option<DateTime<Utc>>,
+    pub errors: Vec<VcfError>,
+}
+
+fn errors(v: serde_json::Value) -> Vec<VcfError> {
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Task>, sqlx::Error> {
+    let Some(t) = sqlx::query!(
+        "SELECT id, name, type, operation, status, resolution_status, is_auto_rotate, errors, created_at, completed_at
+           FROM tasks WHERE id = $1",
+        id
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let subs = sqlx::query!(
+        "SELECT s.id, s.status, s.errors, c.username, r.id AS resource_id, r.name AS resource_name, r.type AS resource_type
+           FROM subtasks s JOIN credentials c ON c.id = s.credential_id JOIN resources r ON r.id = c.resource_id
+          WHERE s.task_id = $1 ORDER BY s.seq",
+        id
+    )
+    .fetch_all(pool)
+    .await?;
+    let stage_rows = sqlx::query!(
+        "SELECT st.subtask_id, st.name, st.status, st.started_at, st.completed_at, st.errors
+           FROM stages st JOIN subtasks s ON s.id = st.subtask_id
+          WHERE s.task_id = $1 ORDER BY s.seq, st.seq",
+        id
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut stages: HashMap<Uuid, Vec<StageView>> = HashMap::new();
+    for r in stage_rows {
+        let stage: Option<super::model::Stage> = r.name.parse().ok();
+        stages.entry(r.subtask_id).or_default().push(StageView {
+            description: stage.map(|s| s.description()).unwrap_or_default().to_string(),
+            kind: stage.map(|s| s.kind()).unwrap_or_default().to_string(),
+            name: r.name,
+            status: r.status,
+            creation_timestamp: r.started_at,
+            completion_timestamp: r.completed_at,
+            errors: errors(r.errors),
+        });
+    }
+    let verb = operation_verb(&t.operation);
+    let mut resources: Vec<Resource> = Vec::new();
+    let mut sub_tasks = Vec::with_capacity(subs.len());
+    for s in subs {
+        let resource = Resource {
+            resource_id: s.resource_id.clone(),
+            name: s.resource_name.clone(),
+            fqdn: s.resource_name.clone(),
+            kind: s.resource_type.clone(),
+        };
+        if !resources.contains(&resource) {
+            resources.push(resource.clone());
+        }
+        sub_tasks.push(SubTask {
+            id: s.id,
+            name: format!("{verb} {}@{}", s.username, s.resource_id),
+            description: format!("{verb} the password of account {} on resource {}", s.username, s.resource_name),
+            status: s.status,
+            resources: vec![resource],
+            errors: errors(s.errors),
+            stages: stages.remove(&s.id).unwrap_or_default(),
+        });
+    }
+    let active = matches!(t.status.as_str(), "PENDING" | "IN_PROGRESS");
+    Ok(Some(Task {
+        id: t.id,
+        name: t.name,
+        kind: t.r#type,
+        is_cancellable: active && sub_tasks.iter().any(|s| s.status == "PENDING"),
+        is_retryable: t.status == "FAILED",
+        status: t.status,
+        resolution_status: t.resolution_status,
+        is_auto_rotate: t.is_auto_rotate,
+        creation_timestamp: t.created_at,
+        completion_timestamp: t.completed_at,
+        errors: errors(t.errors),
+        resources,
+        sub_tasks,
+    }))
+}
+
+pub fn operation_verb(operation: &str) -> &'static str {
+    match operation {
+        "ROTATE" => "Rotate",
+        "UPDATE" => "Update",
+        "REMEDIATE" => "Remediate",
+        "UPDATE_AUTO_ROTATE_POLICY" => "Set auto-rotation of",
+        _ => "Store",
+    }
+}
+
+/// A page of tasks, newest first.
+pub struct Page {
+    pub tasks: Vec<Task>,
+    pub total: i64,
+}
+
+pub async fn page(pool: &PgPool, status: Option<&str>, page_number: i64, page_size: i64) -> Result<Page, sqlx::Error> {
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM tasks WHERE ($1::text IS NULL OR status = $1)"#,
+        status
+    )
+    .fetch_one(pool)
+    .await?;
+    let ids = sqlx::query_scalar!(
+        "SELECT id FROM tasks WHERE ($1::text IS NULL OR status = $1)
+          ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+        status,
+        page_size,
+        page_number.saturating_sub(1).saturating_mul(page_size)
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut tasks = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(t) = load(pool, id).await? {
+            tasks.push(t);
+        }
+    }
+    Ok(Page { tasks, total })
+}

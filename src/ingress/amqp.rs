@@ -1,0 +1,232 @@
+//! AMQP intake: declares the topology, turns each message into a task in one
+//! transaction and only then acks it. Refused messages go to the dead-letter queue
+//! with `x-rotor-error`; replies go to `reply_to`. Reconnects when the broker goes away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AmqpSettings;
+use crate::engine::{repo, view};
+use crate::requests::{self, Rejection};
+
+pub const KIND_CREDENTIALS_UPDATE: &str = "credentials.update";
+pub const KIND_PRIVX_ROTATE: &str = "privx.rotate";
+pub const KIND_PRIVX_PASSWORD: &str = "privx.password";
+pub const KINDS: [&str; 3] = [KIND_CREDENTIALS_UPDATE, KIND_PRIVX_ROTATE, KIND_PRIVX_PASSWORD];
+pub const ERROR_HEADER: &str = "x-rotor-error";
+
+pub async fn connect(url: &SecretString, name: &str) -> Result<Connection, lapin::Error> {
+    let props = ConnectionProperties::default()
+        .with_connection_name(name.into())
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    Connection::connect(url.expose_secret(), props).await
+}
+
+/// Declares everything rotor uses; idempotent.
+pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    ch.exchange_declare(&s.exchange, ExchangeKind::Direct, durable, FieldTable::default()).await?;
+    ch.exchange_declare(&s.dead_letter_exchange, ExchangeKind::Fanout, durable, FieldTable::default()).await?;
+    ch.exchange_declare(&s.events_exchange, ExchangeKind::Topic, durable, FieldTable::default()).await?;
+    let qopts = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare(&s.dead_letter_queue, qopts, FieldTable::default()).await?;
+    ch.queue_bind(&s.dead_letter_queue, &s.dead_letter_exchange, "", QueueBindOptions::default(), FieldTable::default())
+        .await?;
+    let mut args = FieldTable::default();
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(s.dead_letter_exchange.as_str().into()));
+    ch.queue_declare(&s.queue, qopts, args).await?;
+    for key in KINDS {
+        ch.queue_bind(&s.queue, &s.exchange, key, QueueBindOptions::default(), FieldTable::default()).await?;
+    }
+    Ok(())
+}
+
+pub struct Intake {
+    pub pool: PgPool,
+    pub settings: AmqpSettings,
+    pub url: SecretString,
+}
+
+/// Consumes until `shutdown`, reconnecting with backoff whenever the broker goes away.
+pub async fn run(intake: Arc<Intake>, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(500);
+    while !shutdown.is_cancelled() {
+        match consume(&intake, &shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "AMQP intake lost its connection; reconnecting");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn consume(intake: &Intake, shutdown: &CancellationToken) -> Result<(), lapin::Error> {
+    let s = &intake.settings;
+    let conn = connect(&intake.url, "rotor intake").await?;
+    let ch = conn.create_channel().await?;
+    declare_topology(&ch, s).await?;
+    ch.basic_qos(s.prefetch, BasicQosOptions::default()).await?;
+    let publisher = conn.create_channel().await?;
+    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut consumer = ch.basic_consume(&s.queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
+    tracing::info!(queue = %s.queue, "AMQP intake consuming");
+    loop {
+        let delivery = tokio::select! {
+            d = consumer.next() => d,
+            _ = shutdown.cancelled() => {
+                let _ = conn.close(200, "rotor shutting down").await;
+                return Ok(());
+            }
+        };
+        let Some(delivery) = delivery else {
+            return Err(lapin::Error::InvalidConnectionState(lapin::ConnectionState::Closed));
+        };
+        let delivery = delivery?;
+        handle(intake, &publisher, delivery).await?;
+    }
+}
+
+/// The kind of a message: its routing key, or its `type` property when it was published
+/// straight to the queue.
+fn kind_of(d: &lapin::message::Delivery) -> String {
+    let key = d.routing_key.as_str();
+    if KINDS.contains(&key) {
+        return key.to_string();
+    }
+    d.properties.kind().as_ref().map(|k| k.as_str().to_string()).unwrap_or_else(|| key.to_string())
+}
+
+async fn handle(intake: &Intake, publisher: &Channel, d: lapin::message::Delivery) -> Result<(), lapin::Error> {
+    let kind = kind_of(&d);
+    let message_id = d.properties.message_id().as_ref().map(|m| m.as_str().to_string());
+    let span = tracing::info_span!("amqp_message", kind = %kind, message_id = message_id.as_deref().unwrap_or(""));
+    let _enter = span.enter();
+    match accept(intake, &kind, &d, message_id.clone()).await {
+        Ok(created) => {
+            tracing::info!(task_id = %created.task_id, new = created.is_new, "request accepted");
+            if let Some(reply_to) = d.properties.reply_to() {
+                if let Ok(Some(task)) = view::load(&intake.pool, created.task_id).await {
+                    reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
+                }
+            }
+            d.acker.ack(BasicAckOptions::default()).await
+        }
+        Err(Outcome::Refused(rejection)) => {
+            tracing::warn!(code = rejection.code, field = %rejection.field, error = %rejection.message, "request refused; dead-lettering");
+            let error = rejection.to_vcf();
+            let error_json = serde_json::to_string(&error).expect("error serializes");
+            if let Some(reply_to) = d.properties.reply_to() {
+                let task = refused_task(&error);
+                reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
+            }
+            let mut headers = d.properties.headers().clone().unwrap_or_default();
+            headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error_json.into()));
+            let props = d.properties.clone().with_headers(headers);
+            let published = publisher
+                .basic_publish(&intake.settings.dead_letter_exchange, d.routing_key.as_str(), BasicPublishOptions::default(), &d.data, props)
+                .await;
+            let confirmed = match published {
+                Ok(confirm) => confirm.await.map(|c| c.is_ack()).unwrap_or(false),
+                Err(_) => false,
+            };
+            if confirmed {
+                d.acker.ack(BasicAckOptions::default()).await
+            } else {
+                // The broker dead-letters it itself (without our header) rather than lose it.
+                d.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await
+            }
+        }
+        Err(Outcome::Unavailable(e)) => {
+            // Our fault, not the message's: keep it for a later attempt.
+            tracing::warn!(error = %e, "cannot record request now; requeueing");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+        }
+    }
+}
+
+enum Outcome {
+    Refused(Rejection),
+    Unavailable(String),
+}
+
+async fn accept(intake: &Intake, kind: &str, d: &lapin::message::Delivery, message_id: Option<String>) -> Result<repo::Created, Outcome> {
+    if d.data.len() > intake.settings.max_message_bytes {
+        return Err(Outcome::Refused(Rejection::new(
+            "REQUEST_TOO_LARGE",
+            "body",
+            format!("is {} bytes; at most {} (amqp.max_message_bytes)", d.data.len(), intake.settings.max_message_bytes),
+        )));
+    }
+    let new = match kind {
+        KIND_CREDENTIALS_UPDATE => {
+            let spec = requests::parse_spec(&d.data).map_err(Outcome::Refused)?;
+            requests::resolve(&intake.pool, &spec, "AMQP", message_id, intake.settings.max_credentials_per_request)
+                .await
+                .map_err(|r| if r.code == "DATABASE_UNAVAILABLE" { Outcome::Unavailable(r.message) } else { Outcome::Refused(r) })?
+        }
+        KIND_PRIVX_ROTATE | KIND_PRIVX_PASSWORD => {
+            return Err(Outcome::Refused(Rejection::new(
+                "OPERATION_NOT_SUPPORTED",
+                "type",
+                format!("message kind `{kind}` is not supported by this version of rotor"),
+            )))
+        }
+        other => {
+            return Err(Outcome::Refused(Rejection::new(
+                "INVALID_REQUEST",
+                "type",
+                format!("unknown message kind `{other}`; use routing key or type {}", KINDS.join(", ")),
+            )))
+        }
+    };
+    repo::create_task(&intake.pool, &new).await.map_err(|e| Outcome::Unavailable(e.to_string()))
+}
+
+/// The Task JSON answered for a refused request: FAILED, with the error, and no subtasks.
+fn refused_task(error: &crate::vcf_error::VcfError) -> view::Task {
+    let now = chrono::Utc::now();
+    view::Task {
+        id: uuid::Uuid::new_v4(),
+        name: "Refused request".into(),
+        kind: "CREDENTIALS_REQUEST".into(),
+        status: "FAILED".into(),
+        resolution_status: "RESOLVED".into(),
+        is_cancellable: false,
+        is_retryable: false,
+        is_auto_rotate: false,
+        creation_timestamp: now,
+        completion_timestamp: Some(now),
+        errors: vec![error.clone()],
+        resources: vec![],
+        sub_tasks: vec![],
+    }
+}
+
+async fn reply(publisher: &Channel, reply_to: &ShortString, request: &BasicProperties, body: &[u8]) {
+    let mut props = BasicProperties::default().with_content_type("application/json".into());
+    if let Some(c) = request.correlation_id() {
+        props = props.with_correlation_id(c.clone());
+    }
+    let sent = publisher.basic_publish("", reply_to.as_str(), BasicPublishOptions::default(), body, props).await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot publish reply");
+    }
+}

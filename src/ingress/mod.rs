@@ -1,0 +1,4 @@
+//! The faces requests come in by: AMQP and HTTP.
+
+pub mod amqp;
+pub mod http;
