@@ -81,7 +81,7 @@ pub fn parse_spec(body: &[u8]) -> Result<CredentialsUpdateSpec, Rejection> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." { "body".to_string() } else { path };
+        let field = if path == "." || path == "?" { "body".to_string() } else { path };
         let message = if inner.is_syntax() || inner.is_eof() {
             format!("is not valid JSON ({inner})")
         } else {

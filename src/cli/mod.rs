@@ -86,7 +86,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if matches!(cli.command, Command::Run { .. }) {
         crate::telemetry::init(&settings.log);
     } else {
-        crate::telemetry::init(&config::LogSettings { filter: "warn,sqlx=error,lapin=error".into(), ..Default::default() });
+        crate::telemetry::init(&config::LogSettings { filter: "warn,sqlx=error,lapin=off".into(), ..Default::default() });
     }
     match cli.command {
         Command::Run { no_migrate } => {

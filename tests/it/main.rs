@@ -1,1 +1,6 @@
+//! Integration tests: real PostgreSQL, RabbitMQ, a `rotor run` process and an OpenSSH
+//! sshd on loopback with real Linux accounts. Every test checks the target itself.
 
+mod helpers;
+mod intake;
+mod rotate;

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs rotor's whole test suite against the real services: PostgreSQL and RabbitMQ on
+# 127.0.0.1 (already running on this machine kind) and a local OpenSSH sshd with real
+# Linux accounts, which scripts/testbed.sh installs and starts. Needs root (useradd).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "test.sh: $1 is required" >&2; exit 1; }; }
+need cargo
+need psql
+[ "$(id -u)" = 0 ] || { echo "test.sh: run as root (the tests create Linux accounts)" >&2; exit 1; }
+
+bash scripts/testbed.sh up >/dev/null
+
+# The build needs no database: query metadata is committed in .sqlx/.
+export SQLX_OFFLINE=true
+cargo build --all-targets --locked
+cargo test --locked --all-targets -- --test-threads="${ROTOR_TEST_THREADS:-4}" "$@"

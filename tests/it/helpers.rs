@@ -1,0 +1,498 @@
+//! The test bed: a real `rotor run` process per test, with its own database, AMQP
+//! names, HTTP port and Linux accounts on the local sshd started by scripts/testbed.sh.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::Value;
+
+pub const ROTOR: &str = env!("CARGO_BIN_EXE_rotor");
+const PG: &str = "postgres://postgres@127.0.0.1:5432";
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The local sshd and its admin account, set up once per test run.
+pub struct TestBed {
+    pub port: u16,
+    pub admin: String,
+    pub admin_key: String,
+    pub host_key_fpr: String,
+}
+
+pub fn testbed() -> &'static TestBed {
+    static BED: OnceLock<TestBed> = OnceLock::new();
+    BED.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/testbed.sh"))
+            .arg("up")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/testbed.sh");
+        assert!(out.status.success(), "testbed.sh up failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("testbed.sh printed no {k}"))
+                .to_string()
+        };
+        TestBed {
+            port: get("ROTOR_TESTBED_PORT").parse().unwrap(),
+            admin: get("ROTOR_TESTBED_ADMIN"),
+            admin_key: get("ROTOR_TESTBED_ADMIN_KEY"),
+            host_key_fpr: get("ROTOR_TESTBED_HOST_KEY_FPR"),
+        }
+    })
+}
+
+/// A short random id; keeps names unique across tests and runs.
+pub fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+/// A random password that the linux policy accepts.
+pub fn initial_password() -> String {
+    format!("Init-{}-Pw9!", unique())
+}
+
+/// A local Linux account with a password, deleted when dropped.
+pub struct Account {
+    pub username: String,
+    pub password: String,
+}
+
+impl Account {
+    pub fn create(prefix: &str) -> Account {
+        testbed();
+        let username = format!("{prefix}{}", &unique()[..6]);
+        let password = initial_password();
+        let mut child = Command::new("bash")
+            .arg(repo_root().join("scripts/testbed.sh"))
+            .args(["account", &username])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "cannot create account: {}", String::from_utf8_lossy(&out.stderr));
+        Account { username, password }
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.username).stderr(Stdio::null()).status();
+    }
+}
+
+/// A real login over SSH with a password, by the OpenSSH client (not rotor's code).
+pub fn ssh_login(username: &str, password: &str) -> bool {
+    let bed = testbed();
+    let status = Command::new("sshpass")
+        .arg("-e")
+        .args(["ssh", "-p", &bed.port.to_string()])
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .args(["-o", "PreferredAuthentications=password,keyboard-interactive", "-o", "PubkeyAuthentication=no"])
+        .args(["-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=10"])
+        .arg(format!("{username}@127.0.0.1"))
+        .arg("true")
+        .env("SSHPASS", password)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run sshpass");
+    status.success()
+}
+
+/// One `rotor run` process with everything of its own.
+pub struct TestApp {
+    pub id: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub db_name: String,
+    pub http: String,
+    pub token: String,
+    pub view_token: String,
+    pub exchange: String,
+    pub dead_queue: String,
+    child: Option<Child>,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        testbed();
+        let id = unique();
+        let dir = std::env::temp_dir().join(format!("rotor-it-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db_name = format!("rotor_it_{id}");
+        psql("test", &format!("CREATE DATABASE {db_name}"));
+        let token = format!("admin-{}", unique());
+        let view_token = format!("view-{}", unique());
+        std::fs::write(dir.join("admin.token"), &token).unwrap();
+        std::fs::write(dir.join("view.token"), &view_token).unwrap();
+        let (exchange, queue, dead_queue) = (format!("rotor-{id}"), format!("rotor.requests-{id}"), format!("rotor.requests.dead-{id}"));
+        let config = dir.join("rotor.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[database]
+url = "{PG}/{db_name}"
+max_connections = 10
+[amqp]
+url = "{AMQP_URL}"
+exchange = "{exchange}"
+queue = "{queue}"
+dead_letter_exchange = "rotor.dlx-{id}"
+dead_letter_queue = "{dead_queue}"
+events_exchange = "rotor.events-{id}"
+max_message_bytes = 65536
+[http]
+listen = "127.0.0.1:0"
+[[http.token]]
+name = "test-admin"
+token_file = "admin.token"
+scopes = ["admin"]
+[[http.token]]
+name = "test-viewer"
+token_file = "view.token"
+scopes = ["credentials:view"]
+[vault]
+master_key_file = "master.key"
+[worker]
+concurrency = 8
+retry_base_ms = 200
+max_attempts = 2
+poll_interval_ms = 500
+[ssh]
+io_timeout_ms = 20000
+[log]
+format = "json"
+filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
+"#
+            ),
+        )
+        .unwrap();
+        let mut app = TestApp {
+            id,
+            dir,
+            config,
+            db_name,
+            http: String::new(),
+            token,
+            view_token,
+            exchange,
+            dead_queue,
+            child: None,
+            logs: Arc::new(Mutex::new(Vec::new())),
+        };
+        let out = app.cli(&["keygen", "--out", app.dir.join("master.key").to_str().unwrap()]);
+        assert_eq!(out.code, 0, "keygen: {}", out.stderr);
+        app.start().await;
+        app
+    }
+
+    /// Starts `rotor run` and waits until its HTTP API and AMQP intake are up.
+    pub async fn start(&mut self) {
+        let mut child = Command::new(ROTOR)
+            .args(["--config", self.config.to_str().unwrap(), "run"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rotor run");
+        let stderr = child.stderr.take().unwrap();
+        let logs = self.logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                logs.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (addr, consuming) = {
+                let logs = self.logs.lock().unwrap();
+                let start = logs.iter().rposition(|l| l.contains("HTTP API listening"));
+                let addr = start.and_then(|i| serde_json::from_str::<Value>(&logs[i]).ok()).and_then(|v| v["addr"].as_str().map(String::from));
+                let consuming = start.is_some_and(|i| logs[i..].iter().any(|l| l.contains("AMQP intake consuming")));
+                (addr, consuming)
+            };
+            if let (Some(addr), true) = (addr, consuming) {
+                self.http = format!("http://{addr}");
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("rotor run exited with {status}:\n{}", self.logs().join("\n"));
+            }
+            assert!(Instant::now() < deadline, "rotor run did not come up:\n{}", self.logs().join("\n"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Runs the rotor CLI against this app's configuration.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_stdin(args, None)
+    }
+
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(ROTOR)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Writes an inventory with one LINUX resource on the test sshd and applies it.
+    /// Each account's initial password is onboarded from a file.
+    pub fn apply_inventory(&self, resource_id: &str, host_key: &str, accounts: &[&Account]) -> Output {
+        let bed = testbed();
+        let mut text = format!(
+            r#"[[resource]]
+id = "{resource_id}"
+name = "{resource_id}.test"
+type = "LINUX"
+address = "127.0.0.1"
+port = {port}
+host_keys = ["{host_key}"]
+platform = "linux-chpasswd"
+
+[resource.admin]
+username = "{admin}"
+private_key_file = "{key}"
+sudo = true
+"#,
+            port = bed.port,
+            admin = bed.admin,
+            key = bed.admin_key
+        );
+        for a in accounts {
+            let pw_file = self.dir.join(format!("{}.pw", a.username));
+            std::fs::write(&pw_file, format!("{}\n", a.password)).unwrap();
+            text.push_str(&format!(
+                "\n[[resource.account]]\nusername = \"{}\"\naccount_type = \"SERVICE\"\npassword_file = \"{}\"\n",
+                a.username,
+                pw_file.display()
+            ));
+        }
+        let file = self.dir.join(format!("inventory-{resource_id}.toml"));
+        std::fs::write(&file, text).unwrap();
+        self.cli(&["resource", "apply", "-f", file.to_str().unwrap()])
+    }
+
+    pub async fn amqp(&self) -> Connection {
+        let props = ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio);
+        Connection::connect(AMQP_URL, props).await.expect("connect to RabbitMQ")
+    }
+
+    /// Publishes a message (confirmed) with a fresh message_id and reply queue; returns
+    /// the daemon's reply (a Task JSON).
+    pub async fn publish_and_reply(&self, routing_key: &str, body: &[u8]) -> Value {
+        let conn = self.amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        let reply = ch
+            .queue_declare("", QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap();
+        let mut replies = ch
+            .basic_consume(reply.name().as_str(), "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let msg_id = uuid::Uuid::new_v4().to_string();
+        let props = BasicProperties::default()
+            .with_message_id(msg_id.clone().into())
+            .with_correlation_id(msg_id.clone().into())
+            .with_reply_to(reply.name().clone());
+        let confirm = ch
+            .basic_publish(&self.exchange, routing_key, BasicPublishOptions::default(), body, props)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+        let d = tokio::time::timeout(Duration::from_secs(30), replies.next())
+            .await
+            .expect("a reply within 30 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.properties.correlation_id().as_ref().map(|c| c.as_str()), Some(msg_id.as_str()));
+        let _ = conn.close(200, "bye").await;
+        serde_json::from_slice(&d.data).unwrap()
+    }
+
+    /// The next dead-lettered message: (body, x-rotor-error header as JSON).
+    pub async fn next_dead_letter(&self) -> (Vec<u8>, Value) {
+        let conn = self.amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(m) = ch.basic_get(&self.dead_queue, BasicGetOptions { no_ack: true }).await.unwrap() {
+                let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+                let header = headers
+                    .inner()
+                    .get("x-rotor-error")
+                    .and_then(|v| v.as_long_string().map(|s| s.to_string()))
+                    .expect("dead letter carries x-rotor-error");
+                let _ = conn.close(200, "bye").await;
+                return (m.delivery.data.clone(), serde_json::from_str(&header).unwrap());
+            }
+            assert!(Instant::now() < deadline, "nothing dead-lettered within 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = reqwest::Client::new().get(format!("{}{path}", self.http));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Polls the task over HTTP until it ends.
+    pub async fn wait_task(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, task) = self.get(&format!("/v1/credentials/tasks/{id}"), Some(&self.token)).await;
+            assert_eq!(status, 200, "{task}");
+            if ["SUCCESSFUL", "FAILED", "CANCELLED"].contains(&task["status"].as_str().unwrap()) {
+                return task;
+            }
+            assert!(Instant::now() < deadline, "task {id} did not end in {timeout:?}: {task:#}\n{}", self.logs().join("\n"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn reveal(&self, resource: &str, username: &str) -> String {
+        let out = self.cli(&["credential", "reveal", "--resource", resource, "--username", username]);
+        assert_eq!(out.code, 0, "reveal: {}", out.stderr);
+        assert_eq!(out.stdout.lines().count(), 1, "reveal prints the password alone");
+        out.stdout.trim_end_matches('\n').to_string()
+    }
+
+    /// Asserts no secret appears in anything this daemon logged.
+    pub fn assert_logs_free_of(&self, secrets: &[&str]) {
+        let logs = self.logs();
+        assert!(!logs.is_empty());
+        for s in secrets {
+            assert!(!logs.iter().any(|l| l.contains(s)), "a password appears in the logs");
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe_kill(child.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
+        psql("test", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name));
+        let _ = std::fs::remove_dir_all(&self.dir);
+        delete_amqp_names(&self.id);
+    }
+}
+
+fn delete_amqp_names(id: &str) {
+    let id = id.to_string();
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let props = ConnectionProperties::default()
+                .with_executor(tokio_executor_trait::Tokio::current())
+                .with_reactor(tokio_reactor_trait::Tokio);
+            let Ok(conn) = Connection::connect(AMQP_URL, props).await else { return };
+            let Ok(ch) = conn.create_channel().await else { return };
+            for q in [format!("rotor.requests-{id}"), format!("rotor.requests.dead-{id}")] {
+                let _ = ch.queue_delete(&q, Default::default()).await;
+            }
+            for x in [format!("rotor-{id}"), format!("rotor.dlx-{id}"), format!("rotor.events-{id}")] {
+                let _ = ch.exchange_delete(&x, Default::default()).await;
+            }
+            let _ = conn.close(200, "bye").await;
+        })
+    })
+    .join();
+}
+
+pub fn psql(db: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs SQL in the app's database and returns the single value printed.
+pub fn psql_value(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn rotate_spec(resource: &str, usernames: &[&str]) -> Vec<u8> {
+    let creds: Vec<Value> = usernames.iter().map(|u| serde_json::json!({"username": u})).collect();
+    serde_json::to_vec(&serde_json::json!({
+        "operationType": "ROTATE",
+        "elements": [{"resourceId": resource, "resourceType": "LINUX", "credentials": creds}]
+    }))
+    .unwrap()
+}
+

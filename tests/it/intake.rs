@@ -1,0 +1,80 @@
+//! Requests rotor must refuse: dead-lettered with an exact error, nothing recorded.
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
+    let app = TestApp::spawn().await;
+    let account = Account::create("rtd");
+    let resource = format!("app-{}", app.id);
+    let out = app.apply_inventory(&resource, &testbed().host_key_fpr, &[&account]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // Not JSON.
+    let reply = app.publish_and_reply("credentials.update", b"{not json").await;
+    assert_eq!(reply["status"], "FAILED");
+    let (body, err) = app.next_dead_letter().await;
+    assert_eq!(body, b"{not json");
+    assert_eq!(err["errorCode"], "INVALID_REQUEST");
+    assert_eq!(err["context"]["field"], "body");
+
+    // A wrong type deep inside, with a password in the message that must not leak.
+    let secret = "Leak-Me-Not-42!";
+    let bad = format!(
+        r#"{{"operationType":"ROTATE","elements":[{{"resourceId":"{resource}","resourceType":"LINUX","credentials":[{{"username":7,"password":"{secret}"}}]}}]}}"#
+    );
+    app.publish_and_reply("credentials.update", bad.as_bytes()).await;
+    let (_, err) = app.next_dead_letter().await;
+    assert_eq!(err["context"]["field"], "elements[0].credentials[0].username", "{err:#}");
+    assert!(!err.to_string().contains(secret));
+
+    // Unknown resource, unknown account, a username that could inject.
+    for (spec, code, field) in [
+        (rotate_spec("no-such-host", &["x"]), "RESOURCE_NOT_FOUND", "elements[0].resourceId"),
+        (rotate_spec(&resource, &["ghost"]), "CREDENTIAL_NOT_FOUND", "elements[0].credentials[0].username"),
+        (rotate_spec(&resource, &["root:x"]), "INVALID_USERNAME", "elements[0].credentials[0].username"),
+    ] {
+        let reply = app.publish_and_reply("credentials.update", &spec).await;
+        assert_eq!(reply["status"], "FAILED");
+        assert_eq!(reply["errors"][0]["errorCode"], code, "{reply:#}");
+        let (_, err) = app.next_dead_letter().await;
+        assert_eq!(err["errorCode"], code);
+        assert_eq!(err["context"]["field"], field);
+    }
+
+    // Too large.
+    let big = vec![b' '; 70_000];
+    app.publish_and_reply("credentials.update", &big).await;
+    let (_, err) = app.next_dead_letter().await;
+    assert_eq!(err["errorCode"], "REQUEST_TOO_LARGE");
+
+    // Nothing was recorded, and the target and vault are as they were.
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks"), "0");
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM credential_versions"), "1");
+    assert!(ssh_login(&account.username, &account.password));
+    app.assert_logs_free_of(&[secret, &account.password]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_needs_a_token_with_the_right_scope() {
+    let app = TestApp::spawn().await;
+    let (status, _) = app.get("/healthz", None).await;
+    assert_eq!(status, 200);
+    let (status, body) = app.get("/v1/credentials/tasks", None).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["errorCode"], "UNAUTHORIZED");
+    let (status, _) = app.get("/v1/credentials/tasks", Some("wrong-token")).await;
+    assert_eq!(status, 401);
+    let (status, body) = app.get("/v1/credentials/tasks", Some(&app.view_token)).await;
+    assert_eq!(status, 403, "credentials:view does not grant tasks:view");
+    assert_eq!(body["errorCode"], "FORBIDDEN");
+    let (status, body) = app.get("/v1/credentials/tasks?pageSize=5", Some(&app.token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["pageMetadata"]["pageSize"], 5);
+    assert_eq!(body["pageMetadata"]["totalElements"], 0);
+    let (status, body) = app.get("/v1/credentials/tasks/not-a-uuid", Some(&app.token)).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["errorCode"], "INVALID_REQUEST");
+    let (status, _) = app.get(&format!("/v1/credentials/tasks/{}", uuid::Uuid::new_v4()), Some(&app.token)).await;
+    assert_eq!(status, 404);
+}
