@@ -107,7 +107,7 @@ say "the target itself"
 login() {
     SSHPASS="$1" sshpass -e ssh -p "$ROTOR_TESTBED_PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
         -o LogLevel=ERROR -o PreferredAuthentications=password -o PubkeyAuthentication=no -o NumberOfPasswordPrompts=1 \
-        rotordemo@127.0.0.1 true </dev/null
+        rotordemo@127.0.0.1 true </dev/null 2>/dev/null
 }
 new=$("$rotor" credential reveal --resource demo-host --username rotordemo)
 old=$(cat "$demo/initial.pw")
@@ -115,6 +115,6 @@ if login "$new"; then echo "new password (vault version 2) logs in:  yes"; else 
 if login "$old"; then echo "old password refused: NO"; exit 1; else echo "old password (version 1) is refused:    yes"; fi
 
 say "the task as the HTTP API shows it"
-curl -fsS -H "Authorization: Bearer $(cat "$demo/ops.token")" "http://127.0.0.1:18080/v1/credentials/tasks/$task"
-echo
+json=$(curl -fsS -H "Authorization: Bearer $(cat "$demo/ops.token")" "http://127.0.0.1:18080/v1/credentials/tasks/$task")
+if command -v jq >/dev/null; then echo "$json" | jq .; else echo "$json"; fi
 echo "demo done: rotor rotated a real account end to end."

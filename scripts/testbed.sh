@@ -41,7 +41,10 @@ ADMIN_KEY=$STATE_DIR/admin_ed25519
 KNOWN_HOSTS=$STATE_DIR/known_hosts      # our host key, for the smoke test (and for anyone)
 ENV_FILE=$STATE_DIR/testbed.env         # the four lines `up` printed last
 LOCK_FILE=$STATE_DIR/.lock
-SUDOERS_FILE=/etc/sudoers.d/rotor-testbed   # no '.' in the name: sudo skips such files
+# The sudoers drop-in (no '.' in the name: sudo skips such files). A non-default admin
+# gets its own file, so a second test bed cannot take the default admin's rights away.
+SUDOERS_FILE=/etc/sudoers.d/rotor-testbed
+[[ $ADMIN == rotoradm ]] || SUDOERS_FILE=/etc/sudoers.d/rotor-testbed-$ADMIN
 PAM_SSHD=/etc/pam.d/sshd
 POLICY_RC=/usr/sbin/policy-rc.d
 # Marker line of the policy-rc.d we create temporarily; only a file with it is removed.
@@ -58,8 +61,9 @@ validate_settings() {
     # The dir ends up in sshd_config and in eval'ed output: keep it to a plain absolute path.
     [[ $STATE_DIR =~ ^/[A-Za-z0-9._/-]+$ && $STATE_DIR != / ]] \
         || die "ROTOR_TESTBED_DIR must be an absolute path of [A-Za-z0-9._/-] (got '$STATE_DIR')"
-    [[ $PORT =~ ^[0-9]{1,5}$ ]] && ((10#$PORT >= 1 && 10#$PORT <= 65535)) \
-        || die "ROTOR_TESTBED_PORT must be a port number 1-65535 (got '$PORT')"
+    if ! [[ $PORT =~ ^[0-9]{1,5}$ ]] || ((10#$PORT < 1 || 10#$PORT > 65535)); then
+        die "ROTOR_TESTBED_PORT must be a port number 1-65535 (got '$PORT')"
+    fi
     PORT=$((10#$PORT))
     [[ $ADMIN =~ $NAME_RE ]] || die "ROTOR_TESTBED_ADMIN '$ADMIN' is not a valid user name"
     [[ $ADMIN != root ]] || die "ROTOR_TESTBED_ADMIN must not be root"
@@ -237,7 +241,7 @@ write_if_changed() {
 }
 
 ensure_admin() {
-    local home shell status ak
+    local home shell status ak pub
     if ! getent passwd "$ADMIN" >/dev/null; then
         useradd -m -s /bin/bash -c 'rotor testbed admin' "$ADMIN" >&2
         log "changed: created user $ADMIN"
@@ -264,11 +268,18 @@ ensure_admin() {
     # StrictModes: home and ~/.ssh must not be group/world writable and must belong to the user.
     chmod go-w "$home"
     install -d -m 0700 -o "$ADMIN" -g "$(id -gn "$ADMIN")" "$home/.ssh"
+    # Our key is added if absent, other lines are kept: a second test bed (another
+    # ROTOR_TESTBED_DIR) with the same admin must not lock the first one out.
     ak=$home/.ssh/authorized_keys
-    if write_if_changed "$ak" 0600 <"$ADMIN_KEY.pub"; then
-        log "changed: installed $ADMIN_KEY.pub as $ak"
+    pub=$(cut -d' ' -f1,2 "$ADMIN_KEY.pub")
+    if [[ -f $ak ]] && grep -qF "$pub" "$ak"; then
+        log "ok: admin key in $ak"
+    else
+        cat "$ADMIN_KEY.pub" >>"$ak"
+        log "changed: added $ADMIN_KEY.pub to $ak"
     fi
     chown "$ADMIN": "$ak"
+    chmod 0600 "$ak"
 }
 
 ensure_sudoers() {

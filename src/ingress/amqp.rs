@@ -63,7 +63,7 @@ pub struct Intake {
 pub async fn run(intake: Arc<Intake>, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(500);
     while !shutdown.is_cancelled() {
-        match consume(&intake, &shutdown).await {
+        match consume(&intake, &shutdown, &mut backoff).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "AMQP intake lost its connection; reconnecting");
@@ -77,7 +77,7 @@ pub async fn run(intake: Arc<Intake>, shutdown: CancellationToken) {
     }
 }
 
-async fn consume(intake: &Intake, shutdown: &CancellationToken) -> Result<(), lapin::Error> {
+async fn consume(intake: &Intake, shutdown: &CancellationToken, backoff: &mut Duration) -> Result<(), lapin::Error> {
     let s = &intake.settings;
     let conn = connect(&intake.url, "rotor intake").await?;
     let ch = conn.create_channel().await?;
@@ -87,6 +87,7 @@ async fn consume(intake: &Intake, shutdown: &CancellationToken) -> Result<(), la
     publisher.confirm_select(ConfirmSelectOptions::default()).await?;
     let mut consumer = ch.basic_consume(&s.queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
     tracing::info!(queue = %s.queue, "AMQP intake consuming");
+    *backoff = Duration::from_millis(500);
     loop {
         let delivery = tokio::select! {
             d = consumer.next() => d,
