@@ -11,6 +11,9 @@ need psql
 [ "$(id -u)" = 0 ] || { echo "test.sh: run as root (the tests create Linux accounts)" >&2; exit 1; }
 
 bash scripts/testbed.sh up >/dev/null
+# Tests delete their accounts; this catches any a failed or killed test left behind.
+# A test process that died hard may also have left its daemons running.
+trap 'pkill -f "rotor-it-.*/rotor.toml run" || true; bash scripts/testbed.sh remove-accounts rtit >/dev/null 2>&1 || true' EXIT
 
 # The build needs no database: query metadata is committed in .sqlx/.
 export SQLX_OFFLINE=true

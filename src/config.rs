@@ -169,6 +169,10 @@ impl Default for VaultSettings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {
+    /// A name unique to this process among those sharing the database (e.g. the host
+    /// name when one runs per host). When set, a restart takes back at once the leases
+    /// its previous run held, instead of waiting for them to expire.
+    pub instance_id: Option<String>,
     /// Rotations in flight in this process.
     pub concurrency: usize,
     /// How long a claimed credential stays leased without a renewal.
@@ -185,6 +189,7 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
+            instance_id: None,
             concurrency: 16,
             lease_seconds: 60,
             max_attempts: 5,
@@ -335,6 +340,11 @@ impl Settings {
     fn validate(&self) -> Result<(), Error> {
         if self.worker.concurrency == 0 || self.worker.concurrency > 1024 {
             return Err(Error::invalid("worker.concurrency", "must be 1 to 1024"));
+        }
+        if let Some(id) = &self.worker.instance_id {
+            if id.is_empty() || id.contains('/') || id.contains('%') || id.contains('_') {
+                return Err(Error::invalid("worker.instance_id", "must be non-empty, without '/', '%' or '_'"));
+            }
         }
         if self.worker.lease_seconds < 10 {
             return Err(Error::invalid("worker.lease_seconds", "must be at least 10"));

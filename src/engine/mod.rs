@@ -24,7 +24,9 @@ pub struct Engine {
     pub pool: PgPool,
     pub key: Arc<MasterKey>,
     pub policies: Arc<BTreeMap<String, Policy>>,
+    /// `<instance>/<boot>`: leases are owned by one run of one process.
     pub worker_id: String,
+    pub instance_id: Option<String>,
     pub concurrency: usize,
     pub lease_seconds: f64,
     pub max_attempts: i32,
@@ -39,11 +41,13 @@ pub struct Engine {
 impl Engine {
     pub fn new(pool: PgPool, key: Arc<MasterKey>, settings: &Settings) -> Result<Self, crate::config::Error> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let instance = settings.worker.instance_id.clone().unwrap_or_else(|| format!("{}:{}", host.trim(), std::process::id()));
         Ok(Engine {
             pool,
             key,
             policies: Arc::new(settings.policies()?),
-            worker_id: format!("{}:{}:{}", host.trim(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            worker_id: format!("{instance}/{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            instance_id: settings.worker.instance_id.clone(),
             concurrency: settings.worker.concurrency,
             lease_seconds: f64::from(settings.worker.lease_seconds),
             max_attempts: settings.worker.max_attempts as i32,
@@ -68,6 +72,13 @@ impl Engine {
 
 /// Runs `concurrency` workers until `shutdown`; a running subtask is allowed to finish.
 pub async fn run_workers(engine: Arc<Engine>, shutdown: CancellationToken) {
+    if let Some(instance) = &engine.instance_id {
+        match repo::release_stale_leases(&engine.pool, instance, &engine.worker_id).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(leases = n, "took back leases of this instance's previous run; resuming its rotations"),
+            Err(e) => tracing::warn!(error = %e, "cannot take back this instance's previous leases; they will expire"),
+        }
+    }
     let wake = Arc::new(Notify::new());
     let listener = tokio::spawn(listen_for_work(engine.pool.clone(), wake.clone(), shutdown.clone()));
     let mut workers = tokio::task::JoinSet::new();

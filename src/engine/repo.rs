@@ -154,6 +154,20 @@ pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64) -> Result<Op
     }))
 }
 
+/// Expires the leases an earlier run of this instance held (it is dead: we are it).
+pub async fn release_stale_leases(pool: &PgPool, instance: &str, me: &str) -> Result<u64, Error> {
+    let n = sqlx::query!(
+        "UPDATE credentials SET lease_expires_at = now()
+          WHERE lease_owner LIKE $1 || '/%' AND lease_owner <> $2 AND lease_expires_at > now()",
+        instance,
+        me
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n)
+}
+
 /// Extends the lease; false when it was taken over.
 pub async fn renew_lease(pool: &PgPool, claim: &Claim, lease_seconds: f64) -> Result<bool, Error> {
     let n = sqlx::query!(
@@ -269,13 +283,23 @@ pub async fn finish_subtask(
 
 /// A transient failure: the subtask waits `delay_ms` and runs again, keeping the
 /// credential reserved (a pending password may be live on the target).
-pub async fn retry_later(conn: &mut PgConnection, claim: &Claim, stage: Stage, error: &VcfError, delay_ms: i64) -> Result<(), Error> {
+/// `untouched`: the failed attempt certainly changed nothing, so the stage counts as not started.
+pub async fn retry_later(
+    conn: &mut PgConnection,
+    claim: &Claim,
+    stage: Stage,
+    error: &VcfError,
+    delay_ms: i64,
+    untouched: bool,
+) -> Result<(), Error> {
     let json = serde_json::to_value(vec![error]).expect("errors serialize");
     sqlx::query!(
-        "UPDATE stages SET errors = $3 WHERE subtask_id = $1 AND name = $2",
+        "UPDATE stages SET errors = $3, status = CASE WHEN $4 THEN 'PENDING' ELSE status END
+          WHERE subtask_id = $1 AND name = $2",
         claim.subtask_id,
         stage.as_str(),
-        json
+        json,
+        untouched
     )
     .execute(&mut *conn)
     .await?;

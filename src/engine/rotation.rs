@@ -110,8 +110,10 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), repo::Err
     let stages = repo::stage_statuses(&engine.pool, claim.subtask_id).await?;
     let account = match load_account(engine, claim.credential_id).await {
         Ok(a) => a,
-        Err(e) => return fail(engine, claim, Stage::Validate, e).await,
+        Err(e) => return fail(engine, claim, None, Stage::Validate, e, false).await,
     };
+    // An earlier attempt that got as far as APPLY may have changed the target.
+    let mut touched = stages.iter().any(|(stage, status)| *stage == Stage::Apply && status != "PENDING");
     let mut new_password: Option<SecretString> = None;
     for (stage, status) in stages {
         if status == "SUCCESSFUL" || status == "NOT_APPLICABLE" {
@@ -119,7 +121,15 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), repo::Err
         }
         let resumed = status == "IN_PROGRESS";
         repo::stage_started(&engine.pool, claim, stage).await?;
+        crate::failpoint::hit(&format!("{stage}:before"));
         tracing::debug!(stage = %stage, resumed, "stage started");
+        if stage == Stage::Apply {
+            // Touch the target only with a fresh lease: a worker that cannot renew must
+            // not start a change another worker may be about to make.
+            if !repo::renew_lease(&engine.pool, claim, engine.lease_seconds).await? {
+                return Err(repo::Error::LostLease(claim.credential_id));
+            }
+        }
         let outcome = run_stage(engine, claim, &account, stage, resumed, &mut new_password).await;
         match outcome {
             Ok(Done::Recorded) => {}
@@ -129,8 +139,13 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), repo::Err
                 repo::stage_finished(&mut tx, claim, stage, status).await?;
                 tx.commit().await?;
             }
-            Err(e) => return give_up_or_retry(engine, claim, stage, e).await,
+            Err(e) => {
+                touched |= stage > Stage::Apply || (stage == Stage::Apply && e.unresolved);
+                return give_up_or_retry(engine, claim, &account, stage, e, touched).await;
+            }
         }
+        touched |= stage == Stage::Apply;
+        crate::failpoint::hit(&format!("{stage}:after"));
         tracing::debug!(stage = %stage, "stage done");
     }
     Ok(())
@@ -312,7 +327,10 @@ async fn apply(engine: &Engine, claim: &Claim, account: &Account, resumed: bool)
     .await
     .map_err(|e| StageError::permanent("INTERNAL_ERROR", format!("apply task panicked: {e}")).unresolved())?;
     match result {
-        Ok(()) => Ok(Done::Successful),
+        Ok(()) => {
+            crate::failpoint::hit("APPLY:target");
+            Ok(Done::Successful)
+        }
         // The target said no before changing anything: the current password stands.
         Err(e @ (target::Error::Rejected { .. } | target::Error::AdminAuth { .. } | target::Error::HostKeyMismatch { .. }
         | target::Error::NoPinnedHostKey | target::Error::NoAdmin | target::Error::Config(_) | target::Error::Connect { .. })) => {
@@ -336,18 +354,7 @@ async fn login(account: &Account, password: &SecretString) -> Result<Login, Stag
 async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Done, StageError> {
     let mut tx = repo::fenced(&engine.pool, claim).await?;
     match claim.operation {
-        Operation::Rotate | Operation::Update => {
-            versions::promote_pending(&mut tx, account.credential_id, engine.max_versions).await?;
-            sqlx::query!(
-                "UPDATE credentials SET last_rotated_at = now(), updated_at = now(), status = 'ACTIVE',
-                        next_rotation_at = CASE WHEN auto_rotate_days IS NULL THEN NULL
-                                                ELSE now() + make_interval(days => auto_rotate_days) END
-                  WHERE id = $1",
-                account.credential_id
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
+        Operation::Rotate | Operation::Update => promote(&mut tx, engine, account).await?,
         _ => {
             return Err(StageError::permanent("OPERATION_NOT_SUPPORTED", format!("{} is not supported yet", claim.operation)));
         }
@@ -360,25 +367,102 @@ async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Don
     Ok(Done::Recorded)
 }
 
-async fn give_up_or_retry(engine: &Engine, claim: &Claim, stage: Stage, e: StageError) -> Result<(), repo::Error> {
+/// PENDING becomes CURRENT and the credential records the rotation.
+async fn promote(conn: &mut sqlx::PgConnection, engine: &Engine, account: &Account) -> Result<(), StageError> {
+    versions::promote_pending(conn, account.credential_id, engine.max_versions).await?;
+    sqlx::query!(
+        "UPDATE credentials SET last_rotated_at = now(), updated_at = now(), status = 'ACTIVE',
+                next_rotation_at = CASE WHEN auto_rotate_days IS NULL THEN NULL
+                                        ELSE now() + make_interval(days => auto_rotate_days) END
+          WHERE id = $1",
+        account.credential_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn give_up_or_retry(
+    engine: &Engine,
+    claim: &Claim,
+    account: &Account,
+    stage: Stage,
+    e: StageError,
+    touched: bool,
+) -> Result<(), repo::Error> {
     if e.transient && claim.attempts < engine.max_attempts {
         let delay = engine.backoff_ms(claim.attempts);
         tracing::warn!(stage = %stage, code = %e.error.error_code, error = %e.error.message, delay_ms = delay,
             "transient failure; will retry");
         let mut tx = repo::fenced(&engine.pool, claim).await?;
-        repo::retry_later(&mut tx, claim, stage, &e.error, delay).await?;
+        repo::retry_later(&mut tx, claim, stage, &e.error, delay, !touched).await?;
         tx.commit().await?;
         return Ok(());
     }
-    fail(engine, claim, stage, e).await
+    fail(engine, claim, Some(account), stage, e, touched).await
 }
 
-async fn fail(engine: &Engine, claim: &Claim, stage: Stage, e: StageError) -> Result<(), repo::Error> {
+/// What the target really holds, by logging in.
+enum Truth {
+    Pending,
+    Current,
+    Unknown(String),
+}
+
+async fn find_truth(engine: &Engine, claim: &Claim, account: &Account) -> Truth {
+    let candidates = async {
+        let mut conn = engine.pool.acquire().await?;
+        let pending = versions::get(&mut conn, &engine.key, account.credential_id, State::Pending).await?;
+        let current = versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await?;
+        Ok::<_, crate::vault::Error>((pending.filter(|v| v.subtask_id == Some(claim.subtask_id)), current))
+    };
+    let (pending, current) = match candidates.await {
+        Ok(c) => c,
+        Err(e) => return Truth::Unknown(format!("cannot read the vault: {e}")),
+    };
+    for (version, truth) in [(pending, Truth::Pending), (current, Truth::Current)] {
+        let Some(v) = version else { continue };
+        match login(account, &v.password).await {
+            Ok(Login::Accepted) => return truth,
+            Ok(Login::Refused) => {}
+            Err(e) => return Truth::Unknown(e.error.message),
+        }
+    }
+    Truth::Unknown("neither the pending nor the current password logs in".into())
+}
+
+/// Ends the subtask FAILED, leaving the vault agreeing with the target whenever rotor
+/// can tell what the target holds (`touched`: an attempt may have changed it).
+async fn fail(engine: &Engine, claim: &Claim, account: Option<&Account>, stage: Stage, mut e: StageError, touched: bool) -> Result<(), repo::Error> {
+    let truth = match account {
+        Some(account) if touched => Some(find_truth(engine, claim, account).await),
+        _ => None,
+    };
+    let mut promote_pending = false;
+    match &truth {
+        Some(Truth::Pending) => {
+            promote_pending = true;
+            e.unresolved = false;
+            e.error.remediation_message = "The new password is live on the target and was made current.".into();
+        }
+        Some(Truth::Current) => e.unresolved = false,
+        Some(Truth::Unknown(why)) => {
+            e = e.unresolved();
+            e.error = e.error.clone().cause("TRUTH_UNKNOWN", why.clone());
+        }
+        None => {}
+    }
     tracing::error!(stage = %stage, code = %e.error.error_code, error = %e.error.message, unresolved = e.unresolved,
         "subtask failed");
     let error = e.error.context("stage", stage.as_str()).context("subtaskId", claim.subtask_id.to_string());
     let mut tx = repo::fenced(&engine.pool, claim).await?;
-    if !e.unresolved {
+    if promote_pending {
+        if let Some(account) = account {
+            if let Err(err) = promote(&mut tx, engine, account).await {
+                tracing::error!(error = %err.error.message, "cannot make the live pending password current");
+            }
+        }
+    } else if !e.unresolved {
         // The target still has the current password: the pending one never went live.
         sqlx::query!(
             "UPDATE credential_versions SET state = 'ABANDONED', state_changed_at = now()

@@ -221,12 +221,17 @@ fn refused_task(error: &crate::vcf_error::VcfError) -> view::Task {
     }
 }
 
+/// Publishes a reply and waits for the broker's confirm, so that a reply is never lost
+/// behind the ack of its request.
 async fn reply(publisher: &Channel, reply_to: &ShortString, request: &BasicProperties, body: &[u8]) {
     let mut props = BasicProperties::default().with_content_type("application/json".into());
     if let Some(c) = request.correlation_id() {
         props = props.with_correlation_id(c.clone());
     }
-    let sent = publisher.basic_publish("", reply_to.as_str(), BasicPublishOptions::default(), body, props).await;
+    let sent = match publisher.basic_publish("", reply_to.as_str(), BasicPublishOptions::default(), body, props).await {
+        Ok(confirm) => confirm.await.map(|_| ()),
+        Err(e) => Err(e),
+    };
     if let Err(e) = sent {
         tracing::warn!(error = %e, "cannot publish reply");
     }

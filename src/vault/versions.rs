@@ -152,15 +152,3 @@ pub async fn promote_pending(conn: &mut PgConnection, credential_id: Uuid, keep:
     .await?;
     Ok(())
 }
-
-/// A pending password that never reached the target is kept for the record but no longer pending.
-pub async fn abandon_pending(conn: &mut PgConnection, credential_id: Uuid) -> Result<(), Error> {
-    sqlx::query!(
-        "UPDATE credential_versions SET state = 'ABANDONED', state_changed_at = now()
-          WHERE credential_id = $1 AND state = 'PENDING'",
-        credential_id
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}

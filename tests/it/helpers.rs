@@ -138,8 +138,28 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// What a test may change about its daemon.
+#[derive(Clone)]
+pub struct Options {
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub lease_seconds: u32,
+    /// Set `worker.instance_id`, so a restart takes its leases back at once.
+    pub instance_id: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { concurrency: 8, max_attempts: 2, lease_seconds: 60, instance_id: false }
+    }
+}
+
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(opts: Options) -> TestApp {
         testbed();
         let id = unique();
         let dir = std::env::temp_dir().join(format!("rotor-it-{id}"));
@@ -157,7 +177,7 @@ impl TestApp {
             format!(
                 r#"[database]
 url = "{PG}/{db_name}"
-max_connections = 10
+max_connections = 5
 [amqp]
 url = "{AMQP_URL}"
 exchange = "{exchange}"
@@ -179,16 +199,22 @@ scopes = ["credentials:view"]
 [vault]
 master_key_file = "master.key"
 [worker]
-concurrency = 8
+concurrency = {concurrency}
 retry_base_ms = 200
-max_attempts = 2
+max_attempts = {max_attempts}
+lease_seconds = {lease_seconds}
 poll_interval_ms = 500
+{instance}
 [ssh]
 io_timeout_ms = 20000
 [log]
 format = "json"
 filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
-"#
+"#,
+                concurrency = opts.concurrency,
+                max_attempts = opts.max_attempts,
+                lease_seconds = opts.lease_seconds,
+                instance = if opts.instance_id { format!("instance_id = \"it-{id}\"") } else { String::new() },
             ),
         )
         .unwrap();
@@ -213,8 +239,14 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
 
     /// Starts `rotor run` and waits until its HTTP API and AMQP intake are up.
     pub async fn start(&mut self) {
+        self.start_with_env(&[]).await
+    }
+
+    pub async fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        let first_line = self.logs.lock().unwrap().len();
         let mut child = Command::new(ROTOR)
             .args(["--config", self.config.to_str().unwrap(), "run"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -232,7 +264,7 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
         loop {
             let (addr, consuming) = {
                 let logs = self.logs.lock().unwrap();
-                let start = logs.iter().rposition(|l| l.contains("HTTP API listening"));
+                let start = logs.iter().skip(first_line).position(|l| l.contains("HTTP API listening")).map(|i| i + first_line);
                 let addr = start.and_then(|i| serde_json::from_str::<Value>(&logs[i]).ok()).and_then(|v| v["addr"].as_str().map(String::from));
                 let consuming = start.is_some_and(|i| logs[i..].iter().any(|l| l.contains("AMQP intake consuming")));
                 (addr, consuming)
@@ -246,6 +278,27 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
             }
             assert!(Instant::now() < deadline, "rotor run did not come up:\n{}", self.logs().join("\n"));
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the daemon to exit by itself (e.g. killed at a failpoint).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut().expect("running").try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "rotor did not exit within {timeout:?}:\n{}", self.logs().join("\n"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILLs the daemon now.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -282,6 +335,11 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
     /// Writes an inventory with one LINUX resource on the test sshd and applies it.
     /// Each account's initial password is onboarded from a file.
     pub fn apply_inventory(&self, resource_id: &str, host_key: &str, accounts: &[&Account]) -> Output {
+        self.apply_inventory_at(resource_id, testbed().port, host_key, accounts)
+    }
+
+    /// The same, for a resource whose sshd listens on `port`.
+    pub fn apply_inventory_at(&self, resource_id: &str, port: u16, host_key: &str, accounts: &[&Account]) -> Output {
         let bed = testbed();
         let mut text = format!(
             r#"[[resource]]
@@ -298,7 +356,6 @@ username = "{admin}"
 private_key_file = "{key}"
 sudo = true
 "#,
-            port = bed.port,
             admin = bed.admin,
             key = bed.admin_key
         );
@@ -441,7 +498,11 @@ fn unsafe_kill(pid: u32, signal: &str) {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop();
-        psql("test", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name));
+        // Never panic in drop: a second panic would abort and orphan other tests' daemons.
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
+            .output();
         let _ = std::fs::remove_dir_all(&self.dir);
         delete_amqp_names(&self.id);
     }
@@ -496,3 +557,54 @@ pub fn rotate_spec(resource: &str, usernames: &[&str]) -> Vec<u8> {
     .unwrap()
 }
 
+
+/// Another sshd on its own port, state dir and host key: a second "host" (same
+/// accounts, as they share this machine). Stopped and removed when dropped.
+pub struct ExtraSshd {
+    pub port: u16,
+    pub host_key_fpr: String,
+    dir: PathBuf,
+}
+
+impl ExtraSshd {
+    pub fn start() -> ExtraSshd {
+        testbed();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("rotor-it-sshd-{}", unique()));
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/testbed.sh"))
+            .arg("up")
+            .env("ROTOR_TESTBED_DIR", &dir)
+            .env("ROTOR_TESTBED_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "second sshd: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let fpr = text.lines().find_map(|l| l.strip_prefix("ROTOR_TESTBED_HOST_KEY_FPR=")).unwrap().to_string();
+        ExtraSshd { port, host_key_fpr: fpr, dir }
+    }
+
+    pub fn stop(&self) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/testbed.sh"))
+            .arg("down")
+            .env("ROTOR_TESTBED_DIR", &self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "stop second sshd: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for ExtraSshd {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join("scripts/testbed.sh"))
+            .arg("down")
+            .env("ROTOR_TESTBED_DIR", &self.dir)
+            .stdin(Stdio::null())
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

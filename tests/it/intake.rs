@@ -5,7 +5,7 @@ use crate::helpers::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
     let app = TestApp::spawn().await;
-    let account = Account::create("rtd");
+    let account = Account::create("rtitd");
     let resource = format!("app-{}", app.id);
     let out = app.apply_inventory(&resource, &testbed().host_key_fpr, &[&account]);
     assert_eq!(out.code, 0, "{}", out.stderr);

@@ -3,4 +3,5 @@
 
 mod helpers;
 mod intake;
+mod reliability;
 mod rotate;

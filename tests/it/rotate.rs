@@ -9,7 +9,7 @@ const STAGES: [&str; 7] = ["VALIDATE", "GENERATE", "STAGE_PENDING", "APPLY", "VE
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_over_amqp_changes_the_password_on_the_target() {
     let app = TestApp::spawn().await;
-    let account = Account::create("rta");
+    let account = Account::create("rtita");
     let resource = format!("web-{}", app.id);
     let bed = testbed();
     let out = app.apply_inventory(&resource, &bed.host_key_fpr, &[&account]);
@@ -61,8 +61,8 @@ async fn rotate_over_amqp_changes_the_password_on_the_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_enqueue_and_watch_follow_a_rotation_to_its_end() {
     let app = TestApp::spawn().await;
-    let a = Account::create("rtb");
-    let b = Account::create("rtb");
+    let a = Account::create("rtitb");
+    let b = Account::create("rtitb");
     let resource = format!("db-{}", app.id);
     let out = app.apply_inventory(&resource, &testbed().host_key_fpr, &[&a, &b]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -93,7 +93,7 @@ async fn cli_enqueue_and_watch_follow_a_rotation_to_its_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_key_mismatch_fails_before_any_credential_is_sent() {
     let app = TestApp::spawn().await;
-    let account = Account::create("rtc");
+    let account = Account::create("rtitc");
     let resource = format!("evil-{}", app.id);
     // A well-formed fingerprint that is not the test sshd's.
     let wrong = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";

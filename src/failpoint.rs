@@ -1,0 +1,22 @@
+//! Crash injection for the reliability proofs: `ROTOR_FAILPOINT=<STAGE>:<when>` makes
+//! the process SIGKILL itself at that point, once per start. `<when>` is `before` (the
+//! stage is recorded IN_PROGRESS, nothing else done), `after` (the stage's work is
+//! done and committed) or, for APPLY, `target` (the target's password has changed but
+//! rotor has not recorded it). Unset, it costs one environment lookup per stage.
+
+use std::sync::OnceLock;
+
+fn configured() -> Option<&'static str> {
+    static POINT: OnceLock<Option<String>> = OnceLock::new();
+    POINT.get_or_init(|| std::env::var("ROTOR_FAILPOINT").ok().filter(|s| !s.is_empty())).as_deref()
+}
+
+/// Kills the process with SIGKILL if `point` (e.g. "APPLY:target") is the configured one.
+pub fn hit(point: &str) {
+    if configured() == Some(point) {
+        tracing::warn!(failpoint = point, "failpoint reached: SIGKILL");
+        let _ = std::process::Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
+        // `kill` delivers the signal before it returns; never continue past a failpoint.
+        std::process::abort();
+    }
+}

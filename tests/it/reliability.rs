@@ -1,0 +1,168 @@
+//! No password lost: crashes at every stage boundary, dead hosts, and (with
+//! `--ignored`, from scripts/reliability.sh) the long proofs of RELIABILITY.md.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+/// Every place a crash can strike a rotation: each stage boundary, and the moment the
+/// target has changed but rotor has not yet recorded it.
+const POINTS: [&str; 15] = [
+    "VALIDATE:before",
+    "VALIDATE:after",
+    "GENERATE:before",
+    "GENERATE:after",
+    "STAGE_PENDING:before",
+    "STAGE_PENDING:after",
+    "APPLY:before",
+    "APPLY:target",
+    "APPLY:after",
+    "VERIFY_NEW:before",
+    "VERIFY_NEW:after",
+    "VERIFY_OLD_REJECTED:before",
+    "VERIFY_OLD_REJECTED:after",
+    "COMMIT:before",
+    "COMMIT:after",
+];
+
+fn trials() -> usize {
+    std::env::var("ROTOR_RELIABILITY_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+/// The vault's current password logs in and its previous one is refused; nothing is
+/// left pending. Returns a description of what is wrong, if anything.
+pub fn check_account(app: &TestApp, resource: &str, account: &Account) -> Result<(), String> {
+    let current = app.reveal(resource, &account.username);
+    if !ssh_login(&account.username, &current) {
+        return Err(format!("{}: the vault's current password does not log in (LOST)", account.username));
+    }
+    let previous = psql_value(
+        &app.db_name,
+        &format!(
+            "SELECT v.version FROM credential_versions v JOIN credentials c ON c.id = v.credential_id
+              WHERE c.username = '{}' AND v.state = 'PREVIOUS'",
+            account.username
+        ),
+    );
+    if !previous.is_empty() {
+        let out = app.cli(&["credential", "reveal", "--resource", resource, "--username", &account.username, "--version", &previous]);
+        if ssh_login(&account.username, out.stdout.trim_end_matches('\n')) {
+            return Err(format!("{}: the previous password still logs in", account.username));
+        }
+    }
+    let pending = psql_value(
+        &app.db_name,
+        &format!(
+            "SELECT count(*) FROM credential_versions v JOIN credentials c ON c.id = v.credential_id
+              WHERE c.username = '{}' AND v.state = 'PENDING'",
+            account.username
+        ),
+    );
+    if pending != "0" {
+        return Err(format!("{}: a pending version is left", account.username));
+    }
+    Ok(())
+}
+
+/// One trial: rotor is SIGKILLed at `point`, restarted, and must finish the rotation
+/// with the vault agreeing with the target.
+async fn crash_at(point: &str) -> Result<(), String> {
+    let mut app = TestApp::spawn_with(Options { instance_id: true, lease_seconds: 10, ..Default::default() }).await;
+    let account = Account::create("rtitk");
+    let resource = format!("crash-{}", app.id);
+    let out = app.apply_inventory(&resource, &testbed().host_key_fpr, &[&account]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Restart with the failpoint armed: only this run of the daemon dies at it.
+    app.stop();
+    app.start_with_env(&[("ROTOR_FAILPOINT", point)]).await;
+    // The producer waits for its reply while rotor dies and comes back: a request whose
+    // ack was lost is redelivered, and the reply names the one task it made.
+    let enqueue = {
+        let (config, resource, username) = (app.config.clone(), resource.clone(), account.username.clone());
+        std::thread::spawn(move || {
+            std::process::Command::new(ROTOR)
+                .arg("--config")
+                .arg(config)
+                .args(["enqueue", "rotate", "--resource", &resource, "--username", &username, "--timeout", "60"])
+                .output()
+                .unwrap()
+        })
+    };
+    let status = app.wait_exit(Duration::from_secs(60)).await;
+    use std::os::unix::process::ExitStatusExt;
+    if status.signal() != Some(9) {
+        return Err(format!("{point}: rotor was not killed at the failpoint ({status})"));
+    }
+    app.start().await;
+    let out = enqueue.join().unwrap();
+    if !out.status.success() {
+        return Err(format!("{point}: enqueue failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let task_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if psql_value(&app.db_name, "SELECT count(*) FROM tasks") != "1" {
+        return Err(format!("{point}: the request made more than one task"));
+    }
+    let task = app.wait_task(&task_id, Duration::from_secs(90)).await;
+    if task["status"] != "SUCCESSFUL" {
+        return Err(format!("{point}: task ended {} {}", task["status"], task["errors"]));
+    }
+    check_account(&app, &resource, &account).map_err(|e| format!("{point}: {e}"))?;
+    if ssh_login(&account.username, &account.password) {
+        return Err(format!("{point}: the initial password still logs in"));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_crash_at_any_stage_boundary_loses_no_password() {
+    let trials = trials();
+    // A few daemons at a time: each holds database connections and the machine has 2 cores.
+    let mut failures: Vec<String> = Vec::new();
+    for chunk in POINTS.chunks(5) {
+        failures.extend(std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|point| {
+                    s.spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                        (0..trials).filter_map(|_| rt.block_on(crash_at(point)).err()).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("trial thread")).collect::<Vec<_>>()
+        }));
+    }
+    eprintln!("crash points: {} x {trials} trials, {} failed", POINTS.len(), failures.len());
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_host_fails_cleanly_and_other_hosts_still_rotate() {
+    let app = TestApp::spawn_with(Options { max_attempts: 3, ..Default::default() }).await;
+    let dead = ExtraSshd::start();
+    let (on_dead, on_live) = (Account::create("rtitx"), Account::create("rtitx"));
+    let (dead_id, live_id) = (format!("dead-{}", app.id), format!("live-{}", app.id));
+    assert_eq!(app.apply_inventory_at(&dead_id, dead.port, &dead.host_key_fpr, &[&on_dead]).code, 0);
+    assert_eq!(app.apply_inventory(&live_id, &testbed().host_key_fpr, &[&on_live]).code, 0);
+    dead.stop();
+
+    let spec = serde_json::json!({"operationType": "ROTATE", "elements": [
+        {"resourceId": dead_id, "resourceType": "LINUX", "credentials": [{"username": on_dead.username}]},
+        {"resourceId": live_id, "resourceType": "LINUX", "credentials": [{"username": on_live.username}]}]});
+    let reply = app.publish_and_reply("credentials.update", spec.to_string().as_bytes()).await;
+    let task = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90)).await;
+    assert_eq!(task["status"], "FAILED", "{task:#}");
+    assert_eq!(task["resolutionStatus"], "RESOLVED", "nothing reached the dead host: {task:#}");
+    let subs = task["subTasks"].as_array().unwrap();
+    assert_eq!(subs[0]["status"], "FAILED");
+    assert_eq!(subs[0]["errors"][0]["errorCode"], "CONNECTION_FAILED", "{task:#}");
+    assert_eq!(subs[1]["status"], "SUCCESSFUL", "the live host is unaffected");
+    assert_eq!(task["errors"].as_array().unwrap().len(), 1, "the task's errors name the failed subtask");
+    // It was retried before giving up.
+    assert_eq!(psql_value(&app.db_name, "SELECT max(attempts) FROM subtasks"), "3");
+    // The dead host's account keeps the password rotor has as current.
+    assert_eq!(app.reveal(&dead_id, &on_dead.username), on_dead.password);
+    assert!(ssh_login(&on_dead.username, &on_dead.password));
+    check_account(&app, &live_id, &on_live).unwrap();
+    assert!(!ssh_login(&on_live.username, &on_live.password));
+}
