@@ -96,7 +96,7 @@ async fn worker_loop(n: usize, engine: Arc<Engine>, wake: Arc<Notify>, shutdown:
         match repo::claim(&engine.pool, &engine.worker_id, engine.lease_seconds).await {
             Ok(Some(claim)) => {
                 backoff = Duration::from_millis(200);
-                let span = tracing::info_span!("subtask", worker = n, task_id = %claim.task_id,
+                let span = tracing::info_span!("subtask", worker_id = %engine.worker_id, worker = n, task_id = %claim.task_id,
                     subtask_id = %claim.subtask_id, credential_id = %claim.credential_id, attempt = claim.attempts);
                 rotation::run(&engine, claim).instrument(span).await;
             }

@@ -129,6 +129,8 @@ pub struct TestApp {
     pub exchange: String,
     pub dead_queue: String,
     child: Option<Child>,
+    /// More `rotor run` processes on the same database and broker.
+    siblings: Vec<Child>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -229,6 +231,7 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
             exchange,
             dead_queue,
             child: None,
+            siblings: Vec::new(),
             logs: Arc::new(Mutex::new(Vec::new())),
         };
         let out = app.cli(&["keygen", "--out", app.dir.join("master.key").to_str().unwrap()]);
@@ -279,6 +282,14 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
             assert!(Instant::now() < deadline, "rotor run did not come up:\n{}", self.logs().join("\n"));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Starts another `rotor run` on the same configuration (database, broker, queue).
+    pub async fn start_sibling(&mut self) {
+        let main = self.child.take();
+        self.start_with_env(&[]).await;
+        let sibling = std::mem::replace(&mut self.child, main).expect("started");
+        self.siblings.push(sibling);
     }
 
     /// Waits for the daemon to exit by itself (e.g. killed at a failpoint).
@@ -380,6 +391,58 @@ sudo = true
         Connection::connect(AMQP_URL, props).await.expect("connect to RabbitMQ")
     }
 
+    /// Publishes each (message_id, body) as `credentials.update`, persistent, with
+    /// publisher confirms; reconnects and publishes again whatever was not confirmed
+    /// (the broker may restart meanwhile). Returns the confirmed message ids.
+    pub async fn publish_confirmed(&self, messages: &[(String, Vec<u8>)]) -> Vec<String> {
+        let mut confirmed = Vec::new();
+        let mut next = 0;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while next < messages.len() {
+            assert!(Instant::now() < deadline, "could not publish within 10 minutes");
+            let props = ConnectionProperties::default()
+                .with_executor(tokio_executor_trait::Tokio::current())
+                .with_reactor(tokio_reactor_trait::Tokio);
+            let Ok(conn) = Connection::connect(AMQP_URL, props).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let Ok(ch) = conn.create_channel().await else { continue };
+            if ch.confirm_select(ConfirmSelectOptions::default()).await.is_err() {
+                continue;
+            }
+            while next < messages.len() {
+                let (id, body) = &messages[next];
+                let props = BasicProperties::default().with_message_id(id.clone().into()).with_delivery_mode(2);
+                let sent = ch.basic_publish(&self.exchange, "credentials.update", BasicPublishOptions::default(), body, props).await;
+                let ok = match sent {
+                    Ok(confirm) => matches!(confirm.await, Ok(c) if c.is_ack()),
+                    Err(_) => false,
+                };
+                if !ok {
+                    break; // reconnect and publish this one again
+                }
+                confirmed.push(id.clone());
+                next += 1;
+            }
+            let _ = conn.close(200, "bye").await;
+        }
+        confirmed
+    }
+
+    /// Polls until no task is PENDING or IN_PROGRESS.
+    pub async fn wait_all_tasks(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let open = psql_value(&self.db_name, "SELECT count(*) FROM tasks WHERE status IN ('PENDING', 'IN_PROGRESS')");
+            if open == "0" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{open} tasks still open after {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Publishes a message (confirmed) with a fresh message_id and reply queue; returns
     /// the daemon's reply (a Task JSON).
     pub async fn publish_and_reply(&self, routing_key: &str, body: &[u8]) -> Value {
@@ -479,6 +542,10 @@ sudo = true
     }
 
     pub fn stop(&mut self) {
+        for mut sibling in self.siblings.drain(..) {
+            let _ = sibling.kill();
+            let _ = sibling.wait();
+        }
         if let Some(mut child) = self.child.take() {
             unsafe_kill(child.id(), "TERM");
             let deadline = Instant::now() + Duration::from_secs(20);

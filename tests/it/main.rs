@@ -3,5 +3,6 @@
 
 mod helpers;
 mod intake;
-mod reliability;
+mod proofs;
+pub mod reliability;
 mod rotate;
