@@ -1,0 +1,152 @@
+//! Target drivers: how rotor logs in to a host and changes a password there.
+//! Everything here is blocking (ssh2); the engine runs it on the blocking pool.
+
+pub mod linux;
+pub mod ssh;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// Where a resource is and how to trust and reach it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub resource_id: String,
+    pub address: String,
+    pub port: u16,
+    /// Pinned host key fingerprints, `SHA256:<base64>` as `ssh-keygen -l` prints them.
+    pub host_keys: Vec<String>,
+    pub insecure_accept_any_host_key: bool,
+    pub admin: Option<Admin>,
+    pub connect_timeout: Duration,
+    pub io_timeout: Duration,
+}
+
+/// The privileged account used to change other accounts' passwords.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub username: String,
+    pub private_key_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    pub sudo: bool,
+}
+
+/// What a login attempt showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    Accepted,
+    Refused,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to {address}: {message}")]
+    Connect { address: String, message: String },
+    #[error("timed out talking to {address}: {message}")]
+    Timeout { address: String, message: String },
+    #[error("host key of {address} is {found}, which is not pinned for this resource")]
+    HostKeyMismatch { address: String, found: String },
+    #[error("resource pins no host key; add host_keys (or insecure_accept_any_host_key = true)")]
+    NoPinnedHostKey,
+    #[error("the admin account {username} could not authenticate: {message}")]
+    AdminAuth { username: String, message: String },
+    #[error("resource has no admin account for this platform")]
+    NoAdmin,
+    #[error("the target refused the new password: {message}")]
+    Rejected { message: String },
+    #[error("SSH protocol error with {address}: {message}")]
+    Protocol { address: String, message: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether trying again later can help (the network, the host coming back).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Connect { .. } | Error::Timeout { .. } | Error::Protocol { .. })
+    }
+
+    /// The stable VCF `errorCode`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Connect { .. } => "CONNECTION_FAILED",
+            Error::Timeout { .. } => "TIMEOUT",
+            Error::HostKeyMismatch { .. } => "HOST_KEY_MISMATCH",
+            Error::NoPinnedHostKey => "HOST_KEY_NOT_PINNED",
+            Error::AdminAuth { .. } => "AUTHENTICATION_FAILED",
+            Error::NoAdmin => "ADMIN_ACCOUNT_MISSING",
+            Error::Rejected { .. } => "PASSWORD_REJECTED_BY_TARGET",
+            Error::Protocol { .. } => "SSH_ERROR",
+            Error::Config(_) => "CONFIGURATION_ERROR",
+        }
+    }
+}
+
+/// One way of changing passwords on a kind of target (DESIGN.md, platforms).
+pub trait Driver: Send + Sync {
+    /// Sets `new` as `username`'s password. `old` is its current one, when rotor knows it.
+    fn apply(&self, target: &Target, username: &str, old: Option<&SecretString>, new: &SecretString) -> Result<(), Error>;
+
+    /// A fresh login as `username` with `password`.
+    fn login(&self, target: &Target, username: &str, password: &SecretString) -> Result<Login, Error> {
+        ssh::password_login(target, username, password)
+    }
+}
+
+/// The driver for a platform name, or None if rotor does not know it.
+pub fn driver(platform: &str) -> Option<&'static dyn Driver> {
+    match platform {
+        "linux-chpasswd" => Some(&linux::Chpasswd),
+        _ => None,
+    }
+}
+
+pub const PLATFORMS: &[&str] = &["linux-chpasswd"];
+
+/// Usernames go into `chpasswd` input and SSH logins: refuse anything that could be
+/// read as a separator, an option or a second line.
+pub fn validate_username(username: &str) -> Result<(), &'static str> {
+    if username.is_empty() {
+        return Err("must not be empty");
+    }
+    if username.len() > 64 {
+        return Err("must be at most 64 bytes");
+    }
+    if username.starts_with('-') {
+        return Err("must not start with '-'");
+    }
+    if username.contains(':') {
+        return Err("must not contain ':'");
+    }
+    if username.chars().any(char::is_whitespace) {
+        return Err("must not contain whitespace");
+    }
+    if username.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    Ok(())
+}
+
+/// A password must fit on one `chpasswd` line and in a PTY prompt.
+pub fn validate_password_charset(password: &str) -> Result<(), &'static str> {
+    if password.chars().any(char::is_control) {
+        return Err("must not contain control characters (newline, tab, ...)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_that_could_inject_are_refused() {
+        for bad in ["", "-rf", "a:b", "a b", "a\nb", "a\tb", "x\u{7f}"] {
+            assert!(validate_username(bad).is_err(), "{bad:?}");
+        }
+        for good in ["app", "svc_01", "web-user", "a.b"] {
+            assert!(validate_username(good).is_ok(), "{good:?}");
+        }
+    }
+}
