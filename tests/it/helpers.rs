@@ -652,6 +652,19 @@ impl ExtraSshd {
         ExtraSshd { port, host_key_fpr: fpr, dir }
     }
 
+    /// Starts it again on the same port with the same host key.
+    pub fn restart(&self) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/testbed.sh"))
+            .arg("up")
+            .env("ROTOR_TESTBED_DIR", &self.dir)
+            .env("ROTOR_TESTBED_PORT", self.port.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "restart second sshd: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn stop(&self) {
         let out = Command::new("bash")
             .arg(repo_root().join("scripts/testbed.sh"))

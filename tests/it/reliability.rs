@@ -166,3 +166,37 @@ async fn a_dead_host_fails_cleanly_and_other_hosts_still_rotate() {
     check_account(&app, &live_id, &on_live).unwrap();
     assert!(!ssh_login(&on_live.username, &on_live.password));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_truth_cannot_be_told_the_task_is_unresolved_and_the_password_kept() {
+    // Rotor dies right after the target changed; when it comes back the host is gone.
+    let mut app = TestApp::spawn_with(Options { instance_id: true, lease_seconds: 10, max_attempts: 2, ..Default::default() }).await;
+    let host = ExtraSshd::start();
+    let account = Account::create("rtitu");
+    let resource = format!("flaky-{}", app.id);
+    assert_eq!(app.apply_inventory_at(&resource, host.port, &host.host_key_fpr, &[&account]).code, 0);
+    app.stop();
+    app.start_with_env(&[("ROTOR_FAILPOINT", "APPLY:target")]).await;
+    let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
+    let task_id = reply["id"].as_str().unwrap().to_string();
+    app.wait_exit(Duration::from_secs(60)).await;
+    host.stop();
+    app.start().await;
+    let task = app.wait_task(&task_id, Duration::from_secs(90)).await;
+    assert_eq!(task["status"], "FAILED", "{task:#}");
+    assert_eq!(task["resolutionStatus"], "UNRESOLVED", "{task:#}");
+    let error = &task["errors"][0];
+    assert!(error["remediationMessage"].as_str().unwrap().contains("REMEDIATE"), "{error:#}");
+    // The password the target really has is still in the vault, as the pending version.
+    assert_eq!(psql_value(&app.db_name, "SELECT string_agg(state, ',' ORDER BY version) FROM credential_versions"), "CURRENT,PENDING");
+    let pending = app.cli(&["credential", "reveal", "--resource", &resource, "--username", &account.username, "--version", "2"]);
+    assert_eq!(pending.code, 0);
+    assert!(ssh_login(&account.username, pending.stdout.trim_end()), "the pending version is what the target holds");
+    assert!(!ssh_login(&account.username, &account.password));
+    // A later rotation of the same credential refuses to stack a second pending password on it.
+    host.restart();
+    let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
+    let again = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(again["errors"][0]["errorCode"], "CREDENTIAL_UNRESOLVED", "{again:#}");
+    assert!(ssh_login(&account.username, pending.stdout.trim_end()));
+}
