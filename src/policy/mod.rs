@@ -1,14 +1,33 @@
-//! Password policies: the rules, the presets, checking a supplied password, and
-//! (in `generate`) drawing a password uniformly from every compliant one.
+//! Password policies: the rules (`spec`), the presets, checking a supplied password
+//! (`check`), and drawing a password uniformly from every compliant one (`generate`).
 
+mod check;
 mod generate;
+mod presets;
+mod rng;
+mod spec;
 
-use std::collections::BTreeMap;
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod stats;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod uniformity;
+
+use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use zeroize::Zeroize;
 
-pub use generate::Generator;
+pub use generate::TooComplex;
+pub use presets::{preset_for_type, presets};
+pub use spec::{PolicySpec, SpecError, AMBIGUOUS};
+
+use generate::{log2, Generator, Rules};
+use rng::Rng;
 
 /// Character classes, in a fixed order used as an index everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -32,233 +51,35 @@ impl Class {
     }
 }
 
-/// Characters easily mistaken for one another when read aloud or off a screen.
-const AMBIGUOUS: &str = "l1IO0o|`'\"";
-const DEFAULT_SPECIALS: &str = "!@#$%^&*-_=+";
-
-/// A policy as written under `[policy.NAME]` in the configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicySpec {
-    pub length: Option<usize>,
-    pub min_length: Option<usize>,
-    pub max_length: Option<usize>,
-    /// Minimum per class; -1 excludes the class altogether.
-    #[serde(default)]
-    pub min_lower: i32,
-    #[serde(default)]
-    pub min_upper: i32,
-    #[serde(default)]
-    pub min_digit: i32,
-    #[serde(default)]
-    pub min_special: i32,
-    pub special_chars: Option<String>,
-    #[serde(default)]
-    pub forbidden_chars: String,
-    /// No more than this many identical characters in a row (0: no limit).
-    #[serde(default)]
-    pub max_identical_run: usize,
-    #[serde(default)]
-    pub exclude_ambiguous: bool,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SpecError {
-    #[error("give `length`, or `min_length` and `max_length`, not both")]
-    LengthConflict,
-    #[error("length must be between 4 and 256, got {0}")]
-    LengthRange(usize),
-    #[error("`min_length` {0} is larger than `max_length` {1}")]
-    LengthOrder(usize, usize),
-    #[error("minimum must be -1 (class excluded) or 0 to 64, got {0}")]
-    Minimum(i32),
-    #[error("special character {0:?} is not printable ASCII or is a letter/digit")]
-    BadSpecial(char),
-    #[error("class {0} is required but has no characters left after forbidden_chars/exclude_ambiguous")]
-    EmptyClass(&'static str),
-    #[error("the class minimums add up to {0}, more than the maximum length {1}")]
-    MinimumsExceedLength(usize, usize),
-    #[error("no password can satisfy every rule (e.g. max_identical_run with too small an alphabet)")]
-    Infeasible,
-    #[error("every class is excluded")]
-    NoAlphabet,
-}
-
-impl SpecError {
-    /// The key the error is about, appended to `policy.NAME` in messages.
-    pub fn field_suffix(&self) -> &'static str {
-        match self {
-            SpecError::LengthConflict | SpecError::LengthRange(_) | SpecError::LengthOrder(..) => ".length",
-            SpecError::Minimum(_) => "",
-            SpecError::BadSpecial(_) => ".special_chars",
-            SpecError::EmptyClass(_) => ".forbidden_chars",
-            SpecError::MinimumsExceedLength(..) => "",
-            SpecError::Infeasible | SpecError::NoAlphabet => "",
-        }
-    }
-}
+/// Tries per length when a username must be avoided (usernames of two characters or more;
+/// a one-character username is avoided exactly by leaving that letter out).
+pub const USERNAME_TRIES: u32 = 1000;
 
 /// A validated, feasible policy, ready to check and generate.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub name: String,
+    /// Lengths `check` accepts.
     pub min_length: usize,
     pub max_length: usize,
-    /// Minimum per class (0 when the class is optional).
+    /// Lengths `generate` draws from (uniformly among the feasible ones).
+    pub generated_range: (usize, usize),
+    /// The feasible lengths of `generated_range`; never empty.
+    pub lengths: Vec<usize>,
+    /// Minimum per class (0 when the class is optional or excluded).
     pub minimums: [usize; 4],
+    pub excluded: [bool; 4],
     /// The allowed characters per class (empty when excluded).
     pub alphabet: [Vec<char>; 4],
+    pub forbidden: Vec<char>,
+    pub exclude_ambiguous: bool,
+    /// 0: no limit.
     pub max_identical_run: usize,
-    generator: Generator,
-}
-
-impl Policy {
-    pub fn from_spec(name: &str, spec: &PolicySpec) -> Result<Policy, SpecError> {
-        let (min_length, max_length) = match (spec.length, spec.min_length, spec.max_length) {
-            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => return Err(SpecError::LengthConflict),
-            (Some(l), None, None) => (l, l),
-            (None, min, max) => (min.unwrap_or(20), max.unwrap_or(min.unwrap_or(20).max(20))),
-        };
-        for l in [min_length, max_length] {
-            if !(4..=256).contains(&l) {
-                return Err(SpecError::LengthRange(l));
-            }
-        }
-        if min_length > max_length {
-            return Err(SpecError::LengthOrder(min_length, max_length));
-        }
-        let specials = spec.special_chars.as_deref().unwrap_or(DEFAULT_SPECIALS);
-        if let Some(c) = specials.chars().find(|c| !c.is_ascii_graphic() || c.is_ascii_alphanumeric()) {
-            return Err(SpecError::BadSpecial(c));
-        }
-        let keep = |c: &char| !spec.forbidden_chars.contains(*c) && !(spec.exclude_ambiguous && AMBIGUOUS.contains(*c));
-        let raw: [Vec<char>; 4] = [
-            ('a'..='z').collect(),
-            ('A'..='Z').collect(),
-            ('0'..='9').collect(),
-            dedup(specials.chars()),
-        ];
-        let requested = [spec.min_lower, spec.min_upper, spec.min_digit, spec.min_special];
-        let mut minimums = [0usize; 4];
-        let mut alphabet: [Vec<char>; 4] = Default::default();
-        for i in 0..4 {
-            let m = requested[i];
-            if !(-1..=64).contains(&m) {
-                return Err(SpecError::Minimum(m));
-            }
-            if m >= 0 {
-                alphabet[i] = raw[i].iter().copied().filter(keep).collect();
-                minimums[i] = m as usize;
-                if m > 0 && alphabet[i].is_empty() {
-                    return Err(SpecError::EmptyClass(CLASSES[i].name()));
-                }
-            }
-        }
-        if alphabet.iter().all(Vec::is_empty) {
-            return Err(SpecError::NoAlphabet);
-        }
-        let sum: usize = minimums.iter().sum();
-        if sum > max_length {
-            return Err(SpecError::MinimumsExceedLength(sum, max_length));
-        }
-        let sizes = [alphabet[0].len(), alphabet[1].len(), alphabet[2].len(), alphabet[3].len()];
-        let generator = Generator::new(sizes, minimums, spec.max_identical_run, max_length);
-        if (min_length..=max_length).all(|l| generator.count(l).bits() == 0) {
-            return Err(SpecError::Infeasible);
-        }
-        Ok(Policy {
-            name: name.to_string(),
-            min_length,
-            max_length,
-            minimums,
-            alphabet,
-            max_identical_run: spec.max_identical_run,
-            generator,
-        })
-    }
-
-    /// A fresh password, uniformly drawn from every compliant password (see `generate`).
-    pub fn generate(&self) -> SecretString {
-        let chars = self.generator.sample(self.min_length, self.max_length);
-        let s: String = chars.into_iter().map(|(class, idx)| self.alphabet[class][idx]).collect();
-        SecretString::from(s)
-    }
-
-    /// Bits of entropy of a generated password (log2 of the compliant set at the maximum length).
-    pub fn entropy_bits(&self) -> f64 {
-        let count = self.generator.count(self.max_length);
-        let bits = count.bits();
-        if bits <= 52 {
-            (num_traits::ToPrimitive::to_f64(&count).unwrap_or(1.0)).log2()
-        } else {
-            let top: num_bigint::BigUint = &count >> (bits - 52);
-            num_traits::ToPrimitive::to_f64(&top).unwrap_or(1.0).log2() + (bits - 52) as f64
-        }
-    }
-
-    fn class_of(&self, c: char) -> Option<usize> {
-        (0..4).find(|&i| self.alphabet[i].contains(&c))
-    }
-
-    /// Every rule the password breaks; never echoes the password or its characters.
-    pub fn check(&self, password: &SecretString) -> Vec<Violation> {
-        let pw = password.expose_secret();
-        let chars: Vec<char> = pw.chars().collect();
-        let mut out = Vec::new();
-        if chars.len() < self.min_length {
-            out.push(Violation::new("TOO_SHORT", format!("shorter than {} characters", self.min_length)));
-        }
-        if chars.len() > self.max_length {
-            out.push(Violation::new("TOO_LONG", format!("longer than {} characters", self.max_length)));
-        }
-        let mut counts = [0usize; 4];
-        let mut outside = 0usize;
-        for &c in &chars {
-            match self.class_of(c) {
-                Some(i) => counts[i] += 1,
-                None => outside += 1,
-            }
-        }
-        if outside > 0 {
-            out.push(Violation::new(
-                "DISALLOWED_CHARACTER",
-                format!("{outside} character(s) outside the allowed set"),
-            ));
-        }
-        for i in 0..4 {
-            if counts[i] < self.minimums[i] {
-                let code = ["MIN_LOWER", "MIN_UPPER", "MIN_DIGIT", "MIN_SPECIAL"][i];
-                out.push(Violation::new(
-                    code,
-                    format!("needs at least {} {} character(s), has {}", self.minimums[i], CLASSES[i].name(), counts[i]),
-                ));
-            }
-        }
-        if self.max_identical_run > 0 {
-            let longest = chars
-                .chunk_by(|a, b| a == b)
-                .map(<[char]>::len)
-                .max()
-                .unwrap_or(0);
-            if longest > self.max_identical_run {
-                out.push(Violation::new(
-                    "MAX_IDENTICAL_RUN",
-                    format!("more than {} identical characters in a row", self.max_identical_run),
-                ));
-            }
-        }
-        out
-    }
-}
-
-fn dedup(chars: impl Iterator<Item = char>) -> Vec<char> {
-    let mut v: Vec<char> = Vec::new();
-    for c in chars {
-        if !v.contains(&c) {
-            v.push(c);
-        }
-    }
-    v
+    pub min_classes: usize,
+    pub esxi_class_counting: bool,
+    pub min_distinct: usize,
+    pub no_username: bool,
+    generator: Arc<Generator>,
 }
 
 /// One broken rule: a stable code and a message without the password.
@@ -274,137 +95,172 @@ impl Violation {
     }
 }
 
-/// The built-in presets.
-pub fn presets() -> BTreeMap<String, Policy> {
-    let specs: [(&str, PolicySpec); 4] = [
-        // SDDC Manager 4.4+ password rules: 20 characters from upper, lower, digits and
-        // `!@#$^*`, at least one of each, no more than 2 identical characters in a row.
-        (
-            "vcf",
-            PolicySpec {
-                length: Some(20),
-                min_lower: 1,
-                min_upper: 1,
-                min_digit: 1,
-                min_special: 1,
-                special_chars: Some("!@#$^*".into()),
-                max_identical_run: 2,
-                ..Default::default()
-            },
-        ),
-        // ESXi's passwdqc default asks for 3 of 4 classes and 7 to 39 characters; a generated
-        // password of 20 with every class meets it whatever the class-counting quirk.
-        (
-            "esxi",
-            PolicySpec {
-                length: Some(20),
-                min_lower: 1,
-                min_upper: 1,
-                min_digit: 1,
-                min_special: 1,
-                special_chars: Some("!@#$%^&*-_=+".into()),
-                max_identical_run: 2,
-                ..Default::default()
-            },
-        ),
-        // NSX-T Manager: 12 to 128 characters, every class; these characters are refused.
-        (
-            "nsx",
-            PolicySpec {
-                length: Some(20),
-                min_lower: 1,
-                min_upper: 1,
-                min_digit: 1,
-                min_special: 1,
-                special_chars: Some("!@#$%^&-_=+?".into()),
-                max_identical_run: 2,
-                ..Default::default()
-            },
-        ),
-        // A general Linux account: 24 characters, all four classes, a shell-safe special set.
-        (
-            "linux",
-            PolicySpec {
-                length: Some(24),
-                min_lower: 1,
-                min_upper: 1,
-                min_digit: 1,
-                min_special: 1,
-                special_chars: Some("!@#$%^&*-_=+".into()),
-                ..Default::default()
-            },
-        ),
-    ];
-    specs
-        .into_iter()
-        .map(|(name, spec)| (name.to_string(), Policy::from_spec(name, &spec).expect("presets are feasible")))
-        .collect()
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GenerateError {
+    #[error("policy {policy}: no password of the allowed lengths avoids the username")]
+    UsernameUnavoidable { policy: String },
+    #[error("policy {policy}: {tries} passwords in a row contained the username; the alphabet is too small to avoid it reliably")]
+    UsernameTries { policy: String, tries: u32 },
 }
 
-/// The preset a resource type uses by default.
-pub fn preset_for_type(resource_type: &str) -> &'static str {
-    match resource_type {
-        "ESXI" => "esxi",
-        "NSXT_MANAGER" | "NSX_MANAGER" | "NSXT_EDGE" | "NSX_EDGE" | "NSX_CONTROLLER" => "nsx",
-        "LINUX" => "linux",
-        _ => "vcf",
+impl Policy {
+    /// A fresh password, uniformly drawn from every compliant password of a uniformly
+    /// drawn feasible length.
+    pub fn generate(&self) -> SecretString {
+        self.passwords().next_password()
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// The same, also avoiding `username` when the policy says `no_username`.
+    pub fn generate_for(&self, username: Option<&str>) -> Result<SecretString, GenerateError> {
+        self.passwords().next_for(username)
+    }
 
-    fn spec(length: usize, mins: [i32; 4]) -> PolicySpec {
-        PolicySpec {
-            length: Some(length),
-            min_lower: mins[0],
-            min_upper: mins[1],
-            min_digit: mins[2],
-            min_special: mins[3],
-            ..Default::default()
+    /// Many passwords, sharing one random source.
+    pub fn passwords(&self) -> Passwords<'_> {
+        Passwords { policy: self, rng: Rng::new(), buf: Vec::with_capacity(self.generated_range.1), single: None }
+    }
+
+    /// Every rule the password breaks; never echoes the password or its characters.
+    /// `no_username` is not checked without a username (see `check_for`).
+    pub fn check(&self, password: &SecretString) -> Vec<Violation> {
+        check::violations(self, password.expose_secret(), None)
+    }
+
+    pub fn check_for(&self, password: &SecretString, username: Option<&str>) -> Vec<Violation> {
+        check::violations(self, password.expose_secret(), username)
+    }
+
+    /// How many compliant passwords of `length` characters exist (username aside).
+    pub fn count(&self, length: usize) -> num_bigint::BigUint {
+        self.generator.count(length).clone()
+    }
+
+    /// Shannon entropy of `generate` in bits: the uniform length, then the uniform
+    /// password of that length.
+    pub fn entropy_bits(&self) -> f64 {
+        let n = self.lengths.len() as f64;
+        n.log2() + self.lengths.iter().map(|&l| log2(self.generator.count(l))).sum::<f64>() / n
+    }
+
+    /// Min-entropy in bits: what an attacker guessing the likeliest password first faces
+    /// (the shortest lengths, whose passwords are the likeliest).
+    pub fn min_entropy_bits(&self) -> f64 {
+        let n = self.lengths.len() as f64;
+        n.log2() + self.lengths.iter().map(|&l| log2(self.generator.count(l))).fold(f64::INFINITY, f64::min)
+    }
+
+    /// Size of the generator's state space (per position).
+    pub fn states(&self) -> usize {
+        self.generator.states()
+    }
+
+    pub fn alphabet_size(&self) -> usize {
+        self.alphabet.iter().map(Vec::len).sum()
+    }
+
+    /// An upper bound on the chance that one draw of `length` characters contains some
+    /// username of `m` >= 2 characters: (L-m+1) positions x v^m case variants x A^(L-m)
+    /// completions, over the compliant count. `v` is 2 when a letter is allowed in both
+    /// cases. The worst `m` is taken; the result is clamped to 1.
+    pub fn username_rejection_bound(&self, length: usize) -> f64 {
+        let a = self.alphabet_size() as f64;
+        let both_cases = self.alphabet[0].iter().any(|c| self.alphabet[1].contains(&c.to_ascii_uppercase()));
+        let v = if both_cases { 2f64 } else { 1f64 };
+        let total = log2(self.generator.count(length));
+        (2..=length)
+            .map(|m| ((length - m + 1) as f64).log2() + m as f64 * v.log2() + (length - m) as f64 * a.log2() - total)
+            .fold(f64::NEG_INFINITY, f64::max)
+            .exp2()
+            .min(1.0)
+    }
+
+    /// The policy without the characters equal to `lowered` ignoring case: how a
+    /// one-character username is avoided exactly.
+    fn without(&self, lowered: &str) -> Option<Policy> {
+        let mut p = self.clone();
+        for class in &mut p.alphabet {
+            class.retain(|c| c.to_lowercase().to_string() != lowered);
         }
+        let sizes = p.alphabet.clone().map(|a| a.len());
+        if (0..4).any(|k| p.minimums[k] > 0 && sizes[k] == 0) {
+            return None;
+        }
+        let rules = Rules { sizes, ..*self.generator.rules() };
+        let generator = Generator::new(rules, self.generated_range.1).ok()?;
+        let (lo, hi) = self.generated_range;
+        let lengths: Vec<usize> = (lo..=hi).filter(|&l| !num_traits::Zero::is_zero(generator.count(l))).collect();
+        if lengths.is_empty() {
+            return None;
+        }
+        p.generator = Arc::new(generator);
+        p.lengths = lengths;
+        Some(p)
+    }
+}
+
+/// A batch of passwords from one policy (see `Policy::passwords`).
+pub struct Passwords<'a> {
+    policy: &'a Policy,
+    rng: Rng,
+    buf: Vec<(u8, u8)>,
+    /// The policy without a one-character username, kept for the next call.
+    single: Option<(String, Option<Policy>)>,
+}
+
+impl Passwords<'_> {
+    pub fn next_password(&mut self) -> SecretString {
+        let length = self.policy.lengths[self.rng.below(self.policy.lengths.len() as u64) as usize];
+        self.of_length(self.policy, length)
     }
 
-    #[test]
-    fn presets_generate_compliant_passwords() {
-        for (name, policy) in presets() {
-            for _ in 0..200 {
-                let pw = policy.generate();
-                assert_eq!(policy.check(&pw), vec![], "preset {name}");
+    fn of_length(&mut self, policy: &Policy, length: usize) -> SecretString {
+        self.buf.clear();
+        policy.generator.sample(length, &mut self.rng, &mut self.buf);
+        let s: String = self.buf.iter().map(|&(k, i)| policy.alphabet[usize::from(k)][usize::from(i)]).collect();
+        self.buf.zeroize();
+        SecretString::from(s)
+    }
+
+    /// The next password, avoiding `username` if the policy says so: exactly for one
+    /// character, else by redrawing at the same length (so the length stays uniform).
+    pub fn next_for(&mut self, username: Option<&str>) -> Result<SecretString, GenerateError> {
+        let policy = self.policy;
+        let lowered = match check::lowered_username(username) {
+            Some(u) if policy.no_username => u,
+            _ => return Ok(self.next_password()),
+        };
+        // A username with a character the alphabet lacks can never appear.
+        let appears = lowered.chars().all(|u| policy.alphabet.iter().flatten().any(|c| c.to_lowercase().eq(std::iter::once(u))));
+        if !appears {
+            return Ok(self.next_password());
+        }
+        if lowered.chars().count() == 1 {
+            if self.single.as_ref().is_none_or(|(u, _)| *u != lowered) {
+                self.single = Some((lowered.clone(), policy.without(&lowered)));
+            }
+            let Some((_, Some(reduced))) = self.single.take() else {
+                return Err(GenerateError::UsernameUnavoidable { policy: policy.name.clone() });
+            };
+            let length = reduced.lengths[self.rng.below(reduced.lengths.len() as u64) as usize];
+            let pw = self.of_length(&reduced, length);
+            self.single = Some((lowered, Some(reduced)));
+            return Ok(pw);
+        }
+        let length = policy.lengths[self.rng.below(policy.lengths.len() as u64) as usize];
+        for _ in 0..USERNAME_TRIES {
+            let pw = self.of_length(policy, length);
+            if !check::contains_username(pw.expose_secret(), &lowered) {
+                return Ok(pw);
             }
         }
+        Err(GenerateError::UsernameTries { policy: policy.name.clone(), tries: USERNAME_TRIES })
     }
+}
 
-    #[test]
-    fn tight_policy_still_generates() {
-        let p = Policy::from_spec("tight", &spec(4, [1, 1, 1, 1])).unwrap();
-        for _ in 0..100 {
-            assert!(p.check(&p.generate()).is_empty());
-        }
-    }
+impl Iterator for Passwords<'_> {
+    type Item = SecretString;
 
-    #[test]
-    fn infeasible_policies_are_refused_with_a_reason() {
-        assert_eq!(
-            Policy::from_spec("x", &spec(5, [2, 2, 2, 0])).unwrap_err(),
-            SpecError::MinimumsExceedLength(6, 5)
-        );
-        let mut s = spec(8, [0, 0, 2, -1]);
-        s.forbidden_chars = "0123456789".into();
-        assert_eq!(Policy::from_spec("x", &s).unwrap_err(), SpecError::EmptyClass("digit"));
-        let mut s = spec(8, [-1, -1, 0, -1]);
-        s.forbidden_chars = "123456789".into();
-        s.max_identical_run = 1;
-        assert_eq!(Policy::from_spec("x", &s).unwrap_err(), SpecError::Infeasible);
-    }
-
-    #[test]
-    fn check_names_every_broken_rule_without_the_password() {
-        let p = presets().remove("vcf").unwrap();
-        let v = p.check(&SecretString::from("aaab"));
-        let codes: Vec<_> = v.iter().map(|v| v.code).collect();
-        assert_eq!(codes, ["TOO_SHORT", "MIN_UPPER", "MIN_DIGIT", "MIN_SPECIAL", "MAX_IDENTICAL_RUN"]);
-        assert!(v.iter().all(|v| !v.message.contains("aaab")));
+    fn next(&mut self) -> Option<SecretString> {
+        Some(self.next_password())
     }
 }
