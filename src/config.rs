@@ -44,6 +44,20 @@ pub struct Settings {
     pub policy: BTreeMap<String, PolicySpec>,
     /// Policy name per resource type, overriding the built-in mapping.
     pub type_policy: BTreeMap<String, String>,
+    pub policy_settings: PolicySettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySettings {
+    /// Policies whose min-entropy is below this many bits are logged as warnings.
+    pub min_entropy_bits: f64,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self { min_entropy_bits: 80.0 }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,6 +387,9 @@ impl Settings {
                 return Err(Error::invalid(section, "must not be empty"));
             }
         }
+        if !(0.0..=1024.0).contains(&self.policy_settings.min_entropy_bits) {
+            return Err(Error::invalid("policy_settings.min_entropy_bits", "must be 0 to 1024"));
+        }
         self.policies()?;
         Ok(())
     }
@@ -390,6 +407,10 @@ impl Settings {
                 return Err(Error::invalid(format!("type_policy.{ty}"), format!("unknown policy `{name}`")));
             }
         }
+        let floor = self.policy_settings.min_entropy_bits;
+        for (name, bits) in weak_policies(&all, floor) {
+            tracing::warn!(policy = %name, bits = format!("{bits:.1}"), floor, "password policy below the entropy floor (policy_settings.min_entropy_bits)");
+        }
         Ok(all)
     }
 
@@ -400,6 +421,11 @@ impl Settings {
             .cloned()
             .unwrap_or_else(|| crate::policy::preset_for_type(resource_type).to_string())
     }
+}
+
+/// Policies whose min-entropy (the shortest generated length decides) is below `floor`.
+pub fn weak_policies(all: &BTreeMap<String, Policy>, floor: f64) -> Vec<(String, f64)> {
+    all.iter().map(|(n, p)| (n.clone(), p.min_entropy_bits())).filter(|(_, bits)| *bits < floor).collect()
 }
 
 /// Reads a secret given inline or as a file (trailing newline dropped).
@@ -496,6 +522,20 @@ mod tests {
         let s = load_from(Some(&dir.join("rotor.toml")), &[]).unwrap();
         assert_eq!(s.database.url().unwrap().expose_secret(), "postgres://x@y/z");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn policies_are_refused_with_their_key_and_weak_ones_listed() {
+        let f = write("[policy.tiny]\nlength = 6\nmin_lower = 3\nmin_upper = 3\nmin_digit = 1\n");
+        let err = load_from(Some(&f.0), &[]).unwrap_err().to_string();
+        assert!(err.contains("policy.tiny") && err.contains("add up to 7"), "{err}");
+        let f = write("[policy.pin]\nlength = 8\nmin_lower = -1\nmin_upper = -1\nmin_special = -1\n[policy_settings]\nmin_entropy_bits = 40\n");
+        let s = load_from(Some(&f.0), &[]).unwrap();
+        let all = s.policies().unwrap();
+        assert_eq!(weak_policies(&all, s.policy_settings.min_entropy_bits).iter().map(|w| w.0.as_str()).collect::<Vec<_>>(), ["pin"]);
+        assert!(weak_policies(&all, 80.0).iter().all(|(n, _)| n == "pin"));
+        let err = load_from(None, &env(&[("ROTOR_POLICY_SETTINGS__MIN_ENTROPY_BITS", "-1")])).unwrap_err().to_string();
+        assert!(err.contains("policy_settings.min_entropy_bits"), "{err}");
     }
 
     #[test]

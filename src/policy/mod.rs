@@ -135,6 +135,11 @@ impl Policy {
         self.generator.count(length).clone()
     }
 
+    /// log2 of `count(length)`.
+    pub fn count_bits(&self, length: usize) -> f64 {
+        log2(self.generator.count(length))
+    }
+
     /// Shannon entropy of `generate` in bits: the uniform length, then the uniform
     /// password of that length.
     pub fn entropy_bits(&self) -> f64 {
