@@ -8,6 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::engine::{self, Engine};
+use crate::events::Events;
+use crate::ingress::submit::Submitter;
 use crate::ingress::{amqp, http};
 use crate::vault::MasterKey;
 
@@ -24,7 +26,16 @@ pub async fn run(settings: Settings, migrate: bool) -> anyhow::Result<()> {
     tracing::info!(key_id = key.key_id(), "master key loaded");
     let tokens = http::load_tokens(&settings.http)?;
     let amqp_url = settings.amqp.url()?;
-    let engine = Arc::new(Engine::new(pool.clone(), key, &settings)?);
+    let shutdown = CancellationToken::new();
+    let (events, events_task) = Events::start(pool.clone(), amqp_url.clone(), settings.amqp.events_exchange.clone(), shutdown.child_token());
+    let engine = Arc::new(Engine::new(pool.clone(), key.clone(), &settings, events.clone())?);
+    let submitter = Arc::new(Submitter {
+        pool: pool.clone(),
+        key,
+        policies: engine.policies.clone(),
+        max_credentials: settings.amqp.max_credentials_per_request,
+        events,
+    });
 
     let listen: SocketAddr = settings.http.listen.parse()?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -33,15 +44,23 @@ pub async fn run(settings: Settings, migrate: bool) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, "HTTP API listening");
 
-    let shutdown = CancellationToken::new();
     let stop_intake = shutdown.child_token();
 
-    let intake = Arc::new(amqp::Intake { pool: pool.clone(), settings: settings.amqp, url: amqp_url });
+    let broker_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let intake = Arc::new(amqp::Intake { submitter: submitter.clone(), settings: settings.amqp.clone(), url: amqp_url, connected: broker_up.clone() });
     let intake_task = tokio::spawn(amqp::run(intake, stop_intake.clone()));
 
     let workers_task = tokio::spawn(engine::run_workers(engine.clone(), shutdown.clone()));
 
-    let api = http::router(Arc::new(http::ApiState { pool: pool.clone(), tokens }));
+    let api = http::router(Arc::new(http::ApiState {
+        pool: pool.clone(),
+        tokens,
+        submitter,
+        started: std::time::Instant::now(),
+        broker_up: broker_up.clone(),
+        max_body_bytes: settings.amqp.max_message_bytes,
+        type_policy: settings.type_policy.clone(),
+    }));
     let http_stop = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(listener, api).with_graceful_shutdown(async move { http_stop.cancelled().await }).await
@@ -60,6 +79,7 @@ pub async fn run(settings: Settings, migrate: bool) -> anyhow::Result<()> {
         tracing::warn!("rotations still running after the drain timeout; their leases will expire and another worker resumes them");
     }
     let _ = http_task.await;
+    let _ = events_task.await;
     if let Some(w) = watchdog {
         w.abort();
     }

@@ -78,7 +78,7 @@ impl Default for DatabaseSettings {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
     pub url: Option<SecretString>,

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod engine;
+pub mod events;
 pub mod failpoint;
 pub mod ingress;
 pub mod inventory;

@@ -1,13 +1,16 @@
 //! Requests as producers send them (VCF `CredentialsUpdateSpec`), parsed and checked
 //! against the inventory, becoming a `NewTask`. Every error names the offending field.
 
-use secrecy::SecretString;
+use std::collections::BTreeMap;
+
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::engine::model::Operation;
-use crate::engine::repo::NewTask;
+use crate::engine::repo::{NewSubTask, NewTask};
+use crate::policy::Policy;
 use crate::vcf_error::VcfError;
 
 /// Why a request was refused; nothing was recorded or changed.
@@ -76,156 +79,300 @@ pub struct AutoRotatePolicy {
 
 /// Parses a JSON body, naming the path of the first wrong field.
 pub fn parse_spec(body: &[u8]) -> Result<CredentialsUpdateSpec, Rejection> {
-    let text = std::str::from_utf8(body).map_err(|_| Rejection::new("INVALID_REQUEST", "body", "is not UTF-8"))?;
-    let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let field = if path == "." || path == "?" { "body".to_string() } else { path };
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("is not valid JSON ({inner})")
-        } else {
-            // serde's message ends with " at line 1 column N"; the path already says where.
-            let m = inner.to_string();
-            m.rsplit_once(" at line ").map(|(head, _)| head.to_string()).unwrap_or(m)
-        };
-        Rejection::new("INVALID_REQUEST", field, message)
-    })
+    parse_json(body)
 }
 
-/// Turns a parsed request into a task, checking every element against the inventory.
+fn json_rejection(e: serde_path_to_error::Error<serde_json::Error>) -> Rejection {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let field = if path == "." || path == "?" { "body".to_string() } else { path };
+    if inner.is_syntax() || inner.is_eof() {
+        return Rejection::new("INVALID_REQUEST", field, format!("is not valid JSON ({inner})"));
+    }
+    // serde's message ends with " at line 1 column N"; the path already says where.
+    let m = inner.to_string();
+    let m = m.rsplit_once(" at line ").map(|(head, _)| head.to_string()).unwrap_or(m);
+    if let Some(name) = m.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        // Name the missing field itself, not the object it is missing from.
+        let field = if field == "body" { name.to_string() } else { format!("{field}.{name}") };
+        return Rejection::new("REQUIRED_VALUE_MISSING", field, "is required");
+    }
+    let code = if m.starts_with("invalid type") {
+        "VALUE_INCORRECT_TYPE"
+    } else {
+        "INVALID_REQUEST"
+    };
+    Rejection::new(code, field, m)
+}
+
+/// What resolving a request needs besides the request.
+pub struct Context<'a> {
+    pub pool: &'a PgPool,
+    pub policies: &'a BTreeMap<String, Policy>,
+    pub max_credentials: usize,
+}
+
+/// Turns a parsed request into a task, checking every element against the inventory
+/// and every supplied password against its account's policy (UPDATE).
 pub async fn resolve(
-    pool: &PgPool,
+    ctx: &Context<'_>,
     spec: &CredentialsUpdateSpec,
     source: &'static str,
     request_key: Option<String>,
-    max_credentials: usize,
 ) -> Result<NewTask, Rejection> {
     let operation = match spec.operation_type {
         OperationType::Rotate => Operation::Rotate,
-        other => {
-            return Err(Rejection::new(
-                "OPERATION_NOT_SUPPORTED",
-                "operationType",
-                format!("{other:?} is not supported by this version of rotor (supported: ROTATE)").to_uppercase(),
-            ))
+        OperationType::Update => Operation::Update,
+        OperationType::Remediate => Operation::Remediate,
+        OperationType::UpdateAutoRotatePolicy => Operation::UpdateAutoRotatePolicy,
+    };
+    let params = match (operation, &spec.auto_rotate_policy) {
+        (Operation::UpdateAutoRotatePolicy, None) => {
+            return Err(Rejection::new("INVALID_REQUEST", "autoRotatePolicy", "is required for UPDATE_AUTO_ROTATE_POLICY"))
         }
+        (Operation::UpdateAutoRotatePolicy, Some(p)) => auto_rotate_params(p)?,
+        (_, Some(_)) => {
+            return Err(Rejection::new("INVALID_REQUEST", "autoRotatePolicy", "is only allowed with UPDATE_AUTO_ROTATE_POLICY"))
+        }
+        (_, None) => serde_json::json!({}),
     };
     if spec.elements.is_empty() {
         return Err(Rejection::new("INVALID_REQUEST", "elements", "must name at least one resource"));
     }
     let total: usize = spec.elements.iter().map(|e| e.credentials.len()).sum();
-    if total > max_credentials {
+    if total > ctx.max_credentials {
         return Err(Rejection::new(
             "REQUEST_TOO_LARGE",
             "elements",
-            format!("names {total} credentials; at most {max_credentials} per request"),
+            format!("names {total} credentials; at most {} per request", ctx.max_credentials),
         ));
     }
-    let mut credential_ids: Vec<Uuid> = Vec::with_capacity(total);
+    let mut subtasks: Vec<NewSubTask> = Vec::with_capacity(total);
     let mut labels = Vec::new();
     for (i, element) in spec.elements.iter().enumerate() {
         let at = format!("elements[{i}]");
-        let resource = find_resource(pool, element, &at).await?;
+        let resource = find_resource(ctx.pool, element, &at).await?;
         if element.credentials.is_empty() {
             return Err(Rejection::new("INVALID_REQUEST", format!("{at}.credentials"), "must name at least one credential"));
         }
         for (j, cred) in element.credentials.iter().enumerate() {
             let at = format!("{at}.credentials[{j}]");
-            crate::target::validate_username(&cred.username)
-                .map_err(|m| Rejection::new("INVALID_USERNAME", format!("{at}.username"), m))?;
-            if operation == Operation::Rotate && cred.password.is_some() {
-                return Err(Rejection::new(
-                    "INVALID_REQUEST",
-                    format!("{at}.password"),
-                    "must not be given for ROTATE (rotor generates the password)",
-                ));
+            let credential_id = find_credential(ctx.pool, &resource, cred, &at).await?;
+            if subtasks.iter().any(|s| s.credential_id == credential_id) {
+                return Err(Rejection::new("VALUE_DUPLICATE", format!("{at}.username"), "names the same credential twice"));
             }
-            let row = sqlx::query!(
-                "SELECT id, account_type, credential_type FROM credentials WHERE resource_id = $1 AND username = $2",
-                resource.0,
-                cred.username
-            )
-            .fetch_optional(pool)
-            .await
-            .map_err(db_rejection)?
-            .ok_or_else(|| {
-                Rejection::new(
-                    "CREDENTIAL_NOT_FOUND",
-                    format!("{at}.username"),
-                    format!("no account `{}` on resource `{}`", cred.username, resource.0),
-                )
-            })?;
-            if let Some(t) = &cred.account_type {
-                if *t != row.account_type {
-                    return Err(Rejection::new(
-                        "INVALID_REQUEST",
-                        format!("{at}.accountType"),
-                        format!("is {t}, but the account is {}", row.account_type),
-                    ));
-                }
+            let password = check_password(ctx, operation, &resource, cred, &at)?;
+            let mut params = params.clone();
+            if operation == Operation::Remediate && password.is_none() {
+                params = serde_json::json!({"reconcile": true});
             }
-            if let Some(t) = &cred.credential_type {
-                if *t != row.credential_type {
-                    return Err(Rejection::new(
-                        "INVALID_REQUEST",
-                        format!("{at}.credentialType"),
-                        format!("is {t}, but the credential is {}", row.credential_type),
-                    ));
-                }
-            }
-            if credential_ids.contains(&row.id) {
-                return Err(Rejection::new("INVALID_REQUEST", format!("{at}.username"), "names the same credential twice"));
-            }
-            credential_ids.push(row.id);
-            labels.push(format!("{}@{}", cred.username, resource.0));
+            subtasks.push(NewSubTask { credential_id, password, params });
+            labels.push(format!("{}@{}", cred.username, resource.id));
         }
     }
+    Ok(NewTask { operation, name: task_name(operation, &labels), source, request_key, is_auto_rotate: false, subtasks })
+}
+
+fn task_name(operation: Operation, labels: &[String]) -> String {
     let verb = crate::engine::view::operation_verb(operation.as_str());
-    let name = if labels.len() == 1 {
-        format!("{verb} password of {}", labels[0])
-    } else {
-        format!("{verb} passwords of {} credentials", labels.len())
+    match labels {
+        [one] => format!("{verb} password of {one}"),
+        many => format!("{verb} passwords of {} credentials", many.len()),
+    }
+}
+
+fn auto_rotate_params(p: &AutoRotatePolicy) -> Result<serde_json::Value, Rejection> {
+    if !p.enable_auto_rotate_policy {
+        return Ok(serde_json::json!({"enable": false}));
+    }
+    let days = p.frequency_in_days.ok_or_else(|| {
+        Rejection::new("REQUIRED_VALUE_MISSING", "autoRotatePolicy.frequencyInDays", "is required when enableAutoRotatePolicy is true")
+    })?;
+    if !(1..=365).contains(&days) {
+        return Err(Rejection::new("VALUE_OUT_OF_BOUNDS", "autoRotatePolicy.frequencyInDays", format!("must be 1 to 365, got {days}")));
+    }
+    Ok(serde_json::json!({"enable": true, "frequencyInDays": days}))
+}
+
+/// The password a credential entry supplies, checked for its operation.
+fn check_password(
+    ctx: &Context<'_>,
+    operation: Operation,
+    resource: &ResourceRef,
+    cred: &CredentialSpec,
+    at: &str,
+) -> Result<Option<SecretString>, Rejection> {
+    let field = format!("{at}.password");
+    match (operation, &cred.password) {
+        (Operation::Rotate | Operation::UpdateAutoRotatePolicy, Some(_)) => {
+            Err(Rejection::new("INVALID_REQUEST", field, format!("must not be given for {operation}")))
+        }
+        (Operation::Update, None) => Err(Rejection::new("REQUIRED_VALUE_MISSING", field, "is required for UPDATE")),
+        (Operation::Update, Some(pw)) => {
+            check_charset(pw, &field)?;
+            let policy = ctx.policies.get(&resource.policy).ok_or_else(|| {
+                Rejection::new("POLICY_NOT_FOUND", field.clone(), format!("resource `{}` names unknown policy `{}`", resource.id, resource.policy))
+            })?;
+            let broken = policy.check_for(pw, Some(&cred.username));
+            if !broken.is_empty() {
+                let rules: Vec<String> = broken.iter().map(|v| format!("{} ({})", v.code, v.message)).collect();
+                return Err(Rejection::new(
+                    "PASSWORD_POLICY_VIOLATION",
+                    field,
+                    format!("breaks policy `{}`: {}", resource.policy, rules.join("; ")),
+                ));
+            }
+            Ok(Some(pw.clone()))
+        }
+        (_, Some(pw)) => {
+            check_charset(pw, &field)?;
+            Ok(Some(pw.clone()))
+        }
+        (_, None) => Ok(None),
+    }
+}
+
+fn check_charset(pw: &SecretString, field: &str) -> Result<(), Rejection> {
+    if pw.expose_secret().is_empty() {
+        return Err(Rejection::new("REQUIRED_VALUE_MISSING", field, "must not be empty"));
+    }
+    crate::target::validate_password_charset(pw.expose_secret()).map_err(|m| Rejection::new("VALUE_INCORRECT_FORMAT", field, m))
+}
+
+async fn find_credential(pool: &PgPool, resource: &ResourceRef, cred: &CredentialSpec, at: &str) -> Result<Uuid, Rejection> {
+    crate::target::validate_username(&cred.username).map_err(|m| Rejection::new("INVALID_USERNAME", format!("{at}.username"), m))?;
+    let row = sqlx::query!(
+        "SELECT id, account_type, credential_type FROM credentials WHERE resource_id = $1 AND username = $2",
+        resource.id,
+        cred.username
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(db_rejection)?
+    .ok_or_else(|| {
+        Rejection::new(
+            "CREDENTIAL_NOT_FOUND",
+            format!("{at}.username"),
+            format!("no account `{}` on resource `{}`", cred.username, resource.id),
+        )
+    })?;
+    for (field, given, actual) in [("accountType", &cred.account_type, &row.account_type), ("credentialType", &cred.credential_type, &row.credential_type)] {
+        if let Some(given) = given {
+            if given != actual {
+                return Err(Rejection::new("INVALID_REQUEST", format!("{at}.{field}"), format!("is {given}, but the account's is {actual}")));
+            }
+        }
+    }
+    Ok(row.id)
+}
+
+/// PrivX "initiate rotation": `{"host_id", "account"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivxRotate {
+    pub host_id: String,
+    pub account: String,
+}
+
+/// PrivX "set latest password, no policy checking done".
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivxPassword {
+    pub host_id: String,
+    pub account: String,
+    pub password: SecretString,
+}
+
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
+    let text = std::str::from_utf8(body).map_err(|_| Rejection::new("INVALID_REQUEST", "body", "is not UTF-8"))?;
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(json_rejection)
+}
+
+/// A PrivX request for one account: rotate it, or store `password` as its current one.
+pub async fn resolve_privx(
+    pool: &PgPool,
+    host_id: &str,
+    account: &str,
+    password: Option<SecretString>,
+    source: &'static str,
+    request_key: Option<String>,
+) -> Result<NewTask, Rejection> {
+    let element = Element {
+        resource_id: Some(host_id.to_string()),
+        resource_name: None,
+        resource_type: String::new(),
+        credentials: vec![],
     };
-    Ok(NewTask { operation, name, source, request_key, is_auto_rotate: false, credential_ids })
+    let resource = find_resource_any_type(pool, &element, "host_id", "host_id").await?;
+    let cred = CredentialSpec { username: account.to_string(), password: None, account_type: None, credential_type: None };
+    let credential_id = find_credential(pool, &resource, &cred, "").await.map_err(|mut r| {
+        r.field = "account".into();
+        r
+    })?;
+    let operation = if password.is_some() { Operation::SetPassword } else { Operation::Rotate };
+    if let Some(pw) = &password {
+        check_charset(pw, "password")?;
+    }
+    let label = format!("{account}@{}", resource.id);
+    Ok(NewTask {
+        operation,
+        name: task_name(operation, &[label]),
+        source,
+        request_key,
+        is_auto_rotate: false,
+        subtasks: vec![NewSubTask { credential_id, password, params: serde_json::json!({}) }],
+    })
 }
 
 fn db_rejection(e: sqlx::Error) -> Rejection {
     Rejection::new("DATABASE_UNAVAILABLE", "body", format!("cannot check the inventory: {e}"))
 }
 
-/// (id, type) of the element's resource, by `resourceId`, else by `resourceName`.
-async fn find_resource(pool: &PgPool, element: &Element, at: &str) -> Result<(String, String), Rejection> {
-    let (field, row) = match (&element.resource_id, &element.resource_name) {
-        (Some(id), _) => (
-            "resourceId",
-            sqlx::query!("SELECT id, type FROM resources WHERE id = $1", id)
-                .fetch_optional(pool)
-                .await
-                .map_err(db_rejection)?
-                .map(|r| (r.id, r.r#type)),
-        ),
-        (None, Some(name)) => (
-            "resourceName",
-            sqlx::query!("SELECT id, type FROM resources WHERE name = $1 ORDER BY id LIMIT 1", name)
-                .fetch_optional(pool)
-                .await
-                .map_err(db_rejection)?
-                .map(|r| (r.id, r.r#type)),
-        ),
-        (None, None) => {
-            return Err(Rejection::new("INVALID_REQUEST", format!("{at}.resourceId"), "give resourceId or resourceName"))
-        }
-    };
-    let (id, kind) = row.ok_or_else(|| Rejection::new("RESOURCE_NOT_FOUND", format!("{at}.{field}"), "no such resource"))?;
-    if kind != element.resource_type {
+/// The resource an element names.
+pub struct ResourceRef {
+    pub id: String,
+    pub kind: String,
+    pub policy: String,
+}
+
+/// The element's resource, by `resourceId`, else by `resourceName`; its type must match.
+async fn find_resource(pool: &PgPool, element: &Element, at: &str) -> Result<ResourceRef, Rejection> {
+    let found = find_resource_any_type(pool, element, &format!("{at}.resourceId"), &format!("{at}.resourceName")).await?;
+    if found.kind != element.resource_type {
         return Err(Rejection::new(
             "INVALID_REQUEST",
             format!("{at}.resourceType"),
-            format!("is {}, but resource `{id}` is {kind}", element.resource_type),
+            format!("is {}, but resource `{}` is {}", element.resource_type, found.id, found.kind),
         ));
     }
-    Ok((id, kind))
+    Ok(found)
+}
+
+/// `id_field`/`name_field`: how the request names those fields, for errors.
+async fn find_resource_any_type(pool: &PgPool, element: &Element, id_field: &str, name_field: &str) -> Result<ResourceRef, Rejection> {
+    let (field, row) = match (&element.resource_id, &element.resource_name) {
+        (Some(id), _) => (
+            id_field,
+            sqlx::query!("SELECT id, type, policy FROM resources WHERE id = $1", id)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_rejection)?
+                .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }),
+        ),
+        (None, Some(name)) => (
+            name_field,
+            sqlx::query!("SELECT id, type, policy FROM resources WHERE name = $1 ORDER BY id LIMIT 1", name)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_rejection)?
+                .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }),
+        ),
+        (None, None) => {
+            return Err(Rejection::new("REQUIRED_VALUE_MISSING", id_field, "give resourceId or resourceName"))
+        }
+    };
+    row.ok_or_else(|| Rejection::new("RESOURCE_NOT_FOUND", field, "no such resource"))
 }
 
 #[cfg(test)]

@@ -36,10 +36,11 @@ pub struct Engine {
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
     pub max_versions: i64,
+    pub events: crate::events::Events,
 }
 
 impl Engine {
-    pub fn new(pool: PgPool, key: Arc<MasterKey>, settings: &Settings) -> Result<Self, crate::config::Error> {
+    pub fn new(pool: PgPool, key: Arc<MasterKey>, settings: &Settings, events: crate::events::Events) -> Result<Self, crate::config::Error> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let instance = settings.worker.instance_id.clone().unwrap_or_else(|| format!("{}:{}", host.trim(), std::process::id()));
         Ok(Engine {
@@ -57,6 +58,7 @@ impl Engine {
             connect_timeout: Duration::from_millis(settings.ssh.connect_timeout_ms),
             io_timeout: Duration::from_millis(settings.ssh.io_timeout_ms),
             max_versions: i64::from(settings.vault.max_versions),
+            events,
         })
     }
 
@@ -96,6 +98,10 @@ async fn worker_loop(n: usize, engine: Arc<Engine>, wake: Arc<Notify>, shutdown:
         match repo::claim(&engine.pool, &engine.worker_id, engine.lease_seconds).await {
             Ok(Some(claim)) => {
                 backoff = Duration::from_millis(200);
+                engine.events.subtask(claim.task_id, "IN_PROGRESS");
+                if claim.task_started {
+                    engine.events.task(claim.task_id, "IN_PROGRESS");
+                }
                 let span = tracing::info_span!("subtask", worker_id = %engine.worker_id, worker = n, task_id = %claim.task_id,
                     subtask_id = %claim.subtask_id, credential_id = %claim.credential_id, attempt = claim.attempts);
                 rotation::run(&engine, claim).instrument(span).await;

@@ -101,12 +101,14 @@ impl Stage {
     }
 }
 
-/// The stages a subtask of this operation runs.
-pub fn stages_for(operation: Operation) -> &'static [Stage] {
+/// The stages a subtask of this operation runs. `reconcile`: REMEDIATE without a
+/// password, where the admin sets a fresh password (the old one is unknown).
+pub fn stages_for(operation: Operation, reconcile: bool) -> &'static [Stage] {
     use Stage::*;
     match operation {
         Operation::Rotate => &[Validate, Generate, StagePending, Apply, VerifyNew, VerifyOldRejected, Commit],
         Operation::Update => &[Validate, PolicyCheck, StagePending, Apply, VerifyNew, VerifyOldRejected, Commit],
+        Operation::Remediate if reconcile => &[Validate, Generate, StagePending, Apply, VerifyNew, VerifyOldRejected, Commit],
         Operation::Remediate => &[Validate, VerifySupplied, Commit],
         Operation::UpdateAutoRotatePolicy => &[Validate, Commit],
         Operation::SetPassword => &[Validate, Commit],

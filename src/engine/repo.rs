@@ -6,6 +6,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::model::{stages_for, Operation, Stage};
+use crate::vault::MasterKey;
 use crate::vcf_error::VcfError;
 
 /// The channel workers LISTEN on; intake NOTIFYs it when it adds work.
@@ -27,7 +28,16 @@ pub struct NewTask {
     pub source: &'static str,
     pub request_key: Option<String>,
     pub is_auto_rotate: bool,
-    pub credential_ids: Vec<Uuid>,
+    pub subtasks: Vec<NewSubTask>,
+}
+
+/// One credential of a request.
+#[derive(Debug, Clone)]
+pub struct NewSubTask {
+    pub credential_id: Uuid,
+    /// A password the request supplies; stored encrypted, bound to the subtask.
+    pub password: Option<secrecy::SecretString>,
+    pub params: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +48,7 @@ pub struct Created {
 }
 
 /// Records a task with one subtask per credential and their stages, in one transaction.
-pub async fn create_task(pool: &PgPool, new: &NewTask) -> Result<Created, Error> {
+pub async fn create_task(pool: &PgPool, key: &MasterKey, new: &NewTask) -> Result<Created, Error> {
     let mut tx = pool.begin().await?;
     let task_id = Uuid::new_v4();
     let inserted = sqlx::query_scalar!(
@@ -63,19 +73,20 @@ pub async fn create_task(pool: &PgPool, new: &NewTask) -> Result<Created, Error>
         tx.rollback().await?;
         return Ok(Created { task_id: existing, is_new: false });
     }
-    let stages = stages_for(new.operation);
-    let names: Vec<String> = stages.iter().map(|s| s.as_str().to_string()).collect();
-    for (seq, credential_id) in new.credential_ids.iter().enumerate() {
+    for (seq, sub) in new.subtasks.iter().enumerate() {
         let subtask_id = Uuid::new_v4();
         sqlx::query!(
-            "INSERT INTO subtasks (id, task_id, seq, credential_id, status) VALUES ($1, $2, $3, $4, 'PENDING')",
+            "INSERT INTO subtasks (id, task_id, seq, credential_id, status, params) VALUES ($1, $2, $3, $4, 'PENDING', $5)",
             subtask_id,
             task_id,
             seq as i32,
-            credential_id
+            sub.credential_id,
+            sub.params
         )
         .execute(&mut *tx)
         .await?;
+        let reconcile = sub.params.get("reconcile").and_then(serde_json::Value::as_bool).unwrap_or(false);
+        let names: Vec<String> = stages_for(new.operation, reconcile).iter().map(|s| s.as_str().to_string()).collect();
         sqlx::query!(
             "INSERT INTO stages (subtask_id, seq, name, status)
              SELECT $1, ord::int - 1, name, 'PENDING' FROM unnest($2::text[]) WITH ORDINALITY AS s(name, ord)",
@@ -84,6 +95,12 @@ pub async fn create_task(pool: &PgPool, new: &NewTask) -> Result<Created, Error>
         )
         .execute(&mut *tx)
         .await?;
+        if let Some(password) = &sub.password {
+            crate::vault::versions::put_supplied(&mut tx, key, subtask_id, password).await.map_err(|e| match e {
+                crate::vault::Error::Db(e) => Error::Db(e),
+                other => Error::Db(sqlx::Error::Protocol(other.to_string())),
+            })?;
+        }
     }
     sqlx::query!("SELECT pg_notify($1, $2)", WORK_CHANNEL, task_id.to_string()).execute(&mut *tx).await?;
     tx.commit().await?;
@@ -99,6 +116,16 @@ pub struct Claim {
     pub operation: Operation,
     pub fence: i64,
     pub attempts: i32,
+    pub params: serde_json::Value,
+    /// This claim moved the task from PENDING to IN_PROGRESS.
+    pub task_started: bool,
+}
+
+impl Claim {
+    /// REMEDIATE without a password: the admin sets a fresh one.
+    pub fn reconcile(&self) -> bool {
+        self.params.get("reconcile").and_then(serde_json::Value::as_bool).unwrap_or(false)
+    }
 }
 
 /// Takes the oldest runnable subtask whose credential is free (or already reserved for
@@ -129,7 +156,7 @@ pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64) -> Result<Op
                   started_at = COALESCE(s.started_at, now())
              FROM candidate, lease
             WHERE s.id = candidate.id
-            RETURNING s.id, s.task_id, s.credential_id, s.fence AS "fence!", s.attempts,
+            RETURNING s.id, s.task_id, s.credential_id, s.fence AS "fence!", s.attempts, s.params,
                       (SELECT operation FROM tasks WHERE id = s.task_id) AS "operation!""#,
         worker,
         lease_seconds
@@ -140,9 +167,11 @@ pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64) -> Result<Op
         tx.rollback().await?;
         return Ok(None);
     };
-    sqlx::query!("UPDATE tasks SET status = 'IN_PROGRESS' WHERE id = $1 AND status = 'PENDING'", row.task_id)
+    let task_started = sqlx::query!("UPDATE tasks SET status = 'IN_PROGRESS' WHERE id = $1 AND status = 'PENDING'", row.task_id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+        == 1;
     tx.commit().await?;
     Ok(Some(Claim {
         subtask_id: row.id,
@@ -151,6 +180,8 @@ pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64) -> Result<Op
         operation: row.operation.parse().expect("operation checked by the schema"),
         fence: row.fence,
         attempts: row.attempts,
+        params: row.params,
+        task_started,
     }))
 }
 
@@ -243,7 +274,7 @@ pub async fn finish_subtask(
     status: &str,
     failed_stage: Option<(Stage, &VcfError)>,
     unresolved: bool,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let errors = match failed_stage {
         Some((stage, error)) => {
             let json = serde_json::to_value(vec![error]).expect("errors serialize");
@@ -322,9 +353,13 @@ pub async fn retry_later(
     Ok(())
 }
 
-/// Derives the task's status, resolution, errors and completion from its subtasks.
-pub async fn roll_up(conn: &mut PgConnection, task_id: Uuid) -> Result<(), Error> {
-    sqlx::query!(
+/// Derives the task's status, resolution, errors and completion from its subtasks;
+/// returns the new status when it changed.
+pub async fn roll_up(conn: &mut PgConnection, task_id: Uuid) -> Result<Option<String>, Error> {
+    let before = sqlx::query_scalar!("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let after = sqlx::query_scalar!(
         r#"UPDATE tasks t
               SET status = agg.status,
                   resolution_status = CASE WHEN agg.unresolved THEN 'UNRESOLVED' ELSE 'RESOLVED' END,
@@ -343,10 +378,145 @@ pub async fn roll_up(conn: &mut PgConnection, task_id: Uuid) -> Result<(), Error
                                       FROM subtasks s2, jsonb_array_elements(s2.errors) e
                                      WHERE s2.task_id = $1 AND s2.status = 'FAILED'), '[]'::jsonb) AS errors
                      FROM subtasks WHERE task_id = $1) agg
-            WHERE t.id = $1"#,
+            WHERE t.id = $1
+            RETURNING t.status"#,
         task_id
     )
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(())
+    Ok(after.filter(|a| before.as_ref() != Some(a)))
+}
+
+/// Records a request that was refused: a FAILED task with its error and no subtasks,
+/// so the producer's reply names a real task and a redelivery finds it again.
+pub async fn record_refused(pool: &PgPool, source: &'static str, request_key: Option<String>, error: &VcfError) -> Result<Created, Error> {
+    let task_id = Uuid::new_v4();
+    let errors = serde_json::to_value(vec![error]).expect("errors serialize");
+    let inserted = sqlx::query_scalar!(
+        "INSERT INTO tasks (id, name, type, operation, status, source, request_key, errors, completed_at)
+         VALUES ($1, 'Refused request', 'CREDENTIALS_REQUEST', 'ROTATE', 'FAILED', $2, $3, $4, now())
+         ON CONFLICT (request_key) DO NOTHING RETURNING id",
+        task_id,
+        source,
+        request_key,
+        errors
+    )
+    .fetch_optional(pool)
+    .await?;
+    match inserted {
+        Some(id) => Ok(Created { task_id: id, is_new: true }),
+        None => {
+            let id = sqlx::query_scalar!("SELECT id FROM tasks WHERE request_key = $1", request_key).fetch_one(pool).await?;
+            Ok(Created { task_id: id, is_new: false })
+        }
+    }
+}
+
+/// The id of the task a request key already made, if any.
+pub async fn task_for_key(pool: &PgPool, request_key: &str) -> Result<Option<Uuid>, Error> {
+    Ok(sqlx::query_scalar!("SELECT id FROM tasks WHERE request_key = $1", request_key).fetch_optional(pool).await?)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Done; the task's new status when it changed.
+    Done(Option<String>),
+    NotFound,
+    /// The task is not in a state that allows it (e.g. retrying a task that did not fail).
+    Conflict(String),
+}
+
+/// Runs a FAILED task's failed subtasks again. A subtask whose pending password is
+/// still in the vault resumes where it stopped; one whose pending was abandoned (or
+/// never made) starts over.
+pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
+    let mut tx = pool.begin().await?;
+    let Some(status) = sqlx::query_scalar!("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id).fetch_optional(&mut *tx).await? else {
+        return Ok(Change::NotFound);
+    };
+    if status != "FAILED" {
+        return Ok(Change::Conflict(format!("only a FAILED task can be retried; this one is {status}")));
+    }
+    let subtasks = sqlx::query!(
+        r#"SELECT s.id, s.credential_id,
+                  EXISTS (SELECT 1 FROM credential_versions v WHERE v.credential_id = s.credential_id
+                           AND v.state = 'PENDING' AND v.subtask_id = s.id) AS "has_pending!"
+             FROM subtasks s WHERE s.task_id = $1 AND s.status = 'FAILED'"#,
+        task_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if subtasks.is_empty() {
+        return Ok(Change::Conflict("the task has no failed subtask to retry (a refused request cannot be retried)".into()));
+    }
+    for s in subtasks {
+        sqlx::query!(
+            "UPDATE stages SET status = 'PENDING', completed_at = NULL, errors = '[]',
+                    started_at = CASE WHEN $2 THEN started_at END
+              WHERE subtask_id = $1 AND (NOT $2 OR status NOT IN ('SUCCESSFUL', 'NOT_APPLICABLE'))",
+            s.id,
+            s.has_pending
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE subtasks SET status = 'PENDING', attempts = 0, not_before = now(), errors = '[]', unresolved = false,
+                    completed_at = NULL WHERE id = $1",
+            s.id
+        )
+        .execute(&mut *tx)
+        .await?;
+        if s.has_pending {
+            // Keep the credential reserved: the pending password may be live on the target.
+            sqlx::query!(
+                "UPDATE credentials SET lease_subtask = $2, lease_owner = NULL, lease_expires_at = NULL
+                  WHERE id = $1 AND lease_subtask IS NULL",
+                s.credential_id,
+                s.id
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    sqlx::query!("UPDATE tasks SET completed_at = NULL, errors = '[]' WHERE id = $1", task_id).execute(&mut *tx).await?;
+    let status = roll_up(&mut tx, task_id).await?;
+    sqlx::query!("SELECT pg_notify($1, $2)", WORK_CHANNEL, task_id.to_string()).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Change::Done(status))
+}
+
+/// Cancels what has not started: subtasks still PENDING that never stored a pending
+/// password become CANCELLED; one past STAGE_PENDING runs to a safe end.
+pub async fn cancel_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
+    let mut tx = pool.begin().await?;
+    let Some(status) = sqlx::query_scalar!("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id).fetch_optional(&mut *tx).await? else {
+        return Ok(Change::NotFound);
+    };
+    if !matches!(status.as_str(), "PENDING" | "IN_PROGRESS") {
+        return Ok(Change::Conflict(format!("the task has already ended ({status})")));
+    }
+    let cancelled = sqlx::query_scalar!(
+        "UPDATE subtasks s SET status = 'CANCELLED', completed_at = now()
+          WHERE s.task_id = $1 AND s.status = 'PENDING'
+            AND NOT EXISTS (SELECT 1 FROM stages st WHERE st.subtask_id = s.id AND st.name = 'STAGE_PENDING' AND st.status = 'SUCCESSFUL')
+            AND NOT EXISTS (SELECT 1 FROM credential_versions v WHERE v.subtask_id = s.id AND v.state = 'PENDING')
+          RETURNING s.id",
+        task_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if !cancelled.is_empty() {
+        sqlx::query!("UPDATE stages SET status = 'CANCELLED' WHERE subtask_id = ANY($1) AND status = 'PENDING'", &cancelled)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query!(
+            "UPDATE credentials SET lease_subtask = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE lease_subtask = ANY($1)",
+            &cancelled
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    let status = roll_up(&mut tx, task_id).await?;
+    tx.commit().await?;
+    Ok(Change::Done(status))
 }

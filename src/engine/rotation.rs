@@ -162,10 +162,25 @@ async fn run_stage(
     match stage {
         Stage::Validate => validate(engine, claim, account).await,
         Stage::Generate => {
-            *new_password = Some(policy_of(engine, account)?.generate());
+            *new_password = Some(generate(engine, account)?);
             Ok(Done::Successful)
         }
-        Stage::StagePending => stage_pending(engine, claim, account, new_password.take()).await,
+        Stage::PolicyCheck => {
+            let supplied = supplied_of(engine, claim).await?;
+            let broken = policy_of(engine, account)?.check_for(&supplied, Some(&account.username));
+            if broken.is_empty() {
+                return Ok(Done::Successful);
+            }
+            let rules: Vec<String> = broken.iter().map(|v| format!("{} ({})", v.code, v.message)).collect();
+            Err(StageError::permanent("PASSWORD_POLICY_VIOLATION", format!("the password breaks policy `{}`: {}", account.policy, rules.join("; "))))
+        }
+        Stage::StagePending => {
+            let fresh = match claim.operation {
+                Operation::Update => Some(supplied_of(engine, claim).await?),
+                _ => new_password.take(),
+            };
+            stage_pending(engine, claim, account, fresh).await
+        }
         Stage::Apply => apply(engine, claim, account, resumed).await,
         Stage::VerifyNew => {
             let pending = pending_of(engine, claim, account).await?;
@@ -193,12 +208,32 @@ async fn run_stage(
                 .unresolved()),
             }
         }
+        Stage::VerifySupplied => {
+            let supplied = supplied_of(engine, claim).await?;
+            match login(account, &supplied).await? {
+                Login::Accepted => Ok(Done::Successful),
+                Login::Refused => Err(StageError::permanent(
+                    "AUTHENTICATION_FAILED",
+                    format!("the supplied password of {} does not log in to {}; nothing was changed", account.username, account.resource_id),
+                )),
+            }
+        }
         Stage::Commit => commit(engine, claim, account).await,
-        Stage::PolicyCheck | Stage::VerifySupplied => Err(StageError::permanent(
-            "OPERATION_NOT_SUPPORTED",
-            format!("stage {stage} is not supported by this version of rotor"),
-        )),
     }
+}
+
+fn generate(engine: &Engine, account: &Account) -> Result<SecretString, StageError> {
+    policy_of(engine, account)?
+        .generate_for(Some(&account.username))
+        .map_err(|e| StageError::permanent("PASSWORD_GENERATION_FAILED", e.to_string()))
+}
+
+/// The password the request supplied for this subtask.
+async fn supplied_of(engine: &Engine, claim: &Claim) -> Result<SecretString, StageError> {
+    let mut conn = engine.pool.acquire().await?;
+    versions::get_supplied(&mut conn, &engine.key, claim.subtask_id)
+        .await?
+        .ok_or_else(|| StageError::permanent("SUPPLIED_PASSWORD_MISSING", "the request's password is no longer stored"))
 }
 
 async fn load_account(engine: &Engine, credential_id: Uuid) -> Result<Account, StageError> {
@@ -254,12 +289,29 @@ fn driver_of(account: &Account) -> Result<&'static dyn target::Driver, StageErro
 async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<Done, StageError> {
     target::validate_username(&account.username)
         .map_err(|m| StageError::permanent("INVALID_USERNAME", format!("username {m}")))?;
-    driver_of(account)?;
-    if claim.operation == Operation::Rotate {
-        policy_of(engine, account)?;
-        if account.target.admin.is_none() {
+    let changes_target = matches!(claim.operation, Operation::Rotate | Operation::Update) || claim.reconcile();
+    if changes_target {
+        driver_of(account)?;
+        if matches!(claim.operation, Operation::Rotate) || claim.reconcile() {
+            policy_of(engine, account)?;
+        }
+        if claim.reconcile() && account.target.admin.is_none() {
+            return Err(StageError::permanent(
+                "ADMIN_ACCOUNT_MISSING",
+                format!("REMEDIATE without a password needs the admin account of resource {}; supply the password instead", account.resource_id),
+            ));
+        }
+        if account.platform == "linux-chpasswd" && account.target.admin.is_none() {
             return Err(StageError::permanent("ADMIN_ACCOUNT_MISSING", format!("resource {} has no admin account", account.resource_id)));
         }
+    }
+    if claim.operation == Operation::Remediate || claim.operation == Operation::SetPassword {
+        // These repair the credential: an unresolved pending password of an earlier
+        // rotation stops mattering once the truth is stored or a fresh one is set.
+        return Ok(Done::Successful);
+    }
+    if !changes_target {
+        return Ok(Done::Successful);
     }
     // A pending password from another subtask may be live on the target: never stack a second one on it.
     let other = sqlx::query_scalar!(
@@ -282,15 +334,26 @@ async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<D
 /// Save before change: the new password is committed, encrypted, before the target is touched.
 async fn stage_pending(engine: &Engine, claim: &Claim, account: &Account, fresh: Option<SecretString>) -> Result<Done, StageError> {
     let mut tx = repo::fenced(&engine.pool, claim).await?;
-    let existing = versions::get(&mut tx, &engine.key, account.credential_id, State::Pending).await?;
+    let mut existing = versions::get(&mut tx, &engine.key, account.credential_id, State::Pending).await?;
+    if claim.reconcile() && existing.as_ref().is_some_and(|v| v.subtask_id != Some(claim.subtask_id)) {
+        // Reconcile replaces whatever an earlier failed rotation left pending.
+        sqlx::query!(
+            "UPDATE credential_versions SET state = 'ABANDONED', state_changed_at = now() WHERE credential_id = $1 AND state = 'PENDING'",
+            account.credential_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        existing = None;
+    }
     if existing.is_none() {
         // GENERATE ran in an earlier attempt whose password was never stored: nothing of it
         // reached the target, so a fresh one is as good.
         let password = match fresh {
             Some(p) => p,
-            None => policy_of(engine, account)?.generate(),
+            None => generate(engine, account)?,
         };
-        let version = versions::insert(&mut tx, &engine.key, account.credential_id, State::Pending, Origin::Generated, &password, Some(claim.subtask_id)).await?;
+        let origin = if claim.operation == Operation::Update { Origin::Supplied } else { Origin::Generated };
+        let version = versions::insert(&mut tx, &engine.key, account.credential_id, State::Pending, origin, &password, Some(claim.subtask_id)).await?;
         tracing::info!(target: "rotor::security", version, "pending password stored");
     }
     repo::stage_finished(&mut tx, claim, Stage::StagePending, "SUCCESSFUL").await?;
@@ -352,18 +415,44 @@ async fn login(account: &Account, password: &SecretString) -> Result<Login, Stag
 }
 
 async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Done, StageError> {
+    let supplied = match claim.operation {
+        Operation::Remediate | Operation::SetPassword if !claim.reconcile() => Some(supplied_of(engine, claim).await?),
+        _ => None,
+    };
     let mut tx = repo::fenced(&engine.pool, claim).await?;
     match claim.operation {
-        Operation::Rotate | Operation::Update => promote(&mut tx, engine, account).await?,
-        _ => {
-            return Err(StageError::permanent("OPERATION_NOT_SUPPORTED", format!("{} is not supported yet", claim.operation)));
+        Operation::Rotate | Operation::Update | Operation::Remediate if supplied.is_none() => promote(&mut tx, engine, account).await?,
+        Operation::Remediate | Operation::SetPassword => {
+            let password = supplied.as_ref().expect("supplied above");
+            let v = versions::replace_current(&mut tx, &engine.key, account.credential_id, password, claim.subtask_id, engine.max_versions).await?;
+            sqlx::query!("UPDATE credentials SET status = 'ACTIVE', updated_at = now() WHERE id = $1", account.credential_id)
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(target: "rotor::security", version = v, operation = %claim.operation, "supplied password stored as current");
         }
+        Operation::UpdateAutoRotatePolicy => {
+            let enable = claim.params.get("enable").and_then(serde_json::Value::as_bool).unwrap_or(false);
+            let days = claim.params.get("frequencyInDays").and_then(serde_json::Value::as_i64).map(|d| d as i32);
+            sqlx::query!(
+                "UPDATE credentials SET auto_rotate_days = $2, updated_at = now(),
+                        next_rotation_at = CASE WHEN $2::int IS NULL THEN NULL
+                                                ELSE COALESCE(last_rotated_at, now()) + make_interval(days => $2::int) END
+                  WHERE id = $1",
+                account.credential_id,
+                if enable { days } else { None }
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        Operation::Rotate | Operation::Update => unreachable!("matched above"),
     }
+    sqlx::query!("DELETE FROM subtask_secrets WHERE subtask_id = $1", claim.subtask_id).execute(&mut *tx).await?;
     repo::stage_finished(&mut tx, claim, Stage::Commit, "SUCCESSFUL").await?;
-    repo::finish_subtask(&mut tx, claim, "SUCCESSFUL", None, false).await?;
+    let task_status = repo::finish_subtask(&mut tx, claim, "SUCCESSFUL", None, false).await?;
     tx.commit().await.map_err(repo::Error::from)?;
+    announce(engine, claim, "SUCCESSFUL", task_status);
     tracing::info!(target: "rotor::security", username = %account.username, resource_id = %account.resource_id,
-        "password rotation committed");
+        operation = %claim.operation, "password rotation committed");
     Ok(Done::Recorded)
 }
 
@@ -473,7 +562,15 @@ async fn fail(engine: &Engine, claim: &Claim, account: Option<&Account>, stage: 
         .execute(&mut *tx)
         .await?;
     }
-    repo::finish_subtask(&mut tx, claim, "FAILED", Some((stage, &error)), e.unresolved).await?;
+    let task_status = repo::finish_subtask(&mut tx, claim, "FAILED", Some((stage, &error)), e.unresolved).await?;
     tx.commit().await?;
+    announce(engine, claim, "FAILED", task_status);
     Ok(())
+}
+
+fn announce(engine: &Engine, claim: &Claim, subtask_status: &str, task_status: Option<String>) {
+    engine.events.subtask(claim.task_id, subtask_status);
+    if let Some(status) = task_status {
+        engine.events.task(claim.task_id, &status);
+    }
 }

@@ -13,11 +13,12 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::AmqpSettings;
 use crate::engine::{repo, view};
+use crate::ingress::submit::{Refusal, Request, Submitter};
 use crate::requests::{self, Rejection};
 
 pub const KIND_CREDENTIALS_UPDATE: &str = "credentials.update";
@@ -54,16 +55,20 @@ pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> Result<(), lapi
 }
 
 pub struct Intake {
-    pub pool: PgPool,
+    pub submitter: Arc<Submitter>,
     pub settings: AmqpSettings,
     pub url: SecretString,
+    /// True while consuming (read by /readyz and /metrics).
+    pub connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Consumes until `shutdown`, reconnecting with backoff whenever the broker goes away.
 pub async fn run(intake: Arc<Intake>, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(500);
     while !shutdown.is_cancelled() {
-        match consume(&intake, &shutdown, &mut backoff).await {
+        let result = consume(&intake, &shutdown, &mut backoff).await;
+        intake.connected.store(false, std::sync::atomic::Ordering::Relaxed);
+        match result {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "AMQP intake lost its connection; reconnecting");
@@ -88,6 +93,7 @@ async fn consume(intake: &Intake, shutdown: &CancellationToken, backoff: &mut Du
     let mut consumer = ch.basic_consume(&s.queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
     tracing::info!(queue = %s.queue, "AMQP intake consuming");
     *backoff = Duration::from_millis(500);
+    intake.connected.store(true, std::sync::atomic::Ordering::Relaxed);
     loop {
         let delivery = tokio::select! {
             d = consumer.next() => d,
@@ -118,25 +124,45 @@ async fn handle(intake: &Intake, publisher: &Channel, d: lapin::message::Deliver
     let kind = kind_of(&d);
     let message_id = d.properties.message_id().as_ref().map(|m| m.as_str().to_string());
     let span = tracing::info_span!("amqp_message", kind = %kind, message_id = message_id.as_deref().unwrap_or(""));
-    let _enter = span.enter();
-    match accept(intake, &kind, &d, message_id.clone()).await {
+    handle_in_span(intake, publisher, &d, &kind, message_id).instrument(span).await
+}
+
+async fn handle_in_span(
+    intake: &Intake,
+    publisher: &Channel,
+    d: &lapin::message::Delivery,
+    kind: &str,
+    message_id: Option<String>,
+) -> Result<(), lapin::Error> {
+    let pool = &intake.submitter.pool;
+    match accept(intake, kind, d, message_id.clone()).await {
         Ok(created) => {
             tracing::info!(task_id = %created.task_id, new = created.is_new, "request accepted");
             if let Some(reply_to) = d.properties.reply_to() {
-                if let Ok(Some(task)) = view::load(&intake.pool, created.task_id).await {
+                if let Ok(Some(task)) = view::load(pool, created.task_id).await {
                     reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
                 }
             }
             d.acker.ack(BasicAckOptions::default()).await
         }
-        Err(Outcome::Refused(rejection)) => {
+        Err(Refusal::Invalid(rejection)) => {
             tracing::warn!(code = rejection.code, field = %rejection.field, error = %rejection.message, "request refused; dead-lettering");
             let error = rejection.to_vcf();
-            let error_json = serde_json::to_string(&error).expect("error serializes");
+            // The refusal is recorded as a FAILED task, so the reply names a real task.
+            let recorded = match repo::record_refused(pool, "AMQP", message_id, &error).await {
+                Ok(created) => created,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record the refusal now; requeueing");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    return d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                }
+            };
             if let Some(reply_to) = d.properties.reply_to() {
-                let task = refused_task(&error);
-                reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
+                if let Ok(Some(task)) = view::load(pool, recorded.task_id).await {
+                    reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
+                }
             }
+            let error_json = serde_json::to_string(&error).expect("error serializes");
             let mut headers = d.properties.headers().clone().unwrap_or_default();
             headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error_json.into()));
             let props = d.properties.clone().with_headers(headers);
@@ -154,7 +180,7 @@ async fn handle(intake: &Intake, publisher: &Channel, d: lapin::message::Deliver
                 d.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await
             }
         }
-        Err(Outcome::Unavailable(e)) => {
+        Err(Refusal::Unavailable(e)) => {
             // Our fault, not the message's: keep it for a later attempt.
             tracing::warn!(error = %e, "cannot record request now; requeueing");
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -163,61 +189,31 @@ async fn handle(intake: &Intake, publisher: &Channel, d: lapin::message::Deliver
     }
 }
 
-enum Outcome {
-    Refused(Rejection),
-    Unavailable(String),
-}
-
-async fn accept(intake: &Intake, kind: &str, d: &lapin::message::Delivery, message_id: Option<String>) -> Result<repo::Created, Outcome> {
+async fn accept(intake: &Intake, kind: &str, d: &lapin::message::Delivery, message_id: Option<String>) -> Result<repo::Created, Refusal> {
     if d.data.len() > intake.settings.max_message_bytes {
-        return Err(Outcome::Refused(Rejection::new(
+        return Err(Refusal::Invalid(Rejection::new(
             "REQUEST_TOO_LARGE",
             "body",
             format!("is {} bytes; at most {} (amqp.max_message_bytes)", d.data.len(), intake.settings.max_message_bytes),
         )));
     }
-    let new = match kind {
-        KIND_CREDENTIALS_UPDATE => {
-            let spec = requests::parse_spec(&d.data).map_err(Outcome::Refused)?;
-            requests::resolve(&intake.pool, &spec, "AMQP", message_id, intake.settings.max_credentials_per_request)
-                .await
-                .map_err(|r| if r.code == "DATABASE_UNAVAILABLE" { Outcome::Unavailable(r.message) } else { Outcome::Refused(r) })?
+    let submitter = &intake.submitter;
+    match kind {
+        KIND_CREDENTIALS_UPDATE => submitter.submit(Request::CredentialsUpdate(&d.data), "AMQP", message_id).await,
+        KIND_PRIVX_ROTATE => {
+            let body: requests::PrivxRotate = requests::parse_json(&d.data).map_err(Refusal::Invalid)?;
+            submitter.submit(Request::PrivxRotate { host_id: &body.host_id, account: &body.account }, "AMQP", message_id).await
         }
-        KIND_PRIVX_ROTATE | KIND_PRIVX_PASSWORD => {
-            return Err(Outcome::Refused(Rejection::new(
-                "OPERATION_NOT_SUPPORTED",
-                "type",
-                format!("message kind `{kind}` is not supported by this version of rotor"),
-            )))
+        KIND_PRIVX_PASSWORD => {
+            let body: requests::PrivxPassword = requests::parse_json(&d.data).map_err(Refusal::Invalid)?;
+            let request = Request::PrivxPassword { host_id: &body.host_id, account: &body.account, password: body.password.clone() };
+            submitter.submit(request, "AMQP", message_id).await
         }
-        other => {
-            return Err(Outcome::Refused(Rejection::new(
-                "INVALID_REQUEST",
-                "type",
-                format!("unknown message kind `{other}`; use routing key or type {}", KINDS.join(", ")),
-            )))
-        }
-    };
-    repo::create_task(&intake.pool, &new).await.map_err(|e| Outcome::Unavailable(e.to_string()))
-}
-
-/// The Task JSON answered for a refused request: FAILED, with the error, and no subtasks.
-fn refused_task(error: &crate::vcf_error::VcfError) -> view::Task {
-    let now = chrono::Utc::now();
-    view::Task {
-        id: uuid::Uuid::new_v4(),
-        name: "Refused request".into(),
-        kind: "CREDENTIALS_REQUEST".into(),
-        status: "FAILED".into(),
-        resolution_status: "RESOLVED".into(),
-        is_cancellable: false,
-        is_retryable: false,
-        is_auto_rotate: false,
-        creation_timestamp: now,
-        completion_timestamp: Some(now),
-        errors: vec![error.clone()],
-        resources: vec![],
-        sub_tasks: vec![],
+        other => Err(Refusal::Invalid(Rejection::new(
+            "INVALID_REQUEST",
+            "type",
+            format!("unknown message kind `{other}`; use routing key or type {}", KINDS.join(", ")),
+        ))),
     }
 }
 

@@ -2,3 +2,4 @@
 
 pub mod amqp;
 pub mod http;
+pub mod submit;

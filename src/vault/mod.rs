@@ -59,6 +59,13 @@ fn aad(credential_id: Uuid, version: i32) -> Vec<u8> {
     v
 }
 
+/// A supplied password waiting in its subtask is bound to that subtask.
+fn subtask_aad(subtask_id: Uuid) -> Vec<u8> {
+    let mut v = b"rotor/v1/subtask/".to_vec();
+    v.extend_from_slice(subtask_id.as_bytes());
+    v
+}
+
 impl MasterKey {
     pub fn load(settings: &VaultSettings) -> Result<Self, Error> {
         let text = crate::config::secret("vault.master_key", &settings.master_key, &settings.master_key_file)
@@ -103,16 +110,32 @@ impl MasterKey {
     }
 
     pub fn seal(&self, credential_id: Uuid, version: i32, secret: &SecretString) -> Sealed {
+        self.seal_bound(&aad(credential_id, version), secret)
+    }
+
+    pub fn seal_for_subtask(&self, subtask_id: Uuid, secret: &SecretString) -> Sealed {
+        self.seal_bound(&subtask_aad(subtask_id), secret)
+    }
+
+    fn seal_bound(&self, aad: &[u8], secret: &SecretString) -> Sealed {
         let mut nonce = [0u8; 12];
         OsRng.try_fill_bytes(&mut nonce).expect("the OS random source works");
         let ciphertext = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret.expose_secret().as_bytes(), aad: &aad(credential_id, version) })
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret.expose_secret().as_bytes(), aad })
             .expect("AES-GCM encryption of a short message cannot fail");
         Sealed { key_id: self.key_id.clone(), nonce: nonce.to_vec(), ciphertext }
     }
 
     pub fn open(&self, credential_id: Uuid, version: i32, sealed: &Sealed) -> Result<SecretString, Error> {
+        self.open_bound(&aad(credential_id, version), version, sealed)
+    }
+
+    pub fn open_for_subtask(&self, subtask_id: Uuid, sealed: &Sealed) -> Result<SecretString, Error> {
+        self.open_bound(&subtask_aad(subtask_id), 0, sealed)
+    }
+
+    fn open_bound(&self, aad: &[u8], version: i32, sealed: &Sealed) -> Result<SecretString, Error> {
         if sealed.key_id != self.key_id {
             return Err(Error::WrongKey { version, found: sealed.key_id.clone(), loaded: self.key_id.clone() });
         }
@@ -121,7 +144,7 @@ impl MasterKey {
         }
         let plain = Zeroizing::new(
             self.cipher
-                .decrypt(Nonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad: &aad(credential_id, version) })
+                .decrypt(Nonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad })
                 .map_err(|_| Error::Decrypt(version))?,
         );
         let text = std::str::from_utf8(&plain).map_err(|_| Error::Decrypt(version))?;

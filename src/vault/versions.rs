@@ -152,3 +152,49 @@ pub async fn promote_pending(conn: &mut PgConnection, credential_id: Uuid, keep:
     .await?;
     Ok(())
 }
+
+/// Stores a password supplied in a request, encrypted and bound to its subtask.
+pub async fn put_supplied(conn: &mut PgConnection, key: &MasterKey, subtask_id: Uuid, password: &SecretString) -> Result<(), Error> {
+    let sealed = key.seal_for_subtask(subtask_id, password);
+    sqlx::query!(
+        "INSERT INTO subtask_secrets (subtask_id, key_id, nonce, ciphertext) VALUES ($1, $2, $3, $4)",
+        subtask_id,
+        sealed.key_id,
+        sealed.nonce,
+        sealed.ciphertext
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The password supplied for a subtask, if any.
+pub async fn get_supplied(conn: &mut PgConnection, key: &MasterKey, subtask_id: Uuid) -> Result<Option<SecretString>, Error> {
+    let row = sqlx::query!("SELECT key_id, nonce, ciphertext FROM subtask_secrets WHERE subtask_id = $1", subtask_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| key.open_for_subtask(subtask_id, &Sealed { key_id: r.key_id, nonce: r.nonce, ciphertext: r.ciphertext }))
+        .transpose()
+}
+
+/// Stores `password` as the credential's CURRENT version without touching the target
+/// (REMEDIATE with a password, PrivX set-password); the old current becomes PREVIOUS.
+pub async fn replace_current(
+    conn: &mut PgConnection,
+    key: &MasterKey,
+    credential_id: Uuid,
+    password: &SecretString,
+    subtask_id: Uuid,
+    keep: i64,
+) -> Result<i32, Error> {
+    sqlx::query!(
+        "UPDATE credential_versions SET state = 'ABANDONED', state_changed_at = now()
+          WHERE credential_id = $1 AND state = 'PENDING'",
+        credential_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    let version = insert(conn, key, credential_id, State::Pending, Origin::Supplied, password, Some(subtask_id)).await?;
+    promote_pending(conn, credential_id, keep).await?;
+    Ok(version)
+}

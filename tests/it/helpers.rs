@@ -91,6 +91,22 @@ impl Account {
     }
 }
 
+impl Account {
+    /// Changes the password on the host directly, as an operator outside rotor would.
+    pub fn set_password_on_host(&self, password: &str) {
+        let mut child = Command::new("bash")
+            .arg(repo_root().join("scripts/testbed.sh"))
+            .args(["account", &self.username])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        assert!(child.wait_with_output().unwrap().status.success());
+    }
+}
+
 impl Drop for Account {
     fn drop(&mut self) {
         let _ = Command::new("userdel").arg(&self.username).stderr(Stdio::null()).status();
@@ -446,6 +462,11 @@ sudo = true
     /// Publishes a message (confirmed) with a fresh message_id and reply queue; returns
     /// the daemon's reply (a Task JSON).
     pub async fn publish_and_reply(&self, routing_key: &str, body: &[u8]) -> Value {
+        self.publish_with_id(routing_key, body, &uuid::Uuid::new_v4().to_string()).await
+    }
+
+    /// The same with a given message_id (the idempotency key).
+    pub async fn publish_with_id(&self, routing_key: &str, body: &[u8], msg_id: &str) -> Value {
         let conn = self.amqp().await;
         let ch = conn.create_channel().await.unwrap();
         let reply = ch
@@ -457,7 +478,7 @@ sudo = true
             .await
             .unwrap();
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        let msg_id = uuid::Uuid::new_v4().to_string();
+        let msg_id = msg_id.to_string();
         let props = BasicProperties::default()
             .with_message_id(msg_id.clone().into())
             .with_correlation_id(msg_id.clone().into())
@@ -504,6 +525,22 @@ sudo = true
         let mut req = reqwest::Client::new().get(format!("{}{path}", self.http));
         if let Some(t) = token {
             req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Any HTTP request with a JSON body; returns (status, JSON or text).
+    pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.http));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();

@@ -28,11 +28,25 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
     assert_eq!(err["context"]["field"], "elements[0].credentials[0].username", "{err:#}");
     assert!(!err.to_string().contains(secret));
 
-    // Unknown resource, unknown account, a username that could inject.
+    // Not UTF-8; an unknown operationType.
+    for (body, code, field) in [
+        (b"\xff\xfe{}".to_vec(), "INVALID_REQUEST", "body"),
+        (br#"{"operationType":"SPIN","elements":[]}"#.to_vec(), "INVALID_REQUEST", "operationType"),
+    ] {
+        app.publish_and_reply("credentials.update", &body).await;
+        let (_, err) = app.next_dead_letter().await;
+        assert_eq!(err["errorCode"], code, "{err:#}");
+        assert_eq!(err["context"]["field"], field);
+    }
+
+    // Unknown resource, unknown account, usernames that could inject.
     for (spec, code, field) in [
         (rotate_spec("no-such-host", &["x"]), "RESOURCE_NOT_FOUND", "elements[0].resourceId"),
         (rotate_spec(&resource, &["ghost"]), "CREDENTIAL_NOT_FOUND", "elements[0].credentials[0].username"),
         (rotate_spec(&resource, &["root:x"]), "INVALID_USERNAME", "elements[0].credentials[0].username"),
+        (rotate_spec(&resource, &["a\nb"]), "INVALID_USERNAME", "elements[0].credentials[0].username"),
+        (rotate_spec(&resource, &["a b"]), "INVALID_USERNAME", "elements[0].credentials[0].username"),
+        (rotate_spec(&resource, &["-rf"]), "INVALID_USERNAME", "elements[0].credentials[0].username"),
     ] {
         let reply = app.publish_and_reply("credentials.update", &spec).await;
         assert_eq!(reply["status"], "FAILED");
@@ -48,8 +62,10 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
     let (_, err) = app.next_dead_letter().await;
     assert_eq!(err["errorCode"], "REQUEST_TOO_LARGE");
 
-    // Nothing was recorded, and the target and vault are as they were.
-    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks"), "0");
+    // Each refusal is recorded as a FAILED task without subtasks; nothing else changed.
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status = 'FAILED'"), "11");
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status <> 'FAILED'"), "0");
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM subtasks"), "0");
     assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM credential_versions"), "1");
     assert!(ssh_login(&account.username, &account.password));
     app.assert_logs_free_of(&[secret, &account.password]);

@@ -3,6 +3,7 @@
 
 mod helpers;
 mod intake;
+mod operations;
 mod proofs;
 pub mod reliability;
 mod rotate;

@@ -1,0 +1,138 @@
+//! The PrivX-compatible routes, answering errors in PrivX's shape:
+//! `{error_code, error_message, property, details[]}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::{authenticate, ApiState, Caller};
+use crate::config::Scope;
+use crate::ingress::submit::{Refusal, Request};
+use crate::requests::{self, Rejection};
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/secrets-manager/api/v1/rotate/{host_id}/{account}", post(rotate))
+        .route("/secrets-manager/api/v1/password/{host_id}/{account}", put(set_password))
+}
+
+#[derive(Debug, Serialize)]
+pub struct PrivxError {
+    error_code: &'static str,
+    error_message: String,
+    property: String,
+    details: Vec<serde_json::Value>,
+    #[serde(skip)]
+    status: StatusCode,
+}
+
+impl PrivxError {
+    fn new(status: StatusCode, code: &'static str, property: &str, message: impl Into<String>) -> Self {
+        PrivxError { error_code: code, error_message: message.into(), property: property.to_string(), details: vec![], status }
+    }
+
+    fn from_rejection(r: &Rejection) -> Self {
+        let (status, code) = match r.code {
+            "REQUIRED_VALUE_MISSING" => (StatusCode::BAD_REQUEST, "REQUIRED_VALUE_MISSING"),
+            "VALUE_OUT_OF_BOUNDS" | "REQUEST_TOO_LARGE" => (StatusCode::BAD_REQUEST, "VALUE_OUT_OF_BOUNDS"),
+            "VALUE_INCORRECT_TYPE" => (StatusCode::BAD_REQUEST, "VALUE_INCORRECT_TYPE"),
+            "VALUE_INCORRECT_FORMAT" | "INVALID_USERNAME" => (StatusCode::BAD_REQUEST, "VALUE_INCORRECT_FORMAT"),
+            "VALUE_DUPLICATE" => (StatusCode::BAD_REQUEST, "VALUE_DUPLICATE"),
+            "RESOURCE_NOT_FOUND" | "CREDENTIAL_NOT_FOUND" => (StatusCode::NOT_FOUND, "INVALID_REQUEST_DATA"),
+            "INVALID_REQUEST" => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            _ => (StatusCode::BAD_REQUEST, "INVALID_REQUEST_DATA"),
+        };
+        PrivxError::new(status, code, &r.field, format!("{}: {}", r.field, r.message))
+    }
+
+    fn refusal(r: Refusal) -> Self {
+        match r {
+            Refusal::Invalid(r) => Self::from_rejection(&r),
+            Refusal::Unavailable(e) => {
+                tracing::error!(error = %e, "PrivX request failed");
+                PrivxError::new(StatusCode::SERVICE_UNAVAILABLE, "DATABASE_ERROR", "", "the database is not reachable; try again")
+            }
+        }
+    }
+}
+
+impl IntoResponse for PrivxError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self)).into_response()
+    }
+}
+
+/// The caller, with PrivX-shaped refusals.
+pub struct PrivxCaller(Caller);
+
+impl FromRequestParts<Arc<ApiState>> for PrivxCaller {
+    type Rejection = PrivxError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, PrivxError> {
+        let caller = authenticate(parts, state)
+            .ok_or_else(|| PrivxError::new(StatusCode::UNAUTHORIZED, "PERMISSION_DENIED", "Authorization", "missing or invalid bearer token"))?;
+        if caller.require(Scope::CredentialsManage).is_err() {
+            return Err(PrivxError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", "", "this token lacks scope `credentials:manage`"));
+        }
+        Ok(PrivxCaller(caller))
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Id {
+    id: uuid::Uuid,
+}
+
+/// Initiate rotation: the request joins the rotation queue.
+async fn rotate(PrivxCaller(caller): PrivxCaller, State(state): State<Arc<ApiState>>, Path((host_id, account)): Path<(String, String)>) -> Result<Json<Id>, PrivxError> {
+    let created = state
+        .submitter
+        .submit(Request::PrivxRotate { host_id: &host_id, account: &account }, "HTTP", None)
+        .await
+        .map_err(PrivxError::refusal)?;
+    tracing::info!(caller = %caller.name, task_id = %created.task_id, "PrivX rotation queued");
+    Ok(Json(Id { id: created.task_id }))
+}
+
+/// Set latest password, no policy checking done: stored as current, target untouched.
+/// Answers once the vault holds it.
+async fn set_password(
+    PrivxCaller(caller): PrivxCaller,
+    State(state): State<Arc<ApiState>>,
+    Path((host_id, account)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Id>, PrivxError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        password: secrecy::SecretString,
+    }
+    let body: Body = requests::parse_json(&body).map_err(|r| PrivxError::from_rejection(&r))?;
+    let request = Request::PrivxPassword { host_id: &host_id, account: &account, password: body.password };
+    let created = state.submitter.submit(request, "HTTP", None).await.map_err(PrivxError::refusal)?;
+    tracing::info!(caller = %caller.name, task_id = %created.task_id, "PrivX set-password accepted");
+    // The store runs as a two-stage task (VALIDATE, COMMIT) on a worker: wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let task = crate::engine::view::load(&state.pool, created.task_id).await.ok().flatten();
+        match task.as_ref().map(|t| t.status.as_str()) {
+            Some("SUCCESSFUL") => return Ok(Json(Id { id: created.task_id })),
+            Some("FAILED") | Some("CANCELLED") => {
+                let message = task.and_then(|t| t.errors.first().map(|e| e.message.clone())).unwrap_or_default();
+                return Err(PrivxError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST_DATA", "", message));
+            }
+            _ if tokio::time::Instant::now() > deadline => {
+                return Err(PrivxError::new(StatusCode::SERVICE_UNAVAILABLE, "MAX_LOAD", "", format!("queued as task {} but not stored within 30 s", created.task_id)));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

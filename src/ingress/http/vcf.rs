@@ -1,0 +1,241 @@
+//! The VCF-compatible routes: `/v1/credentials` and `/v1/credentials/tasks`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{page_params, uuid_param, ApiError, ApiState, Caller, PageOf};
+use crate::config::Scope;
+use crate::engine::model::TaskStatus;
+use crate::engine::repo::{self, Change};
+use crate::engine::view;
+use crate::ingress::submit::Request;
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v1/credentials", get(list_credentials).patch(update_credentials))
+        .route("/v1/credentials/{id}", get(get_credential))
+        .route("/v1/credentials/tasks", get(list_tasks))
+        .route("/v1/credentials/tasks/{id}", get(get_task).patch(retry_task).delete(cancel_task))
+        .route("/v1/credentials/tasks/{id}/subtasks/{subtask_id}", get(get_subtask))
+}
+
+/// `PATCH /v1/credentials`: the same pipeline as AMQP `credentials.update`. An
+/// `Idempotency-Key` header plays the part of the AMQP `message_id`.
+async fn update_credentials(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<view::Task>), ApiError> {
+    caller.require(Scope::CredentialsManage)?;
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(|k| format!("http:{k}"));
+    let created = state.submitter.submit(Request::CredentialsUpdate(&body), "HTTP", key).await.map_err(ApiError::refusal)?;
+    tracing::info!(caller = %caller.name, task_id = %created.task_id, "credentials update accepted");
+    let task = view::load(&state.pool, created.task_id).await.map_err(ApiError::internal)?.ok_or_else(|| ApiError::internal("task vanished"))?;
+    Ok((StatusCode::ACCEPTED, Json(task)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CredentialQuery {
+    resource_name: Option<String>,
+    resource_type: Option<String>,
+    account_type: Option<String>,
+    page_number: Option<i64>,
+    page_size: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Credential {
+    id: uuid::Uuid,
+    username: String,
+    account_type: String,
+    credential_type: String,
+    resource: CredentialResource,
+    auto_rotate_policy: Option<AutoRotate>,
+    status: String,
+    last_rotated: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CredentialResource {
+    resource_id: String,
+    resource_name: String,
+    resource_type: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AutoRotate {
+    frequency_in_days: i32,
+    next_schedule: Option<DateTime<Utc>>,
+}
+
+macro_rules! credential_of {
+    ($r:expr) => {
+        Credential {
+            id: $r.id,
+            username: $r.username,
+            account_type: $r.account_type,
+            credential_type: $r.credential_type,
+            resource: CredentialResource { resource_id: $r.resource_id, resource_name: $r.resource_name, resource_type: $r.resource_type },
+            auto_rotate_policy: $r.auto_rotate_days.map(|d| AutoRotate { frequency_in_days: d, next_schedule: $r.next_rotation_at }),
+            status: $r.status,
+            last_rotated: $r.last_rotated_at,
+        }
+    };
+}
+
+async fn list_credentials(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    query: Result<Query<CredentialQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<PageOf<Credential>>, ApiError> {
+    caller.require(Scope::CredentialsView)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query", &e.body_text()))?;
+    let page = page_params(q.page_number, q.page_size)?;
+    let rows = sqlx::query!(
+        r#"SELECT c.id, c.username, c.account_type, c.credential_type, c.status, c.auto_rotate_days,
+                  c.next_rotation_at, c.last_rotated_at, r.id AS resource_id, r.name AS resource_name,
+                  r.type AS resource_type, count(*) OVER () AS "total!"
+             FROM credentials c JOIN resources r ON r.id = c.resource_id
+            WHERE ($1::text IS NULL OR r.name = $1) AND ($2::text IS NULL OR r.type = $2)
+              AND ($3::text IS NULL OR c.account_type = $3)
+            ORDER BY r.id, c.username LIMIT $4 OFFSET $5"#,
+        q.resource_name,
+        q.resource_type,
+        q.account_type,
+        page.1,
+        (page.0 - 1) * page.1
+    )
+    .fetch_all(&state.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    let total = match rows.first() {
+        Some(r) => r.total,
+        None => count_credentials(&state, &q).await?,
+    };
+    let elements = rows.into_iter().map(|r| credential_of!(r)).collect();
+    Ok(Json(PageOf::new(elements, page, total)))
+}
+
+/// The total when the page itself is empty (past the last page).
+async fn count_credentials(state: &ApiState, q: &CredentialQuery) -> Result<i64, ApiError> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM credentials c JOIN resources r ON r.id = c.resource_id
+            WHERE ($1::text IS NULL OR r.name = $1) AND ($2::text IS NULL OR r.type = $2)
+              AND ($3::text IS NULL OR c.account_type = $3)"#,
+        q.resource_name,
+        q.resource_type,
+        q.account_type
+    )
+    .fetch_one(&state.pool)
+    .await
+    .map_err(ApiError::internal)
+}
+
+async fn get_credential(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<Credential>, ApiError> {
+    caller.require(Scope::CredentialsView)?;
+    let id = uuid_param("id", &id)?;
+    let r = sqlx::query!(
+        "SELECT c.id, c.username, c.account_type, c.credential_type, c.status, c.auto_rotate_days,
+                c.next_rotation_at, c.last_rotated_at, r.id AS resource_id, r.name AS resource_name, r.type AS resource_type
+           FROM credentials c JOIN resources r ON r.id = c.resource_id WHERE c.id = $1",
+        id
+    )
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(ApiError::internal)?
+    .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "CREDENTIAL_NOT_FOUND", format!("no credential {id}")))?;
+    Ok(Json(credential_of!(r)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskQuery {
+    status: Option<String>,
+    // Not `#[serde(flatten)]`: query strings carry no types, and flatten loses the numbers.
+    page_number: Option<i64>,
+    page_size: Option<i64>,
+}
+
+async fn list_tasks(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    query: Result<Query<TaskQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<PageOf<view::Task>>, ApiError> {
+    caller.require(Scope::TasksView)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query", &e.body_text()))?;
+    let page = page_params(q.page_number, q.page_size)?;
+    if let Some(s) = &q.status {
+        s.parse::<TaskStatus>().map_err(|_| ApiError::bad_request("status", "one of PENDING, IN_PROGRESS, SUCCESSFUL, FAILED, CANCELLED"))?;
+    }
+    let found = view::page(&state.pool, q.status.as_deref(), page.0, page.1).await.map_err(ApiError::internal)?;
+    Ok(Json(PageOf::new(found.tasks, page, found.total)))
+}
+
+async fn load_task(state: &ApiState, id: uuid::Uuid) -> Result<view::Task, ApiError> {
+    view::load(&state.pool, id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "TASK_NOT_FOUND", format!("no task {id}")))
+}
+
+async fn get_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<view::Task>, ApiError> {
+    caller.require(Scope::TasksView)?;
+    Ok(Json(load_task(&state, uuid_param("id", &id)?).await?))
+}
+
+async fn get_subtask(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    Path((id, subtask_id)): Path<(String, String)>,
+) -> Result<Json<view::SubTask>, ApiError> {
+    caller.require(Scope::TasksView)?;
+    let task = load_task(&state, uuid_param("id", &id)?).await?;
+    let subtask_id = uuid_param("subtaskId", &subtask_id)?;
+    task.sub_tasks
+        .into_iter()
+        .find(|s| s.id == subtask_id)
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "SUBTASK_NOT_FOUND", format!("task {id} has no subtask {subtask_id}")))
+}
+
+/// Answers a retry or cancel: 202 with the task, 404 or 409 with why not.
+async fn changed(state: &ApiState, id: uuid::Uuid, change: Change) -> Result<(StatusCode, Json<view::Task>), ApiError> {
+    match change {
+        Change::Done(status) => {
+            if let Some(status) = status {
+                state.submitter.events.task(id, &status);
+            }
+            Ok((StatusCode::ACCEPTED, Json(load_task(state, id).await?)))
+        }
+        Change::NotFound => Err(ApiError::new(StatusCode::NOT_FOUND, "TASK_NOT_FOUND", format!("no task {id}"))),
+        Change::Conflict(why) => Err(ApiError::new(StatusCode::CONFLICT, "TASK_STATE_CONFLICT", why)),
+    }
+}
+
+async fn retry_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<(StatusCode, Json<view::Task>), ApiError> {
+    caller.require(Scope::CredentialsManage)?;
+    let id = uuid_param("id", &id)?;
+    let change = repo::retry_task(&state.pool, id).await.map_err(ApiError::internal)?;
+    tracing::info!(caller = %caller.name, task_id = %id, ?change, "retry requested");
+    changed(&state, id, change).await
+}
+
+async fn cancel_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<(StatusCode, Json<view::Task>), ApiError> {
+    caller.require(Scope::CredentialsManage)?;
+    let id = uuid_param("id", &id)?;
+    let change = repo::cancel_task(&state.pool, id).await.map_err(ApiError::internal)?;
+    tracing::info!(caller = %caller.name, task_id = %id, ?change, "cancel requested");
+    changed(&state, id, change).await
+}
