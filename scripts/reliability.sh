@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "reliability.sh: run as root" >&2; exit 1; }
 bash scripts/testbed.sh up >/dev/null
-trap 'pkill -f "rotor-it-.*/rotor.toml run" || true; bash scripts/testbed.sh remove-accounts rtit >/dev/null 2>&1 || true' EXIT
+trap 'pkill -f "rotor-it-.*/rotor.toml run" || true; pkill -f "sshd -f /tmp/rotor-it-sshd-" || true
+      bash scripts/testbed.sh remove-accounts rtit >/dev/null 2>&1 || true' EXIT
 export SQLX_OFFLINE=true
 cargo build --locked --tests --quiet
 log=${ROTOR_RELIABILITY_LOG:-reliability.log}

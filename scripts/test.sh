@@ -13,7 +13,8 @@ need psql
 bash scripts/testbed.sh up >/dev/null
 # Tests delete their accounts; this catches any a failed or killed test left behind.
 # A test process that died hard may also have left its daemons running.
-trap 'pkill -f "rotor-it-.*/rotor.toml run" || true; bash scripts/testbed.sh remove-accounts rtit >/dev/null 2>&1 || true' EXIT
+trap 'pkill -f "rotor-it-.*/rotor.toml run" || true; pkill -f "sshd -f /tmp/rotor-it-sshd-" || true
+      bash scripts/testbed.sh remove-accounts rtit >/dev/null 2>&1 || true' EXIT
 
 # The build needs no database: query metadata is committed in .sqlx/.
 export SQLX_OFFLINE=true

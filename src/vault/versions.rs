@@ -84,27 +84,20 @@ pub async fn insert(
 
 /// The version in `state`, decrypted.
 pub async fn get(conn: &mut PgConnection, key: &MasterKey, credential_id: Uuid, state: State) -> Result<Option<Version>, Error> {
-    let row = sqlx::query!(
-        "SELECT version, key_id, nonce, ciphertext, subtask_id FROM credential_versions
-         WHERE credential_id = $1 AND state = $2",
-        credential_id,
-        state.as_str()
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|r| {
-        let sealed = Sealed { key_id: r.key_id, nonce: r.nonce, ciphertext: r.ciphertext };
-        Ok(Version { version: r.version, subtask_id: r.subtask_id, password: key.open(credential_id, r.version, &sealed)? })
-    })
-    .transpose()
+    fetch(conn, key, credential_id, Some(state.as_str()), None).await
 }
 
 /// A version by number, whatever its state.
 pub async fn get_number(conn: &mut PgConnection, key: &MasterKey, credential_id: Uuid, version: i32) -> Result<Option<Version>, Error> {
+    fetch(conn, key, credential_id, None, Some(version)).await
+}
+
+async fn fetch(conn: &mut PgConnection, key: &MasterKey, credential_id: Uuid, state: Option<&str>, version: Option<i32>) -> Result<Option<Version>, Error> {
     let row = sqlx::query!(
         "SELECT version, key_id, nonce, ciphertext, subtask_id FROM credential_versions
-         WHERE credential_id = $1 AND version = $2",
+         WHERE credential_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::int IS NULL OR version = $3)",
         credential_id,
+        state,
         version
     )
     .fetch_optional(&mut *conn)

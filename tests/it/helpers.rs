@@ -75,19 +75,9 @@ impl Account {
     pub fn create(prefix: &str) -> Account {
         testbed();
         let username = format!("{prefix}{}", &unique()[..6]);
-        let password = initial_password();
-        let mut child = Command::new("bash")
-            .arg(repo_root().join("scripts/testbed.sh"))
-            .args(["account", &username])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "cannot create account: {}", String::from_utf8_lossy(&out.stderr));
-        Account { username, password }
+        let account = Account { username, password: initial_password() };
+        account.set_password_on_host(&account.password);
+        account
     }
 }
 
@@ -103,7 +93,8 @@ impl Account {
             .spawn()
             .unwrap();
         writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-        assert!(child.wait_with_output().unwrap().status.success());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "testbed.sh account {}: {}", self.username, String::from_utf8_lossy(&out.stderr));
     }
 }
 
