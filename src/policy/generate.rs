@@ -288,6 +288,30 @@ impl Generator {
     }
 }
 
+/// For each position, how many compliant passwords of `length` have a character of each
+/// class there: forward counts of prefixes times the table's counts of suffixes.
+#[cfg(test)]
+pub(super) fn position_class_counts(g: &Generator, length: usize) -> Vec<[BigUint; 4]> {
+    let mut forward: HashMap<usize, BigUint> = HashMap::from([(START, BigUint::from(1u32))]);
+    let mut out = Vec::with_capacity(length);
+    for pos in 0..length {
+        let left = length - pos;
+        let rest = &g.table[left - 1];
+        let mut by_class: [BigUint; 4] = Default::default();
+        let mut next: HashMap<usize, BigUint> = HashMap::new();
+        for (&s, f) in &forward {
+            for step in &g.steps[s][usize::from(left == 1)] {
+                let w = f * step.options;
+                by_class[usize::from(step.class)] += &w * &rest[step.next as usize];
+                *next.entry(step.next as usize).or_default() += w;
+            }
+        }
+        forward = next;
+        out.push(by_class);
+    }
+    out
+}
+
 /// Position of the `n`-th (from 0) set bit.
 fn nth_bit(mut bits: u128, n: u32) -> u32 {
     for _ in 0..n {
