@@ -1,6 +1,8 @@
 //! The engine: workers claim subtasks from PostgreSQL and run their stages.
 
+pub mod control;
 pub mod model;
+mod recovery;
 pub mod repo;
 mod rotation;
 pub mod view;

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::AmqpSettings;
-use crate::engine::{repo, view};
+use crate::engine::{control, repo, view};
 use crate::ingress::submit::{Refusal, Request, Submitter};
 use crate::requests::{self, Rejection};
 
@@ -149,7 +149,7 @@ async fn handle_in_span(
             tracing::warn!(code = rejection.code, field = %rejection.field, error = %rejection.message, "request refused; dead-lettering");
             let error = rejection.to_vcf();
             // The refusal is recorded as a FAILED task, so the reply names a real task.
-            let recorded = match repo::record_refused(pool, "AMQP", message_id, &error).await {
+            let recorded = match control::record_refused(pool, "AMQP", message_id, &error).await {
                 Ok(created) => created,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot record the refusal now; requeueing");

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use sqlx::PgPool;
 
+use crate::engine::control;
 use crate::engine::repo::{self, Created, NewTask};
 use crate::events::Events;
 use crate::policy::Policy;
@@ -41,7 +42,7 @@ pub enum Request<'a> {
 impl Submitter {
     pub async fn submit(&self, request: Request<'_>, source: &'static str, request_key: Option<String>) -> Result<Created, Refusal> {
         if let Some(key) = &request_key {
-            if let Some(task_id) = repo::task_for_key(&self.pool, key).await.map_err(|e| Refusal::Unavailable(e.to_string()))? {
+            if let Some(task_id) = control::task_for_key(&self.pool, key).await.map_err(|e| Refusal::Unavailable(e.to_string()))? {
                 return Ok(Created { task_id, is_new: false });
             }
         }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{page_params, uuid_param, ApiError, ApiState, Caller, PageOf};
 use crate::config::Scope;
 use crate::engine::model::TaskStatus;
-use crate::engine::repo::{self, Change};
+use crate::engine::control::{self, Change};
 use crate::engine::view;
 use crate::ingress::submit::Request;
 
@@ -227,7 +227,7 @@ async fn changed(state: &ApiState, id: uuid::Uuid, change: Change) -> Result<(St
 async fn retry_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
     let id = uuid_param("id", &id)?;
-    let change = repo::retry_task(&state.pool, id).await.map_err(ApiError::internal)?;
+    let change = control::retry_task(&state.pool, id).await.map_err(ApiError::internal)?;
     tracing::info!(caller = %caller.name, task_id = %id, ?change, "retry requested");
     changed(&state, id, change).await
 }
@@ -235,7 +235,7 @@ async fn retry_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id)
 async fn cancel_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
     let id = uuid_param("id", &id)?;
-    let change = repo::cancel_task(&state.pool, id).await.map_err(ApiError::internal)?;
+    let change = control::cancel_task(&state.pool, id).await.map_err(ApiError::internal)?;
     tracing::info!(caller = %caller.name, task_id = %id, ?change, "cancel requested");
     changed(&state, id, change).await
 }

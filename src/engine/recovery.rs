@@ -1,0 +1,114 @@
+//! Giving up safely (DESIGN.md rule 6): retry what a retry can help, and when a
+//! subtask fails after the target may have changed, log in to find what the target
+//! really holds and make the vault agree, or mark the task UNRESOLVED.
+
+use super::model::Stage;
+use super::repo::{self, Claim};
+use super::rotation::{login, promote, Account, StageError};
+use super::Engine;
+use crate::target::Login;
+use crate::vault::versions::{self, State};
+
+pub(super) async fn give_up_or_retry(
+    engine: &Engine,
+    claim: &Claim,
+    account: &Account,
+    stage: Stage,
+    e: StageError,
+    touched: bool,
+) -> Result<(), repo::Error> {
+    if e.transient && claim.attempts < engine.max_attempts {
+        let delay = engine.backoff_ms(claim.attempts);
+        tracing::warn!(stage = %stage, code = %e.error.error_code, error = %e.error.message, delay_ms = delay,
+            "transient failure; will retry");
+        let mut tx = repo::fenced(&engine.pool, claim).await?;
+        repo::retry_later(&mut tx, claim, stage, &e.error, delay, !touched).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    fail(engine, claim, Some(account), stage, e, touched).await
+}
+
+/// What the target really holds, by logging in.
+enum Truth {
+    Pending,
+    Current,
+    Unknown(String),
+}
+
+async fn find_truth(engine: &Engine, claim: &Claim, account: &Account) -> Truth {
+    let candidates = async {
+        let mut conn = engine.pool.acquire().await?;
+        let pending = versions::get(&mut conn, &engine.key, account.credential_id, State::Pending).await?;
+        let current = versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await?;
+        Ok::<_, crate::vault::Error>((pending.filter(|v| v.subtask_id == Some(claim.subtask_id)), current))
+    };
+    let (pending, current) = match candidates.await {
+        Ok(c) => c,
+        Err(e) => return Truth::Unknown(format!("cannot read the vault: {e}")),
+    };
+    for (version, truth) in [(pending, Truth::Pending), (current, Truth::Current)] {
+        let Some(v) = version else { continue };
+        match login(account, &v.password).await {
+            Ok(Login::Accepted) => return truth,
+            Ok(Login::Refused) => {}
+            Err(e) => return Truth::Unknown(e.error.message),
+        }
+    }
+    Truth::Unknown("neither the pending nor the current password logs in".into())
+}
+
+/// Ends the subtask FAILED, leaving the vault agreeing with the target whenever rotor
+/// can tell what the target holds (`touched`: an attempt may have changed it).
+pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Account>, stage: Stage, mut e: StageError, touched: bool) -> Result<(), repo::Error> {
+    let truth = match account {
+        Some(account) if touched => Some(find_truth(engine, claim, account).await),
+        _ => None,
+    };
+    let mut promote_pending = false;
+    match &truth {
+        Some(Truth::Pending) => {
+            promote_pending = true;
+            e.unresolved = false;
+            e.error.remediation_message = "The new password is live on the target and was made current.".into();
+        }
+        Some(Truth::Current) => e.unresolved = false,
+        Some(Truth::Unknown(why)) => {
+            e = e.unresolved();
+            e.error = e.error.clone().cause("TRUTH_UNKNOWN", why.clone());
+        }
+        None => {}
+    }
+    tracing::error!(stage = %stage, code = %e.error.error_code, error = %e.error.message, unresolved = e.unresolved,
+        "subtask failed");
+    let error = e.error.context("stage", stage.as_str()).context("subtaskId", claim.subtask_id.to_string());
+    let mut tx = repo::fenced(&engine.pool, claim).await?;
+    if promote_pending {
+        if let Some(account) = account {
+            if let Err(err) = promote(&mut tx, engine, account).await {
+                tracing::error!(error = %err.error.message, "cannot make the live pending password current");
+            }
+        }
+    } else if !e.unresolved {
+        // The target still has the current password: the pending one never went live.
+        sqlx::query!(
+            "UPDATE credential_versions SET state = 'ABANDONED', state_changed_at = now()
+              WHERE credential_id = $1 AND state = 'PENDING' AND subtask_id = $2",
+            claim.credential_id,
+            claim.subtask_id
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    let task_status = repo::finish_subtask(&mut tx, claim, "FAILED", Some((stage, &error)), e.unresolved).await?;
+    tx.commit().await?;
+    announce(engine, claim, "FAILED", task_status);
+    Ok(())
+}
+
+pub(super) fn announce(engine: &Engine, claim: &Claim, subtask_status: &str, task_status: Option<String>) {
+    engine.events.subtask(claim.task_id, subtask_status);
+    if let Some(status) = task_status {
+        engine.events.task(claim.task_id, &status);
+    }
+}
