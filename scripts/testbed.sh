@@ -165,11 +165,12 @@ pkg_installed() {
 
 install_packages() {
     local missing=() p
-    for p in openssh-server sudo sshpass; do
+    # faketime (libfaketime): the scheduler tests run `rotor run` a day or more ahead.
+    for p in openssh-server sudo sshpass faketime; do
         pkg_installed "$p" || missing+=("$p")
     done
     if ((${#missing[@]} == 0)); then
-        log "ok: packages openssh-server sudo sshpass installed"
+        log "ok: packages openssh-server sudo sshpass faketime installed"
         return
     fi
     log "installing ${missing[*]} (apt-get update first)"

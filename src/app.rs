@@ -35,6 +35,7 @@ pub async fn run(settings: Settings, migrate: bool) -> anyhow::Result<()> {
         policies: engine.policies.clone(),
         max_credentials: settings.amqp.max_credentials_per_request,
         events,
+        schedule: engine.schedule.clone(),
     });
 
     let listen: SocketAddr = settings.http.listen.parse()?;
@@ -51,6 +52,19 @@ pub async fn run(settings: Settings, migrate: bool) -> anyhow::Result<()> {
     let intake_task = tokio::spawn(amqp::run(intake, stop_intake.clone()));
 
     let workers_task = tokio::spawn(engine::run_workers(engine.clone(), shutdown.clone()));
+
+    let scheduler_task = if settings.scheduler.enabled {
+        let scheduler = Arc::new(crate::scheduler::Scheduler { engine: engine.clone(), settings: settings.scheduler.clone() });
+        let stop = shutdown.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = crate::scheduler::run(scheduler, stop).await {
+                tracing::error!(error = %e, "the scheduler stopped; auto-rotation and heartbeat are off until restart");
+            }
+        }))
+    } else {
+        tracing::info!("scheduler disabled (scheduler.enabled = false): no auto-rotation, no heartbeat in this process");
+        None
+    };
 
     let api = http::router(Arc::new(http::ApiState {
         pool: pool.clone(),
@@ -79,6 +93,9 @@ pub async fn run(settings: Settings, migrate: bool) -> anyhow::Result<()> {
         tracing::warn!("rotations still running after the drain timeout; their leases will expire and another worker resumes them");
     }
     let _ = http_task.await;
+    if let Some(t) = scheduler_task {
+        let _ = t.await;
+    }
     let _ = events_task.await;
     if let Some(w) = watchdog {
         w.abort();

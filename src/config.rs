@@ -24,7 +24,7 @@ pub enum Error {
 }
 
 impl Error {
-    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Invalid { key: key.into(), message: message.into() }
     }
 }
@@ -198,6 +198,8 @@ pub struct WorkerSettings {
     pub retry_max_ms: u64,
     /// Fallback poll when no work notification arrives.
     pub poll_interval_ms: u64,
+    /// Rotations running at once against one resource (host), across all processes.
+    pub per_host: i64,
 }
 
 impl Default for WorkerSettings {
@@ -210,20 +212,58 @@ impl Default for WorkerSettings {
             retry_base_ms: 2_000,
             retry_max_ms: 120_000,
             poll_interval_ms: 2_000,
+            per_host: 4,
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerSettings {
     pub enabled: bool,
+    /// Cron with seconds: when the scheduler looks for due credentials.
     pub tick: String,
+    /// Most auto-rotation tasks one tick creates.
+    pub batch: i64,
+    /// Random delay added to each next rotation, so credentials set up together drift apart.
+    pub jitter_minutes: u32,
+    /// Allowed window for rotations, local time "HH:MM-HH:MM" in `timezone` (may wrap midnight).
+    pub window: Option<String>,
+    /// IANA time zone of the window, e.g. "Europe/Helsinki".
+    pub timezone: String,
+    /// Up to this many due at once start right away; a larger backlog (after a downtime)
+    /// is spread evenly over `catch_up_seconds`.
+    pub burst: i64,
+    pub catch_up_seconds: u64,
+    /// Consecutive failed auto-rotations after which auto-rotation of that credential stops.
+    pub max_failures: i32,
+    /// First retry after a failed auto-rotation; doubles with each failure.
+    pub retry_minutes: u32,
+    /// Cron with seconds for the heartbeat (checks that stored passwords still log in); "" turns it off.
+    pub heartbeat_tick: String,
+    /// A credential is checked at most once per this many hours.
+    pub heartbeat_hours: u32,
+    /// Most credentials one heartbeat checks.
+    pub heartbeat_batch: i64,
 }
 
 impl Default for SchedulerSettings {
     fn default() -> Self {
-        Self { enabled: true, tick: "0 * * * * *".into() }
+        Self {
+            enabled: true,
+            tick: "0 * * * * *".into(),
+            batch: 500,
+            jitter_minutes: 60,
+            window: None,
+            timezone: "UTC".into(),
+            burst: 20,
+            catch_up_seconds: 3600,
+            max_failures: 3,
+            retry_minutes: 60,
+            heartbeat_tick: "30 */10 * * * *".into(),
+            heartbeat_hours: 24,
+            heartbeat_batch: 20,
+        }
     }
 }
 
@@ -389,6 +429,15 @@ impl Settings {
         }
         if !(0.0..=1024.0).contains(&self.policy_settings.min_entropy_bits) {
             return Err(Error::invalid("policy_settings.min_entropy_bits", "must be 0 to 1024"));
+        }
+        if self.worker.per_host < 1 {
+            return Err(Error::invalid("worker.per_host", "must be at least 1"));
+        }
+        crate::scheduler::Schedule::from_settings(&self.scheduler)?;
+        for (key, cron) in [("scheduler.tick", &self.scheduler.tick), ("scheduler.heartbeat_tick", &self.scheduler.heartbeat_tick)] {
+            if !cron.is_empty() && cron.split_whitespace().count() != 6 {
+                return Err(Error::invalid(key, "a cron expression with seconds: \"sec min hour day month weekday\""));
+            }
         }
         self.policies()?;
         Ok(())

@@ -17,9 +17,11 @@ use uuid::Uuid;
 const BUFFER: usize = 10_000;
 
 #[derive(Debug)]
-struct Event {
-    task_id: Uuid,
-    routing_key: String,
+enum Event {
+    /// Published as the Task JSON.
+    Task { task_id: Uuid, routing_key: String },
+    /// Published as `{credentialId, resourceId, username, status}`.
+    Credential { credential_id: Uuid, routing_key: String },
 }
 
 /// The sending side, cheap to clone; `Events::disabled()` sends nowhere (CLI, tests).
@@ -48,10 +50,19 @@ impl Events {
         self.emit(task_id, format!("subtask.{status}"));
     }
 
+    /// A credential's state changed (OUT_OF_SYNC, AUTO_ROTATE_STOPPED): `credential.<STATUS>`.
+    pub fn credential(&self, credential_id: Uuid, status: &str) {
+        self.send(Event::Credential { credential_id, routing_key: format!("credential.{status}") });
+    }
+
     fn emit(&self, task_id: Uuid, routing_key: String) {
+        self.send(Event::Task { task_id, routing_key });
+    }
+
+    fn send(&self, event: Event) {
         if let Some(tx) = &self.tx {
-            if tx.try_send(Event { task_id, routing_key }).is_err() {
-                tracing::warn!(task_id = %task_id, "event buffer full; event dropped");
+            if tx.try_send(event).is_err() {
+                tracing::warn!("event buffer full; event dropped");
             }
         }
     }
@@ -75,8 +86,8 @@ async fn publish_loop(pool: PgPool, url: SecretString, exchange: String, mut rx:
                     _ = shutdown.cancelled() => { let _ = conn.close(200, "bye").await; return }
                 },
             };
-            let body = match crate::engine::view::load(&pool, event.task_id).await {
-                Ok(Some(task)) => serde_json::to_vec(&task).expect("task serializes"),
+            let body = match body_of(&pool, &event).await {
+                Ok(Some(body)) => body,
                 Ok(None) => continue,
                 Err(_) => {
                     pending = Some(event);
@@ -84,11 +95,32 @@ async fn publish_loop(pool: PgPool, url: SecretString, exchange: String, mut rx:
                     continue;
                 }
             };
+            let routing_key = match &event {
+                Event::Task { routing_key, .. } | Event::Credential { routing_key, .. } => routing_key.clone(),
+            };
             let props = BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
-            if ch.basic_publish(&exchange, &event.routing_key, BasicPublishOptions::default(), &body, props).await.is_err() {
+            if ch.basic_publish(&exchange, &routing_key, BasicPublishOptions::default(), &body, props).await.is_err() {
                 pending = Some(event);
                 continue 'connect;
             }
+        }
+    }
+}
+
+async fn body_of(pool: &PgPool, event: &Event) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    match event {
+        Event::Task { task_id, .. } => {
+            Ok(crate::engine::view::load(pool, *task_id).await?.map(|t| serde_json::to_vec(&t).expect("task serializes")))
+        }
+        Event::Credential { credential_id, .. } => {
+            let row = sqlx::query!("SELECT resource_id, username, status FROM credentials WHERE id = $1", credential_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| {
+                serde_json::to_vec(&serde_json::json!({"credentialId": credential_id, "resourceId": r.resource_id,
+                    "username": r.username, "status": r.status}))
+                .expect("json serializes")
+            }))
         }
     }
 }

@@ -210,7 +210,10 @@ pub async fn apply(
     key: Option<&MasterKey>,
     inv: &InventoryFile,
     default_policy: impl Fn(&str) -> String,
+    schedule: &crate::scheduler::Schedule,
 ) -> Result<Vec<String>, Error> {
+    // Next rotations are planned by this process's clock, like the scheduler judges them.
+    let now = chrono::Utc::now();
     let mut tx = pool.begin().await?;
     let mut report = Vec::new();
     for r in &inv.resource {
@@ -258,14 +261,19 @@ pub async fn apply(
         }
         for a in &r.account {
             let who = format!("account {}@{}", a.username, r.id);
+            let before = sqlx::query!(
+                "SELECT auto_rotate_days, last_rotated_at, auto_task_id FROM credentials WHERE resource_id = $1 AND username = $2",
+                r.id,
+                a.username
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
             let row = sqlx::query!(
-                r#"INSERT INTO credentials (id, resource_id, username, account_type, credential_type, auto_rotate_days, next_rotation_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $6::int IS NULL THEN NULL ELSE now() + make_interval(days => $6::int) END)
+                r#"INSERT INTO credentials (id, resource_id, username, account_type, credential_type, auto_rotate_days)
+                   VALUES ($1, $2, $3, $4, $5, $6)
                    ON CONFLICT (resource_id, username) DO UPDATE SET
                        account_type = EXCLUDED.account_type, credential_type = EXCLUDED.credential_type,
                        auto_rotate_days = EXCLUDED.auto_rotate_days,
-                       next_rotation_at = CASE WHEN EXCLUDED.auto_rotate_days IS NULL THEN NULL
-                                               ELSE COALESCE(credentials.last_rotated_at, now()) + make_interval(days => EXCLUDED.auto_rotate_days) END,
                        updated_at = now()
                    WHERE (credentials.account_type, credentials.credential_type, credentials.auto_rotate_days)
                          IS DISTINCT FROM (EXCLUDED.account_type, EXCLUDED.credential_type, EXCLUDED.auto_rotate_days)
@@ -283,6 +291,17 @@ pub async fn apply(
                 Some(r2) if r2.inserted => report.push(format!("{who}: created")),
                 Some(_) => report.push(format!("{who}: updated")),
                 None => {}
+            }
+            // A new or changed frequency plans the next rotation from the last one (or now);
+            // an auto-rotation already in flight plans its own successor when it commits.
+            let old_days = before.as_ref().and_then(|b| b.auto_rotate_days);
+            let in_flight = before.as_ref().is_some_and(|b| b.auto_task_id.is_some());
+            if (before.is_none() || old_days != a.auto_rotate_days) && !in_flight {
+                let last = before.as_ref().and_then(|b| b.last_rotated_at).unwrap_or(now);
+                let next = a.auto_rotate_days.map(|d| schedule.next(last, d));
+                sqlx::query!("UPDATE credentials SET next_rotation_at = $3 WHERE resource_id = $1 AND username = $2", r.id, a.username, next)
+                    .execute(&mut *tx)
+                    .await?;
             }
             if let Some(file) = &a.password_file {
                 let id = sqlx::query_scalar!("SELECT id FROM credentials WHERE resource_id = $1 AND username = $2", r.id, a.username)

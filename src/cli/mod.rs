@@ -4,6 +4,7 @@ mod credential;
 mod enqueue;
 mod policy;
 mod resource;
+mod scheduler;
 mod task;
 
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon: AMQP intake, HTTP API, workers.
+    /// Run the daemon: AMQP intake, HTTP API, workers, scheduler.
     Run {
         /// Do not apply pending database migrations at start.
         #[arg(long)]
@@ -56,6 +57,9 @@ enum Command {
     /// Password policies: generate, check.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// The scheduler: one tick or heartbeat round by hand.
+    #[command(subcommand)]
+    Scheduler(scheduler::Command),
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +114,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enqueue(c) => enqueue::run(&settings, c).await,
         Command::Task(c) => task::run(&settings, c).await,
         Command::Policy(c) => policy::run(&settings, c),
+        Command::Scheduler(c) => scheduler::run(&settings, c).await,
     }
 }
 

@@ -31,7 +31,8 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             let needs_key = inv.resource.iter().any(|r| r.account.iter().any(|a| a.password_file.is_some()));
             let key = if needs_key { Some(crate::vault::MasterKey::load(&settings.vault)?) } else { None };
             let pool = crate::db::connect(&settings.database).await?;
-            let report = inventory::apply(&pool, key.as_ref(), &inv, |t| settings.default_policy_for_type(t)).await?;
+            let schedule = crate::scheduler::Schedule::from_settings(&settings.scheduler)?;
+            let report = inventory::apply(&pool, key.as_ref(), &inv, |t| settings.default_policy_for_type(t), &schedule).await?;
             if report.is_empty() {
                 println!("no changes");
             }

@@ -135,6 +135,18 @@ pub async fn cancel_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> 
         )
         .execute(&mut *tx)
         .await?;
+        // A cancelled auto-rotation skips this turn: the next one is a full period away
+        // (by this process's clock, as the scheduler judges due-ness).
+        sqlx::query!(
+            "UPDATE credentials c SET auto_task_id = NULL,
+                    next_rotation_at = CASE WHEN c.auto_rotate_days IS NULL THEN NULL ELSE $2::timestamptz + make_interval(days => c.auto_rotate_days) END
+              FROM subtasks s WHERE s.id = ANY($1) AND c.id = s.credential_id AND c.auto_task_id = $3",
+            &cancelled,
+            chrono::Utc::now(),
+            task_id
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     let status = roll_up(&mut tx, task_id).await?;
     tx.commit().await?;

@@ -5,6 +5,8 @@ pub mod model;
 mod recovery;
 pub mod repo;
 mod rotation;
+
+pub use rotation::check_current;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -39,6 +41,9 @@ pub struct Engine {
     pub io_timeout: Duration,
     pub max_versions: i64,
     pub events: crate::events::Events,
+    pub per_host: i64,
+    pub schedule: crate::scheduler::Schedule,
+    pub scheduler: crate::config::SchedulerSettings,
 }
 
 impl Engine {
@@ -61,6 +66,9 @@ impl Engine {
             io_timeout: Duration::from_millis(settings.ssh.io_timeout_ms),
             max_versions: i64::from(settings.vault.max_versions),
             events,
+            per_host: settings.worker.per_host,
+            schedule: crate::scheduler::Schedule::from_settings(&settings.scheduler)?,
+            scheduler: settings.scheduler.clone(),
         })
     }
 
@@ -97,7 +105,7 @@ pub async fn run_workers(engine: Arc<Engine>, shutdown: CancellationToken) {
 async fn worker_loop(n: usize, engine: Arc<Engine>, wake: Arc<Notify>, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        match repo::claim(&engine.pool, &engine.worker_id, engine.lease_seconds).await {
+        match repo::claim(&engine.pool, &engine.worker_id, engine.lease_seconds, engine.per_host).await {
             Ok(Some(claim)) => {
                 backoff = Duration::from_millis(200);
                 engine.events.subtask(claim.task_id, "IN_PROGRESS");

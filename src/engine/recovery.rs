@@ -101,7 +101,17 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
         .await?;
     }
     let task_status = repo::finish_subtask(&mut tx, claim, "FAILED", Some((stage, &error)), e.unresolved).await?;
+    let stopped = if claim.is_auto {
+        crate::scheduler::after_auto_failure(&mut tx, &engine.scheduler, claim.credential_id, chrono::Utc::now()).await?
+    } else {
+        false
+    };
     tx.commit().await?;
+    if stopped {
+        tracing::error!(target: "rotor::security", credential_id = %claim.credential_id,
+            "auto-rotation failed scheduler.max_failures times in a row; stopped until someone acts (rotor credential resume)");
+        engine.events.credential(claim.credential_id, "AUTO_ROTATE_STOPPED");
+    }
     announce(engine, claim, "FAILED", task_status);
     Ok(())
 }

@@ -50,6 +50,16 @@ pub struct Created {
 /// Records a task with one subtask per credential and their stages, in one transaction.
 pub async fn create_task(pool: &PgPool, key: &MasterKey, new: &NewTask) -> Result<Created, Error> {
     let mut tx = pool.begin().await?;
+    let created = insert_task(&mut tx, key, new, 0.0).await?;
+    if created.is_new {
+        tx.commit().await?;
+    }
+    Ok(created)
+}
+
+/// The same inside the caller's transaction; `delay_seconds` holds the subtasks back
+/// from the database's now (the scheduler spreads a backlog with it).
+pub async fn insert_task(tx: &mut PgConnection, key: &MasterKey, new: &NewTask, delay_seconds: f64) -> Result<Created, Error> {
     let task_id = Uuid::new_v4();
     let inserted = sqlx::query_scalar!(
         "INSERT INTO tasks (id, name, type, operation, status, is_auto_rotate, source, request_key)
@@ -70,18 +80,19 @@ pub async fn create_task(pool: &PgPool, key: &MasterKey, new: &NewTask) -> Resul
         let existing = sqlx::query_scalar!("SELECT id FROM tasks WHERE request_key = $1", new.request_key)
             .fetch_one(&mut *tx)
             .await?;
-        tx.rollback().await?;
         return Ok(Created { task_id: existing, is_new: false });
     }
     for (seq, sub) in new.subtasks.iter().enumerate() {
         let subtask_id = Uuid::new_v4();
         sqlx::query!(
-            "INSERT INTO subtasks (id, task_id, seq, credential_id, status, params) VALUES ($1, $2, $3, $4, 'PENDING', $5)",
+            "INSERT INTO subtasks (id, task_id, seq, credential_id, status, params, not_before)
+             VALUES ($1, $2, $3, $4, 'PENDING', $5, now() + make_interval(secs => $6))",
             subtask_id,
             task_id,
             seq as i32,
             sub.credential_id,
-            sub.params
+            sub.params,
+            delay_seconds
         )
         .execute(&mut *tx)
         .await?;
@@ -96,14 +107,13 @@ pub async fn create_task(pool: &PgPool, key: &MasterKey, new: &NewTask) -> Resul
         .execute(&mut *tx)
         .await?;
         if let Some(password) = &sub.password {
-            crate::vault::versions::put_supplied(&mut tx, key, subtask_id, password).await.map_err(|e| match e {
+            crate::vault::versions::put_supplied(&mut *tx, key, subtask_id, password).await.map_err(|e| match e {
                 crate::vault::Error::Db(e) => Error::Db(e),
                 other => Error::Db(sqlx::Error::Protocol(other.to_string())),
             })?;
         }
     }
     sqlx::query!("SELECT pg_notify($1, $2)", WORK_CHANNEL, task_id.to_string()).execute(&mut *tx).await?;
-    tx.commit().await?;
     Ok(Created { task_id, is_new: true })
 }
 
@@ -119,6 +129,8 @@ pub struct Claim {
     pub params: serde_json::Value,
     /// This claim moved the task from PENDING to IN_PROGRESS.
     pub task_started: bool,
+    /// The scheduler made this task (auto-rotation).
+    pub is_auto: bool,
 }
 
 impl Claim {
@@ -130,20 +142,37 @@ impl Claim {
 
 /// Takes the oldest runnable subtask whose credential is free (or already reserved for
 /// it, or whose previous worker's lease expired) and leases the credential.
-pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64) -> Result<Option<Claim>, Error> {
+pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i64) -> Result<Option<Claim>, Error> {
+    // A claimer that locked the resource row just after another committed a lease on it
+    // counted with an older snapshot; it finds out below and tries again.
+    for _ in 0..8 {
+        if let Some(claim) = try_claim(pool, worker, lease_seconds, per_host).await? {
+            return Ok(claim);
+        }
+    }
+    Ok(None)
+}
+
+/// One attempt: Some(claim or nothing runnable), or None when the per-host limit turned
+/// out to be full once the resource row was locked.
+async fn try_claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i64) -> Result<Option<Option<Claim>>, Error> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query!(
         r#"WITH candidate AS (
                SELECT s.id, s.credential_id
-                 FROM subtasks s JOIN credentials c ON c.id = s.credential_id
+                 FROM subtasks s JOIN credentials c ON c.id = s.credential_id JOIN resources r ON r.id = c.resource_id
                 WHERE s.status IN ('PENDING', 'IN_PROGRESS')
                   AND s.not_before <= now()
                   AND CASE WHEN c.lease_subtask IS NULL THEN s.status = 'PENDING'
                            WHEN c.lease_subtask = s.id THEN c.lease_expires_at IS NULL OR c.lease_expires_at < now()
                            ELSE false END
+                  -- At most per_host live leases on one resource; locking the resource row
+                  -- makes concurrent claimers on that host take turns (checked again below).
+                  AND (SELECT count(*) FROM credentials c2
+                        WHERE c2.resource_id = r.id AND c2.id <> c.id AND c2.lease_expires_at > now()) < $3
                 ORDER BY s.not_before, s.created_at
                 LIMIT 1
-                  FOR UPDATE OF s, c SKIP LOCKED
+                  FOR UPDATE OF s, c, r SKIP LOCKED
            ), lease AS (
                UPDATE credentials c
                   SET lease_subtask = candidate.id, lease_owner = $1,
@@ -157,23 +186,39 @@ pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64) -> Result<Op
              FROM candidate, lease
             WHERE s.id = candidate.id
             RETURNING s.id, s.task_id, s.credential_id, s.fence AS "fence!", s.attempts, s.params,
-                      (SELECT operation FROM tasks WHERE id = s.task_id) AS "operation!""#,
+                      (SELECT operation FROM tasks WHERE id = s.task_id) AS "operation!",
+                      (SELECT is_auto_rotate FROM tasks WHERE id = s.task_id) AS "is_auto!",
+                      (SELECT resource_id FROM credentials WHERE id = s.credential_id) AS "resource_id!""#,
         worker,
-        lease_seconds
+        lease_seconds,
+        per_host
     )
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
         tx.rollback().await?;
-        return Ok(None);
+        return Ok(Some(None));
     };
+    // This statement's snapshot is newer than the lock on the resource row: it sees every
+    // lease committed on that host, and no other claimer can add one while we hold the lock.
+    let live = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM credentials WHERE resource_id = $1 AND id <> $2 AND lease_expires_at > now()"#,
+        row.resource_id,
+        row.credential_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if live >= per_host {
+        tx.rollback().await?;
+        return Ok(None);
+    }
     let task_started = sqlx::query!("UPDATE tasks SET status = 'IN_PROGRESS' WHERE id = $1 AND status = 'PENDING'", row.task_id)
         .execute(&mut *tx)
         .await?
         .rows_affected()
         == 1;
     tx.commit().await?;
-    Ok(Some(Claim {
+    Ok(Some(Some(Claim {
         subtask_id: row.id,
         task_id: row.task_id,
         credential_id: row.credential_id,
@@ -182,7 +227,8 @@ pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64) -> Result<Op
         attempts: row.attempts,
         params: row.params,
         task_started,
-    }))
+        is_auto: row.is_auto,
+    })))
 }
 
 /// Expires the leases an earlier run of this instance held (it is dead: we are it).

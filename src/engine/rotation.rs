@@ -426,21 +426,33 @@ async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Don
         Operation::Remediate | Operation::SetPassword => {
             let password = supplied.as_ref().expect("supplied above");
             let v = versions::replace_current(&mut tx, &engine.key, account.credential_id, password, claim.subtask_id, engine.max_versions).await?;
-            sqlx::query!("UPDATE credentials SET status = 'ACTIVE', updated_at = now() WHERE id = $1", account.credential_id)
-                .execute(&mut *tx)
-                .await?;
+            // Someone acted: a drifted credential is back in sync, and auto-rotation that
+            // stopped after failures is planned again.
+            sqlx::query!(
+                "UPDATE credentials SET status = 'ACTIVE', updated_at = now(), heartbeat_at = $2, auto_failures = 0,
+                        next_rotation_at = CASE WHEN auto_rotate_days IS NULL OR auto_task_id IS NOT NULL THEN next_rotation_at
+                                                ELSE COALESCE(next_rotation_at, $2) END
+                  WHERE id = $1",
+                account.credential_id,
+                chrono::Utc::now()
+            )
+            .execute(&mut *tx)
+            .await?;
             tracing::info!(target: "rotor::security", version = v, operation = %claim.operation, "supplied password stored as current");
         }
         Operation::UpdateAutoRotatePolicy => {
             let enable = claim.params.get("enable").and_then(serde_json::Value::as_bool).unwrap_or(false);
-            let days = claim.params.get("frequencyInDays").and_then(serde_json::Value::as_i64).map(|d| d as i32);
+            let days = claim.params.get("frequencyInDays").and_then(serde_json::Value::as_i64).map(|d| d as i32).filter(|_| enable);
+            let last = sqlx::query_scalar!("SELECT last_rotated_at FROM credentials WHERE id = $1", account.credential_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let next = days.map(|d| engine.schedule.next(last.unwrap_or_else(chrono::Utc::now), d));
             sqlx::query!(
-                "UPDATE credentials SET auto_rotate_days = $2, updated_at = now(),
-                        next_rotation_at = CASE WHEN $2::int IS NULL THEN NULL
-                                                ELSE COALESCE(last_rotated_at, now()) + make_interval(days => $2::int) END
+                "UPDATE credentials SET auto_rotate_days = $2, next_rotation_at = $3, auto_failures = 0, updated_at = now()
                   WHERE id = $1",
                 account.credential_id,
-                if enable { days } else { None }
+                days,
+                next
             )
             .execute(&mut *tx)
             .await?;
@@ -457,18 +469,36 @@ async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Don
     Ok(Done::Recorded)
 }
 
-/// PENDING becomes CURRENT and the credential records the rotation.
+/// PENDING becomes CURRENT and the credential records the rotation; its next
+/// auto-rotation is planned by this process's clock.
 pub(super) async fn promote(conn: &mut sqlx::PgConnection, engine: &Engine, account: &Account) -> Result<(), StageError> {
     versions::promote_pending(conn, account.credential_id, engine.max_versions).await?;
+    let now = chrono::Utc::now();
+    let days = sqlx::query_scalar!("SELECT auto_rotate_days FROM credentials WHERE id = $1", account.credential_id)
+        .fetch_one(&mut *conn)
+        .await?;
     sqlx::query!(
-        "UPDATE credentials SET last_rotated_at = now(), updated_at = now(), status = 'ACTIVE',
-                next_rotation_at = CASE WHEN auto_rotate_days IS NULL THEN NULL
-                                        ELSE now() + make_interval(days => auto_rotate_days) END
+        "UPDATE credentials SET last_rotated_at = $2, updated_at = now(), status = 'ACTIVE', heartbeat_at = $2,
+                auto_failures = 0, auto_task_id = NULL, next_rotation_at = $3
           WHERE id = $1",
-        account.credential_id
+        account.credential_id,
+        now,
+        days.map(|d| engine.schedule.next(now, d))
     )
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Heartbeat: does the stored current password still log in? (current version, outcome)
+pub async fn check_current(engine: &Engine, credential_id: Uuid) -> Result<Option<(i32, Login)>, String> {
+    let account = load_account(engine, credential_id).await.map_err(|e| e.error.message)?;
+    let mut conn = engine.pool.acquire().await.map_err(|e| e.to_string())?;
+    let Some(current) = versions::get(&mut conn, &engine.key, credential_id, State::Current).await.map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    drop(conn);
+    let outcome = login(&account, &current.password).await.map_err(|e| e.error.message)?;
+    Ok(Some((current.version, outcome)))
 }
 

@@ -21,6 +21,8 @@ pub struct Submitter {
     pub policies: Arc<BTreeMap<String, Policy>>,
     pub max_credentials: usize,
     pub events: Events,
+    /// Plans next rotations for accounts onboarded through the API.
+    pub schedule: crate::scheduler::Schedule,
 }
 
 /// Why a request did not become a task.

@@ -14,6 +14,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
 
 pub const ROTOR: &str = env!("CARGO_BIN_EXE_rotor");
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 const PG: &str = "postgres://postgres@127.0.0.1:5432";
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -139,6 +140,9 @@ pub struct TestApp {
     /// More `rotor run` processes on the same database and broker.
     siblings: Vec<Child>,
     logs: Arc<Mutex<Vec<String>>>,
+    /// When set (e.g. "+25h"), the next `start` runs rotor under libfaketime that far
+    /// ahead. Only the wall clock moves: the monotonic clock (timers) stays real.
+    pub faketime: Option<String>,
 }
 
 pub struct Output {
@@ -155,11 +159,16 @@ pub struct Options {
     pub lease_seconds: u32,
     /// Set `worker.instance_id`, so a restart takes its leases back at once.
     pub instance_id: bool,
+    /// `worker.per_host`.
+    pub per_host: u32,
+    /// Lines of the `[scheduler]` section. The default turns the heartbeat off, so it
+    /// logs in to no test's accounts behind its back.
+    pub scheduler: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { concurrency: 8, max_attempts: 2, lease_seconds: 60, instance_id: false }
+        Options { concurrency: 8, max_attempts: 2, lease_seconds: 60, instance_id: false, per_host: 4, scheduler: "heartbeat_tick = \"\"".into() }
     }
 }
 
@@ -213,7 +222,10 @@ retry_base_ms = 200
 max_attempts = {max_attempts}
 lease_seconds = {lease_seconds}
 poll_interval_ms = 500
+per_host = {per_host}
 {instance}
+[scheduler]
+{scheduler}
 [ssh]
 io_timeout_ms = 20000
 [log]
@@ -223,6 +235,8 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
                 concurrency = opts.concurrency,
                 max_attempts = opts.max_attempts,
                 lease_seconds = opts.lease_seconds,
+                per_host = opts.per_host,
+                scheduler = opts.scheduler,
                 instance = if opts.instance_id { format!("instance_id = \"it-{id}\"") } else { String::new() },
             ),
         )
@@ -240,6 +254,7 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
             child: None,
             siblings: Vec::new(),
             logs: Arc::new(Mutex::new(Vec::new())),
+            faketime: None,
         };
         let out = app.cli(&["keygen", "--out", app.dir.join("master.key").to_str().unwrap()]);
         assert_eq!(out.code, 0, "keygen: {}", out.stderr);
@@ -254,7 +269,12 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
 
     pub async fn start_with_env(&mut self, env: &[(&str, &str)]) {
         let first_line = self.logs.lock().unwrap().len();
-        let mut child = Command::new(ROTOR)
+        let mut command = Command::new(ROTOR);
+        if let Some(offset) = &self.faketime {
+            assert!(std::path::Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} is missing: run scripts/testbed.sh up (it installs faketime)");
+            command.env("LD_PRELOAD", LIBFAKETIME).env("FAKETIME", offset).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        let mut child = command
             .args(["--config", self.config.to_str().unwrap(), "run"])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -358,25 +378,7 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
 
     /// The same, for a resource whose sshd listens on `port`.
     pub fn apply_inventory_at(&self, resource_id: &str, port: u16, host_key: &str, accounts: &[&Account]) -> Output {
-        let bed = testbed();
-        let mut text = format!(
-            r#"[[resource]]
-id = "{resource_id}"
-name = "{resource_id}.test"
-type = "LINUX"
-address = "127.0.0.1"
-port = {port}
-host_keys = ["{host_key}"]
-platform = "linux-chpasswd"
-
-[resource.admin]
-username = "{admin}"
-private_key_file = "{key}"
-sudo = true
-"#,
-            admin = bed.admin,
-            key = bed.admin_key
-        );
+        let mut text = resource_toml(resource_id, port, host_key);
         for a in accounts {
             let pw_file = self.dir.join(format!("{}.pw", a.username));
             std::fs::write(&pw_file, format!("{}\n", a.password)).unwrap();
@@ -539,6 +541,32 @@ sudo = true
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// A counter or gauge from `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.http)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until this process has run `n` more scheduler ticks.
+    pub async fn wait_ticks(&self, n: u32) {
+        let start = self.metric("rotor_scheduler_ticks_total").await;
+        let deadline = Instant::now() + Duration::from_secs(30 + 5 * u64::from(n));
+        while self.metric("rotor_scheduler_ticks_total").await < start + f64::from(n) {
+            assert!(Instant::now() < deadline, "the scheduler did not tick {n} times:\n{}", self.logs().join("\n"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Writes `text` as an inventory file and applies it.
+    pub fn apply_inventory_text(&self, name: &str, text: &str) -> Output {
+        let file = self.dir.join(format!("inventory-{name}.toml"));
+        std::fs::write(&file, text).unwrap();
+        self.cli(&["resource", "apply", "-f", file.to_str().unwrap()])
+    }
+
     /// Polls the task over HTTP until it ends.
     pub async fn wait_task(&self, id: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
@@ -623,6 +651,30 @@ fn delete_amqp_names(id: &str) {
         })
     })
     .join();
+}
+
+/// An inventory `[[resource]]` of type LINUX on 127.0.0.1:`port` with the test bed's
+/// admin (linux-chpasswd under sudo); accounts are appended by the caller.
+pub fn resource_toml(resource_id: &str, port: u16, host_key: &str) -> String {
+    let bed = testbed();
+    format!(
+        r#"[[resource]]
+id = "{resource_id}"
+name = "{resource_id}.test"
+type = "LINUX"
+address = "127.0.0.1"
+port = {port}
+host_keys = ["{host_key}"]
+platform = "linux-chpasswd"
+
+[resource.admin]
+username = "{admin}"
+private_key_file = "{key}"
+sudo = true
+"#,
+        admin = bed.admin,
+        key = bed.admin_key
+    )
 }
 
 pub fn psql(db: &str, sql: &str) {

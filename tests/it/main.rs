@@ -7,3 +7,4 @@ mod operations;
 mod proofs;
 pub mod reliability;
 mod rotate;
+mod scheduler;

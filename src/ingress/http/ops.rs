@@ -56,5 +56,15 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
             let _ = writeln!(out, "rotor_credentials{{status=\"{}\"}} {}", r.status, r.n);
         }
     }
+    let (ticks, led) = crate::metrics::scheduler_ticks();
+    let _ = writeln!(out, "# HELP rotor_scheduler_ticks_total Scheduler ticks run by this process.\n# TYPE rotor_scheduler_ticks_total counter");
+    let _ = writeln!(out, "rotor_scheduler_ticks_total {ticks}");
+    let _ = writeln!(out, "# HELP rotor_scheduler_leader_ticks_total Ticks in which this process held the scheduler lock.\n# TYPE rotor_scheduler_leader_ticks_total counter");
+    let _ = writeln!(out, "rotor_scheduler_leader_ticks_total {led}");
+    let (beats, drifted) = crate::metrics::heartbeats();
+    let _ = writeln!(out, "# HELP rotor_heartbeat_checks_total Stored passwords checked by the heartbeat in this process.\n# TYPE rotor_heartbeat_checks_total counter");
+    let _ = writeln!(out, "rotor_heartbeat_checks_total {beats}");
+    let _ = writeln!(out, "# HELP rotor_heartbeat_out_of_sync_total Credentials this process found changed behind rotor's back.\n# TYPE rotor_heartbeat_out_of_sync_total counter");
+    let _ = writeln!(out, "rotor_heartbeat_out_of_sync_total {drifted}");
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

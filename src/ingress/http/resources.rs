@@ -140,7 +140,7 @@ async fn upsert(state: &ApiState, body: &[u8], path_id: Option<&str>) -> Result<
         inventory::Error::Invalid { field, message } => ApiError::bad_request(&camel(&field.replacen("resource[0].", "", 1)), &message),
         other => ApiError::bad_request("body", &other.to_string()),
     })?;
-    let report = inventory::apply(&state.pool, Some(&state.submitter.key), &inv, default_policy).await.map_err(|e| match e {
+    let report = inventory::apply(&state.pool, Some(&state.submitter.key), &inv, default_policy, &state.submitter.schedule).await.map_err(|e| match e {
         inventory::Error::Db(e) => ApiError::internal(e),
         other => ApiError::bad_request("body", &other.to_string()),
     })?;

@@ -88,7 +88,7 @@ macro_rules! credential_of {
             account_type: $r.account_type,
             credential_type: $r.credential_type,
             resource: CredentialResource { resource_id: $r.resource_id, resource_name: $r.resource_name, resource_type: $r.resource_type },
-            auto_rotate_policy: $r.auto_rotate_days.map(|d| AutoRotate { frequency_in_days: d, next_schedule: $r.next_rotation_at }),
+            auto_rotate_policy: $r.auto_rotate_days.map(|d| AutoRotate { frequency_in_days: d, next_schedule: $r.next_rotation_at.filter(|_| !$r.auto_paused) }),
             status: $r.status,
             last_rotated: $r.last_rotated_at,
         }
@@ -105,7 +105,7 @@ async fn list_credentials(
     let page = page_params(q.page_number, q.page_size)?;
     let rows = sqlx::query!(
         r#"SELECT c.id, c.username, c.account_type, c.credential_type, c.status, c.auto_rotate_days,
-                  c.next_rotation_at, c.last_rotated_at, r.id AS resource_id, r.name AS resource_name,
+                  c.next_rotation_at, c.auto_paused, c.last_rotated_at, r.id AS resource_id, r.name AS resource_name,
                   r.type AS resource_type, count(*) OVER () AS "total!"
              FROM credentials c JOIN resources r ON r.id = c.resource_id
             WHERE ($1::text IS NULL OR r.name = $1) AND ($2::text IS NULL OR r.type = $2)
@@ -148,7 +148,7 @@ async fn get_credential(caller: Caller, State(state): State<Arc<ApiState>>, Path
     let id = uuid_param("id", &id)?;
     let r = sqlx::query!(
         "SELECT c.id, c.username, c.account_type, c.credential_type, c.status, c.auto_rotate_days,
-                c.next_rotation_at, c.last_rotated_at, r.id AS resource_id, r.name AS resource_name, r.type AS resource_type
+                c.next_rotation_at, c.auto_paused, c.last_rotated_at, r.id AS resource_id, r.name AS resource_name, r.type AS resource_type
            FROM credentials c JOIN resources r ON r.id = c.resource_id WHERE c.id = $1",
         id
     )
