@@ -435,8 +435,9 @@ impl Settings {
         }
         crate::scheduler::Schedule::from_settings(&self.scheduler)?;
         for (key, cron) in [("scheduler.tick", &self.scheduler.tick), ("scheduler.heartbeat_tick", &self.scheduler.heartbeat_tick)] {
-            if !cron.is_empty() && cron.split_whitespace().count() != 6 {
-                return Err(Error::invalid(key, "a cron expression with seconds: \"sec min hour day month weekday\""));
+            let parses = || tokio_cron_scheduler::Job::new_async(cron.as_str(), |_, _| Box::pin(async {})).is_ok();
+            if !cron.is_empty() && (cron.split_whitespace().count() != 6 || !parses()) {
+                return Err(Error::invalid(key, format!("`{cron}`: expected a cron expression with seconds, \"sec min hour day month weekday\"")));
             }
         }
         self.policies()?;
@@ -553,6 +554,24 @@ mod tests {
         assert!(err.contains("worker.concurency") || err.contains("concurency"), "{err}");
         let err = load_from(None, &env(&[("ROTOR_HTTP__LISTN", "x")])).unwrap_err().to_string();
         assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn scheduler_settings_are_checked_at_load() {
+        for (text, key) in [
+            ("[scheduler]\ntick = \"0 * * * *\"\n", "scheduler.tick"),
+            ("[scheduler]\ntick = \"0 61 * * * *\"\n", "scheduler.tick"),
+            ("[scheduler]\nheartbeat_tick = \"x y z a b c\"\n", "scheduler.heartbeat_tick"),
+            ("[scheduler]\nwindow = \"25:00-02:00\"\n", "scheduler.window"),
+            ("[scheduler]\ntimezone = \"Europe/Nowhere\"\n", "scheduler.timezone"),
+            ("[worker]\nper_host = 0\n", "worker.per_host"),
+        ] {
+            let f = write(text);
+            let err = load_from(Some(&f.0), &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let f = write("[scheduler]\ntick = \"*/10 * * * * *\"\nheartbeat_tick = \"\"\nwindow = \"22:00-04:00\"\ntimezone = \"Europe/Helsinki\"\n");
+        load_from(Some(&f.0), &[]).unwrap();
     }
 
     #[test]
