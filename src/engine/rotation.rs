@@ -302,6 +302,20 @@ async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<D
                 format!("REMEDIATE without a password needs the admin account of resource {}; supply the password instead", account.resource_id),
             ));
         }
+        if account.platform == "linux-passwd" && !claim.reconcile() {
+            let known = sqlx::query_scalar!(
+                r#"SELECT count(*) AS "n!" FROM credential_versions WHERE credential_id = $1 AND state IN ('CURRENT', 'PENDING')"#,
+                account.credential_id
+            )
+            .fetch_one(&engine.pool)
+            .await?;
+            if known == 0 {
+                return Err(StageError::permanent(
+                    "CURRENT_PASSWORD_UNKNOWN",
+                    "platform linux-passwd changes a password with the current one, and rotor knows none: REMEDIATE with the live password first",
+                ));
+            }
+        }
         if account.platform == "linux-chpasswd" && account.target.admin.is_none() {
             return Err(StageError::permanent("ADMIN_ACCOUNT_MISSING", format!("resource {} has no admin account", account.resource_id)));
         }
@@ -382,7 +396,9 @@ async fn apply(engine: &Engine, claim: &Claim, account: &Account, resumed: bool)
     let mut conn = engine.pool.acquire().await?;
     let current = versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await?;
     drop(conn);
-    let driver = driver_of(account)?;
+    // Reconcile is a privileged reset: always the admin's chpasswd, whatever the platform
+    // (linux-passwd would need the live password, which is what reconcile lacks).
+    let driver: &'static dyn target::Driver = if claim.reconcile() { &target::linux::Chpasswd } else { driver_of(account)? };
     let (target, username) = (account.target.clone(), account.username.clone());
     let span = tracing::Span::current();
     let result = tokio::task::spawn_blocking(move || {
@@ -396,7 +412,7 @@ async fn apply(engine: &Engine, claim: &Claim, account: &Account, resumed: bool)
             Ok(Done::Successful)
         }
         // The target said no before changing anything: the current password stands.
-        Err(e @ (target::Error::Rejected { .. } | target::Error::AdminAuth { .. } | target::Error::HostKeyMismatch { .. }
+        Err(e @ (target::Error::Rejected { .. } | target::Error::AdminAuth { .. } | target::Error::AccountAuth { .. } | target::Error::HostKeyMismatch { .. }
         | target::Error::NoPinnedHostKey | target::Error::NoAdmin | target::Error::Config(_) | target::Error::Connect { .. })) => {
             Err(StageError::target(e))
         }

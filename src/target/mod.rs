@@ -51,6 +51,8 @@ pub enum Error {
     NoPinnedHostKey,
     #[error("the admin account {username} could not authenticate: {message}")]
     AdminAuth { username: String, message: String },
+    #[error("the account {username} could not log in with its current password: {message}")]
+    AccountAuth { username: String, message: String },
     #[error("resource has no admin account for this platform")]
     NoAdmin,
     #[error("the target refused the new password: {message}")]
@@ -74,7 +76,7 @@ impl Error {
             Error::Timeout { .. } => "TIMEOUT",
             Error::HostKeyMismatch { .. } => "HOST_KEY_MISMATCH",
             Error::NoPinnedHostKey => "HOST_KEY_NOT_PINNED",
-            Error::AdminAuth { .. } => "AUTHENTICATION_FAILED",
+            Error::AdminAuth { .. } | Error::AccountAuth { .. } => "AUTHENTICATION_FAILED",
             Error::NoAdmin => "ADMIN_ACCOUNT_MISSING",
             Error::Rejected { .. } => "PASSWORD_REJECTED_BY_TARGET",
             Error::Protocol { .. } => "SSH_ERROR",
@@ -98,11 +100,12 @@ pub trait Driver: Send + Sync {
 pub fn driver(platform: &str) -> Option<&'static dyn Driver> {
     match platform {
         "linux-chpasswd" => Some(&linux::Chpasswd),
+        "linux-passwd" => Some(&linux::Passwd),
         _ => None,
     }
 }
 
-pub const PLATFORMS: &[&str] = &["linux-chpasswd"];
+pub const PLATFORMS: &[&str] = &["linux-chpasswd", "linux-passwd"];
 
 /// Usernames go into `chpasswd` input and SSH logins: refuse anything that could be
 /// read as a separator, an option or a second line.

@@ -4,6 +4,7 @@
 mod helpers;
 mod intake;
 mod operations;
+mod platforms;
 mod proofs;
 pub mod reliability;
 mod rotate;
