@@ -148,6 +148,15 @@ pub fn validate(
         if r.address.is_empty() {
             return Err(invalid(format!("{at}.address"), "must not be empty"));
         }
+        let files = [r.admin.as_ref().and_then(|a| a.private_key_file.as_ref()), r.admin.as_ref().and_then(|a| a.password_file.as_ref())];
+        let texts = [("name", Some(r.name.as_str())), ("address", Some(r.address.as_str())), ("policy", r.policy.as_deref())]
+            .into_iter()
+            .chain([("admin.private_key_file", files[0]), ("admin.password_file", files[1])].map(|(k, f)| (k, f.and_then(|p| p.to_str()))));
+        for (key, text) in texts {
+            if text.is_some_and(|t| t.contains('\0')) {
+                return Err(invalid(format!("{at}.{key}"), crate::requests::NUL_MESSAGE));
+            }
+        }
         if r.port == 0 {
             return Err(invalid(format!("{at}.port"), "must be 1 to 65535"));
         }

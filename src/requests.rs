@@ -105,6 +105,26 @@ fn json_rejection(e: serde_path_to_error::Error<serde_json::Error>) -> Rejection
     Rejection::new(code, field, m)
 }
 
+pub const NUL_MESSAGE: &str = "must not contain a NUL character (\\u0000)";
+
+/// The path (`elements[0].resourceId`) of the first key or string holding a NUL.
+pub fn nul_in(value: &serde_json::Value, at: String) -> Option<String> {
+    let named = |at: &str| if at.is_empty() { "body".to_string() } else { at.to_string() };
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(named(&at)),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_in(v, format!("{at}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            if k.contains('\0') {
+                Some(named(&at))
+            } else {
+                nul_in(v, path)
+            }
+        }),
+        _ => None,
+    }
+}
+
 /// What resolving a request needs besides the request.
 pub struct Context<'a> {
     pub pool: &'a PgPool,
@@ -285,6 +305,15 @@ pub struct PrivxPassword {
 
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
     let text = std::str::from_utf8(body).map_err(|_| Rejection::new("INVALID_REQUEST", "body", "is not UTF-8"))?;
+    // A NUL can only arrive escaped; no name, id or password may hold one (PostgreSQL
+    // text cannot, and a target would cut the line there).
+    if text.contains("\\u0000") {
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+            if let Some(field) = nul_in(&value, String::new()) {
+                return Err(Rejection::new("VALUE_INCORRECT_FORMAT", field, NUL_MESSAGE));
+            }
+        }
+    }
     let de = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(json_rejection)
 }
@@ -298,6 +327,11 @@ pub async fn resolve_privx(
     source: &'static str,
     request_key: Option<String>,
 ) -> Result<NewTask, Rejection> {
+    for (field, value) in [("host_id", host_id), ("account", account)] {
+        if value.contains('\0') {
+            return Err(Rejection::new("VALUE_INCORRECT_FORMAT", field, NUL_MESSAGE));
+        }
+    }
     let element = Element {
         resource_id: Some(host_id.to_string()),
         resource_name: None,

@@ -47,6 +47,8 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
         (rotate_spec(&resource, &["a\nb"]), "INVALID_USERNAME", "elements[0].credentials[0].username"),
         (rotate_spec(&resource, &["a b"]), "INVALID_USERNAME", "elements[0].credentials[0].username"),
         (rotate_spec(&resource, &["-rf"]), "INVALID_USERNAME", "elements[0].credentials[0].username"),
+        // PostgreSQL text cannot hold a NUL: refused by name, not retried as a database outage.
+        (rotate_spec("bad\u{0}host", &["x"]), "VALUE_INCORRECT_FORMAT", "elements[0].resourceId"),
     ] {
         let reply = app.publish_and_reply("credentials.update", &spec).await;
         assert_eq!(reply["status"], "FAILED");
@@ -62,8 +64,14 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
     let (_, err) = app.next_dead_letter().await;
     assert_eq!(err["errorCode"], "REQUEST_TOO_LARGE");
 
+    // The same over HTTP, in a query parameter and a path.
+    let (status, err) = app.get("/v1/credentials?resourceName=a%00b", Some(&app.token)).await;
+    assert_eq!((status, err["context"]["field"].as_str()), (400, Some("resourceName")), "{err:#}");
+    let (status, err) = app.send("POST", &format!("/secrets-manager/api/v1/rotate/{resource}/a%00b"), Some(&app.token), None).await;
+    assert_eq!((status, err["property"].as_str()), (400, Some("account")), "{err:#}");
+
     // Each refusal is recorded as a FAILED task without subtasks; nothing else changed.
-    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status = 'FAILED'"), "11");
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status = 'FAILED'"), "12");
     assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status <> 'FAILED'"), "0");
     assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM subtasks"), "0");
     assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM credential_versions"), "1");

@@ -292,6 +292,27 @@ async fn http_patch_credentials_resources_and_ops_routes() {
     let (status, api) = app.get("/openapi.json", None).await;
     assert_eq!(status, 200);
     assert!(api["openapi"].as_str().unwrap().starts_with("3."));
+    // It describes every route the server has, with every method.
+    for (path, methods) in [
+        ("/v1/credentials", &["get", "patch"][..]),
+        ("/v1/credentials/{id}", &["get"]),
+        ("/v1/credentials/tasks", &["get"]),
+        ("/v1/credentials/tasks/{id}", &["get", "patch", "delete"]),
+        ("/v1/credentials/tasks/{id}/subtasks/{subtaskId}", &["get"]),
+        ("/secrets-manager/api/v1/rotate/{host_id}/{account}", &["post"]),
+        ("/secrets-manager/api/v1/password/{host_id}/{account}", &["put"]),
+        ("/v1/resources", &["get", "post"]),
+        ("/v1/resources/{id}", &["get", "put", "delete"]),
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+        ("/metrics", &["get"]),
+        ("/openapi.json", &["get"]),
+    ] {
+        for m in methods {
+            assert!(api["paths"][path][m]["responses"].is_object(), "{m} {path} is not described");
+        }
+    }
+    assert_eq!(api["paths"].as_object().unwrap().len(), 13, "no route described that the server lacks");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

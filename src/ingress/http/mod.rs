@@ -174,17 +174,28 @@ impl<T> PageOf<T> {
     }
 }
 
+/// Highest page number asked for; keeps the offset arithmetic far from overflow.
+pub const MAX_PAGE_NUMBER: i64 = 1_000_000;
+
 /// (pageNumber, pageSize): 1-based, 20 by default, at most 100.
 pub fn page_params(number: Option<i64>, size: Option<i64>) -> Result<(i64, i64), ApiError> {
     let number = number.unwrap_or(1);
     let size = size.unwrap_or(20);
-    if number < 1 {
-        return Err(ApiError::bad_request("pageNumber", "must be 1 or more"));
+    if !(1..=MAX_PAGE_NUMBER).contains(&number) {
+        return Err(ApiError::bad_request("pageNumber", "must be 1 to 1000000"));
     }
     if !(1..=100).contains(&size) {
         return Err(ApiError::bad_request("pageSize", "must be 1 to 100"));
     }
     Ok((number, size))
+}
+
+/// Refuses a query or path value PostgreSQL could not store (a NUL), naming it.
+pub fn text_param(name: &str, value: Option<&str>) -> Result<(), ApiError> {
+    if value.is_some_and(|v| v.contains('\0')) {
+        return Err(ApiError::bad_request(name, crate::requests::NUL_MESSAGE));
+    }
+    Ok(())
 }
 
 /// Parses a path id as a UUID, naming the parameter when it is not one.

@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value};
 
-use super::{ApiError, ApiState, Caller};
+use super::{text_param, ApiError, ApiState, Caller};
 use crate::config::Scope;
 use crate::inventory::{self, InventoryFile, ResourceSpec};
 
@@ -115,6 +115,7 @@ async fn list(caller: Caller, State(state): State<Arc<ApiState>>) -> Result<Json
 
 async fn get_one(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::ResourcesManage)?;
+    text_param("id", Some(&id))?;
     load(&state, Some(&id))
         .await?
         .pop()
@@ -125,6 +126,9 @@ async fn get_one(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): P
 /// Parses, validates and upserts one resource, as `rotor resource apply` would.
 async fn upsert(state: &ApiState, body: &[u8], path_id: Option<&str>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let json: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request("body", &format!("is not valid JSON ({e})")))?;
+    if let Some(field) = crate::requests::nul_in(&json, String::new()) {
+        return Err(ApiError::bad_request(&field, crate::requests::NUL_MESSAGE));
+    }
     let spec: ResourceSpec = serde_path_to_error::deserialize(rename_keys(json, &snake)).map_err(|e| {
         let field = camel(&e.path().to_string());
         ApiError::bad_request(if field == "." { "body" } else { &field }, &e.into_inner().to_string())
@@ -157,6 +161,7 @@ async fn create(caller: Caller, State(state): State<Arc<ApiState>>, body: Bytes)
 
 async fn replace(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Scope::ResourcesManage)?;
+    text_param("id", Some(&id))?;
     upsert(&state, &body, Some(&id)).await
 }
 
@@ -164,6 +169,7 @@ async fn replace(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): P
 /// of its accounts has work in flight.
 async fn remove(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     caller.require(Scope::ResourcesManage)?;
+    text_param("id", Some(&id))?;
     let busy = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM subtasks s JOIN credentials c ON c.id = s.credential_id
             WHERE c.resource_id = $1 AND s.status IN ('PENDING', 'IN_PROGRESS')"#,

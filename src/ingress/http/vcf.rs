@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{page_params, uuid_param, ApiError, ApiState, Caller, PageOf};
+use super::{page_params, text_param, uuid_param, ApiError, ApiState, Caller, PageOf};
 use crate::config::Scope;
 use crate::engine::model::TaskStatus;
 use crate::engine::control::{self, Change};
@@ -103,6 +103,11 @@ async fn list_credentials(
     caller.require(Scope::CredentialsView)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("query", &e.body_text()))?;
     let page = page_params(q.page_number, q.page_size)?;
+    text_param("resourceName", q.resource_name.as_deref())?;
+    text_param("resourceType", q.resource_type.as_deref())?;
+    if q.account_type.as_deref().is_some_and(|t| !["USER", "SYSTEM", "SERVICE"].contains(&t)) {
+        return Err(ApiError::bad_request("accountType", "one of USER, SYSTEM, SERVICE"));
+    }
     let rows = sqlx::query!(
         r#"SELECT c.id, c.username, c.account_type, c.credential_type, c.status, c.auto_rotate_days,
                   c.next_rotation_at, c.auto_paused, c.last_rotated_at, r.id AS resource_id, r.name AS resource_name,
