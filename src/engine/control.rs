@@ -24,10 +24,10 @@ pub async fn record_refused(pool: &PgPool, source: &'static str, request_key: Op
     .fetch_optional(pool)
     .await?;
     match inserted {
-        Some(id) => Ok(Created { task_id: id, is_new: true }),
+        Some(id) => Ok(Created { task_id: id, is_new: true, recorded: None }),
         None => {
             let id = sqlx::query_scalar!("SELECT id FROM tasks WHERE request_key = $1", request_key).fetch_one(pool).await?;
-            Ok(Created { task_id: id, is_new: false })
+            Ok(Created { task_id: id, is_new: false, recorded: None })
         }
     }
 }

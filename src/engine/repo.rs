@@ -40,18 +40,22 @@ pub struct NewSubTask {
     pub params: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Created {
     pub task_id: Uuid,
     /// False when the request key was seen before: this is the first request's task.
     pub is_new: bool,
+    /// A new task as recorded (PENDING), read before any worker could start it: what a
+    /// reply or an HTTP 202 shows.
+    pub recorded: Option<crate::engine::view::Task>,
 }
 
 /// Records a task with one subtask per credential and their stages, in one transaction.
 pub async fn create_task(pool: &PgPool, key: &MasterKey, new: &NewTask) -> Result<Created, Error> {
     let mut tx = pool.begin().await?;
-    let created = insert_task(&mut tx, key, new, 0.0).await?;
+    let mut created = insert_task(&mut tx, key, new, 0.0).await?;
     if created.is_new {
+        created.recorded = crate::engine::view::load_in(&mut tx, created.task_id).await?;
         tx.commit().await?;
     }
     Ok(created)
@@ -80,7 +84,7 @@ pub async fn insert_task(tx: &mut PgConnection, key: &MasterKey, new: &NewTask, 
         let existing = sqlx::query_scalar!("SELECT id FROM tasks WHERE request_key = $1", new.request_key)
             .fetch_one(&mut *tx)
             .await?;
-        return Ok(Created { task_id: existing, is_new: false });
+        return Ok(Created { task_id: existing, is_new: false, recorded: None });
     }
     for (seq, sub) in new.subtasks.iter().enumerate() {
         let subtask_id = Uuid::new_v4();
@@ -114,7 +118,7 @@ pub async fn insert_task(tx: &mut PgConnection, key: &MasterKey, new: &NewTask, 
         }
     }
     sqlx::query!("SELECT pg_notify($1, $2)", WORK_CHANNEL, task_id.to_string()).execute(&mut *tx).await?;
-    Ok(Created { task_id, is_new: true })
+    Ok(Created { task_id, is_new: true, recorded: None })
 }
 
 /// A subtask a worker has claimed, with the lease it holds.

@@ -69,12 +69,18 @@ fn errors(v: serde_json::Value) -> Vec<VcfError> {
 }
 
 pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Task>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    load_in(&mut conn, id).await
+}
+
+/// The same on a connection, e.g. inside the transaction that records the task.
+pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<Task>, sqlx::Error> {
     let Some(t) = sqlx::query!(
         "SELECT id, name, type, operation, status, resolution_status, is_auto_rotate, errors, created_at, completed_at
            FROM tasks WHERE id = $1",
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?
     else {
         return Ok(None);
@@ -85,7 +91,7 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Task>, sqlx::Error> 
           WHERE s.task_id = $1 ORDER BY s.seq",
         id
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let stage_rows = sqlx::query!(
         "SELECT st.subtask_id, st.name, st.status, st.started_at, st.completed_at, st.errors
@@ -93,7 +99,7 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Task>, sqlx::Error> 
           WHERE s.task_id = $1 ORDER BY s.seq, st.seq",
         id
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut stages: HashMap<Uuid, Vec<StageView>> = HashMap::new();
     for r in stage_rows {

@@ -139,7 +139,11 @@ async fn handle_in_span(
         Ok(created) => {
             tracing::info!(task_id = %created.task_id, new = created.is_new, "request accepted");
             if let Some(reply_to) = d.properties.reply_to() {
-                if let Ok(Some(task)) = view::load(pool, created.task_id).await {
+                let task = match created.recorded {
+                    Some(task) => Some(task),
+                    None => view::load(pool, created.task_id).await.ok().flatten(),
+                };
+                if let Some(task) = task {
                     reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
                 }
             }

@@ -45,7 +45,7 @@ impl Submitter {
     pub async fn submit(&self, request: Request<'_>, source: &'static str, request_key: Option<String>) -> Result<Created, Refusal> {
         if let Some(key) = &request_key {
             if let Some(task_id) = control::task_for_key(&self.pool, key).await.map_err(|e| Refusal::Unavailable(e.to_string()))? {
-                return Ok(Created { task_id, is_new: false });
+                return Ok(Created { task_id, is_new: false, recorded: None });
             }
         }
         let new = self.resolve(request, source, request_key).await.map_err(|r| {

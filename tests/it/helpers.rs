@@ -378,19 +378,46 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
 
     /// The same, for a resource whose sshd listens on `port`.
     pub fn apply_inventory_at(&self, resource_id: &str, port: u16, host_key: &str, accounts: &[&Account]) -> Output {
-        let mut text = resource_toml(resource_id, port, host_key);
+        let text = resource_toml(resource_id, port, host_key) + &self.accounts_toml(accounts, "");
+        let file = self.dir.join(format!("inventory-{resource_id}.toml"));
+        std::fs::write(&file, text).unwrap();
+        self.cli(&["resource", "apply", "-f", file.to_str().unwrap()])
+    }
+
+    /// `[[resource.account]]` entries, each onboarding its password from a file, with
+    /// `extra` lines (e.g. `auto_rotate_days = 1`).
+    pub fn accounts_toml(&self, accounts: &[&Account], extra: &str) -> String {
+        let mut text = String::new();
         for a in accounts {
             let pw_file = self.dir.join(format!("{}.pw", a.username));
             std::fs::write(&pw_file, format!("{}\n", a.password)).unwrap();
             text.push_str(&format!(
-                "\n[[resource.account]]\nusername = \"{}\"\naccount_type = \"SERVICE\"\npassword_file = \"{}\"\n",
+                "\n[[resource.account]]\nusername = \"{}\"\naccount_type = \"SERVICE\"\npassword_file = \"{}\"\n{extra}",
                 a.username,
                 pw_file.display()
             ));
         }
-        let file = self.dir.join(format!("inventory-{resource_id}.toml"));
-        std::fs::write(&file, text).unwrap();
-        self.cli(&["resource", "apply", "-f", file.to_str().unwrap()])
+        text
+    }
+
+    /// A consumer of this daemon's events matching `binding` (e.g. `credential.#`); keep
+    /// the connection alive while reading.
+    pub async fn events(&self, binding: &str) -> (Connection, lapin::Consumer) {
+        use lapin::options::QueueBindOptions;
+        let conn = self.amqp().await;
+        let ch = conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare("", QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_bind(q.name().as_str(), &format!("rotor.events-{}", self.id), binding, QueueBindOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let consumer = ch
+            .basic_consume(q.name().as_str(), "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap();
+        (conn, consumer)
     }
 
     pub async fn amqp(&self) -> Connection {

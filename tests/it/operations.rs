@@ -318,22 +318,8 @@ async fn http_patch_credentials_resources_and_ops_routes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_changes_are_published_as_events() {
     use futures_util::StreamExt;
-    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
     let (app, account, resource) = setup("rtite").await;
-    let conn = app.amqp().await;
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare("", QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
-        .await
-        .unwrap();
-    ch.queue_bind(q.name().as_str(), &format!("rotor.events-{}", app.id), "#", QueueBindOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
-    let mut events = ch
-        .basic_consume(q.name().as_str(), "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
-        .await
-        .unwrap();
+    let (_conn, mut events) = app.events("#").await;
     let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
     let id = reply["id"].as_str().unwrap().to_string();
     let mut keys = Vec::new();

@@ -13,11 +13,7 @@ fn passwd_inventory(app: &TestApp, resource: &str, accounts: &[&Account]) -> Str
         "[[resource]]\nid = \"{resource}\"\nname = \"{resource}.test\"\ntype = \"LINUX\"\naddress = \"127.0.0.1\"\nport = {}\nhost_keys = [\"{}\"]\nplatform = \"linux-passwd\"\n",
         bed.port, bed.host_key_fpr
     );
-    for a in accounts {
-        let pw_file = app.dir.join(format!("{}.pw", a.username));
-        std::fs::write(&pw_file, format!("{}\n", a.password)).unwrap();
-        text.push_str(&format!("\n[[resource.account]]\nusername = \"{}\"\npassword_file = \"{}\"\n", a.username, pw_file.display()));
-    }
+    text.push_str(&app.accounts_toml(accounts, ""));
     text
 }
 

@@ -16,21 +16,6 @@ fn fast(extra: &str) -> Options {
     Options { scheduler: format!("tick = \"* * * * * *\"\njitter_minutes = 0\n{heartbeat}{extra}"), ..Options::default() }
 }
 
-/// `[[resource.account]]` entries with auto-rotation; real accounts get their password onboarded.
-fn accounts_toml(app: &TestApp, accounts: &[&Account], days: u32) -> String {
-    let mut text = String::new();
-    for a in accounts {
-        let pw_file = app.dir.join(format!("{}.pw", a.username));
-        std::fs::write(&pw_file, format!("{}\n", a.password)).unwrap();
-        text.push_str(&format!(
-            "\n[[resource.account]]\nusername = \"{}\"\naccount_type = \"SERVICE\"\nauto_rotate_days = {days}\npassword_file = \"{}\"\n",
-            a.username,
-            pw_file.display()
-        ));
-    }
-    text
-}
-
 fn auto_tasks(app: &TestApp) -> i64 {
     psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE is_auto_rotate").parse().unwrap()
 }
@@ -65,7 +50,7 @@ async fn a_daily_credential_rotates_once_after_a_day_and_not_again_until_the_nex
     let mut app = TestApp::spawn_with(fast("")).await;
     let account = Account::create("rtitday");
     let resource = format!("day-{}", app.id);
-    let inv = resource_toml(&resource, testbed().port, &testbed().host_key_fpr) + &accounts_toml(&app, &[&account], 1);
+    let inv = resource_toml(&resource, testbed().port, &testbed().host_key_fpr) + &app.accounts_toml(&[&account], "auto_rotate_days = 1\n");
     let out = app.apply_inventory_text(&resource, &inv);
     assert_eq!(out.code, 0, "{}", out.stderr);
 
@@ -221,7 +206,7 @@ async fn a_paused_credential_is_not_rotated_until_resumed() {
     let mut app = TestApp::spawn_with(fast("")).await;
     let (kept, paused) = (Account::create("rtitpk"), Account::create("rtitpp"));
     let resource = format!("pause-{}", app.id);
-    let inv = resource_toml(&resource, testbed().port, &testbed().host_key_fpr) + &accounts_toml(&app, &[&kept, &paused], 1);
+    let inv = resource_toml(&resource, testbed().port, &testbed().host_key_fpr) + &app.accounts_toml(&[&kept, &paused], "auto_rotate_days = 1\n");
     assert_eq!(app.apply_inventory_text(&resource, &inv).code, 0);
     let out = app.cli(&["credential", "pause", "--resource", &resource, "--username", &paused.username]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -252,17 +237,10 @@ async fn a_paused_credential_is_not_rotated_until_resumed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_auto_rotation_backs_off_then_stops_with_an_event_until_resumed() {
     use futures_util::StreamExt;
-    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
     let mut app = TestApp::spawn_with(fast("max_failures = 2\nretry_minutes = 30")).await;
     let resource = format!("fail-{}", app.id);
     assert_eq!(app.apply_inventory_text(&resource, &unreachable_inventory(&resource, "rtitfail", 1, 1)).code, 0);
-    let conn = app.amqp().await;
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch.queue_declare("", QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
-    ch.queue_bind(q.name().as_str(), &format!("rotor.events-{}", app.id), "credential.#", QueueBindOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    let (_conn, mut events) = app.events("credential.#").await;
 
     restart_at(&mut app, "+25h").await;
     let first = nth_auto_task(&app, 1).await;
@@ -276,10 +254,6 @@ async fn a_failing_auto_rotation_backs_off_then_stops_with_an_event_until_resume
     restart_at(&mut app, "+1532m").await;
     let second = nth_auto_task(&app, 2).await;
     assert_eq!(app.wait_task(&second, Duration::from_secs(60)).await["status"], "FAILED");
-    let mut events = ch
-        .basic_consume(q.name().as_str(), "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
-        .await
-        .unwrap();
     let d = tokio::time::timeout(Duration::from_secs(30), events.next()).await.expect("an event").unwrap().unwrap();
     assert_eq!(d.routing_key.as_str(), "credential.AUTO_ROTATE_STOPPED");
     let body: Value = serde_json::from_slice(&d.data).unwrap();
@@ -299,13 +273,11 @@ async fn a_failing_auto_rotation_backs_off_then_stops_with_an_event_until_resume
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeat_finds_a_password_changed_behind_rotors_back_and_remediate_clears_it() {
     use futures_util::StreamExt;
-    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
     let mut app = TestApp::spawn_with(fast("heartbeat_tick = \"*/2 * * * * *\"\nheartbeat_hours = 24")).await;
     let account = Account::create("rtithb");
     let resource = format!("hb-{}", app.id);
     // Every two days; the heartbeat looks once a day.
-    let inv = resource_toml(&resource, testbed().port, &testbed().host_key_fpr) + &accounts_toml(&app, &[&account], 2);
+    let inv = resource_toml(&resource, testbed().port, &testbed().host_key_fpr) + &app.accounts_toml(&[&account], "auto_rotate_days = 2\n");
     assert_eq!(app.apply_inventory_text(&resource, &inv).code, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while app.metric("rotor_heartbeat_checks_total").await < 1.0 {
@@ -318,12 +290,7 @@ async fn the_heartbeat_finds_a_password_changed_behind_rotors_back_and_remediate
     // Someone changes the password by hand.
     let by_hand = format!("Hand-{}-Set9!", unique());
     account.set_password_on_host(&by_hand);
-    let conn = app.amqp().await;
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch.queue_declare("", QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
-    ch.queue_bind(q.name().as_str(), &format!("rotor.events-{}", app.id), "credential.#", QueueBindOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    let (_conn, mut events) = app.events("credential.#").await;
 
     // A day later the heartbeat looks again and finds it.
     restart_at(&mut app, "+25h").await;
@@ -332,10 +299,6 @@ async fn the_heartbeat_finds_a_password_changed_behind_rotors_back_and_remediate
         assert!(Instant::now() < deadline, "not marked OUT_OF_SYNC:\n{}", app.logs().join("\n"));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut events = ch
-        .basic_consume(q.name().as_str(), "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
-        .await
-        .unwrap();
     let d = tokio::time::timeout(Duration::from_secs(30), events.next()).await.expect("an event").unwrap().unwrap();
     assert_eq!(d.routing_key.as_str(), "credential.OUT_OF_SYNC");
     let body: Value = serde_json::from_slice(&d.data).unwrap();

@@ -38,7 +38,10 @@ async fn update_credentials(
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(|k| format!("http:{k}"));
     let created = state.submitter.submit(Request::CredentialsUpdate(&body), "HTTP", key).await.map_err(ApiError::refusal)?;
     tracing::info!(caller = %caller.name, task_id = %created.task_id, "credentials update accepted");
-    let task = view::load(&state.pool, created.task_id).await.map_err(ApiError::internal)?.ok_or_else(|| ApiError::internal("task vanished"))?;
+    let task = match created.recorded {
+        Some(task) => task,
+        None => view::load(&state.pool, created.task_id).await.map_err(ApiError::internal)?.ok_or_else(|| ApiError::internal("task vanished"))?,
+    };
     Ok((StatusCode::ACCEPTED, Json(task)))
 }
 
