@@ -45,6 +45,11 @@ pub struct Passwd;
 
 /// Longest `passwd` dialogue kept for classifying its outcome.
 const TRANSCRIPT_LIMIT: usize = 8 * 1024;
+/// Text kept since the last answer: a prompt is its tail, so older output can go.
+const PROMPT_WINDOW: usize = 512;
+/// The whole dialogue (a few prompts and a verdict) gets this many I/O timeouts, so a
+/// target that keeps printing without ever prompting cannot hold a worker forever.
+const DIALOGUE_TIMEOUTS: u32 = 4;
 
 /// What a piece of `passwd`'s output asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +62,7 @@ pub(crate) enum Prompt {
 /// Classifies the text `passwd` printed since rotor last answered: a prompt ends with
 /// ':' (and maybe a space). Debian/PAM wording, e.g. "Current password: ",
 /// "(current) UNIX password: ", "New password: ", "Retype new password: ",
-/// "Re-enter new password: ".
+/// "Re-enter new password: "; a bare "Password: " (some PAM stacks) asks for the current one.
 pub(crate) fn prompt_in(text: &str) -> Prompt {
     let t = text.trim_end().to_ascii_lowercase();
     if !t.ends_with(':') {
@@ -67,7 +72,7 @@ pub(crate) fn prompt_in(text: &str) -> Prompt {
     if !last.contains("password") {
         return Prompt::None;
     }
-    if last.contains("current") || last.contains("old password") {
+    if last.contains("current") || last.contains("old password") || last.trim() == "password:" {
         Prompt::Current
     } else if last.contains("new") || last.contains("retype") || last.contains("re-enter") || last.contains("again") {
         Prompt::New
@@ -103,13 +108,24 @@ impl Driver for Passwd {
         let mut since_answer = String::new();
         let (mut gave_current, mut gave_new) = (false, 0);
         let mut buf = [0u8; 1024];
+        let deadline = std::time::Instant::now() + target.io_timeout * DIALOGUE_TIMEOUTS;
         loop {
+            if std::time::Instant::now() > deadline {
+                let _ = session.disconnect(None, "rotor: passwd took too long", None);
+                return Err(Error::Timeout {
+                    address: address.clone(),
+                    message: format!("passwd gave no verdict within {:?}", target.io_timeout * DIALOGUE_TIMEOUTS),
+                });
+            }
             let n = channel.read(&mut buf).map_err(io)?;
             if n == 0 {
                 break; // passwd exited
             }
             let text = String::from_utf8_lossy(&buf[..n]);
             since_answer.push_str(&text);
+            if since_answer.len() > 2 * PROMPT_WINDOW {
+                since_answer = tail(&since_answer, PROMPT_WINDOW).to_string();
+            }
             if transcript.len() < TRANSCRIPT_LIMIT {
                 transcript.push_str(&text);
             }
@@ -158,6 +174,15 @@ impl Driver for Passwd {
     }
 }
 
+/// The last `max` bytes of `text` or a little less, cut at a character boundary.
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
 /// A session authenticated as the account itself, with its current password.
 fn account_session(target: &Target, username: &str, password: &SecretString) -> Result<ssh2::Session, Error> {
     let session = super::ssh::connect(target)?;
@@ -175,7 +200,7 @@ fn account_session(target: &Target, username: &str, password: &SecretString) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::{prompt_in, Prompt};
+    use super::{prompt_in, tail, Prompt};
 
     #[test]
     fn passwd_prompts_are_told_apart() {
@@ -187,7 +212,19 @@ mod tests {
         assert_eq!(prompt_in("Changing password for app."), Prompt::None);
         assert_eq!(prompt_in("BAD PASSWORD: The password is shorter than 8 characters\r\n"), Prompt::None);
         assert_eq!(prompt_in("passwd: password updated successfully\r\n"), Prompt::None);
+        assert_eq!(prompt_in("Password: "), Prompt::Current);
+        assert_eq!(prompt_in("Old Password:"), Prompt::Current);
+        assert_eq!(prompt_in("Last login: today\r\nnote:"), Prompt::None);
         // Half a prompt waits for the rest.
         assert_eq!(prompt_in("New pass"), Prompt::None);
+    }
+
+    #[test]
+    fn the_prompt_window_keeps_the_tail_on_a_char_boundary() {
+        let noise = "é".repeat(600) + "New password: ";
+        let kept = tail(&noise, 512);
+        assert!(kept.len() <= 512 && kept.ends_with("New password: "));
+        assert_eq!(prompt_in(kept), Prompt::New);
+        assert_eq!(tail("short", 512), "short");
     }
 }
