@@ -102,7 +102,63 @@ fn json_rejection(e: serde_path_to_error::Error<serde_json::Error>) -> Rejection
     } else {
         "INVALID_REQUEST"
     };
-    Rejection::new(code, field, m)
+    Rejection::new(code, field, without_value(&m))
+}
+
+/// serde names the offending value (`invalid type: integer `12345678`, expected a
+/// string`); that value may be a password sent with the wrong type, and the message goes
+/// into Task errors, logs and `x-rotor-error`. Keep its kind, drop the value itself.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            if let Some((unexpected, expected)) = rest.rsplit_once(", expected ") {
+                let kind = match unexpected.split([' ', '`', '"']).next().unwrap_or("") {
+                    "floating" => "floating point",
+                    "unit" => "unit value",
+                    k => k,
+                };
+                return format!("{prefix}{kind}, expected {expected}");
+            }
+        }
+    }
+    message.to_string()
+}
+
+/// What stands in for a password in the dead-lettered copy of a refused request.
+/// A request supplying it as a password is refused, so re-publishing a dead letter can
+/// never store or apply it.
+pub const REDACTED: &str = "<redacted by rotor>";
+
+/// A refused request's body made safe to keep (in `rotor.requests.dead`): the JSON with
+/// the value of every key that names a password replaced by [`REDACTED`], and the paths
+/// replaced. `None` when the body is not JSON: no one can tell where a secret stands in
+/// it, so it must not be kept.
+pub fn redact_secrets(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
+    fn walk(value: &mut serde_json::Value, at: &str, found: &mut Vec<String>) {
+        let join = |key: &str| if at.is_empty() { key.to_string() } else { format!("{at}.{key}") };
+        match value {
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter_mut().enumerate() {
+                    walk(v, &format!("{at}[{i}]"), found);
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    if k.to_ascii_lowercase().contains("password") && !v.is_null() {
+                        *v = serde_json::Value::String(REDACTED.into());
+                        found.push(join(k));
+                    } else {
+                        walk(v, &join(k), found);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let mut found = Vec::new();
+    walk(&mut value, "", &mut found);
+    Some((serde_json::to_vec(&value).expect("a parsed value serializes"), found))
 }
 
 pub const NUL_MESSAGE: &str = "must not contain a NUL character (\\u0000)";
@@ -255,6 +311,13 @@ fn check_password(
 fn check_charset(pw: &SecretString, field: &str) -> Result<(), Rejection> {
     if pw.expose_secret().is_empty() {
         return Err(Rejection::new("REQUIRED_VALUE_MISSING", field, "must not be empty"));
+    }
+    if pw.expose_secret() == REDACTED {
+        return Err(Rejection::new(
+            "VALUE_INCORRECT_FORMAT",
+            field,
+            "is the placeholder rotor writes into dead-lettered copies; send the real password",
+        ));
     }
     crate::target::validate_password_charset(pw.expose_secret()).map_err(|m| Rejection::new("VALUE_INCORRECT_FORMAT", field, m))
 }
@@ -432,5 +495,41 @@ mod tests {
         let r = parse_spec(br#"{"operationType":"ROTATE","elements":[{"resourceType":"LINUX","credentials":[{"username":"a","password":"Sup3r-Secret!","extra":1}]}]}"#)
             .unwrap_err();
         assert!(!r.to_string().contains("Sup3r"), "{r}");
+        // A password sent with the wrong type is not echoed by serde's message either.
+        for body in [
+            &br#"{"operationType":"UPDATE","elements":[{"resourceType":"LINUX","credentials":[{"username":"a","password":987654321}]}]}"#[..],
+            br#"{"operationType":"UPDATE","elements":[{"resourceType":"LINUX","credentials":[{"username":"a","password":98765.4321}]}]}"#,
+            br#"{"operationType":"UPDATE","elements":[{"resourceType":"LINUX","credentials":[{"username":"a","password":true}]}]}"#,
+            br#"{"operationType":"ROTATE","elements":[{"resourceType":"LINUX","credentials":[{"username":"Sup3r-Secret!, expected x"}]}],"autoRotatePolicy":"Sup3r"}"#,
+        ] {
+            let r = parse_spec(body).unwrap_err();
+            assert_eq!(r.code, "VALUE_INCORRECT_TYPE", "{r}");
+            for leak in ["987654321", "98765.4321", "true", "Sup3r"] {
+                assert!(!r.to_string().contains(leak), "{r}");
+            }
+        }
+        let r: Rejection = parse_json::<PrivxPassword>(br#"{"host_id":"h","account":"a","password":123456789}"#).unwrap_err();
+        assert_eq!((r.field.as_str(), r.message.as_str()), ("password", "invalid type: integer, expected a string"));
+    }
+
+    #[test]
+    fn dead_letter_copies_hold_no_password() {
+        let body = br#"{"operationType":"UPDATE","elements":[{"resourceId":"h","resourceType":"LINUX","credentials":[{"username":"a","password":"S3cret-One!"},{"username":"b","Password":["S3cret-Two!"]},{"username":"c","password":null}]}]}"#;
+        let (kept, paths) = redact_secrets(body).unwrap();
+        let kept = String::from_utf8(kept).unwrap();
+        assert!(!kept.contains("S3cret"), "{kept}");
+        assert_eq!(paths, ["elements[0].credentials[0].password", "elements[0].credentials[1].Password"]);
+        // Everything else is kept as it was, so the copy still shows what was wrong.
+        let value: serde_json::Value = serde_json::from_str(&kept).unwrap();
+        assert_eq!(value["elements"][0]["credentials"][1]["username"], "b");
+        assert_eq!(value["elements"][0]["credentials"][0]["password"], REDACTED);
+        let (_, paths) = redact_secrets(br#"{"host_id":"h","account":"a","password":"x"}"#).unwrap();
+        assert_eq!(paths, ["password"]);
+        // Not JSON: nothing can be kept.
+        assert!(redact_secrets(br#"{"password":"S3cret-One!""#).is_none());
+        assert!(redact_secrets(b"\xff").is_none());
+        // The placeholder itself is refused as a password.
+        let pw = SecretString::from(REDACTED.to_string());
+        assert_eq!(check_charset(&pw, "password").unwrap_err().code, "VALUE_INCORRECT_FORMAT");
     }
 }

@@ -13,6 +13,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -169,9 +170,10 @@ async fn handle_in_span(
             let error_json = serde_json::to_string(&error).expect("error serializes");
             let mut headers = d.properties.headers().clone().unwrap_or_default();
             headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error_json.into()));
+            let body = dead_letter_body(&d.data, intake.settings.max_message_bytes, &mut headers);
             let props = d.properties.clone().with_headers(headers);
             let published = publisher
-                .basic_publish(&intake.settings.dead_letter_exchange, d.routing_key.as_str(), BasicPublishOptions::default(), &d.data, props)
+                .basic_publish(&intake.settings.dead_letter_exchange, d.routing_key.as_str(), BasicPublishOptions::default(), &body, props)
                 .await;
             let confirmed = match published {
                 Ok(confirm) => confirm.await.map(|c| c.is_ack()).unwrap_or(false),
@@ -180,8 +182,11 @@ async fn handle_in_span(
             if confirmed {
                 d.acker.ack(BasicAckOptions::default()).await
             } else {
-                // The broker dead-letters it itself (without our header) rather than lose it.
-                d.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await
+                // Not a nack without requeue: the broker would dead-letter the original
+                // body, password and all. The refusal is recorded; try the copy again later.
+                tracing::warn!("cannot dead-letter the refused request now; requeueing");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
             }
         }
         Err(Refusal::Unavailable(e)) => {
@@ -218,6 +223,30 @@ async fn accept(intake: &Intake, kind: &str, d: &lapin::message::Delivery, messa
             "type",
             format!("unknown message kind `{other}`; use routing key or type {}", KINDS.join(", ")),
         ))),
+    }
+}
+
+/// The body of a refused request's dead-lettered copy, which must hold no password:
+/// JSON with every password replaced (`x-rotor-redacted` lists where), or, for a body
+/// that is not JSON or is over the size limit and so cannot be searched, nothing at all
+/// (`x-rotor-body-withheld` says why; its size and SHA-256 identify it).
+fn dead_letter_body(body: &[u8], max_bytes: usize, headers: &mut FieldTable) -> Vec<u8> {
+    let kept = if body.len() > max_bytes { None } else { requests::redact_secrets(body) };
+    match kept {
+        Some((redacted, paths)) => {
+            if !paths.is_empty() {
+                headers.insert("x-rotor-redacted".into(), AMQPValue::LongString(paths.join(",").into()));
+            }
+            redacted
+        }
+        None => {
+            let why = if body.len() > max_bytes { "over the size limit" } else { "not JSON, so it may hold a secret rotor cannot find" };
+            headers.insert("x-rotor-body-withheld".into(), AMQPValue::LongString(why.into()));
+            headers.insert("x-rotor-body-bytes".into(), AMQPValue::LongLongInt(body.len() as i64));
+            let digest = hex::encode(Sha256::digest(body));
+            headers.insert("x-rotor-body-sha256".into(), AMQPValue::LongString(digest.into()));
+            Vec::new()
+        }
     }
 }
 

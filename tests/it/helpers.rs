@@ -1,6 +1,7 @@
 //! The test bed: a real `rotor run` process per test, with its own database, AMQP
 //! names, HTTP port and Linux accounts on the local sshd started by scripts/testbed.sh.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
 
@@ -520,21 +521,33 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
         serde_json::from_slice(&d.data).unwrap()
     }
 
-    /// The next dead-lettered message: (body, x-rotor-error header as JSON).
-    pub async fn next_dead_letter(&self) -> (Vec<u8>, Value) {
+    /// The next dead-lettered message.
+    pub async fn next_dead_letter(&self) -> DeadLetter {
         let conn = self.amqp().await;
         let ch = conn.create_channel().await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(m) = ch.basic_get(&self.dead_queue, BasicGetOptions { no_ack: true }).await.unwrap() {
-                let headers = m.delivery.properties.headers().clone().unwrap_or_default();
-                let header = headers
+                let headers: BTreeMap<String, String> = m
+                    .delivery
+                    .properties
+                    .headers()
+                    .clone()
+                    .unwrap_or_default()
                     .inner()
-                    .get("x-rotor-error")
-                    .and_then(|v| v.as_long_string().map(|s| s.to_string()))
-                    .expect("dead letter carries x-rotor-error");
+                    .iter()
+                    .map(|(k, v)| {
+                        let text = match v {
+                            AMQPValue::LongString(s) => s.to_string(),
+                            other => format!("{other:?}"),
+                        };
+                        (k.to_string(), text)
+                    })
+                    .collect();
+                let error = headers.get("x-rotor-error").expect("dead letter carries x-rotor-error");
+                let error = serde_json::from_str(error).unwrap();
                 let _ = conn.close(200, "bye").await;
-                return (m.delivery.data.clone(), serde_json::from_str(&header).unwrap());
+                return DeadLetter { body: m.delivery.data.clone(), error, headers };
             }
             assert!(Instant::now() < deadline, "nothing dead-lettered within 20 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -682,6 +695,15 @@ fn delete_amqp_names(id: &str) {
 
 /// An inventory `[[resource]]` of type LINUX on 127.0.0.1:`port` with the test bed's
 /// admin (linux-chpasswd under sudo); accounts are appended by the caller.
+/// A refused request as rotor dead-lettered it.
+pub struct DeadLetter {
+    pub body: Vec<u8>,
+    /// `x-rotor-error`, a VCF Error.
+    pub error: Value,
+    /// Every header, as text.
+    pub headers: BTreeMap<String, String>,
+}
+
 pub fn resource_toml(resource_id: &str, port: u16, host_key: &str) -> String {
     let bed = testbed();
     format!(

@@ -13,10 +13,17 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
     // Not JSON.
     let reply = app.publish_and_reply("credentials.update", b"{not json").await;
     assert_eq!(reply["status"], "FAILED");
-    let (body, err) = app.next_dead_letter().await;
-    assert_eq!(body, b"{not json");
+    let dead = app.next_dead_letter().await;
+    let err = &dead.error;
     assert_eq!(err["errorCode"], "INVALID_REQUEST");
     assert_eq!(err["context"]["field"], "body");
+    // A body that is not JSON may hold a secret no one can find: it is withheld, and
+    // only its size and digest identify it.
+    assert!(dead.body.is_empty());
+    assert_eq!(dead.headers["x-rotor-body-withheld"], "not JSON, so it may hold a secret rotor cannot find");
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(b"{not json");
+    assert_eq!(dead.headers["x-rotor-body-sha256"], hex::encode(digest));
+    assert_eq!(dead.headers["x-rotor-body-bytes"], "LongLongInt(9)");
 
     // A wrong type deep inside, with a password in the message that must not leak.
     let secret = "Leak-Me-Not-42!";
@@ -24,9 +31,30 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
         r#"{{"operationType":"ROTATE","elements":[{{"resourceId":"{resource}","resourceType":"LINUX","credentials":[{{"username":7,"password":"{secret}"}}]}}]}}"#
     );
     app.publish_and_reply("credentials.update", bad.as_bytes()).await;
-    let (_, err) = app.next_dead_letter().await;
+    let dead = app.next_dead_letter().await;
+    let err = &dead.error;
     assert_eq!(err["context"]["field"], "elements[0].credentials[0].username", "{err:#}");
     assert!(!err.to_string().contains(secret));
+    // The dead-lettered copy keeps the request's shape, with the password replaced.
+    let kept: serde_json::Value = serde_json::from_slice(&dead.body).unwrap();
+    assert_eq!(kept["elements"][0]["credentials"][0]["username"], 7);
+    assert_eq!(kept["elements"][0]["credentials"][0]["password"], rotor::requests::REDACTED);
+    assert_eq!(dead.headers["x-rotor-redacted"], "elements[0].credentials[0].password");
+
+    // A PrivX password for a host rotor does not know; the same for a password of the
+    // wrong type, which serde's message would otherwise echo.
+    for body in [
+        format!(r#"{{"host_id":"no-such-host","account":"{}","password":"{secret}"}}"#, account.username),
+        format!(r#"{{"host_id":"{resource}","account":"{}","password":4242424242}}"#, account.username),
+    ] {
+        app.publish_and_reply("privx.password", body.as_bytes()).await;
+        let dead = app.next_dead_letter().await;
+        let field = if body.contains("no-such-host") { "host_id" } else { "password" };
+        assert_eq!(dead.error["context"]["field"], field, "{:#}", dead.error);
+        let text = format!("{} {}", String::from_utf8_lossy(&dead.body), dead.error);
+        assert!(!text.contains(secret) && !text.contains("4242424242"), "{text}");
+        assert_eq!(dead.headers["x-rotor-redacted"], "password");
+    }
 
     // Not UTF-8; an unknown operationType.
     for (body, code, field) in [
@@ -34,7 +62,7 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
         (br#"{"operationType":"SPIN","elements":[]}"#.to_vec(), "INVALID_REQUEST", "operationType"),
     ] {
         app.publish_and_reply("credentials.update", &body).await;
-        let (_, err) = app.next_dead_letter().await;
+        let err = app.next_dead_letter().await.error;
         assert_eq!(err["errorCode"], code, "{err:#}");
         assert_eq!(err["context"]["field"], field);
     }
@@ -53,7 +81,7 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
         let reply = app.publish_and_reply("credentials.update", &spec).await;
         assert_eq!(reply["status"], "FAILED");
         assert_eq!(reply["errors"][0]["errorCode"], code, "{reply:#}");
-        let (_, err) = app.next_dead_letter().await;
+        let err = app.next_dead_letter().await.error;
         assert_eq!(err["errorCode"], code);
         assert_eq!(err["context"]["field"], field);
     }
@@ -61,8 +89,10 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
     // Too large.
     let big = vec![b' '; 70_000];
     app.publish_and_reply("credentials.update", &big).await;
-    let (_, err) = app.next_dead_letter().await;
-    assert_eq!(err["errorCode"], "REQUEST_TOO_LARGE");
+    let dead = app.next_dead_letter().await;
+    assert_eq!(dead.error["errorCode"], "REQUEST_TOO_LARGE");
+    assert!(dead.body.is_empty());
+    assert_eq!(dead.headers["x-rotor-body-withheld"], "over the size limit");
 
     // The same over HTTP, in a query parameter and a path.
     let (status, err) = app.get("/v1/credentials?resourceName=a%00b", Some(&app.token)).await;
@@ -71,12 +101,12 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
     assert_eq!((status, err["property"].as_str()), (400, Some("account")), "{err:#}");
 
     // Each refusal is recorded as a FAILED task without subtasks; nothing else changed.
-    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status = 'FAILED'"), "12");
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status = 'FAILED'"), "14");
     assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status <> 'FAILED'"), "0");
     assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM subtasks"), "0");
     assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM credential_versions"), "1");
     assert!(ssh_login(&account.username, &account.password));
-    app.assert_logs_free_of(&[secret, &account.password]);
+    app.assert_logs_free_of(&[secret, "4242424242", &account.password]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

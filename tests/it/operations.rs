@@ -30,14 +30,21 @@ async fn update_checks_the_policy_then_applies_the_supplied_password() {
     let weak = "short1";
     let reply = app.publish_and_reply("credentials.update", &spec("UPDATE", &resource, json!([{"username": account.username, "password": weak}]))).await;
     assert_eq!(reply["status"], "FAILED");
-    let (_, err) = app.next_dead_letter().await;
+    let dead = app.next_dead_letter().await;
+    let err = &dead.error;
     assert_eq!(err["errorCode"], "PASSWORD_POLICY_VIOLATION", "{err:#}");
     assert_eq!(err["context"]["field"], "elements[0].credentials[0].password");
     assert!(err["message"].as_str().unwrap().contains("TOO_SHORT"), "{err:#}");
     assert!(!err.to_string().contains(weak));
+    assert!(!String::from_utf8_lossy(&dead.body).contains(weak), "the dead letter holds the password");
+    // Whoever re-publishes the dead letter as it is gets a refusal, never the placeholder
+    // stored or applied as a password.
+    app.publish_and_reply("credentials.update", &dead.body).await;
+    let err = app.next_dead_letter().await.error;
+    assert_eq!((err["errorCode"].as_str(), err["context"]["field"].as_str()), (Some("VALUE_INCORRECT_FORMAT"), Some("elements[0].credentials[0].password")), "{err:#}");
     // UPDATE without a password names the field.
     app.publish_and_reply("credentials.update", &spec("UPDATE", &resource, json!([{"username": account.username}]))).await;
-    let (_, err) = app.next_dead_letter().await;
+    let err = app.next_dead_letter().await.error;
     assert_eq!(err["errorCode"], "REQUIRED_VALUE_MISSING");
     assert_eq!(err["context"]["field"], "elements[0].credentials[0].password");
     assert_eq!(versions(&app), "CURRENT:ONBOARDED");
@@ -105,7 +112,7 @@ async fn auto_rotate_policy_is_set_shown_and_bounded() {
     };
     for bad in [0, 366] {
         app.publish_and_reply("credentials.update", &set(json!(bad), true)).await;
-        let (_, err) = app.next_dead_letter().await;
+        let err = app.next_dead_letter().await.error;
         assert_eq!(err["errorCode"], "VALUE_OUT_OF_BOUNDS");
         assert_eq!(err["context"]["field"], "autoRotatePolicy.frequencyInDays");
     }
