@@ -60,20 +60,34 @@ impl Schedule {
         self.into_window(t, &mut rng)
     }
 
+    /// Whether `t` falls in the allowed window (always, without one).
+    pub fn inside_window(&self, t: DateTime<Utc>) -> bool {
+        let Some((start, end)) = self.window else { return true };
+        let time = t.with_timezone(&self.tz).time();
+        if start < end {
+            time >= start && time < end
+        } else {
+            time >= start || time < end
+        }
+    }
+
     /// `t` itself when inside the window, else a uniformly drawn moment of the next window.
     fn into_window(&self, t: DateTime<Utc>, rng: &mut impl Rng) -> DateTime<Utc> {
         let Some((start, end)) = self.window else { return t };
-        let local = t.with_timezone(&self.tz);
-        let time = local.time();
-        let inside = if start < end { time >= start && time < end } else { time >= start || time < end };
-        if inside {
+        if self.inside_window(t) {
             return t;
         }
+        let local = t.with_timezone(&self.tz);
         let mut day = local.date_naive();
-        if time >= start {
+        if local.time() >= start {
             day = day.succ_opt().unwrap_or(day);
         }
-        let opens = self.tz.from_local_datetime(&day.and_time(start)).earliest().map(|d| d.with_timezone(&Utc)).unwrap_or(t);
+        // A start that falls in a DST gap (02:30 on the night clocks jump to 03:00) does
+        // not exist that day: the window opens at the first local minute that does.
+        let opens = (0..=180)
+            .find_map(|m| self.tz.from_local_datetime(&(day.and_time(start) + chrono::Duration::minutes(m))).earliest())
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or(t);
         let length = if start < end { end - start } else { chrono::Duration::days(1) - (start - end) };
         opens + chrono::Duration::seconds(rng.random_range(0..length.num_seconds().max(1)))
     }
@@ -111,7 +125,9 @@ impl Scheduler {
         )
         .fetch_one(&mut *tx)
         .await?;
-        if due == 0 {
+        // Outside the allowed window nothing starts, whatever planned it (a catch-up after
+        // a downtime, a retry after a failure, a resume).
+        if due == 0 || !self.engine.schedule.inside_window(now) {
             tx.commit().await?;
             return Ok(Tick { leader, due, created: 0 });
         }
@@ -148,7 +164,9 @@ impl Scheduler {
                 operation: Operation::Rotate,
                 name: format!("Auto-rotate password of {}@{}", r.username, r.resource_id),
                 source: "SCHEDULER",
-                request_key: Some(format!("auto:{}:{}", r.id, r.next.timestamp())),
+                // No key: the lock and this transaction already make it once per due
+                // credential, and a key made of the planned time could name an older task.
+                request_key: None,
                 is_auto_rotate: true,
                 subtasks: vec![NewSubTask { credential_id: r.id, password: None, params: serde_json::json!({}) }],
             };
@@ -198,6 +216,7 @@ impl Scheduler {
             match crate::engine::check_current(&self.engine, *id).await {
                 Ok(Some((version, Login::Refused))) => {
                     // Only if no rotation touched it meanwhile: same current version, no lease, nothing pending.
+                    let mut tx = self.pool().begin().await?;
                     let n = sqlx::query!(
                         "UPDATE credentials c SET status = 'OUT_OF_SYNC', heartbeat_at = $3, updated_at = now()
                           WHERE c.id = $1 AND c.lease_subtask IS NULL
@@ -207,9 +226,15 @@ impl Scheduler {
                         version,
                         now
                     )
-                    .execute(self.pool())
+                    .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                    // Never rotated automatically until remediated, so a planned turn goes too.
+                    let withdrawn = if n == 1 { crate::engine::control::withdraw_auto_rotation(&mut tx, *id).await? } else { None };
+                    tx.commit().await?;
+                    if let Some((task_id, Some(status))) = withdrawn {
+                        self.engine.events.task(task_id, &status);
+                    }
                     if n == 1 {
                         drifted += 1;
                         tracing::warn!(target: "rotor::security", credential_id = %id,

@@ -167,8 +167,12 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             sqlx::query!("INSERT INTO audit_log (actor, action, credential_id) VALUES ($1, 'AUTO_ROTATE_PAUSE', $2)", actor(), id)
                 .execute(&mut *tx)
                 .await?;
+            let withdrawn = crate::engine::control::withdraw_auto_rotation(&mut tx, id).await?;
             tx.commit().await?;
             tracing::info!(target: "rotor::security", credential_id = %id, "auto-rotation paused");
+            if let Some((task_id, _)) = withdrawn {
+                println!("{username}@{resource}: its planned auto-rotation (task {task_id}) was cancelled before it started");
+            }
             match days {
                 Some(d) => println!("{username}@{resource}: auto-rotation (every {d} days) paused; `rotor credential resume` restarts it"),
                 None => println!("{username}@{resource}: paused (it has no auto-rotation policy yet; one set later stays paused)"),

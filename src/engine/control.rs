@@ -1,7 +1,7 @@
 //! Tasks as operators and producers act on them: refused requests, idempotency keys,
 //! retry and cancel.
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::repo::{roll_up, Created, Error, WORK_CHANNEL};
@@ -115,26 +115,8 @@ pub async fn cancel_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> 
     if !matches!(status.as_str(), "PENDING" | "IN_PROGRESS") {
         return Ok(Change::Conflict(format!("the task has already ended ({status})")));
     }
-    let cancelled = sqlx::query_scalar!(
-        "UPDATE subtasks s SET status = 'CANCELLED', completed_at = now()
-          WHERE s.task_id = $1 AND s.status = 'PENDING'
-            AND NOT EXISTS (SELECT 1 FROM stages st WHERE st.subtask_id = s.id AND st.name = 'STAGE_PENDING' AND st.status = 'SUCCESSFUL')
-            AND NOT EXISTS (SELECT 1 FROM credential_versions v WHERE v.subtask_id = s.id AND v.state = 'PENDING')
-          RETURNING s.id",
-        task_id
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let cancelled = cancel_unstarted(&mut tx, task_id).await?;
     if !cancelled.is_empty() {
-        sqlx::query!("UPDATE stages SET status = 'CANCELLED' WHERE subtask_id = ANY($1) AND status = 'PENDING'", &cancelled)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query!(
-            "UPDATE credentials SET lease_subtask = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE lease_subtask = ANY($1)",
-            &cancelled
-        )
-        .execute(&mut *tx)
-        .await?;
         // A cancelled auto-rotation skips this turn: the next one is a full period away
         // (by this process's clock, as the scheduler judges due-ness).
         sqlx::query!(
@@ -151,4 +133,52 @@ pub async fn cancel_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> 
     let status = roll_up(&mut tx, task_id).await?;
     tx.commit().await?;
     Ok(Change::Done(status))
+}
+
+/// Withdraws the credential's planned auto-rotation when it is paused, disabled or found
+/// OUT_OF_SYNC: its task is cancelled if the subtask has not started (one already running
+/// reaches its safe end), and nothing is planned until the caller plans again.
+/// Returns the cancelled task and its new status.
+pub async fn withdraw_auto_rotation(conn: &mut PgConnection, credential_id: Uuid) -> Result<Option<(Uuid, Option<String>)>, Error> {
+    let Some(task_id) = sqlx::query_scalar!("SELECT auto_task_id FROM credentials WHERE id = $1 FOR UPDATE", credential_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .flatten()
+    else {
+        return Ok(None);
+    };
+    if cancel_unstarted(conn, task_id).await?.is_empty() {
+        return Ok(None);
+    }
+    sqlx::query!("UPDATE credentials SET auto_task_id = NULL, next_rotation_at = NULL WHERE id = $1", credential_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some((task_id, roll_up(conn, task_id).await?)))
+}
+
+/// Cancels a task's subtasks that have not started (PENDING, no pending password stored)
+/// and releases their credentials; returns them.
+async fn cancel_unstarted(conn: &mut PgConnection, task_id: Uuid) -> Result<Vec<Uuid>, Error> {
+    let cancelled = sqlx::query_scalar!(
+        "UPDATE subtasks s SET status = 'CANCELLED', completed_at = now()
+          WHERE s.task_id = $1 AND s.status = 'PENDING'
+            AND NOT EXISTS (SELECT 1 FROM stages st WHERE st.subtask_id = s.id AND st.name = 'STAGE_PENDING' AND st.status = 'SUCCESSFUL')
+            AND NOT EXISTS (SELECT 1 FROM credential_versions v WHERE v.subtask_id = s.id AND v.state = 'PENDING')
+          RETURNING s.id",
+        task_id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if !cancelled.is_empty() {
+        sqlx::query!("UPDATE stages SET status = 'CANCELLED' WHERE subtask_id = ANY($1) AND status = 'PENDING'", &cancelled)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query!(
+            "UPDATE credentials SET lease_subtask = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE lease_subtask = ANY($1)",
+            &cancelled
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(cancelled)
 }

@@ -437,6 +437,7 @@ async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Don
         _ => None,
     };
     let mut tx = repo::fenced(&engine.pool, claim).await?;
+    let mut withdrawn = None;
     match claim.operation {
         Operation::Rotate | Operation::Update | Operation::Remediate if supplied.is_none() => promote(&mut tx, engine, account).await?,
         Operation::Remediate | Operation::SetPassword => {
@@ -462,9 +463,14 @@ async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Don
             let last = sqlx::query_scalar!("SELECT last_rotated_at FROM credentials WHERE id = $1", account.credential_id)
                 .fetch_one(&mut *tx)
                 .await?;
+            if days.is_none() {
+                withdrawn = super::control::withdraw_auto_rotation(&mut tx, account.credential_id).await?;
+            }
             let next = days.map(|d| engine.schedule.next(last.unwrap_or_else(chrono::Utc::now), d));
+            // While an auto-rotation is in flight its COMMIT plans the next one, with these days.
             sqlx::query!(
-                "UPDATE credentials SET auto_rotate_days = $2, next_rotation_at = $3, auto_failures = 0, updated_at = now()
+                "UPDATE credentials SET auto_rotate_days = $2, auto_failures = 0, updated_at = now(),
+                        next_rotation_at = CASE WHEN auto_task_id IS NULL THEN $3 ELSE next_rotation_at END
                   WHERE id = $1",
                 account.credential_id,
                 days,
@@ -480,6 +486,9 @@ async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Don
     let task_status = repo::finish_subtask(&mut tx, claim, "SUCCESSFUL", None, false).await?;
     tx.commit().await.map_err(repo::Error::from)?;
     announce(engine, claim, "SUCCESSFUL", task_status);
+    if let Some((task_id, Some(status))) = withdrawn {
+        engine.events.task(task_id, &status);
+    }
     tracing::info!(target: "rotor::security", username = %account.username, resource_id = %account.resource_id,
         operation = %claim.operation, "password rotation committed");
     Ok(Done::Recorded)

@@ -325,3 +325,71 @@ async fn the_heartbeat_finds_a_password_changed_behind_rotors_back_and_remediate
     assert!(!ssh_login(&account.username, &by_hand));
     app.assert_logs_free_of(&[&account.password, &by_hand, &rotated]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_auto_rotation_is_withdrawn_by_pause_disable_and_drift() {
+    // Four due at once with burst = 0: their starts are spread 1,000 s apart, so three
+    // tasks wait, planned but not started, while the first runs.
+    let mut app = TestApp::spawn_with(fast("burst = 0\ncatch_up_seconds = 4000")).await;
+    let accounts: Vec<Account> = (0..4).map(|_| Account::create("rtitwd")).collect();
+    let resource = format!("wd-{}", app.id);
+    let inv = resource_toml(&resource, testbed().port, &testbed().host_key_fpr)
+        + &app.accounts_toml(&accounts.iter().collect::<Vec<_>>(), "auto_rotate_days = 1\n");
+    assert_eq!(app.apply_inventory_text(&resource, &inv).code, 0);
+    restart_at(&mut app, "+25h").await;
+    nth_auto_task(&app, 4).await;
+    let waiting = psql_value(
+        &app.db_name,
+        "SELECT string_agg(t.id || ' ' || c.username, ',' ORDER BY s.not_before) FROM tasks t
+           JOIN subtasks s ON s.task_id = t.id JOIN credentials c ON c.id = s.credential_id
+          WHERE t.is_auto_rotate AND s.status = 'PENDING' AND s.not_before > now() + interval '10 minutes'",
+    );
+    let waiting: Vec<(&str, &str)> = waiting.split(',').map(|p| p.split_once(' ').unwrap()).collect();
+    assert_eq!(waiting.len(), 3, "three planned, not started: {waiting:?}");
+    let account = |name: &str| accounts.iter().find(|a| a.username == name).unwrap();
+    let [(paused_task, paused), (disabled_task, disabled), (drifted_task, drifted)] = waiting[..] else { unreachable!() };
+
+    // Paused: its planned turn is cancelled at once.
+    let out = app.cli(&["credential", "pause", "--resource", &resource, "--username", paused]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(&format!("task {paused_task}) was cancelled")), "{}", out.stdout);
+    // Disabled by UPDATE_AUTO_ROTATE_POLICY.
+    let spec = json!({"operationType": "UPDATE_AUTO_ROTATE_POLICY", "elements": [{"resourceId": resource, "resourceType": "LINUX",
+        "credentials": [{"username": disabled}]}], "autoRotatePolicy": {"enableAutoRotatePolicy": false}});
+    let reply = app.publish_and_reply("credentials.update", &serde_json::to_vec(&spec).unwrap()).await;
+    assert_eq!(app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(60)).await["status"], "SUCCESSFUL");
+    // Changed behind rotor's back, found by a heartbeat round.
+    let by_hand = format!("Hand-{}-Set9!", unique());
+    account(drifted).set_password_on_host(&by_hand);
+    let out = app.cli(&["scheduler", "heartbeat"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(credential(&app, drifted).await["status"], "OUT_OF_SYNC");
+
+    for task_id in [paused_task, disabled_task, drifted_task] {
+        let task = app.wait_task(task_id, Duration::from_secs(30)).await;
+        assert_eq!(task["status"], "CANCELLED", "{task:#}");
+        let stages = task["subTasks"][0]["stages"].as_array().unwrap();
+        assert!(stages.iter().all(|s| s["status"] == "CANCELLED"), "no stage ran: {task:#}");
+    }
+    // Nothing was touched on the targets, and rotor still holds what they hold.
+    for name in [paused, disabled] {
+        assert_eq!(app.reveal(&resource, name), account(name).password);
+        assert!(ssh_login(name, &account(name).password));
+    }
+    assert!(ssh_login(drifted, &by_hand), "the drifted account keeps the password set by hand");
+    // The first one was already running and rotated; no new turn was planned for the others.
+    let first = nth_auto_task(&app, 1).await;
+    assert_eq!(app.wait_task(&first, Duration::from_secs(90)).await["status"], "SUCCESSFUL");
+    app.wait_ticks(3).await;
+    assert_eq!(auto_tasks(&app), 4, "withdrawn turns are not planned again");
+    assert!(credential(&app, disabled).await["autoRotatePolicy"].is_null());
+
+    // Resumed, the paused one rotates at the next tick.
+    let out = app.cli(&["credential", "resume", "--resource", &resource, "--username", paused]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let fifth = nth_auto_task(&app, 5).await;
+    assert_eq!(app.wait_task(&fifth, Duration::from_secs(90)).await["status"], "SUCCESSFUL");
+    let new = app.reveal(&resource, paused);
+    assert!(ssh_login(paused, &new));
+    assert!(!ssh_login(paused, &account(paused).password));
+}
