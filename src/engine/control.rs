@@ -70,8 +70,11 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
         return Ok(Change::Conflict("the task has no failed subtask to retry (a refused request cannot be retried)".into()));
     }
     for s in subtasks {
+        // With its pending password kept, an APPLY that ran may have set it on the target:
+        // APPLY keeps its status so the retry checks that password before changing anything.
         sqlx::query!(
-            "UPDATE stages SET status = 'PENDING', completed_at = NULL, errors = '[]',
+            "UPDATE stages SET completed_at = NULL, errors = '[]',
+                    status = CASE WHEN $2 AND name = 'APPLY' AND status <> 'PENDING' THEN status ELSE 'PENDING' END,
                     started_at = CASE WHEN $2 THEN started_at END
               WHERE subtask_id = $1 AND (NOT $2 OR status NOT IN ('SUCCESSFUL', 'NOT_APPLICABLE'))",
             s.id,

@@ -12,7 +12,7 @@ use crate::vault::versions::{self, State};
 pub(super) async fn give_up_or_retry(
     engine: &Engine,
     claim: &Claim,
-    account: &Account,
+    account: Option<&Account>,
     stage: Stage,
     e: StageError,
     touched: bool,
@@ -26,13 +26,15 @@ pub(super) async fn give_up_or_retry(
         tx.commit().await?;
         return Ok(());
     }
-    fail(engine, claim, Some(account), stage, e, touched).await
+    fail(engine, claim, account, stage, e, touched).await
 }
 
 /// What the target really holds, by logging in.
 enum Truth {
     Pending,
     Current,
+    /// The version before current: it is made current again.
+    Previous(i32),
     Unknown(String),
 }
 
@@ -41,13 +43,15 @@ async fn find_truth(engine: &Engine, claim: &Claim, account: &Account) -> Truth 
         let mut conn = engine.pool.acquire().await?;
         let pending = versions::get(&mut conn, &engine.key, account.credential_id, State::Pending).await?;
         let current = versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await?;
-        Ok::<_, crate::vault::Error>((pending.filter(|v| v.subtask_id == Some(claim.subtask_id)), current))
+        let previous = versions::get(&mut conn, &engine.key, account.credential_id, State::Previous).await?;
+        Ok::<_, crate::vault::Error>((pending.filter(|v| v.subtask_id == Some(claim.subtask_id)), current, previous))
     };
-    let (pending, current) = match candidates.await {
+    let (pending, current, previous) = match candidates.await {
         Ok(c) => c,
         Err(e) => return Truth::Unknown(format!("cannot read the vault: {e}")),
     };
-    for (version, truth) in [(pending, Truth::Pending), (current, Truth::Current)] {
+    let previous_truth = Truth::Previous(previous.as_ref().map_or(0, |v| v.version));
+    for (version, truth) in [(pending, Truth::Pending), (current, Truth::Current), (previous, previous_truth)] {
         let Some(v) = version else { continue };
         match login(account, &v.password).await {
             Ok(Login::Accepted) => return truth,
@@ -55,17 +59,19 @@ async fn find_truth(engine: &Engine, claim: &Claim, account: &Account) -> Truth 
             Err(e) => return Truth::Unknown(e.error.message),
         }
     }
-    Truth::Unknown("neither the pending nor the current password logs in".into())
+    Truth::Unknown("none of the pending, current and previous passwords logs in".into())
 }
 
 /// Ends the subtask FAILED, leaving the vault agreeing with the target whenever rotor
 /// can tell what the target holds (`touched`: an attempt may have changed it).
 pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Account>, stage: Stage, mut e: StageError, touched: bool) -> Result<(), repo::Error> {
-    let truth = match account {
-        Some(account) if touched => Some(find_truth(engine, claim, account).await),
-        _ => None,
+    let truth = match (account, touched) {
+        (Some(account), true) => Some(find_truth(engine, claim, account).await),
+        (None, true) => Some(Truth::Unknown("the account could not be loaded to log in".into())),
+        (_, false) => None,
     };
     let mut promote_pending = false;
+    let mut previous_is_live = None;
     match &truth {
         Some(Truth::Pending) => {
             promote_pending = true;
@@ -73,15 +79,17 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
             e.error.remediation_message = "The new password is live on the target and was made current.".into();
         }
         Some(Truth::Current) => e.unresolved = false,
+        Some(Truth::Previous(version)) => {
+            previous_is_live = Some(*version);
+            e.unresolved = false;
+            e.error.remediation_message = "The target holds the previous password; it was made current again.".into();
+        }
         Some(Truth::Unknown(why)) => {
             e = e.unresolved();
             e.error = e.error.clone().cause("TRUTH_UNKNOWN", why.clone());
         }
         None => {}
     }
-    tracing::error!(stage = %stage, code = %e.error.error_code, error = %e.error.message, unresolved = e.unresolved,
-        "subtask failed");
-    let error = e.error.context("stage", stage.as_str()).context("subtaskId", claim.subtask_id.to_string());
     let mut tx = repo::fenced(&engine.pool, claim).await?;
     if promote_pending {
         if let Some(account) = account {
@@ -90,7 +98,7 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
             }
         }
     } else if !e.unresolved {
-        // The target still has the current password: the pending one never went live.
+        // The target holds a version rotor knows, not this subtask's pending one.
         sqlx::query!(
             "UPDATE credential_versions SET state = 'ABANDONED', state_changed_at = now()
               WHERE credential_id = $1 AND state = 'PENDING' AND subtask_id = $2",
@@ -99,7 +107,29 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
         )
         .execute(&mut *tx)
         .await?;
+        if let Some(version) = previous_is_live {
+            versions::restore_previous(&mut tx, claim.credential_id, version).await?;
+        }
+        if truth.is_none() {
+            // Nothing reached the target: a reconcile that set an earlier rotation's
+            // unresolved pending password aside leaves the credential as it found it.
+            let restored = sqlx::query!(
+                "UPDATE credential_versions SET state = 'PENDING', state_changed_at = now(), set_aside_by = NULL
+                  WHERE credential_id = $1 AND state = 'ABANDONED' AND set_aside_by = $2",
+                claim.credential_id,
+                claim.subtask_id
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if restored > 0 {
+                e = e.unresolved();
+            }
+        }
     }
+    tracing::error!(stage = %stage, code = %e.error.error_code, error = %e.error.message, unresolved = e.unresolved,
+        "subtask failed");
+    let error = e.error.context("stage", stage.as_str()).context("subtaskId", claim.subtask_id.to_string());
     let task_status = repo::finish_subtask(&mut tx, claim, "FAILED", Some((stage, &error)), e.unresolved).await?;
     let stopped = if claim.is_auto {
         crate::scheduler::after_auto_failure(&mut tx, &engine.scheduler, claim.credential_id, chrono::Utc::now()).await?

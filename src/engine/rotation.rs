@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::model::{Operation, Stage};
 use super::repo::{self, Claim};
-use super::recovery::{announce, fail, give_up_or_retry};
+use super::recovery::{announce, give_up_or_retry};
 use super::Engine;
 use crate::target::{self, Admin, Login, Target};
 use crate::vault::versions::{self, Origin, State};
@@ -109,12 +109,14 @@ pub async fn run(engine: &Arc<Engine>, claim: Claim) {
 
 async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), repo::Error> {
     let stages = repo::stage_statuses(&engine.pool, claim.subtask_id).await?;
+    // An earlier attempt that got as far as APPLY may have changed the target (a retry
+    // keeps APPLY's status for exactly this reason).
+    let mut touched = stages.iter().any(|(stage, status)| *stage == Stage::Apply && status != "PENDING");
     let account = match load_account(engine, claim.credential_id).await {
         Ok(a) => a,
-        Err(e) => return fail(engine, claim, None, Stage::Validate, e, false).await,
+        // A database error here is retried like any other; giving up must know `touched`.
+        Err(e) => return give_up_or_retry(engine, claim, None, Stage::Validate, e, touched).await,
     };
-    // An earlier attempt that got as far as APPLY may have changed the target.
-    let mut touched = stages.iter().any(|(stage, status)| *stage == Stage::Apply && status != "PENDING");
     let mut new_password: Option<SecretString> = None;
     for (stage, status) in stages {
         if status == "SUCCESSFUL" || status == "NOT_APPLICABLE" {
@@ -131,7 +133,7 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), repo::Err
                 return Err(repo::Error::LostLease(claim.credential_id));
             }
         }
-        let outcome = run_stage(engine, claim, &account, stage, resumed, &mut new_password).await;
+        let outcome = run_stage(engine, claim, &account, stage, resumed || touched, &mut new_password).await;
         match outcome {
             Ok(Done::Recorded) => {}
             Ok(done) => {
@@ -142,7 +144,7 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), repo::Err
             }
             Err(e) => {
                 touched |= stage > Stage::Apply || (stage == Stage::Apply && e.unresolved);
-                return give_up_or_retry(engine, claim, &account, stage, e, touched).await;
+                return give_up_or_retry(engine, claim, Some(&account), stage, e, touched).await;
             }
         }
         touched |= stage == Stage::Apply;
@@ -152,12 +154,13 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), repo::Err
     Ok(())
 }
 
+/// `maybe_applied`: an earlier attempt may already have set the pending password.
 async fn run_stage(
     engine: &Arc<Engine>,
     claim: &Claim,
     account: &Account,
     stage: Stage,
-    resumed: bool,
+    maybe_applied: bool,
     new_password: &mut Option<SecretString>,
 ) -> Result<Done, StageError> {
     match stage {
@@ -182,7 +185,7 @@ async fn run_stage(
             };
             stage_pending(engine, claim, account, fresh).await
         }
-        Stage::Apply => apply(engine, claim, account, resumed).await,
+        Stage::Apply => apply(engine, claim, account, maybe_applied).await,
         Stage::VerifyNew => {
             let pending = pending_of(engine, claim, account).await?;
             match login(account, &pending).await? {
@@ -351,10 +354,13 @@ async fn stage_pending(engine: &Engine, claim: &Claim, account: &Account, fresh:
     let mut tx = repo::fenced(&engine.pool, claim).await?;
     let mut existing = versions::get(&mut tx, &engine.key, account.credential_id, State::Pending).await?;
     if claim.reconcile() && existing.as_ref().is_some_and(|v| v.subtask_id != Some(claim.subtask_id)) {
-        // Reconcile replaces whatever an earlier failed rotation left pending.
+        // Reconcile replaces whatever an earlier failed rotation left pending; if it then
+        // changes nothing on the target, that version is put back (recovery::fail).
         sqlx::query!(
-            "UPDATE credential_versions SET state = 'ABANDONED', state_changed_at = now() WHERE credential_id = $1 AND state = 'PENDING'",
-            account.credential_id
+            "UPDATE credential_versions SET state = 'ABANDONED', state_changed_at = now(), set_aside_by = $2
+              WHERE credential_id = $1 AND state = 'PENDING'",
+            account.credential_id,
+            claim.subtask_id
         )
         .execute(&mut *tx)
         .await?;
@@ -384,10 +390,11 @@ async fn pending_of(engine: &Engine, claim: &Claim, account: &Account) -> Result
     }
 }
 
-async fn apply(engine: &Engine, claim: &Claim, account: &Account, resumed: bool) -> Result<Done, StageError> {
+async fn apply(engine: &Engine, claim: &Claim, account: &Account, maybe_applied: bool) -> Result<Done, StageError> {
     let pending = pending_of(engine, claim, account).await?;
-    // An earlier attempt may have changed the password already: then there is nothing to do.
-    if resumed || claim.attempts > 1 {
+    // An earlier attempt may have changed the password already: then there is nothing to
+    // do (and linux-passwd could not log in with the old one to do it again).
+    if maybe_applied || claim.attempts > 1 {
         if let Ok(Login::Accepted) = login(account, &pending).await {
             tracing::info!("pending password already live on the target; not applying again");
             return Ok(Done::Successful);

@@ -146,6 +146,32 @@ pub async fn promote_pending(conn: &mut PgConnection, credential_id: Uuid, keep:
     Ok(())
 }
 
+/// The target was found to hold the PREVIOUS version (`version`): it becomes CURRENT
+/// again and the current one becomes PREVIOUS, so the vault agrees with the target.
+pub async fn restore_previous(conn: &mut PgConnection, credential_id: Uuid, version: i32) -> Result<(), sqlx::Error> {
+    // One state at a time: the partial unique indexes are checked per row.
+    for (from, to) in [("CURRENT", "RETIRED"), ("PREVIOUS", "CURRENT")] {
+        sqlx::query!(
+            "UPDATE credential_versions SET state = $3, state_changed_at = now() WHERE credential_id = $1 AND state = $2",
+            credential_id,
+            from,
+            to
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query!(
+        "UPDATE credential_versions SET state = 'PREVIOUS', state_changed_at = now()
+          WHERE credential_id = $1 AND state = 'RETIRED' AND version = (SELECT max(version) FROM credential_versions
+                                                                         WHERE credential_id = $1 AND state = 'RETIRED' AND version > $2)",
+        credential_id,
+        version
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Stores a password supplied in a request, encrypted and bound to its subtask.
 pub async fn put_supplied(conn: &mut PgConnection, key: &MasterKey, subtask_id: Uuid, password: &SecretString) -> Result<(), Error> {
     let sealed = key.seal_for_subtask(subtask_id, password);

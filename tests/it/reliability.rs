@@ -169,12 +169,25 @@ async fn a_dead_host_fails_cleanly_and_other_hosts_still_rotate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_truth_cannot_be_told_the_task_is_unresolved_and_the_password_kept() {
+    unresolved_then_retried("linux-chpasswd").await;
+}
+
+/// linux-passwd changes a password by logging in with the current one, so a retry that
+/// forgot the pending password may be live would be refused and lose it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresolved_linux_passwd_rotation_retried_keeps_the_live_password() {
+    unresolved_then_retried("linux-passwd").await;
+}
+
+async fn unresolved_then_retried(platform: &str) {
     // Rotor dies right after the target changed; when it comes back the host is gone.
     let mut app = TestApp::spawn_with(Options { instance_id: true, lease_seconds: 10, max_attempts: 2, ..Default::default() }).await;
     let host = ExtraSshd::start();
     let account = Account::create("rtitu");
     let resource = format!("flaky-{}", app.id);
-    assert_eq!(app.apply_inventory_at(&resource, host.port, &host.host_key_fpr, &[&account]).code, 0);
+    let inventory = resource_toml(&resource, host.port, &host.host_key_fpr).replace("\"linux-chpasswd\"", &format!("\"{platform}\""))
+        + &app.accounts_toml(&[&account], "");
+    assert_eq!(app.apply_inventory_text(&resource, &inventory).code, 0);
     app.stop();
     app.start_with_env(&[("ROTOR_FAILPOINT", "APPLY:target")]).await;
     let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
@@ -191,12 +204,44 @@ async fn when_the_truth_cannot_be_told_the_task_is_unresolved_and_the_password_k
     assert_eq!(psql_value(&app.db_name, "SELECT string_agg(state, ',' ORDER BY version) FROM credential_versions"), "CURRENT,PENDING");
     let pending = app.cli(&["credential", "reveal", "--resource", &resource, "--username", &account.username, "--version", "2"]);
     assert_eq!(pending.code, 0);
-    assert!(ssh_login(&account.username, pending.stdout.trim_end()), "the pending version is what the target holds");
+    let pending = pending.stdout.trim_end().to_string();
+    assert!(ssh_login(&account.username, &pending), "the pending version is what the target holds");
     assert!(!ssh_login(&account.username, &account.password));
     // A later rotation of the same credential refuses to stack a second pending password on it.
     host.restart();
     let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
     let again = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(60)).await;
     assert_eq!(again["errors"][0]["errorCode"], "CREDENTIAL_UNRESOLVED", "{again:#}");
-    assert!(ssh_login(&account.username, pending.stdout.trim_end()));
+    assert!(ssh_login(&account.username, &pending));
+
+    // A reconcile whose admin cannot log in sets that pending password aside, changes
+    // nothing, and must put it back: the credential stays unresolved, the password kept.
+    let wrong_key = app.dir.join("wrong_admin_key");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", wrong_key.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let broken = inventory.replace(&testbed().admin_key, wrong_key.to_str().unwrap());
+    assert_eq!(app.apply_inventory_text(&resource, &broken).code, 0);
+    let reconcile = serde_json::json!({"operationType": "REMEDIATE", "elements": [{"resourceId": resource, "resourceType": "LINUX",
+        "credentials": [{"username": account.username}]}]});
+    let reply = app.publish_and_reply("credentials.update", reconcile.to_string().as_bytes()).await;
+    let failed = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(failed["subTasks"][0]["errors"][0]["errorCode"], "AUTHENTICATION_FAILED", "{failed:#}");
+    assert_eq!(failed["resolutionStatus"], "UNRESOLVED", "{failed:#}");
+    assert_eq!(psql_value(&app.db_name, "SELECT string_agg(state, ',' ORDER BY version) FROM credential_versions"), "CURRENT,PENDING,ABANDONED");
+    assert!(ssh_login(&account.username, &pending));
+    assert_eq!(app.apply_inventory_text(&resource, &inventory).code, 0);
+
+    // The host is back: the operator retries the first task. It finds its pending password
+    // live, finishes the rotation with it, and the vault agrees with the target again.
+    let (status, body) = app.send("PATCH", &format!("/v1/credentials/tasks/{task_id}"), Some(&app.token), None).await;
+    assert_eq!(status, 202, "{body:#}");
+    let task = app.wait_task(&task_id, Duration::from_secs(90)).await;
+    assert_eq!((task["status"].as_str(), task["resolutionStatus"].as_str()), (Some("SUCCESSFUL"), Some("RESOLVED")), "{task:#}");
+    assert_eq!(app.reveal(&resource, &account.username), pending);
+    assert!(ssh_login(&account.username, &pending));
+    assert!(!ssh_login(&account.username, &account.password));
+    app.assert_logs_free_of(&[&account.password, &pending]);
 }
