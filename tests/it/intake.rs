@@ -94,6 +94,14 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
     assert!(dead.body.is_empty());
     assert_eq!(dead.headers["x-rotor-body-withheld"], "over the size limit");
 
+    // Too large over HTTP: the same error, in each route family's shape.
+    let padding = json_padding(70_000);
+    let (status, err) = app.send("PATCH", "/v1/credentials", Some(&app.token), Some(padding.clone())).await;
+    assert_eq!((status, err["errorCode"].as_str(), err["context"]["field"].as_str()), (413, Some("REQUEST_TOO_LARGE"), Some("body")), "{err:#}");
+    let path = format!("/secrets-manager/api/v1/password/{resource}/{}", account.username);
+    let (status, err) = app.send("PUT", &path, Some(&app.token), Some(padding)).await;
+    assert_eq!((status, err["error_code"].as_str(), err["property"].as_str()), (413, Some("VALUE_OUT_OF_BOUNDS"), Some("body")), "{err:#}");
+
     // The same over HTTP, in a query parameter and a path.
     let (status, err) = app.get("/v1/credentials?resourceName=a%00b", Some(&app.token)).await;
     assert_eq!((status, err["context"]["field"].as_str()), (400, Some("resourceName")), "{err:#}");
@@ -131,4 +139,9 @@ async fn http_needs_a_token_with_the_right_scope() {
     assert_eq!(body["errorCode"], "INVALID_REQUEST");
     let (status, _) = app.get(&format!("/v1/credentials/tasks/{}", uuid::Uuid::new_v4()), Some(&app.token)).await;
     assert_eq!(status, 404);
+}
+
+/// A JSON body of about `bytes` bytes.
+fn json_padding(bytes: usize) -> serde_json::Value {
+    serde_json::json!({ "padding": "x".repeat(bytes) })
 }

@@ -127,8 +127,11 @@ async fn auto_rotate_policy_is_set_shown_and_bounded() {
     assert!(cred["autoRotatePolicy"]["nextSchedule"].is_string());
     assert!(cred.get("password").is_none());
     let reply = app.publish_and_reply("credentials.update", &set(Value::Null, false)).await;
-    app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(30)).await;
-    let (_, one) = app.get(&format!("/v1/credentials/{}", cred["id"].as_str().unwrap()), Some(&app.token)).await;
+    let task = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(30)).await;
+    assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
+    let (status, one) = app.get(&format!("/v1/credentials/{}", cred["id"].as_str().unwrap()), Some(&app.token)).await;
+    assert_eq!(status, 200, "{one:#}");
+    assert_eq!(one["username"], account.username.as_str());
     assert!(one["autoRotatePolicy"].is_null(), "{one:#}");
     // Nothing touched the target.
     assert!(ssh_login(&account.username, &account.password));

@@ -378,7 +378,12 @@ async fn a_planned_auto_rotation_is_withdrawn_by_pause_disable_and_drift() {
     }
     assert!(ssh_login(drifted, &by_hand), "the drifted account keeps the password set by hand");
     // The first one was already running and rotated; no new turn was planned for the others.
-    let first = nth_auto_task(&app, 1).await;
+    // (All four were created in one transaction: the first is the one planned to start first.)
+    let first = psql_value(
+        &app.db_name,
+        "SELECT t.id FROM tasks t JOIN subtasks s ON s.task_id = t.id WHERE t.is_auto_rotate ORDER BY s.not_before LIMIT 1",
+    );
+    assert!(![paused_task, disabled_task, drifted_task].contains(&first.as_str()));
     assert_eq!(app.wait_task(&first, Duration::from_secs(90)).await["status"], "SUCCESSFUL");
     app.wait_ticks(3).await;
     assert_eq!(auto_tasks(&app), 4, "withdrawn turns are not planned again");

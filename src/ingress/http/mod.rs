@@ -8,7 +8,8 @@ mod vcf;
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -106,6 +107,27 @@ impl IntoResponse for ApiError {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
         r
+    }
+}
+
+/// A request body within `max_body_bytes`. A larger one is refused with a VCF Error
+/// naming the limit (413 REQUEST_TOO_LARGE), not axum's plain-text answer.
+pub struct Body(pub Bytes);
+
+impl FromRequest<Arc<ApiState>> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state).await.map(Body).map_err(|e| {
+            let mut err = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                let message = format!("body: is larger than {} bytes (amqp.max_message_bytes)", state.max_body_bytes);
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_TOO_LARGE", message)
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("body: {}", e.body_text()))
+            };
+            err.body = err.body.argument("body").context("field", "body");
+            err
+        })
     }
 }
 

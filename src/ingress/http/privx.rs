@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -13,7 +12,7 @@ use axum::routing::{post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::{authenticate, ApiState, Caller};
+use super::{authenticate, ApiError, ApiState, Body, Caller};
 use crate::config::Scope;
 use crate::ingress::submit::{Refusal, Request};
 use crate::requests::{self, Rejection};
@@ -108,14 +107,18 @@ async fn set_password(
     PrivxCaller(caller): PrivxCaller,
     State(state): State<Arc<ApiState>>,
     Path((host_id, account)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Body, ApiError>,
 ) -> Result<Json<Id>, PrivxError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct Body {
+    struct Password {
         password: secrecy::SecretString,
     }
-    let body: Body = requests::parse_json(&body).map_err(|r| PrivxError::from_rejection(&r))?;
+    let Body(body) = body.map_err(|e| {
+        let code = if e.status == StatusCode::PAYLOAD_TOO_LARGE { "VALUE_OUT_OF_BOUNDS" } else { "BAD_REQUEST" };
+        PrivxError::new(e.status, code, "body", e.body.message)
+    })?;
+    let body: Password = requests::parse_json(&body).map_err(|r| PrivxError::from_rejection(&r))?;
     let request = Request::PrivxPassword { host_id: &host_id, account: &account, password: body.password };
     let created = state.submitter.submit(request, "HTTP", None).await.map_err(PrivxError::refusal)?;
     tracing::info!(caller = %caller.name, task_id = %created.task_id, "PrivX set-password accepted");

@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value};
 
-use super::{text_param, ApiError, ApiState, Caller};
+use super::{text_param, ApiError, ApiState, Body, Caller};
 use crate::config::Scope;
 use crate::inventory::{self, InventoryFile, ResourceSpec};
 
@@ -154,12 +153,12 @@ async fn upsert(state: &ApiState, body: &[u8], path_id: Option<&str>) -> Result<
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(body)))
 }
 
-async fn create(caller: Caller, State(state): State<Arc<ApiState>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn create(caller: Caller, State(state): State<Arc<ApiState>>, Body(body): Body) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Scope::ResourcesManage)?;
     upsert(&state, &body, None).await
 }
 
-async fn replace(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn replace(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>, Body(body): Body) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Scope::ResourcesManage)?;
     text_param("id", Some(&id))?;
     upsert(&state, &body, Some(&id)).await

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
@@ -10,7 +9,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{page_params, text_param, uuid_param, ApiError, ApiState, Caller, PageOf};
+use super::{page_params, text_param, uuid_param, ApiError, ApiState, Body, Caller, PageOf};
 use crate::config::Scope;
 use crate::engine::model::TaskStatus;
 use crate::engine::control::{self, Change};
@@ -32,7 +31,7 @@ async fn update_credentials(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(|k| format!("http:{k}"));
