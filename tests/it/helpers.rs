@@ -341,6 +341,20 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
         }
     }
 
+    /// Sends `signal` (e.g. "CONT") to the main daemon.
+    pub fn signal(&self, signal: &str) {
+        unsafe_kill(self.child.as_ref().expect("running").id(), signal);
+    }
+
+    /// Waits for a log line containing `text` among the lines after the first `from`.
+    pub async fn wait_log(&self, from: usize, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.logs.lock().unwrap().iter().skip(from).any(|l| l.contains(text)) {
+            assert!(Instant::now() < deadline, "no log line with `{text}`:\n{}", self.logs().join("\n"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
     }

@@ -245,3 +245,45 @@ async fn unresolved_then_retried(platform: &str) {
     assert!(!ssh_login(&account.username, &account.password));
     app.assert_logs_free_of(&[&account.password, &pending]);
 }
+
+/// A worker frozen while it holds a lease (a paused VM, a stalled host) loses the
+/// credential to another process once the lease expires, and when it wakes it must not
+/// touch the target: by then rotor has moved on to a newer password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_loses_its_lease_to_another_process_and_never_touches_the_target_again() {
+    // No instance_id: only the lease's expiry lets another process take the work.
+    let mut app = TestApp::spawn_with(Options { lease_seconds: 10, ..Default::default() }).await;
+    let account = Account::create("rtitfz");
+    let resource = format!("frozen-{}", app.id);
+    assert_eq!(app.apply_inventory(&resource, &testbed().host_key_fpr, &[&account]).code, 0);
+    app.stop();
+    app.start_with_env(&[("ROTOR_FAILPOINT", "APPLY:before:stop")]).await;
+    let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
+    let first = reply["id"].as_str().unwrap().to_string();
+    app.wait_log(0, "failpoint reached: SIGSTOP", Duration::from_secs(30)).await;
+
+    // A second process takes the subtask over once the frozen one's lease has expired.
+    app.start_sibling().await; // app.http is now the sibling's: the frozen one answers nothing
+    let task = app.wait_task(&first, Duration::from_secs(60)).await;
+    assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
+    assert_eq!(psql_value(&app.db_name, &format!("SELECT attempts FROM subtasks WHERE task_id = '{first}'")), "2", "claimed by the frozen process, then taken over");
+    let taken_over = app.reveal(&resource, &account.username);
+    // And rotates the account again, while the first process is still frozen.
+    let (status, body) = app.send("PATCH", "/v1/credentials", Some(&app.token), Some(serde_json::from_slice(&rotate_spec(&resource, &[&account.username])).unwrap())).await;
+    assert_eq!(status, 202, "{body:#}");
+    let second = app.wait_task(body["id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(second["status"], "SUCCESSFUL", "{second:#}");
+    let latest = app.reveal(&resource, &account.username);
+    assert_ne!(latest, taken_over);
+
+    // The frozen process wakes where it stopped, about to APPLY its (now stale) pending
+    // password: its lease is gone, so it must stop without touching the target.
+    let from = app.logs().len();
+    app.signal("CONT");
+    app.wait_log(from, "was taken over", Duration::from_secs(30)).await;
+    assert!(ssh_login(&account.username, &latest), "the target holds rotor's current password");
+    assert!(!ssh_login(&account.username, &taken_over));
+    assert!(!ssh_login(&account.username, &account.password));
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM credential_versions WHERE state = 'PENDING'"), "0");
+    app.assert_logs_free_of(&[&account.password, &taken_over, &latest]);
+}
