@@ -446,11 +446,19 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
     /// publisher confirms; reconnects and publishes again whatever was not confirmed
     /// (the broker may restart meanwhile). Returns the confirmed message ids.
     pub async fn publish_confirmed(&self, messages: &[(String, Vec<u8>)]) -> Vec<String> {
+        self.publish_confirmed_paced(messages, Duration::ZERO).await.0
+    }
+
+    /// The same, waiting `pace` after each confirm; also returns how many times the
+    /// publisher had to connect again.
+    pub async fn publish_confirmed_paced(&self, messages: &[(String, Vec<u8>)], pace: Duration) -> (Vec<String>, usize) {
         let mut confirmed = Vec::new();
         let mut next = 0;
+        let mut connects = 0;
         let deadline = Instant::now() + Duration::from_secs(600);
         while next < messages.len() {
             assert!(Instant::now() < deadline, "could not publish within 10 minutes");
+            connects += 1;
             let props = ConnectionProperties::default()
                 .with_executor(tokio_executor_trait::Tokio::current())
                 .with_reactor(tokio_reactor_trait::Tokio);
@@ -475,10 +483,13 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
                 }
                 confirmed.push(id.clone());
                 next += 1;
+                if !pace.is_zero() {
+                    tokio::time::sleep(pace).await;
+                }
             }
             let _ = conn.close(200, "bye").await;
         }
-        confirmed
+        (confirmed, connects - 1)
     }
 
     /// Polls until no task is PENDING or IN_PROGRESS.

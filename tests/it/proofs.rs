@@ -169,13 +169,15 @@ async fn broker_restarts_lose_no_confirmed_request() {
     let fleet = fleet(&app, 2, 25);
     let messages = rotations(&fleet, n);
     let started = Instant::now();
+    // Publishing is paced over about 20 s so that both restarts fall inside it.
     let restarts = std::thread::spawn(|| {
         for _ in 0..2 {
-            std::thread::sleep(Duration::from_secs(3));
+            std::thread::sleep(Duration::from_secs(5));
             rabbitmq_restart();
         }
     });
-    let confirmed = app.publish_confirmed(&messages).await;
+    let pace = Duration::from_millis(20_000 / n.max(1) as u64);
+    let (confirmed, reconnects) = app.publish_confirmed_paced(&messages, pace).await;
     restarts.join().unwrap();
     let published = started.elapsed();
     // Every confirmed message becomes exactly one task (unconfirmed ones were published again).
@@ -188,7 +190,7 @@ async fn broker_restarts_lose_no_confirmed_request() {
     app.wait_all_tasks(Duration::from_secs(1800)).await;
     let problems = check_all(&app, &fleet);
     eprintln!(
-        "PROOF broker-restarts: messages={n} confirmed={} tasks={keys} restarts=2 publish_time={published:?} tasks: {} lost={} elapsed={:?}",
+        "PROOF broker-restarts: messages={n} confirmed={} tasks={keys} restarts=2 publisher_reconnects={reconnects} publish_time={published:?} tasks: {} lost={} elapsed={:?}",
         confirmed.len(),
         task_counts(&app),
         problems.iter().filter(|p| p.contains("LOST")).count(),
@@ -196,6 +198,8 @@ async fn broker_restarts_lose_no_confirmed_request() {
     );
     assert_eq!(confirmed.len(), n);
     assert_eq!(keys, n.to_string());
+    assert!(reconnects >= 2, "the restarts missed the publishing ({reconnects} reconnects)");
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status = 'SUCCESSFUL'"), n.to_string());
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
