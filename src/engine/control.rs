@@ -182,6 +182,8 @@ async fn cancel_unstarted(conn: &mut PgConnection, task_id: Uuid) -> Result<Vec<
         )
         .execute(&mut *conn)
         .await?;
+        // A supplied password no cancelled subtask will use is not kept, even encrypted.
+        sqlx::query!("DELETE FROM subtask_secrets WHERE subtask_id = ANY($1)", &cancelled).execute(&mut *conn).await?;
     }
     Ok(cancelled)
 }

@@ -143,7 +143,8 @@ pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<T
         name: t.name,
         kind: t.r#type,
         is_cancellable: active && sub_tasks.iter().any(|s| s.status == "PENDING"),
-        is_retryable: t.status == "FAILED",
+        // A refused request has no subtask to run again.
+        is_retryable: t.status == "FAILED" && sub_tasks.iter().any(|s| s.status == "FAILED"),
         status: t.status,
         resolution_status: t.resolution_status,
         is_auto_rotate: t.is_auto_rotate,

@@ -48,6 +48,10 @@ async fn update_checks_the_policy_then_applies_the_supplied_password() {
     assert_eq!(err["errorCode"], "REQUIRED_VALUE_MISSING");
     assert_eq!(err["context"]["field"], "elements[0].credentials[0].password");
     assert_eq!(versions(&app), "CURRENT:ONBOARDED");
+    // Each refusal is one FAILED task record and nothing else: no subtask, no secret kept.
+    assert_eq!(psql_value(&app.db_name, "SELECT string_agg(status, ',') FROM tasks"), "FAILED,FAILED,FAILED");
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM subtasks"), "0");
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM subtask_secrets"), "0");
     assert!(ssh_login(&account.username, &account.password));
 
     let strong = format!("Up8-{}{}-St!", unique(), unique()); // the linux preset: exactly 24
@@ -116,6 +120,9 @@ async fn auto_rotate_policy_is_set_shown_and_bounded() {
         assert_eq!(err["errorCode"], "VALUE_OUT_OF_BOUNDS");
         assert_eq!(err["context"]["field"], "autoRotatePolicy.frequencyInDays");
     }
+    // Refused, nothing recorded beyond the two refusals, no policy set.
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM subtasks"), "0");
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM credentials WHERE auto_rotate_days IS NOT NULL"), "0");
     let reply = app.publish_and_reply("credentials.update", &set(json!(30), true)).await;
     let task = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(30)).await;
     assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
@@ -235,14 +242,18 @@ async fn a_failed_task_is_retried_once_the_host_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_task_can_be_cancelled() {
     let (app, account, resource) = setup("rtitx").await;
-    // Two rotations of one credential: the second waits for the first's lease.
+    // A rotation, then an UPDATE of the same credential that waits for the first's lease.
+    let supplied = app.cli(&["policy", "generate", "linux", "-n", "1"]).stdout.trim().to_string();
+    let update = spec("UPDATE", &resource, json!([{"username": account.username, "password": supplied}]));
     let first = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
-    let second = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
+    let second = app.publish_and_reply("credentials.update", &update).await;
     let id = second["id"].as_str().unwrap();
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM subtask_secrets"), "1", "the supplied password waits, encrypted");
     let (status, body) = app.send("DELETE", &format!("/v1/credentials/tasks/{id}"), Some(&app.token), None).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "CANCELLED", "{body:#}");
     assert_eq!(body["subTasks"][0]["status"], "CANCELLED");
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM subtask_secrets"), "0", "and is not kept once cancelled");
     let done = app.wait_task(first["id"].as_str().unwrap(), Duration::from_secs(60)).await;
     assert_eq!(done["status"], "SUCCESSFUL");
     let (status, _) = app.send("DELETE", &format!("/v1/credentials/tasks/{id}"), Some(&app.token), None).await;
@@ -251,6 +262,7 @@ async fn a_pending_task_can_be_cancelled() {
     assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM credential_versions"), "2");
     let current = app.reveal(&resource, &account.username);
     assert!(ssh_login(&account.username, &current));
+    assert!(!ssh_login(&account.username, &supplied));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
