@@ -607,6 +607,19 @@ mod tests {
     }
 
     #[test]
+    fn type_policy_overrides_the_preset_of_a_type() {
+        let f = write("[policy.strict]\nlength = 32\n[type_policy]\nESXI = \"strict\"\nLINUX = \"vcf\"\n");
+        let s = load_from(Some(&f.0), &[]).unwrap();
+        assert!(s.policies().unwrap().contains_key("strict"));
+        assert_eq!(s.default_policy_for_type("ESXI"), "strict");
+        assert_eq!(s.default_policy_for_type("LINUX"), "vcf");
+        assert_eq!(s.default_policy_for_type("NSXT_MANAGER"), "nsx", "types not named keep their preset");
+        let f = write("[type_policy]\nESXI = \"nope\"\n");
+        let err = load_from(Some(&f.0), &[]).unwrap_err().to_string();
+        assert!(err.contains("type_policy.ESXI") && err.contains("nope"), "{err}");
+    }
+
+    #[test]
     fn bad_listen_address_is_refused() {
         let err = load_from(None, &env(&[("ROTOR_HTTP__LISTEN", "localhost")])).unwrap_err().to_string();
         assert!(err.contains("http.listen"), "{err}");

@@ -28,7 +28,10 @@ const START: usize = 0;
 
 /// States reachable from the start; only `min_distinct` can make many.
 const MAX_STATES: usize = 60_000;
-/// Table cells (states x lengths) kept: about 50 MB at most.
+/// Table cells (states x lengths) kept. A cell is a BigUint: 24 bytes plus its digits,
+/// and a count over 256 characters of a 94-character alphabet needs 27 64-bit digits, so
+/// the bound is about 240 MB in the worst case; real tables are far smaller (a count at
+/// length n has n/256 of those digits, and only `min_distinct` makes many states).
 const MAX_CELLS: usize = 1_000_000;
 
 /// The rules that shape the table. Sizes are the class alphabets (0: class unavailable).
