@@ -146,6 +146,7 @@ pub struct TestApp {
     pub faketime: Option<String>,
 }
 
+#[derive(Debug)]
 pub struct Output {
     pub code: i32,
     pub stdout: String,

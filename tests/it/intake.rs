@@ -13,6 +13,7 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
     // Not JSON.
     let reply = app.publish_and_reply("credentials.update", b"{not json").await;
     assert_eq!(reply["status"], "FAILED");
+    assert_eq!(reply["isRetryable"], false, "a refused request has nothing to run again");
     let dead = app.next_dead_letter().await;
     let err = &dead.error;
     assert_eq!(err["errorCode"], "INVALID_REQUEST");
@@ -56,10 +57,15 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
         assert_eq!(dead.headers["x-rotor-redacted"], "password");
     }
 
-    // Not UTF-8; an unknown operationType.
+    // Not UTF-8; an unknown or missing operationType; more credentials than one request
+    // may name (amqp.max_credentials_per_request, 1000).
+    let usernames: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
+    let too_many = rotate_spec(&resource, &usernames.iter().map(String::as_str).collect::<Vec<_>>());
     for (body, code, field) in [
         (b"\xff\xfe{}".to_vec(), "INVALID_REQUEST", "body"),
         (br#"{"operationType":"SPIN","elements":[]}"#.to_vec(), "INVALID_REQUEST", "operationType"),
+        (br#"{"elements":[]}"#.to_vec(), "REQUIRED_VALUE_MISSING", "operationType"),
+        (too_many, "REQUEST_TOO_LARGE", "elements"),
     ] {
         app.publish_and_reply("credentials.update", &body).await;
         let err = app.next_dead_letter().await.error;
@@ -109,7 +115,7 @@ async fn malformed_and_unknown_requests_are_dead_lettered_with_their_error() {
     assert_eq!((status, err["property"].as_str()), (400, Some("account")), "{err:#}");
 
     // Each refusal is recorded as a FAILED task without subtasks; nothing else changed.
-    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status = 'FAILED'"), "14");
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status = 'FAILED'"), "16");
     assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status <> 'FAILED'"), "0");
     assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM subtasks"), "0");
     assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM credential_versions"), "1");

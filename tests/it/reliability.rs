@@ -140,15 +140,16 @@ fn a_crash_at_any_stage_boundary_loses_no_password() {
 async fn a_dead_host_fails_cleanly_and_other_hosts_still_rotate() {
     let app = TestApp::spawn_with(Options { max_attempts: 3, ..Default::default() }).await;
     let dead = ExtraSshd::start();
-    let (on_dead, on_live) = (Account::create("rtitx"), Account::create("rtitx"));
+    let (on_dead, on_live, on_live2) = (Account::create("rtitx"), Account::create("rtitx"), Account::create("rtitx"));
     let (dead_id, live_id) = (format!("dead-{}", app.id), format!("live-{}", app.id));
     assert_eq!(app.apply_inventory_at(&dead_id, dead.port, &dead.host_key_fpr, &[&on_dead]).code, 0);
-    assert_eq!(app.apply_inventory(&live_id, &testbed().host_key_fpr, &[&on_live]).code, 0);
+    assert_eq!(app.apply_inventory(&live_id, &testbed().host_key_fpr, &[&on_live, &on_live2]).code, 0);
     dead.stop();
 
+    // One element per host; the live host's names two credentials: three subtasks.
     let spec = serde_json::json!({"operationType": "ROTATE", "elements": [
         {"resourceId": dead_id, "resourceType": "LINUX", "credentials": [{"username": on_dead.username}]},
-        {"resourceId": live_id, "resourceType": "LINUX", "credentials": [{"username": on_live.username}]}]});
+        {"resourceId": live_id, "resourceType": "LINUX", "credentials": [{"username": on_live.username}, {"username": on_live2.username}]}]});
     let reply = app.publish_and_reply("credentials.update", spec.to_string().as_bytes()).await;
     let task = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90)).await;
     assert_eq!(task["status"], "FAILED", "{task:#}");
@@ -156,15 +157,19 @@ async fn a_dead_host_fails_cleanly_and_other_hosts_still_rotate() {
     let subs = task["subTasks"].as_array().unwrap();
     assert_eq!(subs[0]["status"], "FAILED");
     assert_eq!(subs[0]["errors"][0]["errorCode"], "CONNECTION_FAILED", "{task:#}");
-    assert_eq!(subs[1]["status"], "SUCCESSFUL", "the live host is unaffected");
-    assert_eq!(task["errors"].as_array().unwrap().len(), 1, "the task's errors name the failed subtask");
+    assert_eq!(subs.len(), 3, "{task:#}");
+    assert_eq!((subs[1]["status"].as_str(), subs[2]["status"].as_str()), (Some("SUCCESSFUL"), Some("SUCCESSFUL")), "the live host is unaffected");
+    assert_eq!(task["errors"].as_array().unwrap().len(), 1, "{task:#}");
+    assert_eq!(task["errors"][0]["context"]["subtaskId"], subs[0]["id"], "the task's error names the failed subtask");
     // It was retried before giving up.
     assert_eq!(psql_value(&app.db_name, "SELECT max(attempts) FROM subtasks"), "3");
     // The dead host's account keeps the password rotor has as current.
     assert_eq!(app.reveal(&dead_id, &on_dead.username), on_dead.password);
     assert!(ssh_login(&on_dead.username, &on_dead.password));
-    check_account(&app, &live_id, &on_live).unwrap();
-    assert!(!ssh_login(&on_live.username, &on_live.password));
+    for account in [&on_live, &on_live2] {
+        check_account(&app, &live_id, account).unwrap();
+        assert!(!ssh_login(&account.username, &account.password));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
