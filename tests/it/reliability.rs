@@ -292,3 +292,37 @@ async fn a_frozen_worker_loses_its_lease_to_another_process_and_never_touches_th
     assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM credential_versions WHERE state = 'PENDING'"), "0");
     app.assert_logs_free_of(&[&account.password, &taken_over, &latest]);
 }
+
+/// Truth-finding that finds the target holding the PREVIOUS version makes it current
+/// again, so that the vault agrees with the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_target_holds_the_previous_password_it_is_made_current_again() {
+    let mut app = TestApp::spawn_with(Options { instance_id: true, ..Default::default() }).await;
+    let account = Account::create("rtitpv");
+    let resource = format!("prev-{}", app.id);
+    let inventory = resource_toml(&resource, testbed().port, &testbed().host_key_fpr).replace("\"linux-chpasswd\"", "\"linux-passwd\"")
+        + &app.accounts_toml(&[&account], "");
+    assert_eq!(app.apply_inventory_text(&resource, &inventory).code, 0);
+    // PrivX's "set latest password" stores a password the target does not have: the
+    // target's real one is now rotor's PREVIOUS version.
+    let stored = format!("Not-Live-{}-7a!", unique());
+    let path = format!("/secrets-manager/api/v1/password/{resource}/{}", account.username);
+    let (status, body) = app.send("PUT", &path, Some(&app.token), Some(serde_json::json!({"password": stored}))).await;
+    assert_eq!(status, 200, "{body:#}");
+    // A rotation is cut off as APPLY starts and resumed: linux-passwd cannot log in with
+    // the stored current password, and the attempt may have changed the target, so rotor
+    // finds out which password the target holds.
+    app.stop();
+    app.start_with_env(&[("ROTOR_FAILPOINT", "APPLY:before")]).await;
+    let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
+    app.wait_exit(Duration::from_secs(60)).await;
+    app.start().await;
+    let task = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90)).await;
+    assert_eq!((task["status"].as_str(), task["resolutionStatus"].as_str()), (Some("FAILED"), Some("RESOLVED")), "{task:#}");
+    let error = &task["subTasks"][0]["errors"][0];
+    assert!(error["remediationMessage"].as_str().unwrap().contains("previous password"), "{error:#}");
+    assert_eq!(app.reveal(&resource, &account.username), account.password, "the live password is current again");
+    assert!(ssh_login(&account.username, &account.password));
+    assert_eq!(psql_value(&app.db_name, "SELECT string_agg(state, ',' ORDER BY version) FROM credential_versions"), "CURRENT,PREVIOUS,ABANDONED");
+    app.assert_logs_free_of(&[&account.password, &stored]);
+}
