@@ -135,7 +135,6 @@ pub const REDACTED: &str = "<redacted by rotor>";
 /// it, so it must not be kept.
 pub fn redact_secrets(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
     fn walk(value: &mut serde_json::Value, at: &str, found: &mut Vec<String>) {
-        let join = |key: &str| if at.is_empty() { key.to_string() } else { format!("{at}.{key}") };
         match value {
             serde_json::Value::Array(items) => {
                 for (i, v) in items.iter_mut().enumerate() {
@@ -146,9 +145,9 @@ pub fn redact_secrets(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
                 for (k, v) in map.iter_mut() {
                     if k.to_ascii_lowercase().contains("password") && !v.is_null() {
                         *v = serde_json::Value::String(REDACTED.into());
-                        found.push(join(k));
+                        found.push(key_path(at, k));
                     } else {
-                        walk(v, &join(k), found);
+                        walk(v, &key_path(at, k), found);
                     }
                 }
             }
@@ -161,6 +160,15 @@ pub fn redact_secrets(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
     Some((serde_json::to_vec(&value).expect("a parsed value serializes"), found))
 }
 
+/// The path of key `key` inside the value at path `at` (`""` is the body itself).
+fn key_path(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_string()
+    } else {
+        format!("{at}.{key}")
+    }
+}
+
 pub const NUL_MESSAGE: &str = "must not contain a NUL character (\\u0000)";
 
 /// The path (`elements[0].resourceId`) of the first key or string holding a NUL.
@@ -170,7 +178,7 @@ pub fn nul_in(value: &serde_json::Value, at: String) -> Option<String> {
         serde_json::Value::String(s) if s.contains('\0') => Some(named(&at)),
         serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_in(v, format!("{at}[{i}]"))),
         serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
-            let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            let path = key_path(&at, k);
             if k.contains('\0') {
                 Some(named(&at))
             } else {

@@ -34,7 +34,7 @@ enum Truth {
     Pending,
     Current,
     /// The version before current: it is made current again.
-    Previous(i32),
+    Previous,
     Unknown(String),
 }
 
@@ -50,8 +50,7 @@ async fn find_truth(engine: &Engine, claim: &Claim, account: &Account) -> Truth 
         Ok(c) => c,
         Err(e) => return Truth::Unknown(format!("cannot read the vault: {e}")),
     };
-    let previous_truth = Truth::Previous(previous.as_ref().map_or(0, |v| v.version));
-    for (version, truth) in [(pending, Truth::Pending), (current, Truth::Current), (previous, previous_truth)] {
+    for (version, truth) in [(pending, Truth::Pending), (current, Truth::Current), (previous, Truth::Previous)] {
         let Some(v) = version else { continue };
         match login(account, &v.password).await {
             Ok(Login::Accepted) => return truth,
@@ -71,7 +70,7 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
         (_, false) => None,
     };
     let mut promote_pending = false;
-    let mut previous_is_live = None;
+    let mut previous_is_live = false;
     match &truth {
         Some(Truth::Pending) => {
             promote_pending = true;
@@ -79,8 +78,8 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
             e.error.remediation_message = "The new password is live on the target and was made current.".into();
         }
         Some(Truth::Current) => e.unresolved = false,
-        Some(Truth::Previous(version)) => {
-            previous_is_live = Some(*version);
+        Some(Truth::Previous) => {
+            previous_is_live = true;
             e.unresolved = false;
             e.error.remediation_message = "The target holds the previous password; it was made current again.".into();
         }
@@ -107,8 +106,8 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
         )
         .execute(&mut *tx)
         .await?;
-        if let Some(version) = previous_is_live {
-            versions::restore_previous(&mut tx, claim.credential_id, version).await?;
+        if previous_is_live {
+            versions::restore_previous(&mut tx, claim.credential_id).await?;
         }
         if truth.is_none() {
             // Nothing reached the target: a reconcile that set an earlier rotation's

@@ -146,29 +146,32 @@ pub async fn promote_pending(conn: &mut PgConnection, credential_id: Uuid, keep:
     Ok(())
 }
 
-/// The target was found to hold the PREVIOUS version (`version`): it becomes CURRENT
-/// again and the current one becomes PREVIOUS, so the vault agrees with the target.
-pub async fn restore_previous(conn: &mut PgConnection, credential_id: Uuid, version: i32) -> Result<(), sqlx::Error> {
+/// The target was found to hold the PREVIOUS version: it becomes CURRENT again and the
+/// current one becomes PREVIOUS, so the vault agrees with the target.
+pub async fn restore_previous(conn: &mut PgConnection, credential_id: Uuid) -> Result<(), sqlx::Error> {
     // One state at a time: the partial unique indexes are checked per row.
-    for (from, to) in [("CURRENT", "RETIRED"), ("PREVIOUS", "CURRENT")] {
+    let current = sqlx::query_scalar!(
+        "UPDATE credential_versions SET state = 'RETIRED', state_changed_at = now()
+          WHERE credential_id = $1 AND state = 'CURRENT' RETURNING version",
+        credential_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE credential_versions SET state = 'CURRENT', state_changed_at = now() WHERE credential_id = $1 AND state = 'PREVIOUS'",
+        credential_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    if let Some(version) = current {
         sqlx::query!(
-            "UPDATE credential_versions SET state = $3, state_changed_at = now() WHERE credential_id = $1 AND state = $2",
+            "UPDATE credential_versions SET state = 'PREVIOUS', state_changed_at = now() WHERE credential_id = $1 AND version = $2",
             credential_id,
-            from,
-            to
+            version
         )
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query!(
-        "UPDATE credential_versions SET state = 'PREVIOUS', state_changed_at = now()
-          WHERE credential_id = $1 AND state = 'RETIRED' AND version = (SELECT max(version) FROM credential_versions
-                                                                         WHERE credential_id = $1 AND state = 'RETIRED' AND version > $2)",
-        credential_id,
-        version
-    )
-    .execute(&mut *conn)
-    .await?;
     Ok(())
 }
 
