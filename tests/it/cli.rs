@@ -9,16 +9,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-/// `rotor --config <app's> ARGS` with extra environment.
-fn rotor_with_env(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let out = Command::new(ROTOR).arg("--config").arg(&app.config).args(args).envs(env.iter().copied()).output().unwrap();
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// An expected error: exit 1, one line on stderr naming `needle`, no Rust internals.
 fn assert_one_line_error(out: &Output, needle: &str) {
     assert_eq!(out.code, 1, "{out:?}");
@@ -37,8 +27,8 @@ async fn the_command_line_answers_as_the_spec_says() {
     // with its path; a wrong value too; a misspelt command is a usage error (exit 2).
     let ok = app.cli(&["config", "check"]);
     assert_eq!(ok.code, 0, "{ok:?}");
-    assert_one_line_error(&rotor_with_env(&app, &["config", "check"], &[("ROTOR_WORKER__CONCURENCY", "3")]), "worker.concurency");
-    assert_one_line_error(&rotor_with_env(&app, &["config", "check"], &[("ROTOR_WORKER__PER_HOST", "0")]), "worker.per_host");
+    assert_one_line_error(&app.cli_with_env(&["config", "check"], &[("ROTOR_WORKER__CONCURENCY", "3")]), "worker.concurency");
+    assert_one_line_error(&app.cli_with_env(&["config", "check"], &[("ROTOR_WORKER__PER_HOST", "0")]), "worker.per_host");
     let usage = app.cli(&["task", "shwo"]);
     assert_eq!(usage.code, 2, "{usage:?}");
 

@@ -366,10 +366,20 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
     }
 
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_cli(args, stdin, &[])
+    }
+
+    /// The CLI with extra environment (e.g. `ROTOR_<SECTION>__<KEY>` overrides).
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.run_cli(args, None, env)
+    }
+
+    fn run_cli(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
         let mut child = Command::new(ROTOR)
             .arg("--config")
             .arg(&self.config)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -731,6 +741,11 @@ pub struct DeadLetter {
 }
 
 pub fn resource_toml(resource_id: &str, port: u16, host_key: &str) -> String {
+    resource_toml_on("linux-chpasswd", resource_id, port, host_key)
+}
+
+/// The same resource with another platform (it keeps the admin, which reconcile uses).
+pub fn resource_toml_on(platform: &str, resource_id: &str, port: u16, host_key: &str) -> String {
     let bed = testbed();
     format!(
         r#"[[resource]]
@@ -740,7 +755,7 @@ type = "LINUX"
 address = "127.0.0.1"
 port = {port}
 host_keys = ["{host_key}"]
-platform = "linux-chpasswd"
+platform = "{platform}"
 
 [resource.admin]
 username = "{admin}"

@@ -190,7 +190,7 @@ async fn unresolved_then_retried(platform: &str) {
     let host = ExtraSshd::start();
     let account = Account::create("rtitu");
     let resource = format!("flaky-{}", app.id);
-    let inventory = resource_toml(&resource, host.port, &host.host_key_fpr).replace("\"linux-chpasswd\"", &format!("\"{platform}\""))
+    let inventory = resource_toml_on(platform, &resource, host.port, &host.host_key_fpr)
         + &app.accounts_toml(&[&account], "");
     assert_eq!(app.apply_inventory_text(&resource, &inventory).code, 0);
     app.stop();
@@ -300,7 +300,7 @@ async fn when_the_target_holds_the_previous_password_it_is_made_current_again() 
     let mut app = TestApp::spawn_with(Options { instance_id: true, ..Default::default() }).await;
     let account = Account::create("rtitpv");
     let resource = format!("prev-{}", app.id);
-    let inventory = resource_toml(&resource, testbed().port, &testbed().host_key_fpr).replace("\"linux-chpasswd\"", "\"linux-passwd\"")
+    let inventory = resource_toml_on("linux-passwd", &resource, testbed().port, &testbed().host_key_fpr)
         + &app.accounts_toml(&[&account], "");
     assert_eq!(app.apply_inventory_text(&resource, &inventory).code, 0);
     // PrivX's "set latest password" stores a password the target does not have: the
