@@ -1,108 +1,214 @@
-//! The daemon (`rotor run`): wiring, named background tasks and an orderly shutdown.
+//! The daemon (`rotor run`): `Application::build` connects, loads the keys and binds
+//! the HTTP port; `run_until_stopped` runs the named background tasks and, when asked
+//! to stop, shuts down in phases so nothing in flight is lost:
+//! 1. intake (AMQP) and the scheduler stop taking new work;
+//! 2. running rotations reach a safe end (up to `DRAIN_TIMEOUT`);
+//! 3. the event publisher flushes what they reported;
+//! 4. the HTTP API stops (operators can watch the drain until then);
+//! 5. the database pool closes last.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::engine::{self, Engine};
-use crate::events::Events;
+use crate::engine::{self, Engine, Events};
 use crate::ingress::submit::Submitter;
 use crate::ingress::{amqp, http};
+use crate::scheduler::Scheduler;
 use crate::vault::MasterKey;
 
 /// How long running rotations get to reach a safe end after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub async fn run(settings: Settings, migrate: bool) -> anyhow::Result<()> {
-    let pool = crate::db::connect(&settings.database).await?;
-    if migrate {
-        crate::db::migrate(&pool).await?;
-        tracing::info!("database migrations applied");
-    }
-    let key = Arc::new(MasterKey::load(&settings.vault)?);
-    tracing::info!(key_id = key.key_id(), "master key loaded");
-    let tokens = http::load_tokens(&settings.http)?;
-    let amqp_url = settings.amqp.url()?;
-    let shutdown = CancellationToken::new();
-    let (events, events_task) = Events::start(pool.clone(), amqp_url.clone(), settings.amqp.events_exchange.clone(), shutdown.child_token());
-    let engine = Arc::new(Engine::new(pool.clone(), key.clone(), &settings, events.clone())?);
-    let submitter = Arc::new(Submitter {
-        pool: pool.clone(),
-        key,
-        policies: engine.policies.clone(),
-        max_credentials: settings.amqp.max_credentials_per_request,
-        events,
-        schedule: engine.schedule.clone(),
+/// A background task with a name: its failure or panic is logged under that name when
+/// it happens, and shutdown waits for it by name.
+struct Named {
+    name: &'static str,
+    handle: JoinHandle<()>,
+}
+
+fn spawn_named<F>(name: &'static str, work: F) -> Named
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let handle = tokio::spawn(async move {
+        match AssertUnwindSafe(work).catch_unwind().await {
+            Ok(Ok(())) => tracing::debug!(task = name, "background task stopped"),
+            Ok(Err(e)) => tracing::error!(task = name, error = %format!("{e:#}"), "background task failed"),
+            Err(_) => tracing::error!(task = name, "background task panicked"),
+        }
     });
+    Named { name, handle }
+}
 
-    let listen: SocketAddr = settings.http.listen.parse()?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(addr = %addr, "HTTP API listening");
+impl Named {
+    async fn join(self) {
+        if let Err(e) = self.handle.await {
+            tracing::error!(task = self.name, error = %e, "background task could not be joined");
+        }
+    }
 
-    let stop_intake = shutdown.child_token();
+    /// Waits up to `limit`; false when it was still running.
+    async fn join_within(self, limit: Duration) -> bool {
+        let name = self.name;
+        let finished = tokio::time::timeout(limit, self.join()).await.is_ok();
+        if !finished {
+            tracing::warn!(task = name, "still running after {limit:?}");
+        }
+        finished
+    }
+}
 
-    let broker_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let intake = Arc::new(amqp::Intake { submitter: submitter.clone(), settings: settings.amqp.clone(), url: amqp_url, connected: broker_up.clone() });
-    let intake_task = tokio::spawn(amqp::run(intake, stop_intake.clone()));
+/// Everything `rotor run` needs, connected and bound, not yet running.
+pub struct Application {
+    settings: Settings,
+    pool: PgPool,
+    engine: Arc<Engine>,
+    submitter: Arc<Submitter>,
+    listener: tokio::net::TcpListener,
+    http_addr: SocketAddr,
+    events_task: Named,
+    flush_events: CancellationToken,
+}
 
-    let workers_task = tokio::spawn(engine::run_workers(engine.clone(), shutdown.clone()));
+impl Application {
+    /// Connects to the database (migrating it when asked), loads the master key and the
+    /// API tokens, starts the event publisher and binds the HTTP port.
+    pub async fn build(settings: Settings, migrate: bool) -> anyhow::Result<Self> {
+        let pool = crate::db::connect(&settings.database).await?;
+        if migrate {
+            crate::db::migrate(&pool).await?;
+            tracing::info!("database migrations applied");
+        }
+        let key = Arc::new(MasterKey::load(&settings.vault)?);
+        tracing::info!(key_id = key.key_id(), "master key loaded");
+        let amqp_url = settings.amqp.url()?;
+        let flush_events = CancellationToken::new();
+        let (events, events_task) = Events::start(pool.clone(), amqp_url, settings.amqp.events_exchange.clone(), flush_events.clone());
+        let events_task = Named { name: "event publisher", handle: events_task };
+        let engine = Arc::new(Engine::new(pool.clone(), key.clone(), &settings, events.clone())?);
+        let submitter = Arc::new(Submitter {
+            pool: pool.clone(),
+            key,
+            policies: engine.policies.clone(),
+            max_credentials: settings.amqp.max_credentials_per_request,
+            events,
+            schedule: engine.schedule.clone(),
+        });
+        let listen: SocketAddr = settings.http.listen.parse()?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
+        let http_addr = listener.local_addr()?;
+        tracing::info!(addr = %http_addr, "HTTP API listening");
+        Ok(Application { settings, pool, engine, submitter, listener, http_addr, events_task, flush_events })
+    }
 
-    let scheduler_task = if settings.scheduler.enabled {
-        let scheduler = Arc::new(crate::scheduler::Scheduler { engine: engine.clone(), settings: settings.scheduler.clone() });
-        let stop = shutdown.clone();
-        Some(tokio::spawn(async move {
-            if let Err(e) = crate::scheduler::run(scheduler, stop).await {
-                tracing::error!(error = %e, "the scheduler stopped; auto-rotation and heartbeat are off until restart");
+    /// The address the HTTP API is bound to (`http.listen` with port 0 picks one).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Runs intake, workers, scheduler and the API until `stop` resolves, then shuts
+    /// down in phases (see the module's comment).
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Application { settings, pool, engine, submitter, listener, http_addr, events_task, flush_events } = self;
+        let tokens = http::load_tokens(&settings.http)?;
+        let stop_intake = CancellationToken::new();
+        let stop_workers = CancellationToken::new();
+        let stop_http = CancellationToken::new();
+
+        let broker_up = Arc::new(AtomicBool::new(false));
+        let intake = Arc::new(amqp::Intake {
+            submitter: submitter.clone(),
+            settings: settings.amqp.clone(),
+            url: settings.amqp.url()?,
+            connected: broker_up.clone(),
+        });
+        let intake_task = spawn_named("amqp intake", {
+            let stop = stop_intake.clone();
+            async move {
+                amqp::run(intake, stop).await;
+                Ok(())
             }
-        }))
-    } else {
-        tracing::info!("scheduler disabled (scheduler.enabled = false): no auto-rotation, no heartbeat in this process");
-        None
-    };
+        });
+        let workers_task = spawn_named("workers", {
+            let (engine, stop) = (engine.clone(), stop_workers.clone());
+            async move {
+                engine::run_workers(engine, stop).await;
+                Ok(())
+            }
+        });
+        let scheduler_task = if settings.scheduler.enabled {
+            let scheduler = Arc::new(Scheduler { engine: engine.clone(), settings: settings.scheduler.clone() });
+            let stop = stop_intake.clone();
+            Some(spawn_named("scheduler", async move { Ok(crate::scheduler::run(scheduler, stop).await?) }))
+        } else {
+            tracing::info!("scheduler disabled (scheduler.enabled = false): no auto-rotation, no heartbeat in this process");
+            None
+        };
+        let api = http::router(Arc::new(http::ApiState {
+            pool: pool.clone(),
+            tokens,
+            submitter,
+            started: std::time::Instant::now(),
+            broker_up,
+            max_body_bytes: settings.amqp.max_message_bytes,
+            type_policy: settings.type_policy.clone(),
+        }));
+        let http_task = spawn_named("http api", {
+            let stop = stop_http.clone();
+            async move { Ok(axum::serve(listener, api).with_graceful_shutdown(async move { stop.cancelled().await }).await?) }
+        });
+        let watchdog = spawn_watchdog(stop_http.clone());
 
-    let api = http::router(Arc::new(http::ApiState {
-        pool: pool.clone(),
-        tokens,
-        submitter,
-        started: std::time::Instant::now(),
-        broker_up: broker_up.clone(),
-        max_body_bytes: settings.amqp.max_message_bytes,
-        type_policy: settings.type_policy.clone(),
-    }));
-    let http_stop = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(listener, api).with_graceful_shutdown(async move { http_stop.cancelled().await }).await
-    });
+        let status = format!("serving HTTP on {http_addr}");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
+        tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, "rotor running");
 
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let watchdog = spawn_watchdog(shutdown.clone());
-    tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, "rotor running");
+        stop.await;
+        tracing::info!("shutting down: intake stops, running rotations finish their stages");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        // 1. No new work.
+        stop_intake.cancel();
+        intake_task.join().await;
+        if let Some(t) = scheduler_task {
+            t.join().await;
+        }
+        // 2. Running stages reach a safe end.
+        stop_workers.cancel();
+        if !workers_task.join_within(DRAIN_TIMEOUT).await {
+            tracing::warn!("rotations still running after the drain timeout; their leases will expire and another worker resumes them");
+        }
+        // 3. What they reported is published.
+        flush_events.cancel();
+        events_task.join().await;
+        // 4. The API, which served the drain.
+        stop_http.cancel();
+        http_task.join().await;
+        if let Some(w) = watchdog {
+            w.join().await;
+        }
+        // 5. The pool, last.
+        pool.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
 
-    wait_for_signal().await;
-    tracing::info!("shutting down: intake stops, running rotations finish their stages");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    shutdown.cancel();
-    let _ = intake_task.await;
-    if tokio::time::timeout(DRAIN_TIMEOUT, workers_task).await.is_err() {
-        tracing::warn!("rotations still running after the drain timeout; their leases will expire and another worker resumes them");
-    }
-    let _ = http_task.await;
-    if let Some(t) = scheduler_task {
-        let _ = t.await;
-    }
-    let _ = events_task.await;
-    if let Some(w) = watchdog {
-        w.abort();
-    }
-    pool.close().await;
-    tracing::info!("stopped");
-    Ok(())
+/// `rotor run`: builds the application and runs it until SIGTERM or Ctrl-C.
+pub async fn run(settings: Settings, migrate: bool) -> anyhow::Result<()> {
+    let app = Application::build(settings, migrate).await?;
+    app.run_until_stopped(wait_for_signal()).await
 }
 
 async fn wait_for_signal() {
@@ -115,17 +221,17 @@ async fn wait_for_signal() {
 }
 
 /// Pings systemd's watchdog at half its interval, when one is configured.
-fn spawn_watchdog(shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+fn spawn_watchdog(stop: CancellationToken) -> Option<Named> {
     let mut usec = 0u64;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
         return None;
     }
     let period = Duration::from_micros(usec / 2);
-    Some(tokio::spawn(async move {
+    Some(spawn_named("watchdog", async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(period) => { let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]); }
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return Ok(()),
             }
         }
     }))

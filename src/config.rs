@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::policy::{Policy, PolicySpec};
+use crate::schedule::{Schedule, Window};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rotor/rotor.toml";
 
@@ -433,7 +434,7 @@ impl Settings {
         if self.worker.per_host < 1 {
             return Err(Error::invalid("worker.per_host", "must be at least 1"));
         }
-        crate::scheduler::Schedule::from_settings(&self.scheduler)?;
+        self.scheduler.schedule()?;
         for (key, cron) in [("scheduler.tick", &self.scheduler.tick), ("scheduler.heartbeat_tick", &self.scheduler.heartbeat_tick)] {
             let parses = || tokio_cron_scheduler::Job::new_async(cron.as_str(), |_, _| Box::pin(async {})).is_ok();
             if !cron.is_empty() && (cron.split_whitespace().count() != 6 || !parses()) {
@@ -492,6 +493,16 @@ pub fn secret(key: &str, inline: &Option<SecretString>, file: &Option<PathBuf>) 
         }
         (Some(value), None) if !value.expose_secret().is_empty() => Ok(value.clone()),
         _ => Err(Error::invalid(key, format!("missing: set `{key}` or `{key}_file`"))),
+    }
+}
+
+impl SchedulerSettings {
+    /// The typed schedule these settings describe, or the key that is wrong.
+    pub fn schedule(&self) -> Result<Schedule, Error> {
+        let tz: chrono_tz::Tz =
+            self.timezone.parse().map_err(|_| Error::invalid("scheduler.timezone", format!("unknown time zone `{}`", self.timezone)))?;
+        let window = self.window.as_deref().map(str::parse::<Window>).transpose().map_err(|m| Error::invalid("scheduler.window", m))?;
+        Ok(Schedule::new(self.jitter_minutes, window, tz))
     }
 }
 

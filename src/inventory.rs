@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::engine::lifecycle;
 use crate::policy::Policy;
 use crate::vault::versions::{self, Origin, State};
 use crate::vault::MasterKey;
@@ -30,6 +31,8 @@ pub enum Error {
     Db(#[from] sqlx::Error),
     #[error("vault: {0}")]
     Vault(#[from] crate::vault::Error),
+    #[error("{0}")]
+    Store(#[from] crate::engine::Error),
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
@@ -169,8 +172,8 @@ pub fn validate(
         if r.host_keys.is_empty() && !r.insecure_accept_any_host_key {
             return Err(invalid(format!("{at}.host_keys"), "pin at least one host key (or set insecure_accept_any_host_key = true)"));
         }
-        if crate::target::driver(&r.platform).is_none() {
-            return Err(invalid(format!("{at}.platform"), format!("unknown platform `{}`; one of {}", r.platform, crate::target::PLATFORMS.join(", "))));
+        if crate::driver::driver(&r.platform).is_none() {
+            return Err(invalid(format!("{at}.platform"), format!("unknown platform `{}`; one of {}", r.platform, crate::driver::PLATFORMS.join(", "))));
         }
         let policy = r.policy.clone().unwrap_or_else(|| default_policy(&r.kind));
         if !policies.contains_key(&policy) {
@@ -178,7 +181,7 @@ pub fn validate(
         }
         match &r.admin {
             Some(a) => {
-                crate::target::validate_username(&a.username).map_err(|m| invalid(format!("{at}.admin.username"), m))?;
+                crate::driver::validate_username(&a.username).map_err(|m| invalid(format!("{at}.admin.username"), m))?;
                 if a.private_key_file.is_some() == a.password_file.is_some() {
                     return Err(invalid(format!("{at}.admin"), "give exactly one of private_key_file and password_file"));
                 }
@@ -191,7 +194,7 @@ pub fn validate(
         let mut names = HashSet::new();
         for (j, a) in r.account.iter().enumerate() {
             let at = format!("{at}.account[{j}]");
-            crate::target::validate_username(&a.username).map_err(|m| invalid(format!("{at}.username"), m))?;
+            crate::driver::validate_username(&a.username).map_err(|m| invalid(format!("{at}.username"), m))?;
             if !names.insert(&a.username) {
                 return Err(invalid(format!("{at}.username"), format!("duplicate account `{}`", a.username)));
             }
@@ -219,7 +222,7 @@ pub async fn apply(
     key: Option<&MasterKey>,
     inv: &InventoryFile,
     default_policy: impl Fn(&str) -> String,
-    schedule: &crate::scheduler::Schedule,
+    schedule: &crate::schedule::Schedule,
 ) -> Result<Vec<String>, Error> {
     // Next rotations are planned by this process's clock, like the scheduler judges them.
     let now = chrono::Utc::now();
@@ -305,17 +308,14 @@ pub async fn apply(
             // an auto-rotation already in flight plans its own successor when it commits.
             let old_days = before.as_ref().and_then(|b| b.auto_rotate_days);
             let in_flight = before.as_ref().is_some_and(|b| b.auto_task_id.is_some());
+            let id = sqlx::query_scalar!("SELECT id FROM credentials WHERE resource_id = $1 AND username = $2", r.id, a.username)
+                .fetch_one(&mut *tx)
+                .await?;
             if (before.is_none() || old_days != a.auto_rotate_days) && !in_flight {
                 let last = before.as_ref().and_then(|b| b.last_rotated_at).unwrap_or(now);
-                let next = a.auto_rotate_days.map(|d| schedule.next(last, d));
-                sqlx::query!("UPDATE credentials SET next_rotation_at = $3 WHERE resource_id = $1 AND username = $2", r.id, a.username, next)
-                    .execute(&mut *tx)
-                    .await?;
+                lifecycle::plan_next(&mut tx, schedule, id, a.auto_rotate_days, last).await?;
             }
             if let Some(file) = &a.password_file {
-                let id = sqlx::query_scalar!("SELECT id FROM credentials WHERE resource_id = $1 AND username = $2", r.id, a.username)
-                    .fetch_one(&mut *tx)
-                    .await?;
                 let known = sqlx::query_scalar!(
                     r#"SELECT count(*) AS "n!" FROM credential_versions WHERE credential_id = $1 AND state IN ('CURRENT', 'PENDING')"#,
                     id
@@ -329,7 +329,7 @@ pub async fn apply(
                     if password.expose_secret().is_empty() {
                         return Err(invalid(format!("{who}.password_file"), format!("{} is empty", file.display())));
                     }
-                    crate::target::validate_password_charset(password.expose_secret())
+                    crate::driver::validate_password_charset(password.expose_secret())
                         .map_err(|m| invalid(format!("{who}.password_file"), format!("password {m}")))?;
                     let v = versions::insert(&mut tx, key, id, State::Current, Origin::Onboarded, &password, None).await?;
                     report.push(format!("{who}: password onboarded (version {v})"));

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use secrecy::ExposeSecret;
 
+use super::output::{print_table, time_or_dash};
 use crate::config::Settings;
+use crate::engine::lifecycle;
+use crate::engine::model::CredentialStatus;
 use crate::vault::versions::{self, State};
 
 #[derive(Debug, Subcommand)]
@@ -117,17 +120,17 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                             r.account_type,
                             r.status,
                             r.current_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-                            super::time_or_dash(r.last_rotated_at),
+                            time_or_dash(r.last_rotated_at),
                             match (r.auto_rotate_days, r.auto_paused) {
                                 (Some(d), false) => format!("{d}d"),
                                 (Some(d), true) => format!("{d}d paused"),
                                 (None, _) => "-".into(),
                             },
-                            super::time_or_dash(r.next_rotation_at),
+                            time_or_dash(r.next_rotation_at),
                         ]
                     })
                     .collect();
-                super::print_table(&["RESOURCE", "USERNAME", "TYPE", "STATUS", "VERSION", "LAST ROTATED", "AUTO", "NEXT ROTATION"], &table);
+                print_table(&["RESOURCE", "USERNAME", "TYPE", "STATUS", "VERSION", "LAST ROTATED", "AUTO", "NEXT ROTATION"], &table);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -161,13 +164,10 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
         Command::Pause { resource, username } => {
             let id = credential_id(&pool, &resource, &username).await?;
             let mut tx = pool.begin().await?;
-            let days = sqlx::query_scalar!("UPDATE credentials SET auto_paused = true, updated_at = now() WHERE id = $1 RETURNING auto_rotate_days", id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let (days, withdrawn) = lifecycle::pause(&mut tx, id).await?;
             sqlx::query!("INSERT INTO audit_log (actor, action, credential_id) VALUES ($1, 'AUTO_ROTATE_PAUSE', $2)", actor(), id)
                 .execute(&mut *tx)
                 .await?;
-            let withdrawn = crate::engine::control::withdraw_auto_rotation(&mut tx, id).await?;
             tx.commit().await?;
             tracing::info!(target: "rotor::security", credential_id = %id, "auto-rotation paused");
             if let Some((task_id, _)) = withdrawn {
@@ -183,29 +183,18 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             let id = credential_id(&pool, &resource, &username).await?;
             let now = chrono::Utc::now();
             let mut tx = pool.begin().await?;
-            // An auto-rotation stopped by failures (or never planned) is due now; a paused
-            // one keeps its plan, and if that has passed it rotates at the next tick.
-            let row = sqlx::query!(
-                "UPDATE credentials SET auto_paused = false, auto_failures = 0, updated_at = now(),
-                        next_rotation_at = CASE WHEN auto_rotate_days IS NULL OR auto_task_id IS NOT NULL THEN next_rotation_at
-                                                ELSE COALESCE(next_rotation_at, $2) END
-                  WHERE id = $1 RETURNING auto_rotate_days, next_rotation_at, status",
-                id,
-                now
-            )
-            .fetch_one(&mut *tx)
-            .await?;
+            let row = lifecycle::resume(&mut tx, id, now).await?;
             sqlx::query!("INSERT INTO audit_log (actor, action, credential_id) VALUES ($1, 'AUTO_ROTATE_RESUME', $2)", actor(), id)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
             tracing::info!(target: "rotor::security", credential_id = %id, "auto-rotation resumed");
-            match (row.auto_rotate_days, row.next_rotation_at) {
+            match (row.days, row.next) {
                 (None, _) => println!("{username}@{resource}: resumed (it has no auto-rotation policy)"),
-                (Some(d), Some(at)) => println!("{username}@{resource}: auto-rotation every {d} days resumed; next {}", super::time_or_dash(Some(at))),
+                (Some(d), Some(at)) => println!("{username}@{resource}: auto-rotation every {d} days resumed; next {}", time_or_dash(Some(at))),
                 (Some(d), None) => println!("{username}@{resource}: auto-rotation every {d} days resumed; a rotation is in flight"),
             }
-            if row.status != "ACTIVE" {
+            if row.status != CredentialStatus::Active.as_str() {
                 println!("note: its status is {}; the scheduler skips it until REMEDIATE repairs it", row.status);
             }
             Ok(ExitCode::SUCCESS)
@@ -233,17 +222,17 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                 let table: Vec<Vec<String>> = rows
                     .into_iter()
                     .map(|r| {
-                        let note = if r.status != "ACTIVE" {
+                        let note = if r.status != CredentialStatus::Active.as_str() {
                             format!("skipped: {}", r.status)
                         } else if r.next <= now {
                             "overdue".into()
                         } else {
                             String::new()
                         };
-                        vec![r.resource_id, r.username, format!("{}d", r.days), super::time_or_dash(Some(r.next)), note]
+                        vec![r.resource_id, r.username, format!("{}d", r.days), time_or_dash(Some(r.next)), note]
                     })
                     .collect();
-                super::print_table(&["RESOURCE", "USERNAME", "EVERY", "NEXT ROTATION", ""], &table);
+                print_table(&["RESOURCE", "USERNAME", "EVERY", "NEXT ROTATION", ""], &table);
             }
             Ok(ExitCode::SUCCESS)
         }

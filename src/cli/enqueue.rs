@@ -12,9 +12,10 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 
+use crate::broker;
 use crate::config::Settings;
+use crate::engine::model::TaskStatus;
 use crate::engine::view::Task;
-use crate::ingress::amqp;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -56,7 +57,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
         }
     };
     let task = publish_and_wait(settings, &body, Duration::from_secs(timeout)).await?;
-    if task.status == "FAILED" {
+    if task.status == TaskStatus::Failed {
         for e in &task.errors {
             eprintln!("rotor: request refused: {} ({})", e.message, e.error_code);
         }
@@ -70,9 +71,9 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
 /// returns the Task the daemon replies with.
 pub async fn publish_and_wait(settings: &Settings, body: &[u8], timeout: Duration) -> anyhow::Result<Task> {
     let s = &settings.amqp;
-    let conn = amqp::connect(&s.url()?, "rotor enqueue").await.map_err(|e| anyhow::anyhow!("cannot connect to the broker: {e}"))?;
+    let conn = broker::connect(&s.url()?, "rotor enqueue").await.map_err(|e| anyhow::anyhow!("cannot connect to the broker: {e}"))?;
     let ch = conn.create_channel().await?;
-    amqp::declare_topology(&ch, s).await?;
+    broker::declare_topology(&ch, s).await?;
     let reply_queue = ch
         .queue_declare("", QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
         .await?;
@@ -86,10 +87,10 @@ pub async fn publish_and_wait(settings: &Settings, body: &[u8], timeout: Duratio
         .with_correlation_id(message_id.clone().into())
         .with_reply_to(reply_queue.name().clone())
         .with_content_type("application/json".into())
-        .with_type(amqp::KIND_CREDENTIALS_UPDATE.into())
+        .with_type(broker::KIND_CREDENTIALS_UPDATE.into())
         .with_delivery_mode(2);
     let confirm = ch
-        .basic_publish(&s.exchange, amqp::KIND_CREDENTIALS_UPDATE, BasicPublishOptions { mandatory: true, ..Default::default() }, body, props)
+        .basic_publish(&s.exchange, broker::KIND_CREDENTIALS_UPDATE, BasicPublishOptions { mandatory: true, ..Default::default() }, body, props)
         .await?
         .await?;
     match confirm {

@@ -2,6 +2,7 @@
 
 mod credential;
 mod enqueue;
+mod output;
 mod policy;
 mod resource;
 mod scheduler;
@@ -128,26 +129,4 @@ fn config_check(settings: &Settings, file: Option<&std::path::Path>) -> anyhow::
     let where_ = file.map(|f| f.display().to_string()).unwrap_or_else(|| "defaults and environment".into());
     println!("configuration OK ({where_}): {} policies, {} HTTP tokens", policies.len(), settings.http.token.len());
     Ok(ExitCode::SUCCESS)
-}
-
-/// Prints rows as aligned columns under a header.
-pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-}
-
-pub(crate) fn time_or_dash(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_else(|| "-".into())
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::output::print_table;
 use crate::config::Settings;
 use crate::policy::{Policy, CLASSES, USERNAME_TRIES};
 
@@ -54,7 +55,7 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
                     ]
                 })
                 .collect();
-            super::print_table(&["NAME", "LENGTH", "GENERATED", "ALPHABET", "MIN-ENTROPY BITS"], &rows);
+            print_table(&["NAME", "LENGTH", "GENERATED", "ALPHABET", "MIN-ENTROPY BITS"], &rows);
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { name } => {

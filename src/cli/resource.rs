@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use super::output::print_table;
 use crate::config::Settings;
 use crate::inventory;
 
@@ -31,7 +32,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             let needs_key = inv.resource.iter().any(|r| r.account.iter().any(|a| a.password_file.is_some()));
             let key = if needs_key { Some(crate::vault::MasterKey::load(&settings.vault)?) } else { None };
             let pool = crate::db::connect(&settings.database).await?;
-            let schedule = crate::scheduler::Schedule::from_settings(&settings.scheduler)?;
+            let schedule = settings.scheduler.schedule()?;
             let report = inventory::apply(&pool, key.as_ref(), &inv, |t| settings.default_policy_for_type(t), &schedule).await?;
             if report.is_empty() {
                 println!("no changes");
@@ -66,7 +67,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                         vec![r.id, r.r#type, format!("{}:{}", r.address, r.port), r.platform, r.policy, r.accounts.to_string()]
                     })
                     .collect();
-                super::print_table(&["ID", "TYPE", "ADDRESS", "PLATFORM", "POLICY", "ACCOUNTS"], &table);
+                print_table(&["ID", "TYPE", "ADDRESS", "PLATFORM", "POLICY", "ACCOUNTS"], &table);
             }
             Ok(ExitCode::SUCCESS)
         }

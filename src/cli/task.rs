@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::Subcommand;
 use uuid::Uuid;
 
+use super::output::{print_table, time_or_dash};
 use crate::config::Settings;
+use crate::engine::model::{StageStatus, TaskStatus};
 use crate::engine::view;
 
 #[derive(Debug, Subcommand)]
@@ -17,7 +19,7 @@ pub enum Command {
     /// List tasks, newest first.
     List {
         #[arg(long)]
-        status: Option<String>,
+        status: Option<TaskStatus>,
         #[arg(long, default_value_t = 20)]
         limit: i64,
         #[arg(long)]
@@ -41,37 +43,36 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Command::List { status, limit, json } => {
-            let page = view::page(&pool, status.as_deref(), 1, limit.clamp(1, 1000)).await?;
+            let page = view::page(&pool, status, 1, limit.clamp(1, 1000)).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&page.tasks)?);
             } else {
                 let rows: Vec<Vec<String>> = page
                     .tasks
                     .into_iter()
-                    .map(|t| vec![t.id.to_string(), t.status, super::time_or_dash(Some(t.creation_timestamp)), t.name])
+                    .map(|t| vec![t.id.to_string(), t.status.to_string(), time_or_dash(Some(t.creation_timestamp)), t.name])
                     .collect();
-                super::print_table(&["ID", "STATUS", "CREATED", "NAME"], &rows);
+                print_table(&["ID", "STATUS", "CREATED", "NAME"], &rows);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Watch { id, interval_ms } => {
-            let mut seen: HashMap<(Uuid, String), String> = HashMap::new();
+            let mut seen: HashMap<(Uuid, String), StageStatus> = HashMap::new();
             loop {
                 let task = view::load(&pool, id).await?.ok_or_else(|| anyhow::anyhow!("no task {id}"))?;
                 for sub in &task.sub_tasks {
                     for stage in &sub.stages {
                         let key = (sub.id, stage.name.clone());
-                        if seen.get(&key) != Some(&stage.status) && stage.status != "PENDING" {
+                        if seen.get(&key) != Some(&stage.status) && stage.status != StageStatus::Pending {
                             let err = stage.errors.first().map(|e| format!("  {}: {}", e.error_code, e.message)).unwrap_or_default();
                             println!("{:<28} {:<20} {}{err}", sub.name, stage.name, stage.status);
-                            seen.insert(key, stage.status.clone());
+                            seen.insert(key, stage.status);
                         }
                     }
                 }
-                let status: crate::engine::model::TaskStatus = task.status.parse().map_err(anyhow::Error::msg)?;
-                if status.is_final() {
+                if task.status.is_final() {
                     println!("task {} {} ({})", task.id, task.status, task.resolution_status);
-                    return Ok(if task.status == "SUCCESSFUL" { ExitCode::SUCCESS } else { ExitCode::from(1) });
+                    return Ok(if task.status == TaskStatus::Successful { ExitCode::SUCCESS } else { ExitCode::from(1) });
                 }
                 tokio::time::sleep(Duration::from_millis(interval_ms)).await;
             }

@@ -1,10 +1,13 @@
 //! Tasks as operators and producers act on them: refused requests, idempotency keys,
 //! retry and cancel.
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::repo::{roll_up, Created, Error, WORK_CHANNEL};
+use super::lease::WORK_CHANNEL;
+use super::lifecycle;
+use super::model::TaskStatus;
+use super::repo::{cancel_unstarted, roll_up, Created, Error};
 use crate::vcf_error::VcfError;
 
 /// Records a request that was refused: a FAILED task with its error and no subtasks,
@@ -40,7 +43,7 @@ pub async fn task_for_key(pool: &PgPool, request_key: &str) -> Result<Option<Uui
 #[derive(Debug, PartialEq, Eq)]
 pub enum Change {
     /// Done; the task's new status when it changed.
-    Done(Option<String>),
+    Done(Option<TaskStatus>),
     NotFound,
     /// The task is not in a state that allows it (e.g. retrying a task that did not fail).
     Conflict(String),
@@ -51,10 +54,10 @@ pub enum Change {
 /// never made) starts over.
 pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
     let mut tx = pool.begin().await?;
-    let Some(status) = sqlx::query_scalar!("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id).fetch_optional(&mut *tx).await? else {
+    let Some(status) = task_status(&mut tx, task_id).await? else {
         return Ok(Change::NotFound);
     };
-    if status != "FAILED" {
+    if status != TaskStatus::Failed {
         return Ok(Change::Conflict(format!("only a FAILED task can be retried; this one is {status}")));
     }
     let subtasks = sqlx::query!(
@@ -112,78 +115,25 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
 /// password become CANCELLED; one past STAGE_PENDING runs to a safe end.
 pub async fn cancel_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
     let mut tx = pool.begin().await?;
-    let Some(status) = sqlx::query_scalar!("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id).fetch_optional(&mut *tx).await? else {
+    let Some(status) = task_status(&mut tx, task_id).await? else {
         return Ok(Change::NotFound);
     };
-    if !matches!(status.as_str(), "PENDING" | "IN_PROGRESS") {
+    if status.is_final() {
         return Ok(Change::Conflict(format!("the task has already ended ({status})")));
     }
     let cancelled = cancel_unstarted(&mut tx, task_id).await?;
     if !cancelled.is_empty() {
         // A cancelled auto-rotation skips this turn: the next one is a full period away
         // (by this process's clock, as the scheduler judges due-ness).
-        sqlx::query!(
-            "UPDATE credentials c SET auto_task_id = NULL,
-                    next_rotation_at = CASE WHEN c.auto_rotate_days IS NULL THEN NULL ELSE $2::timestamptz + make_interval(days => c.auto_rotate_days) END
-              FROM subtasks s WHERE s.id = ANY($1) AND c.id = s.credential_id AND c.auto_task_id = $3",
-            &cancelled,
-            chrono::Utc::now(),
-            task_id
-        )
-        .execute(&mut *tx)
-        .await?;
+        lifecycle::auto_rotations_cancelled(&mut tx, &cancelled, task_id, chrono::Utc::now()).await?;
     }
     let status = roll_up(&mut tx, task_id).await?;
     tx.commit().await?;
     Ok(Change::Done(status))
 }
 
-/// Withdraws the credential's planned auto-rotation when it is paused, disabled or found
-/// OUT_OF_SYNC: its task is cancelled if the subtask has not started (one already running
-/// reaches its safe end), and nothing is planned until the caller plans again.
-/// Returns the cancelled task and its new status.
-pub async fn withdraw_auto_rotation(conn: &mut PgConnection, credential_id: Uuid) -> Result<Option<(Uuid, Option<String>)>, Error> {
-    let Some(task_id) = sqlx::query_scalar!("SELECT auto_task_id FROM credentials WHERE id = $1 FOR UPDATE", credential_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .flatten()
-    else {
-        return Ok(None);
-    };
-    if cancel_unstarted(conn, task_id).await?.is_empty() {
-        return Ok(None);
-    }
-    sqlx::query!("UPDATE credentials SET auto_task_id = NULL, next_rotation_at = NULL WHERE id = $1", credential_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(Some((task_id, roll_up(conn, task_id).await?)))
-}
-
-/// Cancels a task's subtasks that have not started (PENDING, no pending password stored)
-/// and releases their credentials; returns them.
-async fn cancel_unstarted(conn: &mut PgConnection, task_id: Uuid) -> Result<Vec<Uuid>, Error> {
-    let cancelled = sqlx::query_scalar!(
-        "UPDATE subtasks s SET status = 'CANCELLED', completed_at = now()
-          WHERE s.task_id = $1 AND s.status = 'PENDING'
-            AND NOT EXISTS (SELECT 1 FROM stages st WHERE st.subtask_id = s.id AND st.name = 'STAGE_PENDING' AND st.status = 'SUCCESSFUL')
-            AND NOT EXISTS (SELECT 1 FROM credential_versions v WHERE v.subtask_id = s.id AND v.state = 'PENDING')
-          RETURNING s.id",
-        task_id
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    if !cancelled.is_empty() {
-        sqlx::query!("UPDATE stages SET status = 'CANCELLED' WHERE subtask_id = ANY($1) AND status = 'PENDING'", &cancelled)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query!(
-            "UPDATE credentials SET lease_subtask = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE lease_subtask = ANY($1)",
-            &cancelled
-        )
-        .execute(&mut *conn)
-        .await?;
-        // A supplied password no cancelled subtask will use is not kept, even encrypted.
-        sqlx::query!("DELETE FROM subtask_secrets WHERE subtask_id = ANY($1)", &cancelled).execute(&mut *conn).await?;
-    }
-    Ok(cancelled)
+/// The task's status, its row locked for the caller's transaction.
+async fn task_status(conn: &mut sqlx::PgConnection, task_id: Uuid) -> Result<Option<TaskStatus>, Error> {
+    let status = sqlx::query_scalar!("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id).fetch_optional(&mut *conn).await?;
+    Ok(status.map(|s| s.parse().expect("task statuses checked by the schema")))
 }

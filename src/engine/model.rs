@@ -1,57 +1,118 @@
-//! The task model: operations, statuses and stages, stored as text.
+//! The task model: operations, statuses and stages, stored as text (the names below,
+//! as the schema's CHECK constraints list them).
 
-use std::fmt;
-use std::str::FromStr;
+use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
 
-macro_rules! text_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(format!("unknown {} `{other}`", stringify!($name))),
-                }
-            }
-        }
-    };
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, VariantArray, Serialize, Deserialize)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Operation {
+    Rotate,
+    Update,
+    Remediate,
+    UpdateAutoRotatePolicy,
+    SetPassword,
 }
 
-text_enum!(
-    /// What a request asks for.
-    Operation {
-        Rotate = "ROTATE",
-        Update = "UPDATE",
-        Remediate = "REMEDIATE",
-        UpdateAutoRotatePolicy = "UPDATE_AUTO_ROTATE_POLICY",
-        SetPassword = "SET_PASSWORD",
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
-);
+}
 
-text_enum!(
-    TaskStatus {
-        Pending = "PENDING",
-        InProgress = "IN_PROGRESS",
-        Successful = "SUCCESSFUL",
-        Failed = "FAILED",
-        Cancelled = "CANCELLED",
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, VariantArray, Serialize, Deserialize)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatus {
+    Pending,
+    InProgress,
+    Successful,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
-);
+}
+
+/// A subtask's status: one credential of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, VariantArray, Serialize, Deserialize)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SubtaskStatus {
+    Pending,
+    InProgress,
+    Successful,
+    Failed,
+    Cancelled,
+    NotApplicable,
+}
+
+impl SubtaskStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, VariantArray, Serialize, Deserialize)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StageStatus {
+    Pending,
+    InProgress,
+    Successful,
+    Failed,
+    Cancelled,
+    NotApplicable,
+}
+
+impl StageStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Whether rotor can tell what the targets of a task hold (UNRESOLVED: run REMEDIATE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, VariantArray, Serialize, Deserialize)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Resolution {
+    Resolved,
+    Unresolved,
+}
+
+impl Resolution {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// A credential's state: ACTIVE, or OUT_OF_SYNC when the heartbeat found its stored
+/// password no longer logs in (REMEDIATE repairs it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, VariantArray, Serialize, Deserialize)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CredentialStatus {
+    Active,
+    OutOfSync,
+}
+
+impl CredentialStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl StageStatus {
+    /// The stage has run to its end and is skipped on a resume.
+    pub fn is_done(self) -> bool {
+        matches!(self, StageStatus::Successful | StageStatus::NotApplicable)
+    }
+}
 
 impl TaskStatus {
     pub fn is_final(self) -> bool {
@@ -59,20 +120,27 @@ impl TaskStatus {
     }
 }
 
-text_enum!(
-    /// The steps of a subtask, in the order they run.
-    Stage {
-        Validate = "VALIDATE",
-        Generate = "GENERATE",
-        PolicyCheck = "POLICY_CHECK",
-        StagePending = "STAGE_PENDING",
-        Apply = "APPLY",
-        VerifyNew = "VERIFY_NEW",
-        VerifyOldRejected = "VERIFY_OLD_REJECTED",
-        VerifySupplied = "VERIFY_SUPPLIED",
-        Commit = "COMMIT",
+/// The steps of a subtask, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, VariantArray, Serialize, Deserialize)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Stage {
+    Validate,
+    Generate,
+    PolicyCheck,
+    StagePending,
+    Apply,
+    VerifyNew,
+    VerifyOldRejected,
+    VerifySupplied,
+    Commit,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
-);
+}
 
 impl Stage {
     pub fn description(self) -> &'static str {

@@ -2,11 +2,15 @@
 //! subtask fails after the target may have changed, log in to find what the target
 //! really holds and make the vault agree, or mark the task UNRESOLVED.
 
-use super::model::Stage;
-use super::repo::{self, Claim};
-use super::rotation::{login, promote, Account, StageError};
-use super::Engine;
-use crate::target::Login;
+use super::account::{login, Account};
+use super::context::Engine;
+use super::error::{Error, StageError};
+use super::events::CredentialAlert;
+use super::lease::{fenced, Claim};
+use super::lifecycle;
+use super::model::{Stage, SubtaskStatus};
+use super::repo;
+use crate::driver::Login;
 use crate::vault::versions::{self, State};
 
 pub(super) async fn give_up_or_retry(
@@ -16,12 +20,12 @@ pub(super) async fn give_up_or_retry(
     stage: Stage,
     e: StageError,
     touched: bool,
-) -> Result<(), repo::Error> {
+) -> Result<(), Error> {
     if e.transient && claim.attempts < engine.max_attempts {
         let delay = engine.backoff_ms(claim.attempts);
         tracing::warn!(stage = %stage, code = %e.error.error_code, error = %e.error.message, delay_ms = delay,
             "transient failure; will retry");
-        let mut tx = repo::fenced(&engine.pool, claim).await?;
+        let mut tx = fenced(&engine.pool, claim).await?;
         repo::retry_later(&mut tx, claim, stage, &e.error, delay, !touched).await?;
         tx.commit().await?;
         return Ok(());
@@ -63,7 +67,7 @@ async fn find_truth(engine: &Engine, claim: &Claim, account: &Account) -> Truth 
 
 /// Ends the subtask FAILED, leaving the vault agreeing with the target whenever rotor
 /// can tell what the target holds (`touched`: an attempt may have changed it).
-pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Account>, stage: Stage, mut e: StageError, touched: bool) -> Result<(), repo::Error> {
+pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Account>, stage: Stage, mut e: StageError, touched: bool) -> Result<(), Error> {
     let truth = match (account, touched) {
         (Some(account), true) => Some(find_truth(engine, claim, account).await),
         (None, true) => Some(Truth::Unknown("the account could not be loaded to log in".into())),
@@ -89,11 +93,11 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
         }
         None => {}
     }
-    let mut tx = repo::fenced(&engine.pool, claim).await?;
+    let mut tx = fenced(&engine.pool, claim).await?;
     if promote_pending {
         if let Some(account) = account {
-            if let Err(err) = promote(&mut tx, engine, account).await {
-                tracing::error!(error = %err.error.message, "cannot make the live pending password current");
+            if let Err(err) = lifecycle::record_rotation(&mut tx, &engine.schedule, account.credential_id, engine.max_versions).await {
+                tracing::error!(error = %err, "cannot make the live pending password current");
             }
         }
     } else if !e.unresolved {
@@ -129,9 +133,9 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
     tracing::error!(stage = %stage, code = %e.error.error_code, error = %e.error.message, unresolved = e.unresolved,
         "subtask failed");
     let error = e.error.context("stage", stage.as_str()).context("subtaskId", claim.subtask_id.to_string());
-    let task_status = repo::finish_subtask(&mut tx, claim, "FAILED", Some((stage, &error)), e.unresolved).await?;
+    let task_status = repo::finish_subtask(&mut tx, claim, SubtaskStatus::Failed, Some((stage, &error)), e.unresolved).await?;
     let stopped = if claim.is_auto {
-        crate::scheduler::after_auto_failure(&mut tx, &engine.scheduler, claim.credential_id, chrono::Utc::now()).await?
+        lifecycle::auto_rotation_failed(&mut tx, &engine.scheduler, claim.credential_id, chrono::Utc::now()).await?
     } else {
         false
     };
@@ -139,15 +143,8 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
     if stopped {
         tracing::error!(target: "rotor::security", credential_id = %claim.credential_id,
             "auto-rotation failed scheduler.max_failures times in a row; stopped until someone acts (rotor credential resume)");
-        engine.events.credential(claim.credential_id, "AUTO_ROTATE_STOPPED");
+        engine.events.credential(claim.credential_id, CredentialAlert::AutoRotateStopped);
     }
-    announce(engine, claim, "FAILED", task_status);
+    engine.events.subtask_ended(claim.task_id, SubtaskStatus::Failed, task_status);
     Ok(())
-}
-
-pub(super) fn announce(engine: &Engine, claim: &Claim, subtask_status: &str, task_status: Option<String>) {
-    engine.events.subtask(claim.task_id, subtask_status);
-    if let Some(status) = task_status {
-        engine.events.task(claim.task_id, &status);
-    }
 }

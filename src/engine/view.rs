@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::model::{Operation, Resolution, Stage, StageStatus, SubtaskStatus, TaskStatus};
 use crate::vcf_error::VcfError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,8 +18,8 @@ pub struct Task {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: String,
-    pub status: String,
-    pub resolution_status: String,
+    pub status: TaskStatus,
+    pub resolution_status: Resolution,
     pub is_cancellable: bool,
     pub is_retryable: bool,
     pub is_auto_rotate: bool,
@@ -45,7 +46,7 @@ pub struct SubTask {
     pub id: Uuid,
     pub name: String,
     pub description: String,
-    pub status: String,
+    pub status: SubtaskStatus,
     pub resources: Vec<Resource>,
     pub errors: Vec<VcfError>,
     pub stages: Vec<StageView>,
@@ -58,7 +59,7 @@ pub struct StageView {
     pub description: String,
     #[serde(rename = "type")]
     pub kind: String,
-    pub status: String,
+    pub status: StageStatus,
     pub creation_timestamp: Option<DateTime<Utc>>,
     pub completion_timestamp: Option<DateTime<Utc>>,
     pub errors: Vec<VcfError>,
@@ -103,18 +104,18 @@ pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<T
     .await?;
     let mut stages: HashMap<Uuid, Vec<StageView>> = HashMap::new();
     for r in stage_rows {
-        let stage: Option<super::model::Stage> = r.name.parse().ok();
+        let stage: Option<Stage> = r.name.parse().ok();
         stages.entry(r.subtask_id).or_default().push(StageView {
             description: stage.map(|s| s.description()).unwrap_or_default().to_string(),
             kind: stage.map(|s| s.kind()).unwrap_or_default().to_string(),
             name: r.name,
-            status: r.status,
+            status: stored(&r.status),
             creation_timestamp: r.started_at,
             completion_timestamp: r.completed_at,
             errors: errors(r.errors),
         });
     }
-    let verb = operation_verb(&t.operation);
+    let verb = operation_verb(stored(&t.operation));
     let mut resources: Vec<Resource> = Vec::new();
     let mut sub_tasks = Vec::with_capacity(subs.len());
     for s in subs {
@@ -131,22 +132,22 @@ pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<T
             id: s.id,
             name: format!("{verb} {}@{}", s.username, s.resource_id),
             description: format!("{verb} the password of account {} on resource {}", s.username, s.resource_name),
-            status: s.status,
+            status: stored(&s.status),
             resources: vec![resource],
             errors: errors(s.errors),
             stages: stages.remove(&s.id).unwrap_or_default(),
         });
     }
-    let active = matches!(t.status.as_str(), "PENDING" | "IN_PROGRESS");
+    let status: TaskStatus = stored(&t.status);
     Ok(Some(Task {
         id: t.id,
         name: t.name,
         kind: t.r#type,
-        is_cancellable: active && sub_tasks.iter().any(|s| s.status == "PENDING"),
+        is_cancellable: !status.is_final() && sub_tasks.iter().any(|s| s.status == SubtaskStatus::Pending),
         // A refused request has no subtask to run again.
-        is_retryable: t.status == "FAILED" && sub_tasks.iter().any(|s| s.status == "FAILED"),
-        status: t.status,
-        resolution_status: t.resolution_status,
+        is_retryable: status == TaskStatus::Failed && sub_tasks.iter().any(|s| s.status == SubtaskStatus::Failed),
+        status,
+        resolution_status: stored(&t.resolution_status),
         is_auto_rotate: t.is_auto_rotate,
         creation_timestamp: t.created_at,
         completion_timestamp: t.completed_at,
@@ -156,13 +157,18 @@ pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<T
     }))
 }
 
-pub fn operation_verb(operation: &str) -> &'static str {
+/// A value the schema's CHECK constraint admits, as its type.
+fn stored<T: std::str::FromStr>(text: &str) -> T {
+    text.parse().unwrap_or_else(|_| panic!("`{text}` is not a stored {}", std::any::type_name::<T>()))
+}
+
+pub fn operation_verb(operation: Operation) -> &'static str {
     match operation {
-        "ROTATE" => "Rotate",
-        "UPDATE" => "Update",
-        "REMEDIATE" => "Remediate",
-        "UPDATE_AUTO_ROTATE_POLICY" => "Set auto-rotation of",
-        _ => "Store",
+        Operation::Rotate => "Rotate",
+        Operation::Update => "Update",
+        Operation::Remediate => "Remediate",
+        Operation::UpdateAutoRotatePolicy => "Set auto-rotation of",
+        Operation::SetPassword => "Store",
     }
 }
 
@@ -172,7 +178,8 @@ pub struct Page {
     pub total: i64,
 }
 
-pub async fn page(pool: &PgPool, status: Option<&str>, page_number: i64, page_size: i64) -> Result<Page, sqlx::Error> {
+pub async fn page(pool: &PgPool, status: Option<TaskStatus>, page_number: i64, page_size: i64) -> Result<Page, sqlx::Error> {
+    let status = status.map(TaskStatus::as_str);
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM tasks WHERE ($1::text IS NULL OR status = $1)"#,
         status

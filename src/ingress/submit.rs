@@ -9,10 +9,12 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 
 use crate::engine::control;
+use crate::engine::model::TaskStatus;
 use crate::engine::repo::{self, Created, NewTask};
-use crate::events::Events;
+use crate::engine::Events;
 use crate::policy::Policy;
-use crate::requests::{self, Rejection};
+use crate::requests::{self, Refusal};
+use crate::schedule::Schedule;
 use crate::vault::MasterKey;
 
 pub struct Submitter {
@@ -22,16 +24,7 @@ pub struct Submitter {
     pub max_credentials: usize,
     pub events: Events,
     /// Plans next rotations for accounts onboarded through the API.
-    pub schedule: crate::scheduler::Schedule,
-}
-
-/// Why a request did not become a task.
-#[derive(Debug)]
-pub enum Refusal {
-    /// The request is wrong; nothing was recorded or changed.
-    Invalid(Rejection),
-    /// rotor cannot record it now (database away); the producer should try again.
-    Unavailable(String),
+    pub schedule: Schedule,
 }
 
 /// What a request asks, before it is checked.
@@ -44,25 +37,19 @@ pub enum Request<'a> {
 impl Submitter {
     pub async fn submit(&self, request: Request<'_>, source: &'static str, request_key: Option<String>) -> Result<Created, Refusal> {
         if let Some(key) = &request_key {
-            if let Some(task_id) = control::task_for_key(&self.pool, key).await.map_err(|e| Refusal::Unavailable(e.to_string()))? {
+            if let Some(task_id) = control::task_for_key(&self.pool, key).await.map_err(Refusal::Unavailable)? {
                 return Ok(Created { task_id, is_new: false, recorded: None });
             }
         }
-        let new = self.resolve(request, source, request_key).await.map_err(|r| {
-            if r.code == "DATABASE_UNAVAILABLE" {
-                Refusal::Unavailable(r.message)
-            } else {
-                Refusal::Invalid(r)
-            }
-        })?;
-        let created = repo::create_task(&self.pool, &self.key, &new).await.map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        let new = self.resolve(request, source, request_key).await?;
+        let created = repo::create_task(&self.pool, &self.key, &new).await.map_err(Refusal::Unavailable)?;
         if created.is_new {
-            self.events.task(created.task_id, "PENDING");
+            self.events.task(created.task_id, TaskStatus::Pending);
         }
         Ok(created)
     }
 
-    async fn resolve(&self, request: Request<'_>, source: &'static str, request_key: Option<String>) -> Result<NewTask, Rejection> {
+    async fn resolve(&self, request: Request<'_>, source: &'static str, request_key: Option<String>) -> Result<NewTask, Refusal> {
         match request {
             Request::CredentialsUpdate(body) => {
                 let spec = requests::parse_spec(body)?;

@@ -7,7 +7,7 @@
 use zeroize::Zeroizing;
 
 use super::spec::AMBIGUOUS;
-use super::{Policy, Violation, CLASSES};
+use super::rules::{Policy, Violation, CLASSES};
 
 const MIN_CODES: [&str; 4] = ["MIN_LOWER", "MIN_UPPER", "MIN_DIGIT", "MIN_SPECIAL"];
 

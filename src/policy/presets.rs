@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use super::{Policy, PolicySpec};
+use super::rules::Policy;
+use super::spec::PolicySpec;
 
 /// Printable ASCII punctuation: NSX accepts any of it except its forbidden list.
 const ASCII_PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::generate::{Generator, Rules, TooComplex};
-use super::{Policy, CLASSES};
+use super::rules::{Policy, CLASSES};
 
 /// Characters easily mistaken for one another when read aloud or off a screen.
 pub const AMBIGUOUS: &str = "l1IO0o|`'\"";

@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::ApiState;
+use super::state::ApiState;
 
 const OPENAPI: &str = include_str!("openapi.json");
 

@@ -12,9 +12,13 @@ use axum::routing::{post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::{authenticate, ApiError, ApiState, Body, Caller};
+use super::body::Body;
+use super::error::ApiError;
+use super::state::{authenticate, ApiState, Caller};
 use crate::config::Scope;
-use crate::ingress::submit::{Refusal, Request};
+use crate::engine::model::TaskStatus;
+use crate::ingress::submit::Request;
+use crate::requests::Refusal;
 use crate::requests::{self, Rejection};
 
 pub fn routes() -> Router<Arc<ApiState>> {
@@ -126,9 +130,9 @@ async fn set_password(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let task = crate::engine::view::load(&state.pool, created.task_id).await.ok().flatten();
-        match task.as_ref().map(|t| t.status.as_str()) {
-            Some("SUCCESSFUL") => return Ok(Json(Id { id: created.task_id })),
-            Some("FAILED") | Some("CANCELLED") => {
+        match task.as_ref().map(|t| t.status) {
+            Some(TaskStatus::Successful) => return Ok(Json(Id { id: created.task_id })),
+            Some(TaskStatus::Failed | TaskStatus::Cancelled) => {
                 let message = task.and_then(|t| t.errors.first().map(|e| e.message.clone())).unwrap_or_default();
                 return Err(PrivxError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST_DATA", "", message));
             }

@@ -8,7 +8,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value};
 
-use super::{text_param, ApiError, ApiState, Body, Caller};
+use super::body::Body;
+use super::error::ApiError;
+use super::paging::text_param;
+use super::state::{ApiState, Caller};
 use crate::config::Scope;
 use crate::inventory::{self, InventoryFile, ResourceSpec};
 
@@ -65,7 +68,7 @@ async fn load(state: &ApiState, id: Option<&str>) -> Result<Vec<Value>, ApiError
     )
     .fetch_all(&state.pool)
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::from)?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let accounts = sqlx::query!(
@@ -74,7 +77,7 @@ async fn load(state: &ApiState, id: Option<&str>) -> Result<Vec<Value>, ApiError
         )
         .fetch_all(&state.pool)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
         let spec = ResourceSpec {
             id: r.id,
             name: r.name,
@@ -144,7 +147,8 @@ async fn upsert(state: &ApiState, body: &[u8], path_id: Option<&str>) -> Result<
         other => ApiError::bad_request("body", &other.to_string()),
     })?;
     let report = inventory::apply(&state.pool, Some(&state.submitter.key), &inv, default_policy, &state.submitter.schedule).await.map_err(|e| match e {
-        inventory::Error::Db(e) => ApiError::internal(e),
+        inventory::Error::Db(e) => ApiError::from(e),
+        inventory::Error::Store(e) => ApiError::from(e),
         other => ApiError::bad_request("body", &other.to_string()),
     })?;
     let created = report.iter().any(|l| l.starts_with("resource ") && l.ends_with("created"));
@@ -176,11 +180,11 @@ async fn remove(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Pa
     )
     .fetch_one(&state.pool)
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::from)?;
     if busy > 0 {
         return Err(ApiError::new(StatusCode::CONFLICT, "RESOURCE_BUSY", format!("{busy} subtasks on resource {id} have not ended")));
     }
-    let n = sqlx::query!("DELETE FROM resources WHERE id = $1", id).execute(&state.pool).await.map_err(ApiError::internal)?.rows_affected();
+    let n = sqlx::query!("DELETE FROM resources WHERE id = $1", id).execute(&state.pool).await.map_err(ApiError::from)?.rows_affected();
     if n == 0 {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", format!("no resource {id}")));
     }

@@ -9,7 +9,10 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{page_params, text_param, uuid_param, ApiError, ApiState, Body, Caller, PageOf};
+use super::body::Body;
+use super::error::ApiError;
+use super::paging::{page_params, text_param, uuid_param, PageOf};
+use super::state::{ApiState, Caller};
 use crate::config::Scope;
 use crate::engine::model::TaskStatus;
 use crate::engine::control::{self, Change};
@@ -39,7 +42,7 @@ async fn update_credentials(
     tracing::info!(caller = %caller.name, task_id = %created.task_id, "credentials update accepted");
     let task = match created.recorded {
         Some(task) => task,
-        None => view::load(&state.pool, created.task_id).await.map_err(ApiError::internal)?.ok_or_else(|| ApiError::internal("task vanished"))?,
+        None => view::load(&state.pool, created.task_id).await.map_err(ApiError::from)?.ok_or_else(|| ApiError::internal("task vanished"))?,
     };
     Ok((StatusCode::ACCEPTED, Json(task)))
 }
@@ -126,7 +129,7 @@ async fn list_credentials(
     )
     .fetch_all(&state.pool)
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::from)?;
     let total = match rows.first() {
         Some(r) => r.total,
         None => count_credentials(&state, &q).await?,
@@ -147,7 +150,7 @@ async fn count_credentials(state: &ApiState, q: &CredentialQuery) -> Result<i64,
     )
     .fetch_one(&state.pool)
     .await
-    .map_err(ApiError::internal)
+    .map_err(ApiError::from)
 }
 
 async fn get_credential(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<Credential>, ApiError> {
@@ -161,7 +164,7 @@ async fn get_credential(caller: Caller, State(state): State<Arc<ApiState>>, Path
     )
     .fetch_optional(&state.pool)
     .await
-    .map_err(ApiError::internal)?
+    .map_err(ApiError::from)?
     .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "CREDENTIAL_NOT_FOUND", format!("no credential {id}")))?;
     Ok(Json(credential_of!(r)))
 }
@@ -183,17 +186,20 @@ async fn list_tasks(
     caller.require(Scope::TasksView)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("query", &e.body_text()))?;
     let page = page_params(q.page_number, q.page_size)?;
-    if let Some(s) = &q.status {
-        s.parse::<TaskStatus>().map_err(|_| ApiError::bad_request("status", "one of PENDING, IN_PROGRESS, SUCCESSFUL, FAILED, CANCELLED"))?;
-    }
-    let found = view::page(&state.pool, q.status.as_deref(), page.0, page.1).await.map_err(ApiError::internal)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<TaskStatus>)
+        .transpose()
+        .map_err(|_| ApiError::bad_request("status", "one of PENDING, IN_PROGRESS, SUCCESSFUL, FAILED, CANCELLED"))?;
+    let found = view::page(&state.pool, status, page.0, page.1).await.map_err(ApiError::from)?;
     Ok(Json(PageOf::new(found.tasks, page, found.total)))
 }
 
 async fn load_task(state: &ApiState, id: uuid::Uuid) -> Result<view::Task, ApiError> {
     view::load(&state.pool, id)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "TASK_NOT_FOUND", format!("no task {id}")))
 }
 
@@ -222,7 +228,7 @@ async fn changed(state: &ApiState, id: uuid::Uuid, change: Change) -> Result<(St
     match change {
         Change::Done(status) => {
             if let Some(status) = status {
-                state.submitter.events.task(id, &status);
+                state.submitter.events.task(id, status);
             }
             Ok((StatusCode::ACCEPTED, Json(load_task(state, id).await?)))
         }
@@ -234,7 +240,7 @@ async fn changed(state: &ApiState, id: uuid::Uuid, change: Change) -> Result<(St
 async fn retry_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
     let id = uuid_param("id", &id)?;
-    let change = control::retry_task(&state.pool, id).await.map_err(ApiError::internal)?;
+    let change = control::retry_task(&state.pool, id).await.map_err(ApiError::from)?;
     tracing::info!(caller = %caller.name, task_id = %id, ?change, "retry requested");
     changed(&state, id, change).await
 }
@@ -242,7 +248,7 @@ async fn retry_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id)
 async fn cancel_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
     let id = uuid_param("id", &id)?;
-    let change = control::cancel_task(&state.pool, id).await.map_err(ApiError::internal)?;
+    let change = control::cancel_task(&state.pool, id).await.map_err(ApiError::from)?;
     tracing::info!(caller = %caller.name, task_id = %id, ?change, "cancel requested");
     changed(&state, id, change).await
 }

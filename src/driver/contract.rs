@@ -1,8 +1,5 @@
-//! Target drivers: how rotor logs in to a host and changes a password there.
-//! Everything here is blocking (ssh2); the engine runs it on the blocking pool.
-
-pub mod linux;
-pub mod ssh;
+//! What a driver is given (the host and its admin) and what it answers (a login's
+//! outcome, an error that says whether the target may have changed).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +8,7 @@ use secrecy::SecretString;
 
 /// Where a resource is and how to trust and reach it.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct Host {
     pub resource_id: String,
     pub address: String,
     pub port: u16,
@@ -69,6 +66,12 @@ impl Error {
         matches!(self, Error::Connect { .. } | Error::Timeout { .. } | Error::Protocol { .. })
     }
 
+    /// Whether a failed change may still have reached the target: the dialogue was cut
+    /// off mid-way. Every other error is raised before the target changed anything.
+    pub fn may_have_changed(&self) -> bool {
+        matches!(self, Error::Timeout { .. } | Error::Protocol { .. })
+    }
+
     /// The stable VCF `errorCode`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -88,24 +91,11 @@ impl Error {
 /// One way of changing passwords on a kind of target (DESIGN.md, platforms).
 pub trait Driver: Send + Sync {
     /// Sets `new` as `username`'s password. `old` is its current one, when rotor knows it.
-    fn apply(&self, target: &Target, username: &str, old: Option<&SecretString>, new: &SecretString) -> Result<(), Error>;
+    fn apply(&self, host: &Host, username: &str, old: Option<&SecretString>, new: &SecretString) -> Result<(), Error>;
 
     /// A fresh login as `username` with `password`.
-    fn login(&self, target: &Target, username: &str, password: &SecretString) -> Result<Login, Error> {
-        ssh::password_login(target, username, password)
-    }
+    fn login(&self, host: &Host, username: &str, password: &SecretString) -> Result<Login, Error>;
 }
-
-/// The driver for a platform name, or None if rotor does not know it.
-pub fn driver(platform: &str) -> Option<&'static dyn Driver> {
-    match platform {
-        "linux-chpasswd" => Some(&linux::Chpasswd),
-        "linux-passwd" => Some(&linux::Passwd),
-        _ => None,
-    }
-}
-
-pub const PLATFORMS: &[&str] = &["linux-chpasswd", "linux-passwd"];
 
 /// Usernames go into `chpasswd` input and SSH logins: refuse anything that could be
 /// read as a separator, an option or a second line.

@@ -8,20 +8,20 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use ssh2::{ErrorCode, HashType, Session};
 
-use super::{Admin, Error, Login, Target};
+use super::contract::{Admin, Error, Host, Login};
 
 const AUTH_FAILED: i32 = -18; // LIBSSH2_ERROR_AUTHENTICATION_FAILED
 const PASSWORD_EXPIRED: i32 = -15; // LIBSSH2_ERROR_PASSWORD_EXPIRED
 const TIMEOUT: i32 = -9; // LIBSSH2_ERROR_TIMEOUT
 
-fn endpoint(target: &Target) -> String {
-    format!("{}:{}", target.address, target.port)
+fn endpoint(host: &Host) -> String {
+    format!("{}:{}", host.address, host.port)
 }
 
-fn protocol(target: &Target, e: ssh2::Error) -> Error {
+fn protocol(host: &Host, e: ssh2::Error) -> Error {
     match e.code() {
-        ErrorCode::Session(TIMEOUT) => Error::Timeout { address: endpoint(target), message: e.message().to_string() },
-        _ => Error::Protocol { address: endpoint(target), message: e.message().to_string() },
+        ErrorCode::Session(TIMEOUT) => Error::Timeout { address: endpoint(host), message: e.message().to_string() },
+        _ => Error::Protocol { address: endpoint(host), message: e.message().to_string() },
     }
 }
 
@@ -34,32 +34,32 @@ pub fn fingerprint(session: &Session) -> Option<String> {
 
 /// TCP connect, SSH handshake and host key check. No credential has been sent yet
 /// when this returns.
-pub fn connect(target: &Target) -> Result<Session, Error> {
-    let address = endpoint(target);
-    let addr = (target.address.as_str(), target.port)
+pub fn connect(host: &Host) -> Result<Session, Error> {
+    let address = endpoint(host);
+    let addr = (host.address.as_str(), host.port)
         .to_socket_addrs()
         .map_err(|e| Error::Connect { address: address.clone(), message: format!("cannot resolve: {e}") })?
         .next()
         .ok_or_else(|| Error::Connect { address: address.clone(), message: "no address".into() })?;
-    let tcp = TcpStream::connect_timeout(&addr, target.connect_timeout).map_err(|e| match e.kind() {
+    let tcp = TcpStream::connect_timeout(&addr, host.connect_timeout).map_err(|e| match e.kind() {
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
             Error::Timeout { address: address.clone(), message: e.to_string() }
         }
         _ => Error::Connect { address: address.clone(), message: e.to_string() },
     })?;
     let _ = tcp.set_nodelay(true);
-    let mut session = Session::new().map_err(|e| protocol(target, e))?;
-    session.set_timeout(u32::try_from(target.io_timeout.as_millis()).unwrap_or(u32::MAX));
+    let mut session = Session::new().map_err(|e| protocol(host, e))?;
+    session.set_timeout(u32::try_from(host.io_timeout.as_millis()).unwrap_or(u32::MAX));
     session.set_tcp_stream(tcp);
-    session.handshake().map_err(|e| protocol(target, e))?;
+    session.handshake().map_err(|e| protocol(host, e))?;
     let found = fingerprint(&session).ok_or_else(|| Error::Protocol { address: address.clone(), message: "no host key".into() })?;
-    if target.insecure_accept_any_host_key {
-        tracing::warn!(target: "rotor::security", resource_id = %target.resource_id, host_key = %found,
+    if host.insecure_accept_any_host_key {
+        tracing::warn!(target: "rotor::security", resource_id = %host.resource_id, host_key = %found,
             "accepting any host key (insecure_accept_any_host_key = true)");
-    } else if target.host_keys.is_empty() {
+    } else if host.host_keys.is_empty() {
         return Err(Error::NoPinnedHostKey);
-    } else if !target.host_keys.iter().any(|k| k == &found) {
-        tracing::error!(target: "rotor::security", resource_id = %target.resource_id, host_key = %found,
+    } else if !host.host_keys.iter().any(|k| k == &found) {
+        tracing::error!(target: "rotor::security", resource_id = %host.resource_id, host_key = %found,
             "host key mismatch: refusing to authenticate");
         return Err(Error::HostKeyMismatch { address, found });
     }
@@ -67,14 +67,14 @@ pub fn connect(target: &Target) -> Result<Session, Error> {
 }
 
 /// A fresh login with a password: Accepted, Refused, or an error saying why neither could be told.
-pub fn password_login(target: &Target, username: &str, password: &SecretString) -> Result<Login, Error> {
-    let session = connect(target)?;
+pub fn password_login(host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
+    let session = connect(host)?;
     let outcome = match session.userauth_password(username, password.expose_secret()) {
         Ok(()) if session.authenticated() => Ok(Login::Accepted),
         Ok(()) => Ok(Login::Refused),
         Err(e) => match e.code() {
             ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(PASSWORD_EXPIRED) => Ok(Login::Refused),
-            _ => Err(protocol(target, e)),
+            _ => Err(protocol(host, e)),
         },
     };
     let _ = session.disconnect(None, "rotor: login check done", None);
@@ -82,9 +82,9 @@ pub fn password_login(target: &Target, username: &str, password: &SecretString) 
 }
 
 /// A session authenticated as the resource's admin account.
-pub fn admin_session(target: &Target) -> Result<(Session, &Admin), Error> {
-    let admin = target.admin.as_ref().ok_or(Error::NoAdmin)?;
-    let session = connect(target)?;
+pub fn admin_session(host: &Host) -> Result<(Session, &Admin), Error> {
+    let admin = host.admin.as_ref().ok_or(Error::NoAdmin)?;
+    let session = connect(host)?;
     let auth_err = |message: String| Error::AdminAuth { username: admin.username.clone(), message };
     if let Some(key) = &admin.private_key_file {
         if !key.exists() {
@@ -93,7 +93,7 @@ pub fn admin_session(target: &Target) -> Result<(Session, &Admin), Error> {
         session.userauth_pubkey_file(&admin.username, None, key, None).map_err(|e| match e.code() {
             ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(-19) => auth_err(e.message().to_string()),
             ErrorCode::Session(-16) => Error::Config(format!("cannot use admin private key {}: {}", key.display(), e.message())),
-            _ => protocol(target, e),
+            _ => protocol(host, e),
         })?;
     } else if let Some(file) = &admin.password_file {
         let pw = std::fs::read_to_string(file)
@@ -101,7 +101,7 @@ pub fn admin_session(target: &Target) -> Result<(Session, &Admin), Error> {
         let pw = SecretString::from(pw.trim_end_matches(['\n', '\r']).to_owned());
         session.userauth_password(&admin.username, pw.expose_secret()).map_err(|e| match e.code() {
             ErrorCode::Session(AUTH_FAILED) => auth_err(e.message().to_string()),
-            _ => protocol(target, e),
+            _ => protocol(host, e),
         })?;
     } else {
         return Err(Error::Config("admin account needs private_key_file or password_file".into()));
@@ -118,14 +118,14 @@ pub struct Output {
 }
 
 /// Runs `command` (fixed text, never containing a secret) with `stdin` as its input.
-pub fn exec_with_stdin(target: &Target, session: &Session, command: &str, stdin: &[u8]) -> Result<Output, Error> {
-    let e = |e: ssh2::Error| protocol(target, e);
+pub fn exec_with_stdin(host: &Host, session: &Session, command: &str, stdin: &[u8]) -> Result<Output, Error> {
+    let e = |e: ssh2::Error| protocol(host, e);
     let mut channel = session.channel_session().map_err(e)?;
     channel.exec(command).map_err(e)?;
-    channel.write_all(stdin).map_err(|io| Error::Protocol { address: endpoint(target), message: io.to_string() })?;
+    channel.write_all(stdin).map_err(|io| Error::Protocol { address: endpoint(host), message: io.to_string() })?;
     channel.send_eof().map_err(e)?;
     let mut sink = Vec::new();
-    channel.read_to_end(&mut sink).map_err(|io| Error::Protocol { address: endpoint(target), message: io.to_string() })?;
+    channel.read_to_end(&mut sink).map_err(|io| Error::Protocol { address: endpoint(host), message: io.to_string() })?;
     let mut stderr = String::new();
     let _ = channel.stderr().read_to_string(&mut stderr);
     channel.wait_close().map_err(e)?;

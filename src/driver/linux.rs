@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::ssh::{admin_session, exec_with_stdin, redact};
-use super::{Driver, Error, Target};
+use super::ssh::{admin_session, exec_with_stdin, password_login, redact};
+use super::contract::{validate_password_charset, validate_username, Driver, Error, Host, Login};
 
 /// `linux-chpasswd`: the admin logs in with its key and feeds `user:password` to
 /// `chpasswd` on stdin (through `sudo -n` when configured). The password is never on a
@@ -14,13 +14,17 @@ use super::{Driver, Error, Target};
 pub struct Chpasswd;
 
 impl Driver for Chpasswd {
-    fn apply(&self, target: &Target, username: &str, _old: Option<&SecretString>, new: &SecretString) -> Result<(), Error> {
-        super::validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
-        super::validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected { message: format!("password {m}") })?;
-        let (session, admin) = admin_session(target)?;
+    fn login(&self, host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
+        password_login(host, username, password)
+    }
+
+    fn apply(&self, host: &Host, username: &str, _old: Option<&SecretString>, new: &SecretString) -> Result<(), Error> {
+        validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
+        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected { message: format!("password {m}") })?;
+        let (session, admin) = admin_session(host)?;
         let command = if admin.sudo { "sudo -n /usr/sbin/chpasswd" } else { "/usr/sbin/chpasswd" };
         let line = Zeroizing::new(format!("{username}:{}\n", new.expose_secret()));
-        let out = exec_with_stdin(target, &session, command, line.as_bytes())?;
+        let out = exec_with_stdin(host, &session, command, line.as_bytes())?;
         let _ = session.disconnect(None, "rotor: done", None);
         if out.status != 0 {
             let stderr = redact(&out.stderr, &[new]);
@@ -82,14 +86,18 @@ pub(crate) fn prompt_in(text: &str) -> Prompt {
 }
 
 impl Driver for Passwd {
-    fn apply(&self, target: &Target, username: &str, old: Option<&SecretString>, new: &SecretString) -> Result<(), Error> {
-        super::validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
-        super::validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected { message: format!("password {m}") })?;
+    fn login(&self, host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
+        password_login(host, username, password)
+    }
+
+    fn apply(&self, host: &Host, username: &str, old: Option<&SecretString>, new: &SecretString) -> Result<(), Error> {
+        validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
+        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected { message: format!("password {m}") })?;
         let old = old.ok_or_else(|| {
             Error::Config("platform linux-passwd changes a password with the current one, and rotor knows none: REMEDIATE with the live password first".into())
         })?;
-        let session = account_session(target, username, old)?;
-        let address = format!("{}:{}", target.address, target.port);
+        let session = account_session(host, username, old)?;
+        let address = format!("{}:{}", host.address, host.port);
         let io = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::TimedOut {
                 Error::Timeout { address: address.clone(), message: format!("waiting for passwd: {e}") }
@@ -108,13 +116,13 @@ impl Driver for Passwd {
         let mut since_answer = String::new();
         let (mut gave_current, mut gave_new) = (false, 0);
         let mut buf = [0u8; 1024];
-        let deadline = std::time::Instant::now() + target.io_timeout * DIALOGUE_TIMEOUTS;
+        let deadline = std::time::Instant::now() + host.io_timeout * DIALOGUE_TIMEOUTS;
         loop {
             if std::time::Instant::now() > deadline {
                 let _ = session.disconnect(None, "rotor: passwd took too long", None);
                 return Err(Error::Timeout {
                     address: address.clone(),
-                    message: format!("passwd gave no verdict within {:?}", target.io_timeout * DIALOGUE_TIMEOUTS),
+                    message: format!("passwd gave no verdict within {:?}", host.io_timeout * DIALOGUE_TIMEOUTS),
                 });
             }
             let n = channel.read(&mut buf).map_err(io)?;
@@ -184,8 +192,8 @@ fn tail(text: &str, max: usize) -> &str {
 }
 
 /// A session authenticated as the account itself, with its current password.
-fn account_session(target: &Target, username: &str, password: &SecretString) -> Result<ssh2::Session, Error> {
-    let session = super::ssh::connect(target)?;
+fn account_session(host: &Host, username: &str, password: &SecretString) -> Result<ssh2::Session, Error> {
+    let session = super::ssh::connect(host)?;
     match session.userauth_password(username, password.expose_secret()) {
         Ok(()) if session.authenticated() => Ok(session),
         Ok(()) => Err(Error::AccountAuth { username: username.to_string(), message: "not authenticated".into() }),
@@ -193,7 +201,7 @@ fn account_session(target: &Target, username: &str, password: &SecretString) -> 
             ssh2::ErrorCode::Session(-18) | ssh2::ErrorCode::Session(-15) => {
                 Err(Error::AccountAuth { username: username.to_string(), message: "the stored current password does not log in".into() })
             }
-            _ => Err(Error::Protocol { address: format!("{}:{}", target.address, target.port), message: e.message().to_string() }),
+            _ => Err(Error::Protocol { address: format!("{}:{}", host.address, host.port), message: e.message().to_string() }),
         },
     }
 }

@@ -1,0 +1,19 @@
+//! Drivers: how rotor logs in to a host and changes a password there, one per platform.
+//! Everything here is blocking (ssh2); the engine runs it on the blocking pool.
+
+mod contract;
+pub mod linux;
+pub mod ssh;
+
+pub use contract::{validate_password_charset, validate_username, Admin, Driver, Error, Host, Login};
+
+/// The driver for a platform name, or None if rotor does not know it.
+pub fn driver(platform: &str) -> Option<&'static dyn Driver> {
+    match platform {
+        "linux-chpasswd" => Some(&linux::Chpasswd),
+        "linux-passwd" => Some(&linux::Passwd),
+        _ => None,
+    }
+}
+
+pub const PLATFORMS: &[&str] = &["linux-chpasswd", "linux-passwd"];

@@ -1,0 +1,106 @@
+//! The account a subtask acts on, with its resource (the host and how to reach it),
+//! and the seam to the driver: logins run on the blocking pool.
+
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::context::Engine;
+use super::error::StageError;
+use crate::driver::{self, Admin, Host, Login};
+use crate::policy::Policy;
+use crate::vault::versions::{self, State};
+
+/// The account and its resource, as the stages need them.
+pub(super) struct Account {
+    pub(super) credential_id: Uuid,
+    pub(super) username: String,
+    pub(super) resource_id: String,
+    pub(super) platform: String,
+    pub(super) policy: String,
+    pub(super) host: Host,
+}
+
+pub(super) async fn load_account(engine: &Engine, credential_id: Uuid) -> Result<Account, StageError> {
+    let r = sqlx::query!(
+        "SELECT c.username, r.id AS resource_id, r.address, r.port, r.host_keys, r.insecure_accept_any_host_key,
+                r.platform, r.policy, r.admin_username, r.admin_private_key_file, r.admin_password_file, r.admin_sudo
+           FROM credentials c JOIN resources r ON r.id = c.resource_id WHERE c.id = $1",
+        credential_id
+    )
+    .fetch_optional(&engine.pool)
+    .await?
+    .ok_or_else(|| StageError::permanent("CREDENTIAL_NOT_FOUND", format!("credential {credential_id} no longer exists")))?;
+    let admin = r.admin_username.map(|username| Admin {
+        username,
+        private_key_file: r.admin_private_key_file.map(PathBuf::from),
+        password_file: r.admin_password_file.map(PathBuf::from),
+        sudo: r.admin_sudo,
+    });
+    Ok(Account {
+        credential_id,
+        username: r.username,
+        platform: r.platform,
+        policy: r.policy,
+        host: Host {
+            resource_id: r.resource_id.clone(),
+            address: r.address,
+            port: u16::try_from(r.port).unwrap_or(22),
+            host_keys: r.host_keys,
+            insecure_accept_any_host_key: r.insecure_accept_any_host_key,
+            admin,
+            connect_timeout: engine.connect_timeout,
+            io_timeout: engine.io_timeout,
+        },
+        resource_id: r.resource_id,
+    })
+}
+
+pub(super) fn policy_of<'a>(engine: &'a Engine, account: &Account) -> Result<&'a Policy, StageError> {
+    engine.policies.get(&account.policy).ok_or_else(|| {
+        StageError::permanent("POLICY_NOT_FOUND", format!("resource {} names unknown policy `{}`", account.resource_id, account.policy))
+    })
+}
+
+pub(super) fn driver_of(account: &Account) -> Result<&'static dyn driver::Driver, StageError> {
+    driver::driver(&account.platform).ok_or_else(|| {
+        StageError::permanent(
+            "PLATFORM_NOT_SUPPORTED",
+            format!("resource {} uses platform `{}`; supported: {}", account.resource_id, account.platform, driver::PLATFORMS.join(", ")),
+        )
+    })
+}
+
+pub(super) async fn login(account: &Account, password: &SecretString) -> Result<Login, StageError> {
+    let driver = driver_of(account)?;
+    let (host, username, password) = (account.host.clone(), account.username.clone(), password.clone());
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| driver.login(&host, &username, &password)))
+        .await
+        .map_err(|e| StageError::permanent("INTERNAL_ERROR", format!("login task panicked: {e}")))?
+        .map_err(StageError::driver)
+}
+
+/// Why the heartbeat could not tell whether a stored password still logs in.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckError(String);
+
+impl From<StageError> for CheckError {
+    fn from(e: StageError) -> Self {
+        CheckError(e.error.message)
+    }
+}
+
+/// Heartbeat: does the stored current password still log in? (current version, outcome)
+pub async fn check_current(engine: &Engine, credential_id: Uuid) -> Result<Option<(i32, Login)>, CheckError> {
+    let account = load_account(engine, credential_id).await?;
+    let mut conn = engine.pool.acquire().await.map_err(StageError::from)?;
+    let Some(current) = versions::get(&mut conn, &engine.key, credential_id, State::Current).await.map_err(StageError::from)? else {
+        return Ok(None);
+    };
+    drop(conn);
+    let outcome = login(&account, &current.password).await?;
+    Ok(Some((current.version, outcome)))
+}

@@ -1,0 +1,173 @@
+//! The work queue's leases: a worker claims a runnable subtask by leasing its
+//! credential, renews the lease while it works, and writes only in transactions that
+//! prove the lease (with its fencing token) is still its own.
+
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::error::Error;
+use super::model::Operation;
+
+/// The channel workers LISTEN on; intake NOTIFYs it when it adds work.
+pub const WORK_CHANNEL: &str = "rotor_work";
+
+/// A subtask a worker has claimed, with the lease it holds.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub subtask_id: Uuid,
+    pub task_id: Uuid,
+    pub credential_id: Uuid,
+    pub operation: Operation,
+    pub fence: i64,
+    pub attempts: i32,
+    pub params: serde_json::Value,
+    /// This claim moved the task from PENDING to IN_PROGRESS.
+    pub task_started: bool,
+    /// The scheduler made this task (auto-rotation).
+    pub is_auto: bool,
+}
+
+impl Claim {
+    /// REMEDIATE without a password: the admin sets a fresh one.
+    pub fn reconcile(&self) -> bool {
+        self.params.get("reconcile").and_then(serde_json::Value::as_bool).unwrap_or(false)
+    }
+}
+
+/// Takes the oldest runnable subtask whose credential is free (or already reserved for
+/// it, or whose previous worker's lease expired) and leases the credential.
+pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i64) -> Result<Option<Claim>, Error> {
+    // A claimer that locked the resource row just after another committed a lease on it
+    // counted with an older snapshot; it finds out below and tries again.
+    for _ in 0..8 {
+        if let Some(claim) = try_claim(pool, worker, lease_seconds, per_host).await? {
+            return Ok(claim);
+        }
+    }
+    Ok(None)
+}
+
+/// One attempt: Some(claim or nothing runnable), or None when the per-host limit turned
+/// out to be full once the resource row was locked.
+async fn try_claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i64) -> Result<Option<Option<Claim>>, Error> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query!(
+        r#"WITH candidate AS (
+               SELECT s.id, s.credential_id
+                 FROM subtasks s JOIN credentials c ON c.id = s.credential_id JOIN resources r ON r.id = c.resource_id
+                WHERE s.status IN ('PENDING', 'IN_PROGRESS')
+                  AND s.not_before <= now()
+                  AND CASE WHEN c.lease_subtask IS NULL THEN s.status = 'PENDING'
+                           WHEN c.lease_subtask = s.id THEN c.lease_expires_at IS NULL OR c.lease_expires_at < now()
+                           ELSE false END
+                  -- At most per_host live leases on one resource; locking the resource row
+                  -- makes concurrent claimers on that host take turns (checked again below).
+                  AND (SELECT count(*) FROM credentials c2
+                        WHERE c2.resource_id = r.id AND c2.id <> c.id AND c2.lease_expires_at > now()) < $3
+                ORDER BY s.not_before, s.created_at
+                LIMIT 1
+                  FOR UPDATE OF s, c, r SKIP LOCKED
+           ), lease AS (
+               UPDATE credentials c
+                  SET lease_subtask = candidate.id, lease_owner = $1,
+                      lease_expires_at = now() + make_interval(secs => $2), lease_fence = c.lease_fence + 1
+                 FROM candidate WHERE c.id = candidate.credential_id
+                RETURNING c.lease_fence
+           )
+           UPDATE subtasks s
+              SET status = 'IN_PROGRESS', worker = $1, fence = lease.lease_fence, attempts = s.attempts + 1,
+                  started_at = COALESCE(s.started_at, now())
+             FROM candidate, lease
+            WHERE s.id = candidate.id
+            RETURNING s.id, s.task_id, s.credential_id, s.fence AS "fence!", s.attempts, s.params,
+                      (SELECT operation FROM tasks WHERE id = s.task_id) AS "operation!",
+                      (SELECT is_auto_rotate FROM tasks WHERE id = s.task_id) AS "is_auto!",
+                      (SELECT resource_id FROM credentials WHERE id = s.credential_id) AS "resource_id!""#,
+        worker,
+        lease_seconds,
+        per_host
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        tx.rollback().await?;
+        return Ok(Some(None));
+    };
+    // This statement's snapshot is newer than the lock on the resource row: it sees every
+    // lease committed on that host, and no other claimer can add one while we hold the lock.
+    let live = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM credentials WHERE resource_id = $1 AND id <> $2 AND lease_expires_at > now()"#,
+        row.resource_id,
+        row.credential_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if live >= per_host {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let task_started = sqlx::query!("UPDATE tasks SET status = 'IN_PROGRESS' WHERE id = $1 AND status = 'PENDING'", row.task_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    tx.commit().await?;
+    Ok(Some(Some(Claim {
+        subtask_id: row.id,
+        task_id: row.task_id,
+        credential_id: row.credential_id,
+        operation: row.operation.parse().expect("operation checked by the schema"),
+        fence: row.fence,
+        attempts: row.attempts,
+        params: row.params,
+        task_started,
+        is_auto: row.is_auto,
+    })))
+}
+
+/// Expires the leases an earlier run of this instance held (it is dead: we are it).
+pub async fn release_stale_leases(pool: &PgPool, instance: &str, me: &str) -> Result<u64, Error> {
+    let n = sqlx::query!(
+        "UPDATE credentials SET lease_expires_at = now()
+          WHERE lease_owner LIKE $1 || '/%' AND lease_owner <> $2 AND lease_expires_at > now()",
+        instance,
+        me
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n)
+}
+
+/// Extends the lease; false when it was taken over.
+pub async fn renew_lease(pool: &PgPool, claim: &Claim, lease_seconds: f64) -> Result<bool, Error> {
+    let n = sqlx::query!(
+        "UPDATE credentials SET lease_expires_at = now() + make_interval(secs => $3)
+          WHERE id = $1 AND lease_fence = $2 AND lease_subtask = $4",
+        claim.credential_id,
+        claim.fence,
+        lease_seconds,
+        claim.subtask_id
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Opens a transaction that holds the credential row and proves the lease is still ours.
+pub async fn fenced(pool: &PgPool, claim: &Claim) -> Result<Transaction<'static, Postgres>, Error> {
+    let mut tx = pool.begin().await?;
+    let ok = sqlx::query_scalar!(
+        "SELECT lease_fence FROM credentials WHERE id = $1 AND lease_subtask = $2 FOR UPDATE",
+        claim.credential_id,
+        claim.subtask_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if ok != Some(claim.fence) {
+        return Err(Error::LostLease(claim.credential_id));
+    }
+    Ok(tx)
+}
+

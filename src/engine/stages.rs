@@ -1,0 +1,282 @@
+//! The stages of a subtask (model::Stage), one function each. A stage either ends
+//! (`Done`) or stops with a `StageError`; the stage loop (rotation) records it.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use super::account::{driver_of, login, policy_of, Account};
+use super::context::Engine;
+use super::error::{Error, StageError};
+use super::lease::{fenced, Claim};
+use super::lifecycle;
+use super::model::{Operation, Stage, StageStatus, SubtaskStatus};
+use super::repo;
+use crate::driver::{self, Login};
+use crate::vault::versions::{self, Origin, State};
+
+pub(super) enum Done {
+    Successful,
+    NotApplicable,
+    /// The stage wrote its own completion (and maybe the subtask's) in its transaction.
+    Recorded,
+}
+
+/// `maybe_applied`: an earlier attempt may already have set the pending password.
+pub(super) async fn run_stage(
+    engine: &Arc<Engine>,
+    claim: &Claim,
+    account: &Account,
+    stage: Stage,
+    maybe_applied: bool,
+    new_password: &mut Option<SecretString>,
+) -> Result<Done, StageError> {
+    match stage {
+        Stage::Validate => validate(engine, claim, account).await,
+        Stage::Generate => {
+            *new_password = Some(generate(engine, account)?);
+            Ok(Done::Successful)
+        }
+        Stage::PolicyCheck => {
+            let supplied = supplied_of(engine, claim).await?;
+            let broken = policy_of(engine, account)?.check_for(&supplied, Some(&account.username));
+            if broken.is_empty() {
+                return Ok(Done::Successful);
+            }
+            let rules: Vec<String> = broken.iter().map(|v| format!("{} ({})", v.code, v.message)).collect();
+            Err(StageError::permanent("PASSWORD_POLICY_VIOLATION", format!("the password breaks policy `{}`: {}", account.policy, rules.join("; "))))
+        }
+        Stage::StagePending => {
+            let fresh = match claim.operation {
+                Operation::Update => Some(supplied_of(engine, claim).await?),
+                _ => new_password.take(),
+            };
+            stage_pending(engine, claim, account, fresh).await
+        }
+        Stage::Apply => apply(engine, claim, account, maybe_applied).await,
+        Stage::VerifyNew => {
+            let pending = pending_of(engine, claim, account).await?;
+            match login(account, &pending).await? {
+                Login::Accepted => Ok(Done::Successful),
+                Login::Refused => Err(StageError::permanent(
+                    "VERIFICATION_FAILED",
+                    format!("the new password of {} does not log in to {}", account.username, account.resource_id),
+                )
+                .unresolved()),
+            }
+        }
+        Stage::VerifyOldRejected => {
+            let mut conn = engine.pool.acquire().await?;
+            let Some(current) = versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await? else {
+                return Ok(Done::NotApplicable);
+            };
+            drop(conn);
+            match login(account, &current.password).await? {
+                Login::Refused => Ok(Done::Successful),
+                Login::Accepted => Err(StageError::permanent(
+                    "OLD_PASSWORD_STILL_ACCEPTED",
+                    format!("the previous password of {} still logs in to {}", account.username, account.resource_id),
+                )
+                .unresolved()),
+            }
+        }
+        Stage::VerifySupplied => {
+            let supplied = supplied_of(engine, claim).await?;
+            match login(account, &supplied).await? {
+                Login::Accepted => Ok(Done::Successful),
+                Login::Refused => Err(StageError::permanent(
+                    "AUTHENTICATION_FAILED",
+                    format!("the supplied password of {} does not log in to {}; nothing was changed", account.username, account.resource_id),
+                )),
+            }
+        }
+        Stage::Commit => commit(engine, claim, account).await,
+    }
+}
+
+fn generate(engine: &Engine, account: &Account) -> Result<SecretString, StageError> {
+    policy_of(engine, account)?
+        .generate_for(Some(&account.username))
+        .map_err(|e| StageError::permanent("PASSWORD_GENERATION_FAILED", e.to_string()))
+}
+
+/// The password the request supplied for this subtask.
+async fn supplied_of(engine: &Engine, claim: &Claim) -> Result<SecretString, StageError> {
+    let mut conn = engine.pool.acquire().await?;
+    versions::get_supplied(&mut conn, &engine.key, claim.subtask_id)
+        .await?
+        .ok_or_else(|| StageError::permanent("SUPPLIED_PASSWORD_MISSING", "the request's password is no longer stored"))
+}
+
+async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<Done, StageError> {
+    driver::validate_username(&account.username)
+        .map_err(|m| StageError::permanent("INVALID_USERNAME", format!("username {m}")))?;
+    let changes_target = matches!(claim.operation, Operation::Rotate | Operation::Update) || claim.reconcile();
+    if changes_target {
+        driver_of(account)?;
+        if matches!(claim.operation, Operation::Rotate) || claim.reconcile() {
+            policy_of(engine, account)?;
+        }
+        if claim.reconcile() && account.host.admin.is_none() {
+            return Err(StageError::permanent(
+                "ADMIN_ACCOUNT_MISSING",
+                format!("REMEDIATE without a password needs the admin account of resource {}; supply the password instead", account.resource_id),
+            ));
+        }
+        if account.platform == "linux-passwd" && !claim.reconcile() {
+            let known = sqlx::query_scalar!(
+                r#"SELECT count(*) AS "n!" FROM credential_versions WHERE credential_id = $1 AND state IN ('CURRENT', 'PENDING')"#,
+                account.credential_id
+            )
+            .fetch_one(&engine.pool)
+            .await?;
+            if known == 0 {
+                return Err(StageError::permanent(
+                    "CURRENT_PASSWORD_UNKNOWN",
+                    "platform linux-passwd changes a password with the current one, and rotor knows none: REMEDIATE with the live password first",
+                ));
+            }
+        }
+        if account.platform == "linux-chpasswd" && account.host.admin.is_none() {
+            return Err(StageError::permanent("ADMIN_ACCOUNT_MISSING", format!("resource {} has no admin account", account.resource_id)));
+        }
+    }
+    if claim.operation == Operation::Remediate || claim.operation == Operation::SetPassword {
+        // These repair the credential: an unresolved pending password of an earlier
+        // rotation stops mattering once the truth is stored or a fresh one is set.
+        return Ok(Done::Successful);
+    }
+    if !changes_target {
+        return Ok(Done::Successful);
+    }
+    // A pending password from another subtask may be live on the target: never stack a second one on it.
+    let other = sqlx::query_scalar!(
+        "SELECT subtask_id FROM credential_versions WHERE credential_id = $1 AND state = 'PENDING'",
+        account.credential_id
+    )
+    .fetch_optional(&engine.pool)
+    .await?
+    .flatten();
+    if let Some(other) = other.filter(|s| *s != claim.subtask_id) {
+        return Err(StageError::permanent(
+            "CREDENTIAL_UNRESOLVED",
+            format!("credential has an unresolved pending password from subtask {other}"),
+        )
+        .unresolved());
+    }
+    Ok(Done::Successful)
+}
+
+/// Save before change: the new password is committed, encrypted, before the target is touched.
+async fn stage_pending(engine: &Engine, claim: &Claim, account: &Account, fresh: Option<SecretString>) -> Result<Done, StageError> {
+    let mut tx = fenced(&engine.pool, claim).await?;
+    let mut existing = versions::get(&mut tx, &engine.key, account.credential_id, State::Pending).await?;
+    if claim.reconcile() && existing.as_ref().is_some_and(|v| v.subtask_id != Some(claim.subtask_id)) {
+        // Reconcile replaces whatever an earlier failed rotation left pending; if it then
+        // changes nothing on the target, that version is put back (recovery::fail).
+        sqlx::query!(
+            "UPDATE credential_versions SET state = 'ABANDONED', state_changed_at = now(), set_aside_by = $2
+              WHERE credential_id = $1 AND state = 'PENDING'",
+            account.credential_id,
+            claim.subtask_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        existing = None;
+    }
+    if existing.is_none() {
+        // GENERATE ran in an earlier attempt whose password was never stored: nothing of it
+        // reached the target, so a fresh one is as good.
+        let password = match fresh {
+            Some(p) => p,
+            None => generate(engine, account)?,
+        };
+        let origin = if claim.operation == Operation::Update { Origin::Supplied } else { Origin::Generated };
+        let version = versions::insert(&mut tx, &engine.key, account.credential_id, State::Pending, origin, &password, Some(claim.subtask_id)).await?;
+        tracing::info!(target: "rotor::security", version, "pending password stored");
+    }
+    repo::stage_finished(&mut tx, claim, Stage::StagePending, StageStatus::Successful).await?;
+    tx.commit().await.map_err(Error::from)?;
+    Ok(Done::Recorded)
+}
+
+async fn pending_of(engine: &Engine, claim: &Claim, account: &Account) -> Result<SecretString, StageError> {
+    let mut conn = engine.pool.acquire().await?;
+    match versions::get(&mut conn, &engine.key, account.credential_id, State::Pending).await? {
+        Some(v) if v.subtask_id == Some(claim.subtask_id) => Ok(v.password),
+        _ => Err(StageError::permanent("PENDING_VERSION_MISSING", "the pending password of this subtask is gone").unresolved()),
+    }
+}
+
+async fn apply(engine: &Engine, claim: &Claim, account: &Account, maybe_applied: bool) -> Result<Done, StageError> {
+    let pending = pending_of(engine, claim, account).await?;
+    // An earlier attempt may have changed the password already: then there is nothing to
+    // do (and linux-passwd could not log in with the old one to do it again).
+    if maybe_applied || claim.attempts > 1 {
+        if let Ok(Login::Accepted) = login(account, &pending).await {
+            tracing::info!("pending password already live on the target; not applying again");
+            return Ok(Done::Successful);
+        }
+    }
+    let mut conn = engine.pool.acquire().await?;
+    let current = versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await?;
+    drop(conn);
+    // Reconcile is a privileged reset: always the admin's chpasswd, whatever the platform
+    // (linux-passwd would need the live password, which is what reconcile lacks).
+    let driver: &'static dyn driver::Driver = if claim.reconcile() { &driver::linux::Chpasswd } else { driver_of(account)? };
+    let (host, username) = (account.host.clone(), account.username.clone());
+    let span = tracing::Span::current();
+    let result = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| driver.apply(&host, &username, current.as_ref().map(|v| &v.password), &pending))
+    })
+    .await
+    .map_err(|e| StageError::permanent("INTERNAL_ERROR", format!("apply task panicked: {e}")).unresolved())?;
+    match result {
+        Ok(()) => {
+            crate::failpoint::hit("APPLY:target");
+            Ok(Done::Successful)
+        }
+        // The driver tells whether the target may have changed before it failed.
+        Err(e) => Err(StageError::driver_change(e)),
+    }
+}
+
+async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Done, StageError> {
+    let supplied = match claim.operation {
+        Operation::Remediate | Operation::SetPassword if !claim.reconcile() => Some(supplied_of(engine, claim).await?),
+        _ => None,
+    };
+    let mut tx = fenced(&engine.pool, claim).await?;
+    let mut withdrawn = None;
+    match claim.operation {
+        Operation::Rotate | Operation::Update | Operation::Remediate if supplied.is_none() => {
+            lifecycle::record_rotation(&mut tx, &engine.schedule, account.credential_id, engine.max_versions).await?
+        }
+        Operation::Remediate | Operation::SetPassword => {
+            let password = supplied.as_ref().expect("supplied above");
+            let v = versions::replace_current(&mut tx, &engine.key, account.credential_id, password, claim.subtask_id, engine.max_versions).await?;
+            // Someone acted: a drifted credential is back in sync.
+            lifecycle::record_supplied(&mut tx, account.credential_id).await?;
+            tracing::info!(target: "rotor::security", version = v, operation = %claim.operation, "supplied password stored as current");
+        }
+        Operation::UpdateAutoRotatePolicy => {
+            let enable = claim.params.get("enable").and_then(serde_json::Value::as_bool).unwrap_or(false);
+            let days = claim.params.get("frequencyInDays").and_then(serde_json::Value::as_i64).map(|d| d as i32).filter(|_| enable);
+            // While an auto-rotation is in flight its COMMIT plans the next one, with these days.
+            withdrawn = lifecycle::set_frequency(&mut tx, &engine.schedule, account.credential_id, days).await?;
+        }
+        Operation::Rotate | Operation::Update => unreachable!("matched above"),
+    }
+    sqlx::query!("DELETE FROM subtask_secrets WHERE subtask_id = $1", claim.subtask_id).execute(&mut *tx).await?;
+    repo::stage_finished(&mut tx, claim, Stage::Commit, StageStatus::Successful).await?;
+    let task_status = repo::finish_subtask(&mut tx, claim, SubtaskStatus::Successful, None, false).await?;
+    tx.commit().await.map_err(Error::from)?;
+    engine.events.subtask_ended(claim.task_id, SubtaskStatus::Successful, task_status);
+    if let Some((task_id, Some(status))) = withdrawn {
+        engine.events.task(task_id, status);
+    }
+    tracing::info!(target: "rotor::security", username = %account.username, resource_id = %account.resource_id,
+        operation = %claim.operation, "password rotation committed");
+    Ok(Done::Recorded)
+}
+

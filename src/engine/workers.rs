@@ -1,0 +1,104 @@
+//! The workers: `concurrency` loops that claim a subtask, run its stages and claim
+//! the next, woken by intake's NOTIFY or a fallback poll.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::context::Engine;
+use super::lease::{self, WORK_CHANNEL};
+use super::model::{SubtaskStatus, TaskStatus};
+use super::rotation;
+
+/// Runs `concurrency` workers until `shutdown`; a running subtask is allowed to finish.
+pub async fn run_workers(engine: Arc<Engine>, shutdown: CancellationToken) {
+    if let Some(instance) = &engine.instance_id {
+        match lease::release_stale_leases(&engine.pool, instance, &engine.worker_id).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(leases = n, "took back leases of this instance's previous run; resuming its rotations"),
+            Err(e) => tracing::warn!(error = %e, "cannot take back this instance's previous leases; they will expire"),
+        }
+    }
+    let wake = Arc::new(Notify::new());
+    let listener = tokio::spawn(listen_for_work(engine.pool.clone(), wake.clone(), shutdown.clone()));
+    let mut workers = tokio::task::JoinSet::new();
+    for n in 0..engine.concurrency {
+        let (engine, wake, shutdown) = (engine.clone(), wake.clone(), shutdown.clone());
+        workers.spawn(async move { worker_loop(n, engine, wake, shutdown).await });
+    }
+    while workers.join_next().await.is_some() {}
+    listener.abort();
+}
+
+/// Waits between failed claims while the database is away: 200 ms doubling to 10 s.
+fn claim_delays() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times()
+        .build()
+}
+
+async fn worker_loop(n: usize, engine: Arc<Engine>, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut delays = claim_delays();
+    while !shutdown.is_cancelled() {
+        match lease::claim(&engine.pool, &engine.worker_id, engine.lease_seconds, engine.per_host).await {
+            Ok(Some(claim)) => {
+                delays = claim_delays();
+                engine.events.subtask(claim.task_id, SubtaskStatus::InProgress);
+                if claim.task_started {
+                    engine.events.task(claim.task_id, TaskStatus::InProgress);
+                }
+                let span = tracing::info_span!("subtask", worker_id = %engine.worker_id, worker = n, task_id = %claim.task_id,
+                    subtask_id = %claim.subtask_id, credential_id = %claim.credential_id, attempt = claim.attempts);
+                rotation::run(&engine, claim).instrument(span).await;
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(engine.poll_interval) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim work; database unreachable? retrying");
+                let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Wakes idle workers when intake (in any process) NOTIFYs new work.
+async fn listen_for_work(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "work listener cannot connect; workers keep polling");
+                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(2)) => continue, _ = shutdown.cancelled() => return }
+            }
+        };
+        if listener.listen(WORK_CHANNEL).await.is_err() {
+            continue;
+        }
+        loop {
+            tokio::select! {
+                r = listener.recv() => match r {
+                    Ok(_) => wake.notify_waiters(),
+                    Err(_) => break,
+                },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}

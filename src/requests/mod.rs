@@ -1,0 +1,14 @@
+//! Requests as producers send them (VCF `CredentialsUpdateSpec`), parsed and checked
+//! against the inventory, becoming a `NewTask`. Every error names the offending field.
+
+mod parse;
+mod redact;
+mod rejection;
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+pub use parse::{parse_json, parse_spec, AutoRotatePolicy, CredentialSpec, CredentialsUpdateSpec, Element, OperationType, PrivxPassword, PrivxRotate};
+pub use redact::{nul_in, redact_secrets, NUL_MESSAGE, REDACTED};
+pub use rejection::{Refusal, Rejection};
+pub use resolve::{resolve, resolve_privx, Context, ResourceRef};

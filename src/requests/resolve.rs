@@ -1,0 +1,272 @@
+//! Resolving a parsed request against the inventory and the policies into a task:
+//! every element and credential checked, every supplied password too.
+
+use std::collections::BTreeMap;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::parse::{AutoRotatePolicy, CredentialSpec, CredentialsUpdateSpec, Element, OperationType};
+use super::redact::{NUL_MESSAGE, REDACTED};
+use super::rejection::{Refusal, Rejection};
+use crate::engine::model::Operation;
+use crate::engine::repo::{NewSubTask, NewTask};
+use crate::policy::Policy;
+
+/// What resolving a request needs besides the request.
+pub struct Context<'a> {
+    pub pool: &'a PgPool,
+    pub policies: &'a BTreeMap<String, Policy>,
+    pub max_credentials: usize,
+}
+
+/// Turns a parsed request into a task, checking every element against the inventory
+/// and every supplied password against its account's policy (UPDATE).
+pub async fn resolve(
+    ctx: &Context<'_>,
+    spec: &CredentialsUpdateSpec,
+    source: &'static str,
+    request_key: Option<String>,
+) -> Result<NewTask, Refusal> {
+    let operation = match spec.operation_type {
+        OperationType::Rotate => Operation::Rotate,
+        OperationType::Update => Operation::Update,
+        OperationType::Remediate => Operation::Remediate,
+        OperationType::UpdateAutoRotatePolicy => Operation::UpdateAutoRotatePolicy,
+    };
+    let params = match (operation, &spec.auto_rotate_policy) {
+        (Operation::UpdateAutoRotatePolicy, None) => {
+            return Err(Rejection::new("INVALID_REQUEST", "autoRotatePolicy", "is required for UPDATE_AUTO_ROTATE_POLICY").into())
+        }
+        (Operation::UpdateAutoRotatePolicy, Some(p)) => auto_rotate_params(p)?,
+        (_, Some(_)) => {
+            return Err(Rejection::new("INVALID_REQUEST", "autoRotatePolicy", "is only allowed with UPDATE_AUTO_ROTATE_POLICY").into())
+        }
+        (_, None) => serde_json::json!({}),
+    };
+    if spec.elements.is_empty() {
+        return Err(Rejection::new("INVALID_REQUEST", "elements", "must name at least one resource").into());
+    }
+    let total: usize = spec.elements.iter().map(|e| e.credentials.len()).sum();
+    if total > ctx.max_credentials {
+        return Err(Rejection::new(
+            "REQUEST_TOO_LARGE",
+            "elements",
+            format!("names {total} credentials; at most {} per request", ctx.max_credentials),
+        )
+        .into());
+    }
+    let mut subtasks: Vec<NewSubTask> = Vec::with_capacity(total);
+    let mut labels = Vec::new();
+    for (i, element) in spec.elements.iter().enumerate() {
+        let at = format!("elements[{i}]");
+        let resource = find_resource(ctx.pool, element, &at).await?;
+        if element.credentials.is_empty() {
+            return Err(Rejection::new("INVALID_REQUEST", format!("{at}.credentials"), "must name at least one credential").into());
+        }
+        for (j, cred) in element.credentials.iter().enumerate() {
+            let at = format!("{at}.credentials[{j}]");
+            let credential_id = find_credential(ctx.pool, &resource, cred, &at).await?;
+            if subtasks.iter().any(|s| s.credential_id == credential_id) {
+                return Err(Rejection::new("VALUE_DUPLICATE", format!("{at}.username"), "names the same credential twice").into());
+            }
+            let password = check_password(ctx, operation, &resource, cred, &at)?;
+            let mut params = params.clone();
+            if operation == Operation::Remediate && password.is_none() {
+                params = serde_json::json!({"reconcile": true});
+            }
+            subtasks.push(NewSubTask { credential_id, password, params });
+            labels.push(format!("{}@{}", cred.username, resource.id));
+        }
+    }
+    Ok(NewTask { operation, name: task_name(operation, &labels), source, request_key, is_auto_rotate: false, subtasks })
+}
+
+fn task_name(operation: Operation, labels: &[String]) -> String {
+    let verb = crate::engine::view::operation_verb(operation);
+    match labels {
+        [one] => format!("{verb} password of {one}"),
+        many => format!("{verb} passwords of {} credentials", many.len()),
+    }
+}
+
+fn auto_rotate_params(p: &AutoRotatePolicy) -> Result<serde_json::Value, Rejection> {
+    if !p.enable_auto_rotate_policy {
+        return Ok(serde_json::json!({"enable": false}));
+    }
+    let days = p.frequency_in_days.ok_or_else(|| {
+        Rejection::new("REQUIRED_VALUE_MISSING", "autoRotatePolicy.frequencyInDays", "is required when enableAutoRotatePolicy is true")
+    })?;
+    if !(1..=365).contains(&days) {
+        return Err(Rejection::new("VALUE_OUT_OF_BOUNDS", "autoRotatePolicy.frequencyInDays", format!("must be 1 to 365, got {days}")));
+    }
+    Ok(serde_json::json!({"enable": true, "frequencyInDays": days}))
+}
+
+/// The password a credential entry supplies, checked for its operation.
+fn check_password(
+    ctx: &Context<'_>,
+    operation: Operation,
+    resource: &ResourceRef,
+    cred: &CredentialSpec,
+    at: &str,
+) -> Result<Option<SecretString>, Rejection> {
+    let field = format!("{at}.password");
+    match (operation, &cred.password) {
+        (Operation::Rotate | Operation::UpdateAutoRotatePolicy, Some(_)) => {
+            Err(Rejection::new("INVALID_REQUEST", field, format!("must not be given for {operation}")))
+        }
+        (Operation::Update, None) => Err(Rejection::new("REQUIRED_VALUE_MISSING", field, "is required for UPDATE")),
+        (Operation::Update, Some(pw)) => {
+            check_charset(pw, &field)?;
+            let policy = ctx.policies.get(&resource.policy).ok_or_else(|| {
+                Rejection::new("POLICY_NOT_FOUND", field.clone(), format!("resource `{}` names unknown policy `{}`", resource.id, resource.policy))
+            })?;
+            let broken = policy.check_for(pw, Some(&cred.username));
+            if !broken.is_empty() {
+                let rules: Vec<String> = broken.iter().map(|v| format!("{} ({})", v.code, v.message)).collect();
+                return Err(Rejection::new(
+                    "PASSWORD_POLICY_VIOLATION",
+                    field,
+                    format!("breaks policy `{}`: {}", resource.policy, rules.join("; ")),
+                ));
+            }
+            Ok(Some(pw.clone()))
+        }
+        (_, Some(pw)) => {
+            check_charset(pw, &field)?;
+            Ok(Some(pw.clone()))
+        }
+        (_, None) => Ok(None),
+    }
+}
+
+pub(super) fn check_charset(pw: &SecretString, field: &str) -> Result<(), Rejection> {
+    if pw.expose_secret().is_empty() {
+        return Err(Rejection::new("REQUIRED_VALUE_MISSING", field, "must not be empty"));
+    }
+    if pw.expose_secret() == REDACTED {
+        return Err(Rejection::new(
+            "VALUE_INCORRECT_FORMAT",
+            field,
+            "is the placeholder rotor writes into dead-lettered copies; send the real password",
+        ));
+    }
+    crate::driver::validate_password_charset(pw.expose_secret()).map_err(|m| Rejection::new("VALUE_INCORRECT_FORMAT", field, m))
+}
+
+async fn find_credential(pool: &PgPool, resource: &ResourceRef, cred: &CredentialSpec, at: &str) -> Result<Uuid, Refusal> {
+    crate::driver::validate_username(&cred.username).map_err(|m| Rejection::new("INVALID_USERNAME", format!("{at}.username"), m))?;
+    let row = sqlx::query!(
+        "SELECT id, account_type, credential_type FROM credentials WHERE resource_id = $1 AND username = $2",
+        resource.id,
+        cred.username
+    )
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| {
+        Rejection::new(
+            "CREDENTIAL_NOT_FOUND",
+            format!("{at}.username"),
+            format!("no account `{}` on resource `{}`", cred.username, resource.id),
+        )
+    })?;
+    for (field, given, actual) in [("accountType", &cred.account_type, &row.account_type), ("credentialType", &cred.credential_type, &row.credential_type)] {
+        if let Some(given) = given {
+            if given != actual {
+                return Err(Rejection::new("INVALID_REQUEST", format!("{at}.{field}"), format!("is {given}, but the account's is {actual}")).into());
+            }
+        }
+    }
+    Ok(row.id)
+}
+
+/// A PrivX request for one account: rotate it, or store `password` as its current one.
+pub async fn resolve_privx(
+    pool: &PgPool,
+    host_id: &str,
+    account: &str,
+    password: Option<SecretString>,
+    source: &'static str,
+    request_key: Option<String>,
+) -> Result<NewTask, Refusal> {
+    for (field, value) in [("host_id", host_id), ("account", account)] {
+        if value.contains('\0') {
+            return Err(Rejection::new("VALUE_INCORRECT_FORMAT", field, NUL_MESSAGE).into());
+        }
+    }
+    let element = Element {
+        resource_id: Some(host_id.to_string()),
+        resource_name: None,
+        resource_type: String::new(),
+        credentials: vec![],
+    };
+    let resource = find_resource_any_type(pool, &element, "host_id", "host_id").await?;
+    let cred = CredentialSpec { username: account.to_string(), password: None, account_type: None, credential_type: None };
+    let credential_id = find_credential(pool, &resource, &cred, "").await.map_err(|r| match r {
+        Refusal::Invalid(mut r) => {
+            r.field = "account".into();
+            Refusal::Invalid(r)
+        }
+        unavailable => unavailable,
+    })?;
+    let operation = if password.is_some() { Operation::SetPassword } else { Operation::Rotate };
+    if let Some(pw) = &password {
+        check_charset(pw, "password")?;
+    }
+    let label = format!("{account}@{}", resource.id);
+    Ok(NewTask {
+        operation,
+        name: task_name(operation, &[label]),
+        source,
+        request_key,
+        is_auto_rotate: false,
+        subtasks: vec![NewSubTask { credential_id, password, params: serde_json::json!({}) }],
+    })
+}
+
+/// The resource an element names.
+pub struct ResourceRef {
+    pub id: String,
+    pub kind: String,
+    pub policy: String,
+}
+
+/// The element's resource, by `resourceId`, else by `resourceName`; its type must match.
+async fn find_resource(pool: &PgPool, element: &Element, at: &str) -> Result<ResourceRef, Refusal> {
+    let found = find_resource_any_type(pool, element, &format!("{at}.resourceId"), &format!("{at}.resourceName")).await?;
+    if found.kind != element.resource_type {
+        return Err(Rejection::new(
+            "INVALID_REQUEST",
+            format!("{at}.resourceType"),
+            format!("is {}, but resource `{}` is {}", element.resource_type, found.id, found.kind),
+        )
+        .into());
+    }
+    Ok(found)
+}
+
+/// `id_field`/`name_field`: how the request names those fields, for errors.
+async fn find_resource_any_type(pool: &PgPool, element: &Element, id_field: &str, name_field: &str) -> Result<ResourceRef, Refusal> {
+    let (field, row) = match (&element.resource_id, &element.resource_name) {
+        (Some(id), _) => (
+            id_field,
+            sqlx::query!("SELECT id, type, policy FROM resources WHERE id = $1", id)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }),
+        ),
+        (None, Some(name)) => (
+            name_field,
+            sqlx::query!("SELECT id, type, policy FROM resources WHERE name = $1 ORDER BY id LIMIT 1", name)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }),
+        ),
+        (None, None) => {
+            return Err(Rejection::new("REQUIRED_VALUE_MISSING", id_field, "give resourceId or resourceName").into())
+        }
+    };
+    Ok(row.ok_or_else(|| Rejection::new("RESOURCE_NOT_FOUND", field, "no such resource"))?)
+}
