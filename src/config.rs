@@ -6,8 +6,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use croner::parser::{CronParser, Seconds, Year};
+use figment::providers::{Env, Format, Toml};
+use figment::{Figment, Provider};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 use crate::policy::{Policy, PolicySpec};
 
@@ -309,68 +313,64 @@ pub struct Source {
     pub file: Option<PathBuf>,
 }
 
-/// Loads the settings: the file (if any), the environment on top, then validation.
+/// Loads the settings: defaults, the file (if any), the environment on top, then validation.
 /// `explicit` is `--config`/`ROTOR_CONFIG`; without it `/etc/rotor/rotor.toml` is read when present.
+/// `ROTOR_WORKER__CONCURRENCY=4` sets `worker.concurrency`; its value is read as figment reads
+/// one (number, boolean, array, inline table), anything else as a string.
 pub fn load(explicit: Option<&Path>) -> Result<Settings, Error> {
-    let vars: Vec<(String, String)> = std::env::vars().collect();
-    load_from(explicit, &vars)
-}
-
-pub fn load_from(explicit: Option<&Path>, env: &[(String, String)]) -> Result<Settings, Error> {
     let file = match explicit {
         Some(p) => Some(p.to_path_buf()),
         None if Path::new(DEFAULT_CONFIG_PATH).exists() => Some(PathBuf::from(DEFAULT_CONFIG_PATH)),
         None => None,
     };
-    let mut table = match &file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| Error::Read { path: path.clone(), source })?;
-            text.parse::<toml::Table>()
-                .map_err(|e| Error::Syntax { path: path.clone(), message: e.to_string() })?
-        }
-        None => toml::Table::new(),
-    };
-    overlay_env(&mut table, env)?;
-    let mut settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table))
-        .map_err(|e| {
-            let key = e.path().to_string();
-            Error::invalid(if key == "." { String::from("(top level)") } else { key }, e.into_inner().message().to_string())
-        })?;
+    let mut figment = Figment::new();
+    if let Some(path) = &file {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.clone(), source })?;
+        let toml = Toml::string(&text);
+        toml.data().map_err(|e| Error::Syntax { path: path.clone(), message: e.kind.to_string() })?;
+        figment = figment.merge(toml);
+    }
+    let malformed = |name: &String| name.strip_prefix("ROTOR_").is_some_and(|r| r.contains("__") && r.split("__").any(str::is_empty));
+    if let Some(name) = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).find(malformed) {
+        return Err(Error::invalid(name, "malformed variable name"));
+    }
+    // ROTOR_CONFIG and friends (no `__`) are not settings
+    let env = Env::prefixed("ROTOR_").filter(|k| k.as_str().contains("__")).split("__");
+    let mut settings: Settings = figment.merge(env).extract().map_err(from_figment)?;
     let base = file.as_deref().and_then(Path::parent).map(Path::to_path_buf);
     settings.resolve_paths(base.as_deref());
     settings.validate()?;
     Ok(settings)
 }
 
-/// `ROTOR_WORKER__CONCURRENCY=4` sets `worker.concurrency`. A value that parses as a TOML
-/// value (number, boolean, array, inline table) is taken as that, anything else as a string.
-fn overlay_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Error> {
-    for (name, raw) in env {
-        let Some(rest) = name.strip_prefix("ROTOR_") else { continue };
-        if !rest.contains("__") {
-            continue; // ROTOR_CONFIG and friends are not settings
+/// A figment error as `Invalid`, named by its key (`http.token[0].scopes`); the value of a
+/// secret key is not repeated.
+fn from_figment(e: figment::Error) -> Error {
+    use figment::error::{Actual, Kind};
+    let profile = e.profile.as_ref().map(|p| p.as_str().as_str());
+    let path = match e.path.split_first() {
+        Some((first, rest)) if !rest.is_empty() && Some(first.as_str()) == profile => rest,
+        _ => &e.path[..],
+    };
+    let key = path.iter().fold(String::new(), |key, part| match part.parse::<usize>() {
+        Ok(i) => format!("{key}[{i}]"),
+        Err(_) if key.is_empty() => part.clone(),
+        Err(_) => format!("{key}.{part}"),
+    });
+    let secret = matches!(path.last().map(String::as_str), Some("url" | "token" | "master_key"));
+    let message = match &e.kind {
+        Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) if secret => {
+            let found = match found {
+                Actual::Str(_) | Actual::Char(_) | Actual::Bytes(_) => "a string".into(),
+                Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number".into(),
+                Actual::Bool(_) | Actual::Other(_) => "a value".into(),
+                other => other.to_string(),
+            };
+            format!("invalid value: found {found} (not shown), expected {expected}")
         }
-        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-        if path.iter().any(String::is_empty) {
-            return Err(Error::invalid(name.clone(), "malformed variable name"));
-        }
-        let value = format!("v = {raw}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(raw.clone()));
-        let (last, parents) = path.split_last().expect("non-empty");
-        let mut node = &mut *table;
-        for key in parents {
-            let entry = node.entry(key.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
-            node = entry
-                .as_table_mut()
-                .ok_or_else(|| Error::invalid(path.join("."), format!("{name} names a key inside a non-table")))?;
-        }
-        node.insert(last.clone(), value);
-    }
-    Ok(())
+        kind => kind.to_string(),
+    };
+    Error::invalid(if key.is_empty() { String::from("(top level)") } else { key }, message)
 }
 
 fn resolve(base: Option<&Path>, p: &mut Option<PathBuf>) {
@@ -434,9 +434,10 @@ impl Settings {
             return Err(Error::invalid("worker.per_host", "must be at least 1"));
         }
         crate::scheduler::Schedule::from_settings(&self.scheduler)?;
+        let parser = CronParser::builder().seconds(Seconds::Required).year(Year::Disallowed).build();
         for (key, cron) in [("scheduler.tick", &self.scheduler.tick), ("scheduler.heartbeat_tick", &self.scheduler.heartbeat_tick)] {
-            let parses = || tokio_cron_scheduler::Job::new_async(cron.as_str(), |_, _| Box::pin(async {})).is_ok();
-            if !cron.is_empty() && (cron.split_whitespace().count() != 6 || !parses()) {
+            // six fields written out: croner would also take `@hourly`
+            if !cron.is_empty() && (cron.split_whitespace().count() != 6 || parser.parse(cron).is_err()) {
                 return Err(Error::invalid(key, format!("`{cron}`: expected a cron expression with seconds, \"sec min hour day month weekday\"")));
             }
         }
@@ -478,17 +479,19 @@ pub fn weak_policies(all: &BTreeMap<String, Policy>, floor: f64) -> Vec<(String,
     all.iter().map(|(n, p)| (n.clone(), p.min_entropy_bits())).filter(|(_, bits)| *bits < floor).collect()
 }
 
-/// Reads a secret given inline or as a file (trailing newline dropped).
+/// Reads a secret given inline or as a file (trailing newline dropped); the file's bytes
+/// are wiped once copied into the secret.
 pub fn secret(key: &str, inline: &Option<SecretString>, file: &Option<PathBuf>) -> Result<SecretString, Error> {
     match (inline, file) {
         (_, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::invalid(format!("{key}_file"), format!("cannot read {}: {e}", path.display())))?;
+            let unreadable = |e: &dyn std::fmt::Display| Error::invalid(format!("{key}_file"), format!("cannot read {}: {e}", path.display()));
+            let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| unreadable(&e))?);
+            let text = std::str::from_utf8(&bytes).map_err(|e| unreadable(&e))?;
             let trimmed = text.trim_end_matches(['\n', '\r']);
             if trimmed.is_empty() {
                 return Err(Error::invalid(format!("{key}_file"), format!("{} is empty", path.display())));
             }
-            Ok(SecretString::from(trimmed.to_owned()))
+            Ok(SecretString::from(trimmed))
         }
         (Some(value), None) if !value.expose_secret().is_empty() => Ok(value.clone()),
         _ => Err(Error::invalid(key, format!("missing: set `{key}` or `{key}_file`"))),
@@ -510,37 +513,28 @@ impl AmqpSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use figment::Jail;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    fn write(text: &str) -> tempfile_path::TempPath {
-        tempfile_path::TempPath::with(text)
-    }
-
-    mod tempfile_path {
-        pub struct TempPath(pub std::path::PathBuf);
-        impl TempPath {
-            pub fn with(text: &str) -> Self {
-                let p = std::env::temp_dir().join(format!("rotor-config-{}.toml", uuid::Uuid::new_v4()));
-                std::fs::write(&p, text).unwrap();
-                TempPath(p)
+    /// Loads `toml` (as `etc/rotor.toml`, when given) with `vars` set, in a jail of its own.
+    fn load_with(toml: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, Error> {
+        let mut out = None;
+        Jail::expect_with(|jail| {
+            vars.iter().for_each(|(k, v)| jail.set_env(k, v));
+            let path = jail.create_dir("etc")?.join("rotor.toml");
+            if let Some(text) = toml {
+                jail.create_file(&path, text)?;
             }
-        }
-        impl Drop for TempPath {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_file(&self.0);
-            }
-        }
+            out = Some(load(toml.map(|_| jail.directory().join(&path)).as_deref()));
+            Ok(())
+        });
+        out.expect("ran")
     }
 
     #[test]
     fn environment_overrides_the_file() {
-        let f = write("[worker]\nconcurrency = 3\n[amqp]\nqueue = \"a\"\n");
-        let s = load_from(
-            Some(&f.0),
-            &env(&[("ROTOR_WORKER__CONCURRENCY", "7"), ("ROTOR_AMQP__QUEUE", "b.c"), ("ROTOR_CONFIG", "x")]),
+        let s = load_with(
+            Some("[worker]\nconcurrency = 3\n[amqp]\nqueue = \"a\"\n"),
+            &[("ROTOR_WORKER__CONCURRENCY", "7"), ("ROTOR_AMQP__QUEUE", "b.c"), ("ROTOR_CONFIG", "x")],
         )
         .unwrap();
         assert_eq!(s.worker.concurrency, 7);
@@ -548,12 +542,46 @@ mod tests {
     }
 
     #[test]
+    fn variables_without_a_double_underscore_are_not_settings() {
+        let vars = [("ROTOR_CONFIG", "/nowhere.toml"), ("ROTOR_WORKER", "x"), ("ROTOR_SCHEDULER__HEARTBEAT_TICK", "")];
+        let s = load_with(None, &vars).unwrap();
+        assert_eq!((s.worker.concurrency, s.scheduler.heartbeat_tick.as_str()), (16, ""));
+        let err = load_with(None, &[("ROTOR_WORKER____CONCURRENCY", "7")]).unwrap_err().to_string();
+        assert!(err.contains("ROTOR_WORKER____CONCURRENCY") && err.contains("malformed"), "{err}");
+    }
+
+    #[test]
+    fn environment_inside_arrays_and_tables_names_the_key() {
+        let toml = "[[http.token]]\nname = \"a\"\ntoken = \"t\"\nscopes = [\"admin\"]\n";
+        let err = load_with(Some(toml), &[("ROTOR_HTTP__TOKEN", "[{name = \"a\", token = \"t\", scopes = [\"nope\"]}]")]).unwrap_err();
+        assert!(matches!(&err, Error::Invalid { key, .. } if key == "http.token[0].scopes[0]"), "{err}");
+        let err = load_with(Some(toml), &[("ROTOR_HTTP__TOKEN__NAME", "b")]).unwrap_err();
+        assert!(matches!(&err, Error::Invalid { key, .. } if key == "http.token"), "{err}");
+        let err = load_with(None, &[("ROTOR_POLICY__STRICT__LENGTH", "many")]).unwrap_err();
+        assert!(matches!(&err, Error::Invalid { key, .. } if key == "policy.strict.length"), "{err}");
+    }
+
+    #[test]
+    fn secret_values_are_not_repeated_in_errors() {
+        for (var, key) in [("ROTOR_DATABASE__URL", "database.url"), ("ROTOR_VAULT__MASTER_KEY", "vault.master_key")] {
+            let err = load_with(None, &[(var, "918273645")]).unwrap_err();
+            assert!(matches!(&err, Error::Invalid { key: k, .. } if k == key), "{err}");
+            assert!(!err.to_string().contains("918273645"), "{err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_named_with_its_path() {
-        let f = write("[worker]\nconcurency = 3\n");
-        let err = load_from(Some(&f.0), &[]).unwrap_err().to_string();
+        let err = load_with(Some("[worker]\nconcurency = 3\n"), &[]).unwrap_err().to_string();
         assert!(err.contains("worker.concurency"), "{err}");
-        let err = load_from(None, &env(&[("ROTOR_HTTP__LISTN", "x")])).unwrap_err().to_string();
+        let err = load_with(None, &[("ROTOR_HTTP__LISTN", "x")]).unwrap_err().to_string();
         assert!(err.contains("http.listn"), "{err}");
+    }
+
+    #[test]
+    fn file_errors_keep_their_kind() {
+        assert!(matches!(load_with(Some("[worker\n"), &[]), Err(Error::Syntax { .. })));
+        assert!(matches!(load(Some(Path::new("/nonexistent/rotor.toml"))), Err(Error::Read { .. })));
     }
 
     #[test]
@@ -566,62 +594,61 @@ mod tests {
             ("[scheduler]\ntimezone = \"Europe/Nowhere\"\n", "scheduler.timezone"),
             ("[worker]\nper_host = 0\n", "worker.per_host"),
         ] {
-            let f = write(text);
-            let err = load_from(Some(&f.0), &[]).unwrap_err().to_string();
+            let err = load_with(Some(text), &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
-        let f = write("[scheduler]\ntick = \"*/10 * * * * *\"\nheartbeat_tick = \"\"\nwindow = \"22:00-04:00\"\ntimezone = \"Europe/Helsinki\"\n");
-        load_from(Some(&f.0), &[]).unwrap();
+        load_with(Some("[scheduler]\ntick = \"*/10 * * * * *\"\nheartbeat_tick = \"\"\nwindow = \"22:00-04:00\"\ntimezone = \"Europe/Helsinki\"\n"), &[]).unwrap();
     }
 
     #[test]
     fn wrong_type_names_the_key() {
-        let f = write("[worker]\nconcurrency = \"many\"\n");
-        let err = load_from(Some(&f.0), &[]).unwrap_err().to_string();
+        let err = load_with(Some("[worker]\nconcurrency = \"many\"\n"), &[]).unwrap_err().to_string();
         assert!(err.starts_with("configuration key `worker.concurrency`"), "{err}");
     }
 
     #[test]
     fn secrets_come_from_files_relative_to_the_config() {
-        let dir = std::env::temp_dir().join(format!("rotor-cfg-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("db.url"), "postgres://x@y/z\n").unwrap();
-        std::fs::write(dir.join("rotor.toml"), "[database]\nurl_file = \"db.url\"\n").unwrap();
-        let s = load_from(Some(&dir.join("rotor.toml")), &[]).unwrap();
-        assert_eq!(s.database.url().unwrap().expose_secret(), "postgres://x@y/z");
-        std::fs::remove_dir_all(&dir).unwrap();
+        Jail::expect_with(|jail| {
+            // the config in a folder of its own: the jail's folder is the working directory
+            let dir = jail.create_dir("etc")?;
+            jail.create_file(dir.join("db.url"), "postgres://x@y/z\n")?;
+            jail.create_file(dir.join("rotor.toml"), "[database]\nurl_file = \"db.url\"\n")?;
+            let s = load(Some(&jail.directory().join("etc/rotor.toml"))).unwrap();
+            assert_eq!(s.database.url().unwrap().expose_secret(), "postgres://x@y/z");
+            jail.create_file(dir.join("empty"), "\n")?;
+            let err = secret("amqp.url", &None, &Some(dir.join("empty"))).unwrap_err().to_string();
+            assert!(err.contains("amqp.url_file") && err.contains("is empty"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
     fn policies_are_refused_with_their_key_and_weak_ones_listed() {
-        let f = write("[policy.tiny]\nlength = 6\nmin_lower = 3\nmin_upper = 3\nmin_digit = 1\n");
-        let err = load_from(Some(&f.0), &[]).unwrap_err().to_string();
+        let err = load_with(Some("[policy.tiny]\nlength = 6\nmin_lower = 3\nmin_upper = 3\nmin_digit = 1\n"), &[]).unwrap_err().to_string();
         assert!(err.contains("policy.tiny") && err.contains("add up to 7"), "{err}");
-        let f = write("[policy.pin]\nlength = 8\nmin_lower = -1\nmin_upper = -1\nmin_special = -1\n[policy_settings]\nmin_entropy_bits = 40\n");
-        let s = load_from(Some(&f.0), &[]).unwrap();
+        let text = "[policy.pin]\nlength = 8\nmin_lower = -1\nmin_upper = -1\nmin_special = -1\n[policy_settings]\nmin_entropy_bits = 40\n";
+        let s = load_with(Some(text), &[]).unwrap();
         let all = s.policies().unwrap();
         assert_eq!(weak_policies(&all, s.policy_settings.min_entropy_bits).iter().map(|w| w.0.as_str()).collect::<Vec<_>>(), ["pin"]);
         assert!(weak_policies(&all, 80.0).iter().all(|(n, _)| n == "pin"));
-        let err = load_from(None, &env(&[("ROTOR_POLICY_SETTINGS__MIN_ENTROPY_BITS", "-1")])).unwrap_err().to_string();
+        let err = load_with(None, &[("ROTOR_POLICY_SETTINGS__MIN_ENTROPY_BITS", "-1")]).unwrap_err().to_string();
         assert!(err.contains("policy_settings.min_entropy_bits"), "{err}");
     }
 
     #[test]
     fn type_policy_overrides_the_preset_of_a_type() {
-        let f = write("[policy.strict]\nlength = 32\n[type_policy]\nESXI = \"strict\"\nLINUX = \"vcf\"\n");
-        let s = load_from(Some(&f.0), &[]).unwrap();
+        let s = load_with(Some("[policy.strict]\nlength = 32\n[type_policy]\nESXI = \"strict\"\nLINUX = \"vcf\"\n"), &[]).unwrap();
         assert!(s.policies().unwrap().contains_key("strict"));
         assert_eq!(s.default_policy_for_type("ESXI"), "strict");
         assert_eq!(s.default_policy_for_type("LINUX"), "vcf");
         assert_eq!(s.default_policy_for_type("NSXT_MANAGER"), "nsx", "types not named keep their preset");
-        let f = write("[type_policy]\nESXI = \"nope\"\n");
-        let err = load_from(Some(&f.0), &[]).unwrap_err().to_string();
+        let err = load_with(Some("[type_policy]\nESXI = \"nope\"\n"), &[]).unwrap_err().to_string();
         assert!(err.contains("type_policy.ESXI") && err.contains("nope"), "{err}");
     }
 
     #[test]
     fn bad_listen_address_is_refused() {
-        let err = load_from(None, &env(&[("ROTOR_HTTP__LISTEN", "localhost")])).unwrap_err().to_string();
+        let err = load_with(None, &[("ROTOR_HTTP__LISTEN", "localhost")]).unwrap_err().to_string();
         assert!(err.contains("http.listen"), "{err}");
     }
 }
