@@ -1,0 +1,254 @@
+//! Settings: defaults, then the TOML file, then `ROTOR_<SECTION>__<KEY>` environment
+//! variables. Secrets may come from a file (`<key>_file`) so systemd's
+//! `LoadCredential=` works. Unknown keys are refused with their path.
+
+mod sections;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use croner::parser::{CronParser, Seconds, Year};
+use figment::providers::{Env, Format, Toml};
+use figment::{Figment, Provider};
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use crate::policy::Policy;
+use crate::schedule::{Schedule, Window};
+
+pub use sections::*;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/rotor/rotor.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl Error {
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid { key: key.into(), message: message.into() }
+    }
+}
+
+/// Where the configuration came from, for relative paths and messages.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub file: Option<PathBuf>,
+}
+
+/// Loads the settings: defaults, the file (if any), the environment on top, then validation.
+/// `explicit` is `--config`/`ROTOR_CONFIG`; without it `/etc/rotor/rotor.toml` is read when present.
+/// `ROTOR_WORKER__CONCURRENCY=4` sets `worker.concurrency`; its value is read as figment reads
+/// one (number, boolean, array, inline table), anything else as a string.
+pub fn load(explicit: Option<&Path>) -> Result<Settings, Error> {
+    let file = match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => Some(PathBuf::from(DEFAULT_CONFIG_PATH)),
+        None => None,
+    };
+    let mut figment = Figment::new();
+    if let Some(path) = &file {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.clone(), source })?;
+        let toml = Toml::string(&text);
+        toml.data().map_err(|e| Error::Syntax { path: path.clone(), message: e.kind.to_string() })?;
+        figment = figment.merge(toml);
+    }
+    let malformed = |name: &String| name.strip_prefix("ROTOR_").is_some_and(|r| r.contains("__") && r.split("__").any(str::is_empty));
+    if let Some(name) = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).find(malformed) {
+        return Err(Error::invalid(name, "malformed variable name"));
+    }
+    // ROTOR_CONFIG and friends (no `__`) are not settings
+    let env = Env::prefixed("ROTOR_").filter(|k| k.as_str().contains("__")).split("__");
+    let mut settings: Settings = figment.merge(env).extract().map_err(from_figment)?;
+    let base = file.as_deref().and_then(Path::parent).map(Path::to_path_buf);
+    settings.resolve_paths(base.as_deref());
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// A figment error as `Invalid`, named by its key (`http.token[0].scopes`); the value of a
+/// secret key is not repeated.
+fn from_figment(e: figment::Error) -> Error {
+    use figment::error::{Actual, Kind};
+    let profile = e.profile.as_ref().map(|p| p.as_str().as_str());
+    let path = match e.path.split_first() {
+        Some((first, rest)) if !rest.is_empty() && Some(first.as_str()) == profile => rest,
+        _ => &e.path[..],
+    };
+    let key = path.iter().fold(String::new(), |key, part| match part.parse::<usize>() {
+        Ok(i) => format!("{key}[{i}]"),
+        Err(_) if key.is_empty() => part.clone(),
+        Err(_) => format!("{key}.{part}"),
+    });
+    let secret = matches!(path.last().map(String::as_str), Some("url" | "token" | "master_key"));
+    let message = match &e.kind {
+        Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) if secret => {
+            let found = match found {
+                Actual::Str(_) | Actual::Char(_) | Actual::Bytes(_) => "a string".into(),
+                Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number".into(),
+                Actual::Bool(_) | Actual::Other(_) => "a value".into(),
+                other => other.to_string(),
+            };
+            format!("invalid value: found {found} (not shown), expected {expected}")
+        }
+        kind => kind.to_string(),
+    };
+    Error::invalid(if key.is_empty() { String::from("(top level)") } else { key }, message)
+}
+
+fn resolve(base: Option<&Path>, p: &mut Option<PathBuf>) {
+    if let (Some(base), Some(path)) = (base, p.as_mut()) {
+        if path.is_relative() {
+            *path = base.join(&*path);
+        }
+    }
+}
+
+impl Settings {
+    fn resolve_paths(&mut self, base: Option<&Path>) {
+        resolve(base, &mut self.database.url_file);
+        resolve(base, &mut self.amqp.url_file);
+        resolve(base, &mut self.vault.master_key_file);
+        for t in &mut self.http.token {
+            resolve(base, &mut t.token_file);
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.worker.concurrency == 0 || self.worker.concurrency > 1024 {
+            return Err(Error::invalid("worker.concurrency", "must be 1 to 1024"));
+        }
+        if let Some(id) = &self.worker.instance_id {
+            if id.is_empty() || id.contains('/') || id.contains('%') || id.contains('_') {
+                return Err(Error::invalid("worker.instance_id", "must be non-empty, without '/', '%' or '_'"));
+            }
+        }
+        if self.worker.lease_seconds < 10 {
+            return Err(Error::invalid("worker.lease_seconds", "must be at least 10"));
+        }
+        if self.worker.max_attempts == 0 {
+            return Err(Error::invalid("worker.max_attempts", "must be at least 1"));
+        }
+        if self.vault.max_versions < 3 {
+            return Err(Error::invalid("vault.max_versions", "must be at least 3 (pending, current, previous)"));
+        }
+        self.http
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| Error::invalid("http.listen", format!("{e} (expected IP:PORT)")))?;
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.http.token.iter().enumerate() {
+            if !names.insert(t.name.as_str()) {
+                return Err(Error::invalid(format!("http.token[{i}].name"), "duplicate token name"));
+            }
+            if t.token.is_some() == t.token_file.is_some() {
+                return Err(Error::invalid(format!("http.token[{i}]"), "give exactly one of `token` and `token_file`"));
+            }
+        }
+        for (section, name) in [("amqp.exchange", &self.amqp.exchange), ("amqp.queue", &self.amqp.queue)] {
+            if name.is_empty() {
+                return Err(Error::invalid(section, "must not be empty"));
+            }
+        }
+        if !(0.0..=1024.0).contains(&self.policy_settings.min_entropy_bits) {
+            return Err(Error::invalid("policy_settings.min_entropy_bits", "must be 0 to 1024"));
+        }
+        if self.worker.per_host < 1 {
+            return Err(Error::invalid("worker.per_host", "must be at least 1"));
+        }
+        self.scheduler.schedule()?;
+        let parser = CronParser::builder().seconds(Seconds::Required).year(Year::Disallowed).build();
+        for (key, cron) in [("scheduler.tick", &self.scheduler.tick), ("scheduler.heartbeat_tick", &self.scheduler.heartbeat_tick)] {
+            // six fields written out: croner would also take `@hourly`
+            if !cron.is_empty() && (cron.split_whitespace().count() != 6 || parser.parse(cron).is_err()) {
+                return Err(Error::invalid(key, format!("`{cron}`: expected a cron expression with seconds, \"sec min hour day month weekday\"")));
+            }
+        }
+        self.policies()?;
+        Ok(())
+    }
+
+    /// Built-in presets overlaid with the configured policies, each checked for feasibility.
+    pub fn policies(&self) -> Result<BTreeMap<String, Policy>, Error> {
+        let mut all = crate::policy::presets();
+        for (name, spec) in &self.policy {
+            let policy = Policy::from_spec(name, spec)
+                .map_err(|e| Error::invalid(format!("policy.{name}{}", e.field_suffix()), e.to_string()))?;
+            all.insert(name.clone(), policy);
+        }
+        for (ty, name) in &self.type_policy {
+            if !all.contains_key(name) {
+                return Err(Error::invalid(format!("type_policy.{ty}"), format!("unknown policy `{name}`")));
+            }
+        }
+        let floor = self.policy_settings.min_entropy_bits;
+        for (name, bits) in weak_policies(&all, floor) {
+            tracing::warn!(policy = %name, bits = format!("{bits:.1}"), floor, "password policy below the entropy floor (policy_settings.min_entropy_bits)");
+        }
+        Ok(all)
+    }
+
+    /// The policy a resource of this type uses when its inventory entry names none.
+    pub fn default_policy_for_type(&self, resource_type: &str) -> String {
+        self.type_policy
+            .get(resource_type)
+            .cloned()
+            .unwrap_or_else(|| crate::policy::preset_for_type(resource_type).to_string())
+    }
+}
+
+/// Policies whose min-entropy (the shortest generated length decides) is below `floor`.
+pub fn weak_policies(all: &BTreeMap<String, Policy>, floor: f64) -> Vec<(String, f64)> {
+    all.iter().map(|(n, p)| (n.clone(), p.min_entropy_bits())).filter(|(_, bits)| *bits < floor).collect()
+}
+
+/// Reads a secret given inline or as a file (trailing newline dropped); the file's bytes
+/// are wiped once copied into the secret.
+pub fn secret(key: &str, inline: &Option<SecretString>, file: &Option<PathBuf>) -> Result<SecretString, Error> {
+    match (inline, file) {
+        (_, Some(path)) => {
+            let unreadable = |e: &dyn std::fmt::Display| Error::invalid(format!("{key}_file"), format!("cannot read {}: {e}", path.display()));
+            let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| unreadable(&e))?);
+            let text = std::str::from_utf8(&bytes).map_err(|e| unreadable(&e))?;
+            let trimmed = text.trim_end_matches(['\n', '\r']);
+            if trimmed.is_empty() {
+                return Err(Error::invalid(format!("{key}_file"), format!("{} is empty", path.display())));
+            }
+            Ok(SecretString::from(trimmed))
+        }
+        (Some(value), None) if !value.expose_secret().is_empty() => Ok(value.clone()),
+        _ => Err(Error::invalid(key, format!("missing: set `{key}` or `{key}_file`"))),
+    }
+}
+
+impl SchedulerSettings {
+    /// The typed schedule these settings describe, or the key that is wrong.
+    pub fn schedule(&self) -> Result<Schedule, Error> {
+        let tz: chrono_tz::Tz =
+            self.timezone.parse().map_err(|_| Error::invalid("scheduler.timezone", format!("unknown time zone `{}`", self.timezone)))?;
+        let window = self.window.as_deref().map(str::parse::<Window>).transpose().map_err(|m| Error::invalid("scheduler.window", m))?;
+        Ok(Schedule::new(self.jitter_minutes, window, tz))
+    }
+}
+
+impl DatabaseSettings {
+    pub fn url(&self) -> Result<SecretString, Error> {
+        secret("database.url", &self.url, &self.url_file)
+    }
+}
+
+impl AmqpSettings {
+    pub fn url(&self) -> Result<SecretString, Error> {
+        secret("amqp.url", &self.url, &self.url_file)
+    }
+}
+
