@@ -16,6 +16,9 @@ bash scripts/testbed.sh up >/dev/null
 trap 'pkill -f "rotor-it-.*/rotor.toml run" || true; pkill -f "sshd -f /tmp/rotor-it-sshd-" || true
       bash scripts/testbed.sh remove-accounts rtit >/dev/null 2>&1 || true' EXIT
 
+# The architecture's rule: no import circle in src/, no file over 500 lines.
+python3 scripts/check-imports.py
+
 # The build needs no database: query metadata is committed in .sqlx/.
 export SQLX_OFFLINE=true
 cargo build --all-targets --locked

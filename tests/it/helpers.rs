@@ -270,7 +270,11 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
     }
 
     pub async fn start_with_env(&mut self, env: &[(&str, &str)]) {
-        let first_line = self.logs.lock().unwrap().len();
+        // The daemon says where it serves through systemd's notify protocol: READY=1 with
+        // STATUS=serving HTTP on ADDR, the address `Application::build` bound.
+        let notify_path = self.dir.join(format!("notify-{}.sock", unique()));
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+        notify.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let mut command = Command::new(ROTOR);
         if let Some(offset) = &self.faketime {
             assert!(std::path::Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} is missing: run scripts/testbed.sh up (it installs faketime)");
@@ -278,6 +282,7 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
         }
         let mut child = command
             .args(["--config", self.config.to_str().unwrap(), "run"])
+            .env("NOTIFY_SOCKET", &notify_path)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -293,24 +298,38 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
         });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 512];
+        let addr = loop {
+            if let Ok(n) = notify.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let addr = message.lines().find_map(|l| l.strip_prefix("STATUS=serving HTTP on ")).map(String::from);
+                if let (true, Some(addr)) = (message.lines().any(|l| l == "READY=1"), addr) {
+                    break addr;
+                }
+            }
+            self.check_alive(deadline);
+        };
+        let _ = std::fs::remove_file(&notify_path);
+        self.http = format!("http://{addr}");
+        // Ready for requests once /readyz says the database and the broker (intake) are up.
+        let client = reqwest::Client::new();
         loop {
-            let (addr, consuming) = {
-                let logs = self.logs.lock().unwrap();
-                let start = logs.iter().skip(first_line).position(|l| l.contains("HTTP API listening")).map(|i| i + first_line);
-                let addr = start.and_then(|i| serde_json::from_str::<Value>(&logs[i]).ok()).and_then(|v| v["addr"].as_str().map(String::from));
-                let consuming = start.is_some_and(|i| logs[i..].iter().any(|l| l.contains("AMQP intake consuming")));
-                (addr, consuming)
-            };
-            if let (Some(addr), true) = (addr, consuming) {
-                self.http = format!("http://{addr}");
-                return;
+            if let Ok(r) = client.get(format!("{}/readyz", self.http)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("rotor run exited with {status}:\n{}", self.logs().join("\n"));
-            }
-            assert!(Instant::now() < deadline, "rotor run did not come up:\n{}", self.logs().join("\n"));
+            self.check_alive(deadline);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Panics with the daemon's log when it exited or `deadline` passed.
+    fn check_alive(&mut self, deadline: Instant) {
+        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("rotor run exited with {status}:\n{}", self.logs().join("\n"));
+        }
+        assert!(Instant::now() < deadline, "rotor run did not come up:\n{}", self.logs().join("\n"));
     }
 
     /// Starts another `rotor run` on the same configuration (database, broker, queue).

@@ -1,6 +1,7 @@
 //! Integration tests: real PostgreSQL, RabbitMQ, a `rotor run` process and an OpenSSH
 //! sshd on loopback with real Linux accounts. Every test checks the target itself.
 
+mod application;
 mod cli;
 mod helpers;
 mod intake;
