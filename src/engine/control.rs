@@ -4,7 +4,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::lease::WORK_CHANNEL;
+use super::lease::{self, WORK_CHANNEL};
 use super::lifecycle;
 use super::model::TaskStatus;
 use super::repo::{cancel_unstarted, roll_up, Created, Error};
@@ -94,14 +94,7 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
         .await?;
         if s.has_pending {
             // Keep the credential reserved: the pending password may be live on the target.
-            sqlx::query!(
-                "UPDATE credentials SET lease_subtask = $2, lease_owner = NULL, lease_expires_at = NULL
-                  WHERE id = $1 AND lease_subtask IS NULL",
-                s.credential_id,
-                s.id
-            )
-            .execute(&mut *tx)
-            .await?;
+            lease::reserve(&mut tx, s.credential_id, s.id).await?;
         }
     }
     sqlx::query!("UPDATE tasks SET completed_at = NULL, errors = '[]' WHERE id = $1", task_id).execute(&mut *tx).await?;

@@ -2,7 +2,7 @@
 //! credential, renews the lease while it works, and writes only in transactions that
 //! prove the lease (with its fencing token) is still its own.
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::error::Error;
@@ -171,3 +171,53 @@ pub async fn fenced(pool: &PgPool, claim: &Claim) -> Result<Transaction<'static,
     Ok(tx)
 }
 
+
+/// Frees the credential of a subtask that ended.
+pub async fn release(conn: &mut PgConnection, claim: &Claim) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE credentials SET lease_subtask = NULL, lease_owner = NULL, lease_expires_at = NULL
+          WHERE id = $1 AND lease_subtask = $2",
+        claim.credential_id,
+        claim.subtask_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A subtask waiting for its retry keeps its credential reserved (a pending password may
+/// be live on the target), with no worker holding it.
+pub async fn hold_for_retry(conn: &mut PgConnection, claim: &Claim) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE credentials SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_subtask = $2",
+        claim.credential_id,
+        claim.subtask_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Reserves a free credential for `subtask_id` (an operator's retry of it).
+pub async fn reserve(conn: &mut PgConnection, credential_id: Uuid, subtask_id: Uuid) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE credentials SET lease_subtask = $2, lease_owner = NULL, lease_expires_at = NULL
+                  WHERE id = $1 AND lease_subtask IS NULL",
+        credential_id,
+        subtask_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Frees the credentials reserved for these (cancelled) subtasks.
+pub async fn release_subtasks(conn: &mut PgConnection, subtasks: &[Uuid]) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE credentials SET lease_subtask = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE lease_subtask = ANY($1)",
+        subtasks
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -5,7 +5,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 pub use super::error::Error;
-use super::lease::{fenced, Claim, WORK_CHANNEL};
+use super::lease::{self, fenced, Claim, WORK_CHANNEL};
 use super::model::{stages_for, Operation, Stage, StageStatus, SubtaskStatus, TaskStatus};
 use crate::vault::MasterKey;
 use crate::vcf_error::VcfError;
@@ -182,14 +182,7 @@ pub async fn finish_subtask(
     )
     .execute(&mut *conn)
     .await?;
-    sqlx::query!(
-        "UPDATE credentials SET lease_subtask = NULL, lease_owner = NULL, lease_expires_at = NULL
-          WHERE id = $1 AND lease_subtask = $2",
-        claim.credential_id,
-        claim.subtask_id
-    )
-    .execute(&mut *conn)
-    .await?;
+    lease::release(conn, claim).await?;
     roll_up(conn, claim.task_id).await
 }
 
@@ -224,14 +217,7 @@ pub async fn retry_later(
     )
     .execute(&mut *conn)
     .await?;
-    sqlx::query!(
-        "UPDATE credentials SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_subtask = $2",
-        claim.credential_id,
-        claim.subtask_id
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    lease::hold_for_retry(conn, claim).await
 }
 
 /// Derives the task's status, resolution, errors and completion from its subtasks;
@@ -285,12 +271,7 @@ pub async fn cancel_unstarted(conn: &mut PgConnection, task_id: Uuid) -> Result<
         sqlx::query!("UPDATE stages SET status = 'CANCELLED' WHERE subtask_id = ANY($1) AND status = 'PENDING'", &cancelled)
             .execute(&mut *conn)
             .await?;
-        sqlx::query!(
-            "UPDATE credentials SET lease_subtask = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE lease_subtask = ANY($1)",
-            &cancelled
-        )
-        .execute(&mut *conn)
-        .await?;
+        lease::release_subtasks(conn, &cancelled).await?;
         // A supplied password no cancelled subtask will use is not kept, even encrypted.
         sqlx::query!("DELETE FROM subtask_secrets WHERE subtask_id = ANY($1)", &cancelled).execute(&mut *conn).await?;
     }

@@ -30,27 +30,37 @@ pub struct Intake {
     pub connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Waits between reconnects: 500 ms doubling to 30 s, from the start again once consuming.
+fn reconnect_delays() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+        .build()
+}
+
 /// Consumes until `shutdown`, reconnecting with backoff whenever the broker goes away.
 pub async fn run(intake: Arc<Intake>, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(500);
+    let mut delays = reconnect_delays();
     while !shutdown.is_cancelled() {
-        let result = consume(&intake, &shutdown, &mut backoff).await;
+        let result = consume(&intake, &shutdown, &mut delays).await;
         intake.connected.store(false, std::sync::atomic::Ordering::Relaxed);
+        let delay = delays.next().unwrap_or(Duration::from_secs(30));
         match result {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "AMQP intake lost its connection; reconnecting");
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "AMQP intake lost its connection; reconnecting");
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
-async fn consume(intake: &Intake, shutdown: &CancellationToken, backoff: &mut Duration) -> Result<(), lapin::Error> {
+async fn consume(intake: &Intake, shutdown: &CancellationToken, delays: &mut backon::ExponentialBackoff) -> Result<(), lapin::Error> {
     let s = &intake.settings;
     let conn = connect(&intake.url, "rotor intake").await?;
     let ch = conn.create_channel().await?;
@@ -60,7 +70,7 @@ async fn consume(intake: &Intake, shutdown: &CancellationToken, backoff: &mut Du
     publisher.confirm_select(ConfirmSelectOptions::default()).await?;
     let mut consumer = ch.basic_consume(&s.queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
     tracing::info!(queue = %s.queue, "AMQP intake consuming");
-    *backoff = Duration::from_millis(500);
+    *delays = reconnect_delays();
     intake.connected.store(true, std::sync::atomic::Ordering::Relaxed);
     loop {
         let delivery = tokio::select! {
