@@ -20,7 +20,7 @@ use crate::broker::{connect, declare_topology, KINDS, KIND_CREDENTIALS_UPDATE, K
 use crate::config::AmqpSettings;
 use crate::engine::{control, repo, view};
 use crate::ingress::submit::{Request, Submitter};
-use crate::requests::{self, Refusal, Rejection};
+use crate::requests::{self, Refusal, RejectCode, Rejection};
 
 pub struct Intake {
     pub submitter: Arc<Submitter>,
@@ -128,7 +128,7 @@ async fn handle_in_span(
             d.acker.ack(BasicAckOptions::default()).await
         }
         Err(Refusal::Invalid(rejection)) => {
-            tracing::warn!(code = rejection.code, field = %rejection.field, error = %rejection.message, "request refused; dead-lettering");
+            tracing::warn!(code = %rejection.code, field = %rejection.field, error = %rejection.message, "request refused; dead-lettering");
             let error = rejection.to_vcf();
             // The refusal is recorded as a FAILED task, so the reply names a real task.
             let recorded = match control::record_refused(pool, "AMQP", message_id, &error).await {
@@ -178,7 +178,7 @@ async fn handle_in_span(
 async fn accept(intake: &Intake, kind: &str, d: &lapin::message::Delivery, message_id: Option<String>) -> Result<repo::Created, Refusal> {
     if d.data.len() > intake.settings.max_message_bytes {
         return Err(Refusal::Invalid(Rejection::new(
-            "REQUEST_TOO_LARGE",
+            RejectCode::RequestTooLarge,
             "body",
             format!("is {} bytes; at most {} (amqp.max_message_bytes)", d.data.len(), intake.settings.max_message_bytes),
         )));
@@ -196,7 +196,7 @@ async fn accept(intake: &Intake, kind: &str, d: &lapin::message::Delivery, messa
             submitter.submit(request, "AMQP", message_id).await
         }
         other => Err(Refusal::Invalid(Rejection::new(
-            "INVALID_REQUEST",
+            RejectCode::InvalidRequest,
             "type",
             format!("unknown message kind `{other}`; use routing key or type {}", KINDS.join(", ")),
         ))),

@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::redact::{nul_in, NUL_MESSAGE};
-use super::rejection::Rejection;
+use super::rejection::{RejectCode, Rejection};
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -59,7 +59,7 @@ fn json_rejection(e: serde_path_to_error::Error<serde_json::Error>) -> Rejection
     let inner = e.into_inner();
     let field = if path == "." || path == "?" { "body".to_string() } else { path };
     if inner.is_syntax() || inner.is_eof() {
-        return Rejection::new("INVALID_REQUEST", field, format!("is not valid JSON ({inner})"));
+        return Rejection::new(RejectCode::InvalidRequest, field, format!("is not valid JSON ({inner})"));
     }
     // serde's message ends with " at line 1 column N"; the path already says where.
     let m = inner.to_string();
@@ -67,12 +67,12 @@ fn json_rejection(e: serde_path_to_error::Error<serde_json::Error>) -> Rejection
     if let Some(name) = m.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
         // Name the missing field itself, not the object it is missing from.
         let field = if field == "body" { name.to_string() } else { format!("{field}.{name}") };
-        return Rejection::new("REQUIRED_VALUE_MISSING", field, "is required");
+        return Rejection::new(RejectCode::RequiredValueMissing, field, "is required");
     }
     let code = if m.starts_with("invalid type") {
-        "VALUE_INCORRECT_TYPE"
+        RejectCode::ValueIncorrectType
     } else {
-        "INVALID_REQUEST"
+        RejectCode::InvalidRequest
     };
     Rejection::new(code, field, without_value(&m))
 }
@@ -115,13 +115,13 @@ pub struct PrivxPassword {
 }
 
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
-    let text = std::str::from_utf8(body).map_err(|_| Rejection::new("INVALID_REQUEST", "body", "is not UTF-8"))?;
+    let text = std::str::from_utf8(body).map_err(|_| Rejection::new(RejectCode::InvalidRequest, "body", "is not UTF-8"))?;
     // A NUL can only arrive escaped; no name, id or password may hold one (PostgreSQL
     // text cannot, and a target would cut the line there).
     if text.contains("\\u0000") {
         if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
             if let Some(field) = nul_in(&value, String::new()) {
-                return Err(Rejection::new("VALUE_INCORRECT_FORMAT", field, NUL_MESSAGE));
+                return Err(Rejection::new(RejectCode::ValueIncorrectFormat, field, NUL_MESSAGE));
             }
         }
     }

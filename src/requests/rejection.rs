@@ -1,25 +1,52 @@
 //! Why a request is not taken: the request is wrong (a `Rejection` naming the field),
 //! or rotor cannot take it now.
 
+use strum::{Display, IntoStaticStr};
+
 use crate::vcf_error::VcfError;
+
+/// What is wrong with a refused request, as VCF's `errorCode` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, IntoStaticStr)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum RejectCode {
+    InvalidRequest,
+    InvalidUsername,
+    PolicyNotFound,
+    RequiredValueMissing,
+    ResourceNotFound,
+    ValueDuplicate,
+    ValueIncorrectFormat,
+    ValueOutOfBounds,
+    RequestTooLarge,
+    PasswordPolicyViolation,
+    CredentialNotFound,
+    ValueIncorrectType,
+}
+
+impl RejectCode {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 
 /// Why a request was refused; nothing was recorded or changed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct Rejection {
-    pub code: &'static str,
+    pub code: RejectCode,
     /// Path of the offending field, e.g. `elements[0].credentials[1].username`.
     pub field: String,
     pub message: String,
 }
 
 impl Rejection {
-    pub fn new(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: RejectCode, field: impl Into<String>, message: impl Into<String>) -> Self {
         Rejection { code, field: field.into(), message: message.into() }
     }
 
     pub fn to_vcf(&self) -> VcfError {
-        let mut e = VcfError::new(self.code, format!("{}: {}", self.field, self.message)).argument(self.field.clone());
+        let mut e = VcfError::new(self.code.as_str(), format!("{}: {}", self.field, self.message)).argument(self.field.clone());
         e.context.insert("field".into(), self.field.clone());
         e
     }

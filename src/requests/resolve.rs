@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::parse::{AutoRotatePolicy, CredentialSpec, CredentialsUpdateSpec, Element, OperationType};
 use super::redact::{NUL_MESSAGE, REDACTED};
-use super::rejection::{Refusal, Rejection};
+use super::rejection::{Refusal, RejectCode, Rejection};
 use crate::engine::model::Operation;
 use crate::engine::repo::{NewSubTask, NewTask};
 use crate::policy::Policy;
@@ -37,21 +37,21 @@ pub async fn resolve(
     };
     let params = match (operation, &spec.auto_rotate_policy) {
         (Operation::UpdateAutoRotatePolicy, None) => {
-            return Err(Rejection::new("INVALID_REQUEST", "autoRotatePolicy", "is required for UPDATE_AUTO_ROTATE_POLICY").into())
+            return Err(Rejection::new(RejectCode::InvalidRequest, "autoRotatePolicy", "is required for UPDATE_AUTO_ROTATE_POLICY").into())
         }
         (Operation::UpdateAutoRotatePolicy, Some(p)) => auto_rotate_params(p)?,
         (_, Some(_)) => {
-            return Err(Rejection::new("INVALID_REQUEST", "autoRotatePolicy", "is only allowed with UPDATE_AUTO_ROTATE_POLICY").into())
+            return Err(Rejection::new(RejectCode::InvalidRequest, "autoRotatePolicy", "is only allowed with UPDATE_AUTO_ROTATE_POLICY").into())
         }
         (_, None) => serde_json::json!({}),
     };
     if spec.elements.is_empty() {
-        return Err(Rejection::new("INVALID_REQUEST", "elements", "must name at least one resource").into());
+        return Err(Rejection::new(RejectCode::InvalidRequest, "elements", "must name at least one resource").into());
     }
     let total: usize = spec.elements.iter().map(|e| e.credentials.len()).sum();
     if total > ctx.max_credentials {
         return Err(Rejection::new(
-            "REQUEST_TOO_LARGE",
+            RejectCode::RequestTooLarge,
             "elements",
             format!("names {total} credentials; at most {} per request", ctx.max_credentials),
         )
@@ -63,13 +63,13 @@ pub async fn resolve(
         let at = format!("elements[{i}]");
         let resource = find_resource(ctx.pool, element, &at).await?;
         if element.credentials.is_empty() {
-            return Err(Rejection::new("INVALID_REQUEST", format!("{at}.credentials"), "must name at least one credential").into());
+            return Err(Rejection::new(RejectCode::InvalidRequest, format!("{at}.credentials"), "must name at least one credential").into());
         }
         for (j, cred) in element.credentials.iter().enumerate() {
             let at = format!("{at}.credentials[{j}]");
             let credential_id = find_credential(ctx.pool, &resource, cred, &at).await?;
             if subtasks.iter().any(|s| s.credential_id == credential_id) {
-                return Err(Rejection::new("VALUE_DUPLICATE", format!("{at}.username"), "names the same credential twice").into());
+                return Err(Rejection::new(RejectCode::ValueDuplicate, format!("{at}.username"), "names the same credential twice").into());
             }
             let password = check_password(ctx, operation, &resource, cred, &at)?;
             let mut params = params.clone();
@@ -96,10 +96,10 @@ fn auto_rotate_params(p: &AutoRotatePolicy) -> Result<serde_json::Value, Rejecti
         return Ok(serde_json::json!({"enable": false}));
     }
     let days = p.frequency_in_days.ok_or_else(|| {
-        Rejection::new("REQUIRED_VALUE_MISSING", "autoRotatePolicy.frequencyInDays", "is required when enableAutoRotatePolicy is true")
+        Rejection::new(RejectCode::RequiredValueMissing, "autoRotatePolicy.frequencyInDays", "is required when enableAutoRotatePolicy is true")
     })?;
     if !(1..=365).contains(&days) {
-        return Err(Rejection::new("VALUE_OUT_OF_BOUNDS", "autoRotatePolicy.frequencyInDays", format!("must be 1 to 365, got {days}")));
+        return Err(Rejection::new(RejectCode::ValueOutOfBounds, "autoRotatePolicy.frequencyInDays", format!("must be 1 to 365, got {days}")));
     }
     Ok(serde_json::json!({"enable": true, "frequencyInDays": days}))
 }
@@ -115,19 +115,19 @@ fn check_password(
     let field = format!("{at}.password");
     match (operation, &cred.password) {
         (Operation::Rotate | Operation::UpdateAutoRotatePolicy, Some(_)) => {
-            Err(Rejection::new("INVALID_REQUEST", field, format!("must not be given for {operation}")))
+            Err(Rejection::new(RejectCode::InvalidRequest, field, format!("must not be given for {operation}")))
         }
-        (Operation::Update, None) => Err(Rejection::new("REQUIRED_VALUE_MISSING", field, "is required for UPDATE")),
+        (Operation::Update, None) => Err(Rejection::new(RejectCode::RequiredValueMissing, field, "is required for UPDATE")),
         (Operation::Update, Some(pw)) => {
             check_charset(pw, &field)?;
             let policy = ctx.policies.get(&resource.policy).ok_or_else(|| {
-                Rejection::new("POLICY_NOT_FOUND", field.clone(), format!("resource `{}` names unknown policy `{}`", resource.id, resource.policy))
+                Rejection::new(RejectCode::PolicyNotFound, field.clone(), format!("resource `{}` names unknown policy `{}`", resource.id, resource.policy))
             })?;
             let broken = policy.check_for(pw, Some(&cred.username));
             if !broken.is_empty() {
                 let rules: Vec<String> = broken.iter().map(|v| format!("{} ({})", v.code, v.message)).collect();
                 return Err(Rejection::new(
-                    "PASSWORD_POLICY_VIOLATION",
+                    RejectCode::PasswordPolicyViolation,
                     field,
                     format!("breaks policy `{}`: {}", resource.policy, rules.join("; ")),
                 ));
@@ -144,20 +144,20 @@ fn check_password(
 
 pub(super) fn check_charset(pw: &SecretString, field: &str) -> Result<(), Rejection> {
     if pw.expose_secret().is_empty() {
-        return Err(Rejection::new("REQUIRED_VALUE_MISSING", field, "must not be empty"));
+        return Err(Rejection::new(RejectCode::RequiredValueMissing, field, "must not be empty"));
     }
     if pw.expose_secret() == REDACTED {
         return Err(Rejection::new(
-            "VALUE_INCORRECT_FORMAT",
+            RejectCode::ValueIncorrectFormat,
             field,
             "is the placeholder rotor writes into dead-lettered copies; send the real password",
         ));
     }
-    crate::driver::validate_password_charset(pw.expose_secret()).map_err(|m| Rejection::new("VALUE_INCORRECT_FORMAT", field, m))
+    crate::driver::validate_password_charset(pw.expose_secret()).map_err(|m| Rejection::new(RejectCode::ValueIncorrectFormat, field, m))
 }
 
 async fn find_credential(pool: &PgPool, resource: &ResourceRef, cred: &CredentialSpec, at: &str) -> Result<Uuid, Refusal> {
-    crate::driver::validate_username(&cred.username).map_err(|m| Rejection::new("INVALID_USERNAME", format!("{at}.username"), m))?;
+    crate::driver::validate_username(&cred.username).map_err(|m| Rejection::new(RejectCode::InvalidUsername, format!("{at}.username"), m))?;
     let row = sqlx::query!(
         "SELECT id, account_type, credential_type FROM credentials WHERE resource_id = $1 AND username = $2",
         resource.id,
@@ -167,7 +167,7 @@ async fn find_credential(pool: &PgPool, resource: &ResourceRef, cred: &Credentia
     .await?
     .ok_or_else(|| {
         Rejection::new(
-            "CREDENTIAL_NOT_FOUND",
+            RejectCode::CredentialNotFound,
             format!("{at}.username"),
             format!("no account `{}` on resource `{}`", cred.username, resource.id),
         )
@@ -175,7 +175,7 @@ async fn find_credential(pool: &PgPool, resource: &ResourceRef, cred: &Credentia
     for (field, given, actual) in [("accountType", &cred.account_type, &row.account_type), ("credentialType", &cred.credential_type, &row.credential_type)] {
         if let Some(given) = given {
             if given != actual {
-                return Err(Rejection::new("INVALID_REQUEST", format!("{at}.{field}"), format!("is {given}, but the account's is {actual}")).into());
+                return Err(Rejection::new(RejectCode::InvalidRequest, format!("{at}.{field}"), format!("is {given}, but the account's is {actual}")).into());
             }
         }
     }
@@ -193,7 +193,7 @@ pub async fn resolve_privx(
 ) -> Result<NewTask, Refusal> {
     for (field, value) in [("host_id", host_id), ("account", account)] {
         if value.contains('\0') {
-            return Err(Rejection::new("VALUE_INCORRECT_FORMAT", field, NUL_MESSAGE).into());
+            return Err(Rejection::new(RejectCode::ValueIncorrectFormat, field, NUL_MESSAGE).into());
         }
     }
     let element = Element {
@@ -238,7 +238,7 @@ async fn find_resource(pool: &PgPool, element: &Element, at: &str) -> Result<Res
     let found = find_resource_any_type(pool, element, &format!("{at}.resourceId"), &format!("{at}.resourceName")).await?;
     if found.kind != element.resource_type {
         return Err(Rejection::new(
-            "INVALID_REQUEST",
+            RejectCode::InvalidRequest,
             format!("{at}.resourceType"),
             format!("is {}, but resource `{}` is {}", element.resource_type, found.id, found.kind),
         )
@@ -265,8 +265,8 @@ async fn find_resource_any_type(pool: &PgPool, element: &Element, id_field: &str
                 .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }),
         ),
         (None, None) => {
-            return Err(Rejection::new("REQUIRED_VALUE_MISSING", id_field, "give resourceId or resourceName").into())
+            return Err(Rejection::new(RejectCode::RequiredValueMissing, id_field, "give resourceId or resourceName").into())
         }
     };
-    Ok(row.ok_or_else(|| Rejection::new("RESOURCE_NOT_FOUND", field, "no such resource"))?)
+    Ok(row.ok_or_else(|| Rejection::new(RejectCode::ResourceNotFound, field, "no such resource"))?)
 }

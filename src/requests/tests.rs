@@ -32,7 +32,7 @@ fn password_is_never_in_a_rejection() {
         br#"{"operationType":"ROTATE","elements":[{"resourceType":"LINUX","credentials":[{"username":"Sup3r-Secret!, expected x"}]}],"autoRotatePolicy":"Sup3r"}"#,
     ] {
         let r = parse_spec(body).unwrap_err();
-        assert_eq!(r.code, "VALUE_INCORRECT_TYPE", "{r}");
+        assert_eq!(r.code, RejectCode::ValueIncorrectType, "{r}");
         for leak in ["987654321", "98765.4321", "true", "Sup3r"] {
             assert!(!r.to_string().contains(leak), "{r}");
         }
@@ -59,5 +59,5 @@ fn dead_letter_copies_hold_no_password() {
     assert!(redact_secrets(b"\xff").is_none());
     // The placeholder itself is refused as a password.
     let pw = SecretString::from(REDACTED.to_string());
-    assert_eq!(check_charset(&pw, "password").unwrap_err().code, "VALUE_INCORRECT_FORMAT");
+    assert_eq!(check_charset(&pw, "password").unwrap_err().code, RejectCode::ValueIncorrectFormat);
 }

@@ -18,8 +18,7 @@ use super::state::{authenticate, ApiState, Caller};
 use crate::config::Scope;
 use crate::engine::model::TaskStatus;
 use crate::ingress::submit::Request;
-use crate::requests::Refusal;
-use crate::requests::{self, Rejection};
+use crate::requests::{self, Refusal, RejectCode, Rejection};
 
 pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
@@ -43,15 +42,17 @@ impl PrivxError {
     }
 
     fn from_rejection(r: &Rejection) -> Self {
+        use RejectCode::*;
+        // PrivX's own vocabulary for each of rotor's refusals.
         let (status, code) = match r.code {
-            "REQUIRED_VALUE_MISSING" => (StatusCode::BAD_REQUEST, "REQUIRED_VALUE_MISSING"),
-            "VALUE_OUT_OF_BOUNDS" | "REQUEST_TOO_LARGE" => (StatusCode::BAD_REQUEST, "VALUE_OUT_OF_BOUNDS"),
-            "VALUE_INCORRECT_TYPE" => (StatusCode::BAD_REQUEST, "VALUE_INCORRECT_TYPE"),
-            "VALUE_INCORRECT_FORMAT" | "INVALID_USERNAME" => (StatusCode::BAD_REQUEST, "VALUE_INCORRECT_FORMAT"),
-            "VALUE_DUPLICATE" => (StatusCode::BAD_REQUEST, "VALUE_DUPLICATE"),
-            "RESOURCE_NOT_FOUND" | "CREDENTIAL_NOT_FOUND" => (StatusCode::NOT_FOUND, "INVALID_REQUEST_DATA"),
-            "INVALID_REQUEST" => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
-            _ => (StatusCode::BAD_REQUEST, "INVALID_REQUEST_DATA"),
+            RequiredValueMissing => (StatusCode::BAD_REQUEST, "REQUIRED_VALUE_MISSING"),
+            ValueOutOfBounds | RequestTooLarge => (StatusCode::BAD_REQUEST, "VALUE_OUT_OF_BOUNDS"),
+            ValueIncorrectType => (StatusCode::BAD_REQUEST, "VALUE_INCORRECT_TYPE"),
+            ValueIncorrectFormat | InvalidUsername => (StatusCode::BAD_REQUEST, "VALUE_INCORRECT_FORMAT"),
+            ValueDuplicate => (StatusCode::BAD_REQUEST, "VALUE_DUPLICATE"),
+            ResourceNotFound | CredentialNotFound => (StatusCode::NOT_FOUND, "INVALID_REQUEST_DATA"),
+            InvalidRequest => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            PolicyNotFound | PasswordPolicyViolation => (StatusCode::BAD_REQUEST, "INVALID_REQUEST_DATA"),
         };
         PrivxError::new(status, code, &r.field, format!("{}: {}", r.field, r.message))
     }
