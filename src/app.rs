@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +72,8 @@ impl Named {
 /// Everything `rotor run` needs, connected and bound, not yet running.
 pub struct Application {
     settings: Settings,
+    amqp_url: SecretString,
+    tokens: Vec<http::Token>,
     pool: PgPool,
     engine: Arc<Engine>,
     submitter: Arc<Submitter>,
@@ -91,9 +94,10 @@ impl Application {
         }
         let key = Arc::new(MasterKey::load(&settings.vault)?);
         tracing::info!(key_id = key.key_id(), "master key loaded");
+        let tokens = http::load_tokens(&settings.http)?;
         let amqp_url = settings.amqp.url()?;
         let flush_events = CancellationToken::new();
-        let (events, events_task) = Events::start(pool.clone(), amqp_url, settings.amqp.events_exchange.clone(), flush_events.clone());
+        let (events, events_task) = Events::start(pool.clone(), amqp_url.clone(), settings.amqp.events_exchange.clone(), flush_events.clone());
         let events_task = Named { name: "event publisher", handle: events_task };
         let engine = Arc::new(Engine::new(pool.clone(), key.clone(), &settings, events.clone())?);
         let submitter = Arc::new(Submitter {
@@ -110,7 +114,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
         let http_addr = listener.local_addr()?;
         tracing::info!(addr = %http_addr, "HTTP API listening");
-        Ok(Application { settings, pool, engine, submitter, listener, http_addr, events_task, flush_events })
+        Ok(Application { settings, amqp_url, tokens, pool, engine, submitter, listener, http_addr, events_task, flush_events })
     }
 
     /// The address the HTTP API is bound to (`http.listen` with port 0 picks one).
@@ -121,8 +125,7 @@ impl Application {
     /// Runs intake, workers, scheduler and the API until `stop` resolves, then shuts
     /// down in phases (see the module's comment).
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Application { settings, pool, engine, submitter, listener, http_addr, events_task, flush_events } = self;
-        let tokens = http::load_tokens(&settings.http)?;
+        let Application { settings, amqp_url, tokens, pool, engine, submitter, listener, http_addr, events_task, flush_events } = self;
         let stop_intake = CancellationToken::new();
         let stop_workers = CancellationToken::new();
         let stop_http = CancellationToken::new();
@@ -131,7 +134,7 @@ impl Application {
         let intake = Arc::new(amqp::Intake {
             submitter: submitter.clone(),
             settings: settings.amqp.clone(),
-            url: settings.amqp.url()?,
+            url: amqp_url,
             connected: broker_up.clone(),
         });
         let intake_task = spawn_named("amqp intake", {

@@ -4,8 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::SecretString;
-
 /// Where a resource is and how to trust and reach it.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -86,15 +84,6 @@ impl Error {
             Error::Config(_) => "CONFIGURATION_ERROR",
         }
     }
-}
-
-/// One way of changing passwords on a kind of target (DESIGN.md, platforms).
-pub trait Driver: Send + Sync {
-    /// Sets `new` as `username`'s password. `old` is its current one, when rotor knows it.
-    fn apply(&self, host: &Host, username: &str, old: Option<&SecretString>, new: &SecretString) -> Result<(), Error>;
-
-    /// A fresh login as `username` with `password`.
-    fn login(&self, host: &Host, username: &str, password: &SecretString) -> Result<Login, Error>;
 }
 
 /// Usernames go into `chpasswd` input and SSH logins: refuse anything that could be

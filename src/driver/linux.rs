@@ -5,8 +5,9 @@ use std::io::{Read, Write};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::ssh::{admin_session, exec_with_stdin, password_login, redact};
-use super::contract::{validate_password_charset, validate_username, Driver, Error, Host, Login};
+use super::contract::{validate_password_charset, validate_username, Error, Host};
+use super::platform::Driver;
+use super::ssh::{admin_session, exec_with_stdin, redact};
 
 /// `linux-chpasswd`: the admin logs in with its key and feeds `user:password` to
 /// `chpasswd` on stdin (through `sudo -n` when configured). The password is never on a
@@ -14,10 +15,6 @@ use super::contract::{validate_password_charset, validate_username, Driver, Erro
 pub struct Chpasswd;
 
 impl Driver for Chpasswd {
-    fn login(&self, host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
-        password_login(host, username, password)
-    }
-
     fn apply(&self, host: &Host, username: &str, _old: Option<&SecretString>, new: &SecretString) -> Result<(), Error> {
         validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
         validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected { message: format!("password {m}") })?;
@@ -86,10 +83,6 @@ pub(crate) fn prompt_in(text: &str) -> Prompt {
 }
 
 impl Driver for Passwd {
-    fn login(&self, host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
-        password_login(host, username, password)
-    }
-
     fn apply(&self, host: &Host, username: &str, old: Option<&SecretString>, new: &SecretString) -> Result<(), Error> {
         validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
         validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected { message: format!("password {m}") })?;

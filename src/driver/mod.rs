@@ -3,9 +3,11 @@
 
 mod contract;
 pub mod linux;
+mod platform;
 pub mod ssh;
 
-pub use contract::{validate_password_charset, validate_username, Admin, Driver, Error, Host, Login};
+pub use contract::{validate_password_charset, validate_username, Admin, Error, Host, Login};
+pub use platform::Driver;
 
 /// The driver for a platform name, or None if rotor does not know it.
 pub fn driver(platform: &str) -> Option<&'static dyn Driver> {

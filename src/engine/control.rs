@@ -4,10 +4,11 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::error::Error;
 use super::lease::{self, WORK_CHANNEL};
 use super::lifecycle;
-use super::model::TaskStatus;
-use super::repo::{cancel_unstarted, roll_up, Created, Error};
+use super::model::{stored, TaskStatus};
+use super::repo::{cancel_unstarted, roll_up, Created};
 use crate::vcf_error::VcfError;
 
 /// Records a request that was refused: a FAILED task with its error and no subtasks,
@@ -128,5 +129,5 @@ pub async fn cancel_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> 
 /// The task's status, its row locked for the caller's transaction.
 async fn task_status(conn: &mut sqlx::PgConnection, task_id: Uuid) -> Result<Option<TaskStatus>, Error> {
     let status = sqlx::query_scalar!("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id).fetch_optional(&mut *conn).await?;
-    Ok(status.map(|s| s.parse().expect("task statuses checked by the schema")))
+    Ok(status.as_deref().map(stored))
 }

@@ -98,20 +98,16 @@ impl Events {
     }
 }
 
-fn reconnect_delays() -> impl Iterator<Item = Duration> {
-    use backon::BackoffBuilder;
-    backon::ConstantBuilder::default().with_delay(Duration::from_secs(2)).without_max_times().build()
-}
+/// Between attempts to reach the broker.
+const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
 async fn publish_loop(pool: PgPool, url: SecretString, exchange: String, mut rx: mpsc::Receiver<Event>, flush: CancellationToken) {
     let mut pending: Option<Event> = None;
-    let mut delays = reconnect_delays();
     'connect: while !flush.is_cancelled() {
         let conn = match crate::broker::connect(&url, "rotor events").await {
             Ok(c) => c,
             Err(_) => {
-                let delay = delays.next().unwrap_or(Duration::from_secs(2));
-                tokio::select! { _ = tokio::time::sleep(delay) => continue, _ = flush.cancelled() => break }
+                tokio::select! { _ = tokio::time::sleep(RECONNECT_DELAY) => continue, _ = flush.cancelled() => break }
             }
         };
         let Ok(ch) = conn.create_channel().await else { continue };

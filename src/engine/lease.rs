@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::error::Error;
-use super::model::Operation;
+use super::model::{stored, Operation};
 
 /// The channel workers LISTEN on; intake NOTIFYs it when it adds work.
 pub const WORK_CHANNEL: &str = "rotor_work";
@@ -116,7 +116,7 @@ async fn try_claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i6
         subtask_id: row.id,
         task_id: row.task_id,
         credential_id: row.credential_id,
-        operation: row.operation.parse().expect("operation checked by the schema"),
+        operation: stored(&row.operation),
         fence: row.fence,
         attempts: row.attempts,
         params: row.params,

@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::error::Error;
 use super::model::{CredentialStatus, TaskStatus};
-use super::repo::{self, Error};
+use super::repo;
 use crate::config::SchedulerSettings;
 use crate::schedule::Schedule;
 use crate::vault::versions;

@@ -4,9 +4,9 @@
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-pub use super::error::Error;
+use super::error::Error;
 use super::lease::{self, fenced, Claim, WORK_CHANNEL};
-use super::model::{stages_for, Operation, Stage, StageStatus, SubtaskStatus, TaskStatus};
+use super::model::{stages_for, stored, Operation, Stage, StageStatus, SubtaskStatus, TaskStatus};
 use crate::vault::MasterKey;
 use crate::vcf_error::VcfError;
 
@@ -108,16 +108,12 @@ pub async fn insert_task(tx: &mut PgConnection, key: &MasterKey, new: &NewTask, 
     Ok(Created { task_id, is_new: true, recorded: None })
 }
 
-
 /// The status of each stage of a subtask, in order.
 pub async fn stage_statuses(pool: &PgPool, subtask_id: Uuid) -> Result<Vec<(Stage, StageStatus)>, Error> {
     let rows = sqlx::query!("SELECT name, status FROM stages WHERE subtask_id = $1 ORDER BY seq", subtask_id)
         .fetch_all(pool)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.name.parse().expect("stage names checked on insert"), r.status.parse().expect("stage statuses checked by the schema")))
-        .collect())
+    Ok(rows.into_iter().map(|r| (stored(&r.name), stored(&r.status))).collect())
 }
 
 pub async fn stage_started(pool: &PgPool, claim: &Claim, stage: Stage) -> Result<(), Error> {
@@ -251,7 +247,7 @@ pub async fn roll_up(conn: &mut PgConnection, task_id: Uuid) -> Result<Option<Ta
     )
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(after.filter(|a| before.as_ref() != Some(a)).map(|a| a.parse().expect("task statuses checked by the schema")))
+    Ok(after.filter(|a| before.as_ref() != Some(a)).map(|a| stored(&a)))
 }
 
 /// Cancels a task's subtasks that have not started (PENDING, no pending password stored)

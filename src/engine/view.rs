@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::model::{Operation, Resolution, Stage, StageStatus, SubtaskStatus, TaskStatus};
+use super::model::{stored, Operation, Resolution, Stage, StageStatus, SubtaskStatus, TaskStatus};
 use crate::vcf_error::VcfError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,11 +155,6 @@ pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<T
         resources,
         sub_tasks,
     }))
-}
-
-/// A value the schema's CHECK constraint admits, as its type.
-fn stored<T: std::str::FromStr>(text: &str) -> T {
-    text.parse().unwrap_or_else(|_| panic!("`{text}` is not a stored {}", std::any::type_name::<T>()))
 }
 
 pub fn operation_verb(operation: Operation) -> &'static str {

@@ -274,7 +274,7 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
         // STATUS=serving HTTP on ADDR, the address `Application::build` bound.
         let notify_path = self.dir.join(format!("notify-{}.sock", unique()));
         let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind the notify socket");
-        notify.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        notify.set_nonblocking(true).unwrap();
         let mut command = Command::new(ROTOR);
         if let Some(offset) = &self.faketime {
             assert!(std::path::Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} is missing: run scripts/testbed.sh up (it installs faketime)");
@@ -306,8 +306,10 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
                 if let (true, Some(addr)) = (message.lines().any(|l| l == "READY=1"), addr) {
                     break addr;
                 }
+                continue;
             }
             self.check_alive(deadline);
+            tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let _ = std::fs::remove_file(&notify_path);
         self.http = format!("http://{addr}");

@@ -1,0 +1,17 @@
+//! One way of changing passwords on a kind of target (DESIGN.md, platforms).
+
+use secrecy::SecretString;
+
+use super::contract::{Error, Host, Login};
+use super::ssh;
+
+pub trait Driver: Send + Sync {
+    /// Sets `new` as `username`'s password. `old` is its current one, when rotor knows it.
+    fn apply(&self, host: &Host, username: &str, old: Option<&SecretString>, new: &SecretString) -> Result<(), Error>;
+
+    /// A fresh login as `username` with `password` (SSH password authentication unless
+    /// the platform knows better).
+    fn login(&self, host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
+        ssh::password_login(host, username, password)
+    }
+}
