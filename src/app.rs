@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -72,12 +71,12 @@ impl Named {
 /// Everything `rotor run` needs, connected and bound, not yet running.
 pub struct Application {
     settings: Settings,
-    amqp_url: SecretString,
+    link: crate::broker::Link,
     tokens: Vec<http::Token>,
     pool: PgPool,
     engine: Arc<Engine>,
     submitter: Arc<Submitter>,
-    listener: tokio::net::TcpListener,
+    listeners: http::Listeners,
     http_addr: SocketAddr,
     events_task: Named,
     flush_events: CancellationToken,
@@ -95,9 +94,10 @@ impl Application {
         let key = Arc::new(MasterKey::load(&settings.vault)?);
         tracing::info!(key_id = key.key_id(), "master key loaded");
         let tokens = http::load_tokens(&settings.http)?;
-        let amqp_url = settings.amqp.url()?;
+        let link = crate::broker::Link::from_settings(&settings.amqp)?;
+        link.probe().await?;
         let flush_events = CancellationToken::new();
-        let (events, events_task) = Events::start(pool.clone(), amqp_url.clone(), settings.amqp.events_exchange.clone(), flush_events.clone());
+        let (events, events_task) = Events::start(pool.clone(), link.clone(), settings.amqp.events_exchange.clone(), flush_events.clone());
         let events_task = Named { name: "event publisher", handle: events_task };
         let engine = Arc::new(Engine::new(pool.clone(), key.clone(), &settings, events.clone())?);
         let submitter = Arc::new(Submitter {
@@ -108,13 +108,11 @@ impl Application {
             events,
             schedule: engine.schedule.clone(),
         });
-        let listen: SocketAddr = settings.http.listen.parse()?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
-        let http_addr = listener.local_addr()?;
-        tracing::info!(addr = %http_addr, "HTTP API listening");
-        Ok(Application { settings, amqp_url, tokens, pool, engine, submitter, listener, http_addr, events_task, flush_events })
+        let listeners = http::Listeners::bind(&settings.http).await?;
+        let http_addr = listeners.api_addr()?;
+        let scheme = if listeners.is_tls() { "https" } else { "http" };
+        tracing::info!(addr = %http_addr, scheme, ops = ?listeners.ops_addr(), "HTTP API listening");
+        Ok(Application { settings, link, tokens, pool, engine, submitter, listeners, http_addr, events_task, flush_events })
     }
 
     /// The address the HTTP API is bound to (`http.listen` with port 0 picks one).
@@ -125,7 +123,7 @@ impl Application {
     /// Runs intake, workers, scheduler and the API until `stop` resolves, then shuts
     /// down in phases (see the module's comment).
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Application { settings, amqp_url, tokens, pool, engine, submitter, listener, http_addr, events_task, flush_events } = self;
+        let Application { settings, link, tokens, pool, engine, submitter, listeners, http_addr, events_task, flush_events } = self;
         let stop_intake = CancellationToken::new();
         let stop_workers = CancellationToken::new();
         let stop_http = CancellationToken::new();
@@ -134,8 +132,9 @@ impl Application {
         let intake = Arc::new(amqp::Intake {
             submitter: submitter.clone(),
             settings: settings.amqp.clone(),
-            url: amqp_url,
+            link,
             connected: broker_up.clone(),
+            refused: Default::default(),
         });
         let intake_task = spawn_named("amqp intake", {
             let stop = stop_intake.clone();
@@ -159,7 +158,9 @@ impl Application {
             tracing::info!("scheduler disabled (scheduler.enabled = false): no auto-rotation, no heartbeat in this process");
             None
         };
-        let api = http::router(Arc::new(http::ApiState {
+        let scheme = if listeners.is_tls() { "HTTPS" } else { "HTTP" };
+        let ops = listeners.ops_addr().map(|a| format!(", ops on {a}")).unwrap_or_default();
+        let api = Arc::new(http::ApiState {
             pool: pool.clone(),
             tokens,
             submitter,
@@ -167,14 +168,12 @@ impl Application {
             broker_up,
             max_body_bytes: settings.amqp.max_message_bytes,
             type_policy: settings.type_policy.clone(),
-        }));
-        let http_task = spawn_named("http api", {
-            let stop = stop_http.clone();
-            async move { Ok(axum::serve(listener, api).with_graceful_shutdown(async move { stop.cancelled().await }).await?) }
+            failed_auth: Default::default(),
         });
+        let http_task = spawn_named("http api", listeners.serve(api, stop_http.clone()));
         let watchdog = spawn_watchdog(stop_http.clone());
 
-        let status = format!("serving HTTP on {http_addr}");
+        let status = format!("serving {scheme} on {http_addr}{ops}");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
         tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, "rotor running");
 

@@ -2,12 +2,15 @@
 //! (the intake queue and its exchanges, the dead-letter queue, the events exchange).
 //! Intake, the event publisher and the CLI all start here.
 
+use std::str::FromStr;
+
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::AmqpSettings;
+use crate::config::{self, AmqpSettings};
 
 pub const KIND_CREDENTIALS_UPDATE: &str = "credentials.update";
 pub const KIND_PRIVX_ROTATE: &str = "privx.rotate";
@@ -15,12 +18,66 @@ pub const KIND_PRIVX_PASSWORD: &str = "privx.password";
 pub const KINDS: [&str; 3] = [KIND_CREDENTIALS_UPDATE, KIND_PRIVX_ROTATE, KIND_PRIVX_PASSWORD];
 pub const ERROR_HEADER: &str = "x-rotor-error";
 
-pub async fn connect(url: &SecretString, name: &str) -> Result<Connection, lapin::Error> {
-    let props = ConnectionProperties::default()
-        .with_connection_name(name.into())
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
-    Connection::connect(url.expose_secret(), props).await
+/// How to reach the broker: its URL (`amqps://` for TLS) and the CA that signs its
+/// certificate, read once from the settings.
+#[derive(Clone)]
+pub struct Link {
+    url: SecretString,
+    ca_pem: Option<String>,
+}
+
+impl Link {
+    pub fn from_settings(s: &AmqpSettings) -> Result<Self, config::Error> {
+        let url = s.url()?;
+        let ca_pem = match &s.ca_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| config::Error::invalid("amqp.ca_file", format!("cannot read {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        if ca_pem.is_some() && !url.expose_secret().starts_with("amqps://") {
+            return Err(config::Error::invalid("amqp.ca_file", "is only used with an amqps:// URL"));
+        }
+        Ok(Link { url, ca_pem })
+    }
+
+    /// Connects; with `amqps://` the broker's certificate is verified against `ca_file`
+    /// (or the system's roots) and its name against the URL's host.
+    pub async fn connect(&self, name: &str) -> Result<Connection, lapin::Error> {
+        let props = ConnectionProperties::default()
+            .with_connection_name(name.into())
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio);
+        let tls = OwnedTLSConfig { identity: None, cert_chain: self.ca_pem.clone() };
+        Connection::connect_with_config(self.url.expose_secret(), props, tls).await
+    }
+
+    /// Connects once at start: a certificate the CA does not vouch for is a setting to
+    /// fix, so it stops rotor with the reason; a broker that is merely away is retried
+    /// by the intake.
+    pub async fn probe(&self) -> anyhow::Result<()> {
+        match self.connect("rotor probe").await {
+            Ok(conn) => {
+                let _ = conn.close(200, "probe").await;
+                Ok(())
+            }
+            Err(e) if e.to_string().contains("certificate") => {
+                anyhow::bail!("cannot connect to the broker over TLS (amqp.url, amqp.ca_file): {e}")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the broker is not reachable yet; the intake keeps trying");
+                Ok(())
+            }
+        }
+    }
+
+    /// The user the URL logs in as: the `user_id` the broker accepts on what rotor publishes.
+    pub fn user(&self) -> String {
+        lapin::uri::AMQPUri::from_str(self.url.expose_secret())
+            .map(|u| u.authority.userinfo.username)
+            .unwrap_or_else(|_| "guest".into())
+    }
 }
 
 /// Declares everything rotor uses; idempotent.

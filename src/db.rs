@@ -14,9 +14,18 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 impl DatabaseSettings {
     pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
         let url = self.url()?;
-        PgConnectOptions::from_str(url.expose_secret())
+        let options = PgConnectOptions::from_str(url.expose_secret())
             .map(|o| o.application_name("rotor"))
-            .map_err(|_| anyhow::anyhow!("configuration key `database.url`: not a valid PostgreSQL URL"))
+            .map_err(|_| anyhow::anyhow!("configuration key `database.url`: not a valid PostgreSQL URL"))?;
+        Ok(match &self.ca_file {
+            Some(ca) => {
+                if !ca.is_file() {
+                    anyhow::bail!("configuration key `database.ca_file`: {} is not a readable file", ca.display());
+                }
+                options.ssl_root_cert(ca)
+            }
+            None => options,
+        })
     }
 }
 

@@ -9,7 +9,9 @@
 //! `vault`, with `broker`, `schedule`, `policy`, `config` and the small helpers at the
 //! bottom. `scripts/check-imports.py` keeps it so.
 
+pub mod access;
 pub mod app;
+pub mod audit;
 pub mod broker;
 pub mod cli;
 pub mod config;

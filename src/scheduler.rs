@@ -97,6 +97,7 @@ impl Scheduler {
                 operation: Operation::Rotate,
                 name: format!("Auto-rotate password of {}@{}", r.username, r.resource_id),
                 source: "SCHEDULER",
+                requested_by: crate::access::Requester::scheduler(),
                 // No key: the lock and this transaction already make it once per due
                 // credential, and a key made of the planned time could name an older task.
                 request_key: None,

@@ -6,6 +6,8 @@ use clap::Subcommand;
 use secrecy::ExposeSecret;
 
 use super::output::{print_table, time_or_dash};
+use crate::access::Requester;
+use crate::audit;
 use crate::config::Settings;
 use crate::engine::lifecycle;
 use crate::engine::model::CredentialStatus;
@@ -80,11 +82,6 @@ async fn credential_id(pool: &sqlx::PgPool, resource: &str, username: &str) -> a
         .ok_or_else(|| anyhow::anyhow!("no account `{username}` on resource `{resource}` (see `rotor credential list`)"))
 }
 
-fn actor() -> String {
-    let who = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
-    format!("cli:{who}")
-}
-
 pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
     let pool = crate::db::connect(&settings.database).await?;
     match command {
@@ -148,16 +145,9 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                     version.map(|n| format!("version {n}")).unwrap_or_else(|| "current password".into())
                 );
             };
-            let actor = actor();
-            sqlx::query!(
-                "INSERT INTO audit_log (actor, action, credential_id, detail) VALUES ($1, 'REVEAL', $2, $3)",
-                actor,
-                id,
-                serde_json::json!({"version": v.version, "via": "cli"})
-            )
-            .execute(&mut *conn)
-            .await?;
-            tracing::info!(target: "rotor::security", actor = %actor, credential_id = %id, version = v.version, "password revealed");
+            let who = Requester::os_user();
+            audit::record(&mut conn, &who, audit::Action::Reveal, Some(id), serde_json::json!({"version": v.version, "via": "cli"})).await?;
+            tracing::info!(target: "rotor::security", actor = %audit::actor(&who), credential_id = %id, version = v.version, "password revealed");
             println!("{}", v.password.expose_secret());
             Ok(ExitCode::SUCCESS)
         }
@@ -165,9 +155,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             let id = credential_id(&pool, &resource, &username).await?;
             let mut tx = pool.begin().await?;
             let (days, withdrawn) = lifecycle::pause(&mut tx, id).await?;
-            sqlx::query!("INSERT INTO audit_log (actor, action, credential_id) VALUES ($1, 'AUTO_ROTATE_PAUSE', $2)", actor(), id)
-                .execute(&mut *tx)
-                .await?;
+            audit::record(&mut tx, &Requester::os_user(), audit::Action::AutoRotatePause, Some(id), serde_json::json!({})).await?;
             tx.commit().await?;
             tracing::info!(target: "rotor::security", credential_id = %id, "auto-rotation paused");
             if let Some((task_id, _)) = withdrawn {
@@ -184,9 +172,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             let now = chrono::Utc::now();
             let mut tx = pool.begin().await?;
             let row = lifecycle::resume(&mut tx, id, now).await?;
-            sqlx::query!("INSERT INTO audit_log (actor, action, credential_id) VALUES ($1, 'AUTO_ROTATE_RESUME', $2)", actor(), id)
-                .execute(&mut *tx)
-                .await?;
+            audit::record(&mut tx, &Requester::os_user(), audit::Action::AutoRotateResume, Some(id), serde_json::json!({})).await?;
             tx.commit().await?;
             tracing::info!(target: "rotor::security", credential_id = %id, "auto-rotation resumed");
             match (row.days, row.next) {

@@ -71,7 +71,8 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
 /// returns the Task the daemon replies with.
 pub async fn publish_and_wait(settings: &Settings, body: &[u8], timeout: Duration) -> anyhow::Result<Task> {
     let s = &settings.amqp;
-    let conn = broker::connect(&s.url()?, "rotor enqueue").await.map_err(|e| anyhow::anyhow!("cannot connect to the broker: {e}"))?;
+    let link = broker::Link::from_settings(s)?;
+    let conn = link.connect("rotor enqueue").await.map_err(|e| anyhow::anyhow!("cannot connect to the broker: {e}"))?;
     let ch = conn.create_channel().await?;
     broker::declare_topology(&ch, s).await?;
     let reply_queue = ch
@@ -84,6 +85,7 @@ pub async fn publish_and_wait(settings: &Settings, body: &[u8], timeout: Duratio
     let message_id = uuid::Uuid::new_v4().to_string();
     let props = BasicProperties::default()
         .with_message_id(message_id.clone().into())
+        .with_user_id(link.user().into())
         .with_correlation_id(message_id.clone().into())
         .with_reply_to(reply_queue.name().clone())
         .with_content_type("application/json".into())

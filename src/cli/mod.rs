@@ -61,6 +61,15 @@ enum Command {
     /// The scheduler: one tick or heartbeat round by hand.
     #[command(subcommand)]
     Scheduler(scheduler::Command),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain; exit 1 naming the first bad entry.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,13 +125,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(c) => task::run(&settings, c).await,
         Command::Policy(c) => policy::run(&settings, c),
         Command::Scheduler(c) => scheduler::run(&settings, c).await,
+        Command::Audit(AuditCommand::Verify) => {
+            let pool = crate::db::connect(&settings.database).await?;
+            match crate::audit::verify(&pool).await {
+                Ok(v) => {
+                    println!("audit log OK: {} entries; last hash {}", v.entries, v.head.as_deref().unwrap_or("-"));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(crate::audit::VerifyError::Broken(b)) => {
+                    eprintln!("rotor: {b}");
+                    Ok(ExitCode::from(1))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
     }
 }
 
 /// Settings already parsed and validated; now every secret must be readable too.
 fn config_check(settings: &Settings, file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     settings.database.connect_options()?;
-    settings.amqp.url()?;
+    crate::broker::Link::from_settings(&settings.amqp)?;
     crate::ingress::http::load_tokens(&settings.http)?;
     crate::vault::MasterKey::load(&settings.vault)?;
     let policies = settings.policies()?;

@@ -118,6 +118,10 @@ impl Settings {
         resolve(base, &mut self.database.url_file);
         resolve(base, &mut self.amqp.url_file);
         resolve(base, &mut self.vault.master_key_file);
+        resolve(base, &mut self.database.ca_file);
+        resolve(base, &mut self.amqp.ca_file);
+        resolve(base, &mut self.http.tls_cert_file);
+        resolve(base, &mut self.http.tls_key_file);
         for t in &mut self.http.token {
             resolve(base, &mut t.token_file);
         }
@@ -141,10 +145,13 @@ impl Settings {
         if self.vault.max_versions < 3 {
             return Err(Error::invalid("vault.max_versions", "must be at least 3 (pending, current, previous)"));
         }
-        self.http
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| Error::invalid("http.listen", format!("{e} (expected IP:PORT)")))?;
+        self.validate_http()?;
+        let mut users = std::collections::HashSet::new();
+        for (i, p) in self.amqp.producer.iter().enumerate() {
+            if p.user.is_empty() || !users.insert(p.user.as_str()) {
+                return Err(Error::invalid(format!("amqp.producer[{i}].user"), "must be non-empty and name each producer once"));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.http.token.iter().enumerate() {
             if !names.insert(t.name.as_str()) {
@@ -174,6 +181,26 @@ impl Settings {
             }
         }
         self.policies()?;
+        Ok(())
+    }
+
+    /// The listeners: addresses that parse, TLS given whole, no plain HTTP off loopback
+    /// unless `allow_plaintext`.
+    fn validate_http(&self) -> Result<(), Error> {
+        let http = &self.http;
+        let listen = http.listen.parse::<SocketAddr>().map_err(|e| Error::invalid("http.listen", format!("{e} (expected IP:PORT)")))?;
+        if let Some(ops) = &http.ops_listen {
+            ops.parse::<SocketAddr>().map_err(|e| Error::invalid("http.ops_listen", format!("{e} (expected IP:PORT)")))?;
+        }
+        if http.tls_cert_file.is_some() != http.tls_key_file.is_some() {
+            return Err(Error::invalid("http.tls_cert_file", "give both tls_cert_file and tls_key_file, or neither"));
+        }
+        if http.tls().is_none() && !listen.ip().is_loopback() && !http.allow_plaintext {
+            return Err(Error::invalid(
+                "http.listen",
+                format!("{listen} is not loopback and no TLS is configured: set tls_cert_file and tls_key_file (or allow_plaintext = true)"),
+            ));
+        }
         Ok(())
     }
 

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use crate::access::Scope;
+use crate::access::Glob;
 use crate::policy::PolicySpec;
 
 #[derive(Debug, Deserialize, Default)]
@@ -19,6 +21,7 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub ssh: SshSettings,
     pub log: LogSettings,
+    pub inventory: InventorySettings,
     /// Password policies by name; they add to or override the built-in presets.
     pub policy: BTreeMap<String, PolicySpec>,
     /// Policy name per resource type, overriding the built-in mapping.
@@ -45,6 +48,8 @@ pub struct DatabaseSettings {
     pub url: Option<SecretString>,
     pub url_file: Option<PathBuf>,
     pub max_connections: u32,
+    /// CA that signs the server's certificate, for `sslmode=verify-ca`/`verify-full`.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for DatabaseSettings {
@@ -53,6 +58,7 @@ impl Default for DatabaseSettings {
             url: Some(SecretString::from("postgres://postgres@127.0.0.1:5432/rotor")),
             url_file: None,
             max_connections: 20,
+            ca_file: None,
         }
     }
 }
@@ -73,6 +79,20 @@ pub struct AmqpSettings {
     pub max_message_bytes: usize,
     /// Most elements x credentials one request may name.
     pub max_credentials_per_request: usize,
+    /// CA that signs the broker's certificate (`amqps://`); without it the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The producers allowed to send requests, by their broker-validated AMQP `user_id`.
+    pub producer: Vec<ProducerSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerSettings {
+    pub user: String,
+    pub scopes: Vec<Scope>,
+    /// Globs on resource ids this producer may name; empty: all.
+    #[serde(default)]
+    pub resources: Vec<Glob>,
 }
 
 impl Default for AmqpSettings {
@@ -88,6 +108,8 @@ impl Default for AmqpSettings {
             prefetch: 32,
             max_message_bytes: 1024 * 1024,
             max_credentials_per_request: 1000,
+            ca_file: None,
+            producer: Vec::new(),
         }
     }
 }
@@ -96,12 +118,32 @@ impl Default for AmqpSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     pub listen: String,
+    /// With `tls_key_file`: the API answers HTTPS only.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// When set, /healthz, /readyz and /metrics are served here (plain HTTP) instead of on `listen`.
+    pub ops_listen: Option<String>,
+    /// Lets a non-loopback `listen` serve plain HTTP.
+    pub allow_plaintext: bool,
     pub token: Vec<TokenSettings>,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), token: Vec::new() }
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            ops_listen: None,
+            allow_plaintext: false,
+            token: Vec::new(),
+        }
+    }
+}
+
+impl HttpSettings {
+    pub fn tls(&self) -> Option<(&PathBuf, &PathBuf)> {
+        self.tls_cert_file.as_ref().zip(self.tls_key_file.as_ref())
     }
 }
 
@@ -112,32 +154,9 @@ pub struct TokenSettings {
     pub token: Option<SecretString>,
     pub token_file: Option<PathBuf>,
     pub scopes: Vec<Scope>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Scope {
-    #[serde(rename = "admin")]
-    Admin,
-    #[serde(rename = "credentials:view")]
-    CredentialsView,
-    #[serde(rename = "credentials:manage")]
-    CredentialsManage,
-    #[serde(rename = "tasks:view")]
-    TasksView,
-    #[serde(rename = "resources:manage")]
-    ResourcesManage,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Admin => "admin",
-            Scope::CredentialsView => "credentials:view",
-            Scope::CredentialsManage => "credentials:manage",
-            Scope::TasksView => "tasks:view",
-            Scope::ResourcesManage => "resources:manage",
-        }
-    }
+    /// Globs on resource ids this token may touch; empty: all.
+    #[serde(default)]
+    pub resources: Vec<Glob>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,5 +298,18 @@ pub struct LogSettings {
 impl Default for LogSettings {
     fn default() -> Self {
         Self { format: LogFormat::Text, filter: "info,sqlx=warn,lapin=warn".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventorySettings {
+    /// Files the TOML inventory names (admin keys, onboarding passwords) must lie under it.
+    pub allowed_dir: PathBuf,
+}
+
+impl Default for InventorySettings {
+    fn default() -> Self {
+        Self { allowed_dir: PathBuf::from("/etc/rotor") }
     }
 }

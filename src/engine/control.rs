@@ -9,21 +9,30 @@ use super::lease::{self, WORK_CHANNEL};
 use super::lifecycle;
 use super::model::{stored, TaskStatus};
 use super::repo::{cancel_unstarted, roll_up, Created};
+use crate::access::Requester;
 use crate::vcf_error::VcfError;
 
 /// Records a request that was refused: a FAILED task with its error and no subtasks,
 /// so the producer's reply names a real task and a redelivery finds it again.
-pub async fn record_refused(pool: &PgPool, source: &'static str, request_key: Option<String>, error: &VcfError) -> Result<Created, Error> {
+pub async fn record_refused(
+    pool: &PgPool,
+    source: &'static str,
+    requested_by: &Requester,
+    request_key: Option<String>,
+    error: &VcfError,
+) -> Result<Created, Error> {
     let task_id = Uuid::new_v4();
     let errors = serde_json::to_value(vec![error]).expect("errors serialize");
     let inserted = sqlx::query_scalar!(
-        "INSERT INTO tasks (id, name, type, operation, status, source, request_key, errors, completed_at)
-         VALUES ($1, 'Refused request', 'CREDENTIALS_REQUEST', 'ROTATE', 'FAILED', $2, $3, $4, now())
+        "INSERT INTO tasks (id, name, type, operation, status, source, request_key, errors, completed_at, requested_by_kind, requested_by_name)
+         VALUES ($1, 'Refused request', 'CREDENTIALS_REQUEST', 'ROTATE', 'FAILED', $2, $3, $4, now(), $5, $6)
          ON CONFLICT (request_key) DO NOTHING RETURNING id",
         task_id,
         source,
         request_key,
-        errors
+        errors,
+        requested_by.kind.to_string(),
+        requested_by.name
     )
     .fetch_optional(pool)
     .await?;

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
-use secrecy::SecretString;
 use sqlx::PgPool;
 use strum::{Display, IntoStaticStr};
 use tokio::sync::mpsc;
@@ -63,9 +62,9 @@ impl Events {
 
     /// Starts the publisher; it runs until `flush` is cancelled, then publishes what is
     /// buffered (for up to `FLUSH_TIMEOUT`) and closes its connection.
-    pub fn start(pool: PgPool, url: SecretString, exchange: String, flush: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(pool: PgPool, link: crate::broker::Link, exchange: String, flush: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(BUFFER);
-        let task = tokio::spawn(publish_loop(pool, url, exchange, rx, flush));
+        let task = tokio::spawn(publish_loop(pool, link, exchange, rx, flush));
         (Events { tx: Some(tx) }, task)
     }
 
@@ -101,10 +100,10 @@ impl Events {
 /// Between attempts to reach the broker.
 const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
-async fn publish_loop(pool: PgPool, url: SecretString, exchange: String, mut rx: mpsc::Receiver<Event>, flush: CancellationToken) {
+async fn publish_loop(pool: PgPool, link: crate::broker::Link, exchange: String, mut rx: mpsc::Receiver<Event>, flush: CancellationToken) {
     let mut pending: Option<Event> = None;
     'connect: while !flush.is_cancelled() {
-        let conn = match crate::broker::connect(&url, "rotor events").await {
+        let conn = match link.connect("rotor events").await {
             Ok(c) => c,
             Err(_) => {
                 tokio::select! { _ = tokio::time::sleep(RECONNECT_DELAY) => continue, _ = flush.cancelled() => break }

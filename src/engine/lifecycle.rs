@@ -190,6 +190,19 @@ pub async fn withdraw_auto_rotation(conn: &mut PgConnection, credential_id: Uuid
     Ok(Some((task_id, repo::roll_up(conn, task_id).await?)))
 }
 
+/// The resource's accounts are retired with it: no more rotations or heartbeats, and
+/// nothing planned. The caller has checked that none has work in flight.
+pub async fn retire_resource(conn: &mut PgConnection, resource_id: &str) -> Result<u64, Error> {
+    Ok(sqlx::query!(
+        "UPDATE credentials SET status = $2, next_rotation_at = NULL, auto_task_id = NULL, updated_at = now() WHERE resource_id = $1",
+        resource_id,
+        CredentialStatus::Retired.as_str()
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
 /// The heartbeat found the stored password refused: OUT_OF_SYNC, if no rotation touched
 /// the credential meanwhile (same current version, no lease, nothing pending), and its
 /// planned turn withdrawn. Returns whether it was marked, and the withdrawn task.

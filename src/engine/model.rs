@@ -97,14 +97,16 @@ impl Resolution {
     }
 }
 
-/// A credential's state: ACTIVE, or OUT_OF_SYNC when the heartbeat found its stored
-/// password no longer logs in (REMEDIATE repairs it).
+/// A credential's state: ACTIVE, OUT_OF_SYNC when the heartbeat found its stored
+/// password no longer logs in (REMEDIATE repairs it), RETIRED when its resource was
+/// deleted (its versions kept until `rotor resource purge`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, Serialize, Deserialize)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CredentialStatus {
     Active,
     OutOfSync,
+    Retired,
 }
 
 impl CredentialStatus {

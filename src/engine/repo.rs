@@ -16,6 +16,7 @@ pub struct NewTask {
     pub operation: Operation,
     pub name: String,
     pub source: &'static str,
+    pub requested_by: crate::access::Requester,
     pub request_key: Option<String>,
     pub is_auto_rotate: bool,
     pub subtasks: Vec<NewSubTask>,
@@ -56,8 +57,8 @@ pub async fn create_task(pool: &PgPool, key: &MasterKey, new: &NewTask) -> Resul
 pub async fn insert_task(tx: &mut PgConnection, key: &MasterKey, new: &NewTask, delay_seconds: f64) -> Result<Created, Error> {
     let task_id = Uuid::new_v4();
     let inserted = sqlx::query_scalar!(
-        "INSERT INTO tasks (id, name, type, operation, status, is_auto_rotate, source, request_key)
-         VALUES ($1, $2, $3, $4, 'PENDING', $5, $6, $7)
+        "INSERT INTO tasks (id, name, type, operation, status, is_auto_rotate, source, request_key, requested_by_kind, requested_by_name)
+         VALUES ($1, $2, $3, $4, 'PENDING', $5, $6, $7, $8, $9)
          ON CONFLICT (request_key) DO NOTHING
          RETURNING id",
         task_id,
@@ -66,7 +67,9 @@ pub async fn insert_task(tx: &mut PgConnection, key: &MasterKey, new: &NewTask, 
         new.operation.as_str(),
         new.is_auto_rotate,
         new.source,
-        new.request_key
+        new.request_key,
+        new.requested_by.kind.to_string(),
+        new.requested_by.name
     )
     .fetch_optional(&mut *tx)
     .await?;

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::model::{stored, Operation, Resolution, Stage, StageStatus, SubtaskStatus, TaskStatus};
+use crate::access::Requester;
 use crate::vcf_error::VcfError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,6 +24,9 @@ pub struct Task {
     pub is_cancellable: bool,
     pub is_retryable: bool,
     pub is_auto_rotate: bool,
+    /// Who asked (rotor's extension); absent on tasks recorded before rotor kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<Requester>,
     pub creation_timestamp: DateTime<Utc>,
     pub completion_timestamp: Option<DateTime<Utc>>,
     pub errors: Vec<VcfError>,
@@ -77,7 +81,8 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Task>, sqlx::Error> 
 /// The same on a connection, e.g. inside the transaction that records the task.
 pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<Task>, sqlx::Error> {
     let Some(t) = sqlx::query!(
-        "SELECT id, name, type, operation, status, resolution_status, is_auto_rotate, errors, created_at, completed_at
+        "SELECT id, name, type, operation, status, resolution_status, is_auto_rotate, errors, created_at, completed_at,
+                requested_by_kind, requested_by_name
            FROM tasks WHERE id = $1",
         id
     )
@@ -149,6 +154,7 @@ pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<T
         status,
         resolution_status: stored(&t.resolution_status),
         is_auto_rotate: t.is_auto_rotate,
+        requested_by: t.requested_by_kind.zip(t.requested_by_name).map(|(kind, name)| Requester { kind: stored(&kind), name }),
         creation_timestamp: t.created_at,
         completion_timestamp: t.completed_at,
         errors: errors(t.errors),
@@ -173,18 +179,69 @@ pub struct Page {
     pub total: i64,
 }
 
-pub async fn page(pool: &PgPool, status: Option<TaskStatus>, page_number: i64, page_size: i64) -> Result<Page, sqlx::Error> {
+/// Which tasks a caller may see: those it asked for, and those whose every subtask is
+/// on a resource matching one of `patterns` (SQL `LIKE`; `%` is every resource).
+pub struct Visibility {
+    pub patterns: Vec<String>,
+    pub requester: Requester,
+}
+
+impl Visibility {
+    pub fn sees_all(&self) -> bool {
+        self.patterns.iter().any(|p| p == "%")
+    }
+}
+
+/// Whether the caller may see task `id` (see `Visibility`).
+pub async fn is_visible(pool: &PgPool, id: Uuid, v: &Visibility) -> Result<bool, sqlx::Error> {
+    if v.sees_all() {
+        return Ok(true);
+    }
+    sqlx::query_scalar!(
+        r#"SELECT ((t.requested_by_kind = $2 AND t.requested_by_name = $3)
+                   OR (EXISTS (SELECT 1 FROM subtasks s WHERE s.task_id = t.id)
+                       AND NOT EXISTS (SELECT 1 FROM subtasks s JOIN credentials c ON c.id = s.credential_id
+                                        WHERE s.task_id = t.id AND NOT c.resource_id LIKE ANY($4))))  AS "visible!"
+             FROM tasks t WHERE t.id = $1"#,
+        id,
+        v.requester.kind.to_string(),
+        v.requester.name,
+        &v.patterns
+    )
+    .fetch_optional(pool)
+    .await
+    .map(|seen| seen.unwrap_or(false))
+}
+
+pub async fn page(pool: &PgPool, status: Option<TaskStatus>, page_number: i64, page_size: i64, v: &Visibility) -> Result<Page, sqlx::Error> {
     let status = status.map(TaskStatus::as_str);
+    let (all, kind, name) = (v.sees_all(), v.requester.kind.to_string(), &v.requester.name);
     let total = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM tasks WHERE ($1::text IS NULL OR status = $1)"#,
-        status
+        r#"SELECT count(*) AS "n!" FROM tasks t WHERE ($1::text IS NULL OR status = $1)
+              AND ($2 OR (t.requested_by_kind = $3 AND t.requested_by_name = $4)
+                   OR (EXISTS (SELECT 1 FROM subtasks s WHERE s.task_id = t.id)
+                       AND NOT EXISTS (SELECT 1 FROM subtasks s JOIN credentials c ON c.id = s.credential_id
+                                        WHERE s.task_id = t.id AND NOT c.resource_id LIKE ANY($5))))"#,
+        status,
+        all,
+        kind,
+        name,
+        &v.patterns
     )
     .fetch_one(pool)
     .await?;
     let ids = sqlx::query_scalar!(
-        "SELECT id FROM tasks WHERE ($1::text IS NULL OR status = $1)
-          ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+        "SELECT id FROM tasks t WHERE ($1::text IS NULL OR status = $1)
+              AND ($2 OR (t.requested_by_kind = $3 AND t.requested_by_name = $4)
+                   OR (EXISTS (SELECT 1 FROM subtasks s WHERE s.task_id = t.id)
+                       AND NOT EXISTS (SELECT 1 FROM subtasks s JOIN credentials c ON c.id = s.credential_id
+                                        WHERE s.task_id = t.id AND NOT c.resource_id LIKE ANY($5))))
+          ORDER BY created_at DESC, id LIMIT $6 OFFSET $7",
         status,
+        all,
+        kind,
+        name,
+        &v.patterns,
         page_size,
         page_number.saturating_sub(1).saturating_mul(page_size)
     )

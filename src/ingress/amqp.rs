@@ -1,6 +1,10 @@
 //! AMQP intake: declares the topology, turns each message into a task in one
 //! transaction and only then acks it. Refused messages go to the dead-letter queue
 //! with `x-rotor-error`; replies go to `reply_to`. Reconnects when the broker goes away.
+//!
+//! Every message names its producer by the AMQP `user_id` property, which RabbitMQ
+//! checks against the publishing connection's user; `[[amqp.producer]]` maps that user
+//! to scopes and resource globs. An unnamed or unknown producer changes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,23 +15,53 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
-use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::broker::{connect, declare_topology, KINDS, KIND_CREDENTIALS_UPDATE, KIND_PRIVX_PASSWORD, KIND_PRIVX_ROTATE, ERROR_HEADER};
+use crate::broker::{declare_topology, Link, KINDS, KIND_CREDENTIALS_UPDATE, KIND_PRIVX_PASSWORD, KIND_PRIVX_ROTATE, ERROR_HEADER};
 use crate::config::AmqpSettings;
 use crate::engine::{control, repo, view};
 use crate::ingress::submit::{Request, Submitter};
-use crate::requests::{self, Refusal, RejectCode, Rejection};
+use crate::access::{Grant, Requester, RequesterKind, Scope};
+use crate::requests::{self, Origin, Refusal, RejectCode, Rejection};
 
 pub struct Intake {
     pub submitter: Arc<Submitter>,
     pub settings: AmqpSettings,
-    pub url: SecretString,
+    pub link: Link,
     /// True while consuming (read by /readyz and /metrics).
     pub connected: Arc<std::sync::atomic::AtomicBool>,
+    /// Refused producers, logged on `rotor::security` (rate-limited per producer).
+    pub refused: crate::ingress::guard::FailedAuth,
+}
+
+impl Intake {
+    /// The producer a message names, with what it may do; or why it may do nothing.
+    fn producer(&self, d: &lapin::message::Delivery) -> Result<(Requester, Grant), Rejection> {
+        let denied = |field: &str, message: String| Rejection::new(RejectCode::PermissionDenied, field, message);
+        let Some(user) = d.properties.user_id().as_ref().map(|u| u.as_str().to_string()) else {
+            return Err(denied("user_id", "the message has no AMQP user_id property; set it to the user the producer connects as".into()));
+        };
+        let Some(p) = self.settings.producer.iter().find(|p| p.user == user) else {
+            return Err(denied("user_id", format!("producer `{user}` is not configured ([[amqp.producer]])")));
+        };
+        if !(p.scopes.contains(&Scope::Admin) || p.scopes.contains(&Scope::CredentialsManage)) {
+            return Err(denied("user_id", format!("producer `{user}` lacks scope `credentials:manage`")));
+        }
+        if let Some(reply_to) = d.properties.reply_to() {
+            if self.is_own_queue(reply_to.as_str()) {
+                return Err(Rejection::new(RejectCode::InvalidRequest, "reply_to", format!("`{reply_to}` is one of rotor's own queues")));
+            }
+        }
+        Ok((Requester::new(RequesterKind::Producer, user), Grant { scopes: p.scopes.clone(), resources: p.resources.clone() }))
+    }
+
+    /// Whether `queue` is one rotor consumes or keeps (so a reply there would feed rotor).
+    fn is_own_queue(&self, queue: &str) -> bool {
+        let s = &self.settings;
+        queue == s.queue || queue == s.dead_letter_queue
+    }
 }
 
 /// Waits between reconnects: 500 ms doubling to 30 s, from the start again once consuming.
@@ -62,7 +96,7 @@ pub async fn run(intake: Arc<Intake>, shutdown: CancellationToken) {
 
 async fn consume(intake: &Intake, shutdown: &CancellationToken, delays: &mut backon::ExponentialBackoff) -> Result<(), lapin::Error> {
     let s = &intake.settings;
-    let conn = connect(&intake.url, "rotor intake").await?;
+    let conn = intake.link.connect("rotor intake").await?;
     let ch = conn.create_channel().await?;
     declare_topology(&ch, s).await?;
     ch.basic_qos(s.prefetch, BasicQosOptions::default()).await?;
@@ -113,7 +147,23 @@ async fn handle_in_span(
     message_id: Option<String>,
 ) -> Result<(), lapin::Error> {
     let pool = &intake.submitter.pool;
-    match accept(intake, kind, d, message_id.clone()).await {
+    // Who sent it; an unnamed producer's refusal names nobody.
+    let named = intake.producer(d);
+    let requester = match &named {
+        Ok((who, _)) => who.clone(),
+        Err(_) => Requester::new(RequesterKind::Producer, d.properties.user_id().as_ref().map(|u| u.as_str()).unwrap_or("(no user_id)")),
+    };
+    let outcome = match named {
+        Ok((requester, grant)) => {
+            let origin = Origin { channel: "AMQP", requester, grant: &grant, request_key: message_id.clone() };
+            accept(intake, kind, d, &origin).await
+        }
+        Err(rejection) => {
+            intake.refused.failed("AMQP", &requester.name, &rejection.message);
+            Err(Refusal::Invalid(rejection))
+        }
+    };
+    match outcome {
         Ok(created) => {
             tracing::info!(task_id = %created.task_id, new = created.is_new, "request accepted");
             if let Some(reply_to) = d.properties.reply_to() {
@@ -131,7 +181,7 @@ async fn handle_in_span(
             tracing::warn!(code = %rejection.code, field = %rejection.field, error = %rejection.message, "request refused; dead-lettering");
             let error = rejection.to_vcf();
             // The refusal is recorded as a FAILED task, so the reply names a real task.
-            let recorded = match control::record_refused(pool, "AMQP", message_id, &error).await {
+            let recorded = match control::record_refused(pool, "AMQP", &requester, message_id, &error).await {
                 Ok(created) => created,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot record the refusal now; requeueing");
@@ -139,7 +189,7 @@ async fn handle_in_span(
                     return d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
                 }
             };
-            if let Some(reply_to) = d.properties.reply_to() {
+            if let Some(reply_to) = d.properties.reply_to().as_ref().filter(|q| !intake.is_own_queue(q.as_str())) {
                 if let Ok(Some(task)) = view::load(pool, recorded.task_id).await {
                     reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
                 }
@@ -175,7 +225,7 @@ async fn handle_in_span(
     }
 }
 
-async fn accept(intake: &Intake, kind: &str, d: &lapin::message::Delivery, message_id: Option<String>) -> Result<repo::Created, Refusal> {
+async fn accept(intake: &Intake, kind: &str, d: &lapin::message::Delivery, origin: &Origin<'_>) -> Result<repo::Created, Refusal> {
     if d.data.len() > intake.settings.max_message_bytes {
         return Err(Refusal::Invalid(Rejection::new(
             RejectCode::RequestTooLarge,
@@ -185,15 +235,15 @@ async fn accept(intake: &Intake, kind: &str, d: &lapin::message::Delivery, messa
     }
     let submitter = &intake.submitter;
     match kind {
-        KIND_CREDENTIALS_UPDATE => submitter.submit(Request::CredentialsUpdate(&d.data), "AMQP", message_id).await,
+        KIND_CREDENTIALS_UPDATE => submitter.submit(Request::CredentialsUpdate(&d.data), origin).await,
         KIND_PRIVX_ROTATE => {
             let body: requests::PrivxRotate = requests::parse_json(&d.data).map_err(Refusal::Invalid)?;
-            submitter.submit(Request::PrivxRotate { host_id: &body.host_id, account: &body.account }, "AMQP", message_id).await
+            submitter.submit(Request::PrivxRotate { host_id: &body.host_id, account: &body.account }, origin).await
         }
         KIND_PRIVX_PASSWORD => {
             let body: requests::PrivxPassword = requests::parse_json(&d.data).map_err(Refusal::Invalid)?;
             let request = Request::PrivxPassword { host_id: &body.host_id, account: &body.account, password: body.password.clone() };
-            submitter.submit(request, "AMQP", message_id).await
+            submitter.submit(request, origin).await
         }
         other => Err(Refusal::Invalid(Rejection::new(
             RejectCode::InvalidRequest,

@@ -13,7 +13,7 @@ use crate::engine::model::TaskStatus;
 use crate::engine::repo::{self, Created, NewTask};
 use crate::engine::Events;
 use crate::policy::Policy;
-use crate::requests::{self, Refusal};
+use crate::requests::{self, Origin, Refusal};
 use crate::schedule::Schedule;
 use crate::vault::MasterKey;
 
@@ -35,13 +35,13 @@ pub enum Request<'a> {
 }
 
 impl Submitter {
-    pub async fn submit(&self, request: Request<'_>, source: &'static str, request_key: Option<String>) -> Result<Created, Refusal> {
-        if let Some(key) = &request_key {
+    pub async fn submit(&self, request: Request<'_>, origin: &Origin<'_>) -> Result<Created, Refusal> {
+        if let Some(key) = &origin.request_key {
             if let Some(task_id) = control::task_for_key(&self.pool, key).await.map_err(Refusal::Unavailable)? {
                 return Ok(Created { task_id, is_new: false, recorded: None });
             }
         }
-        let new = self.resolve(request, source, request_key).await?;
+        let new = self.resolve(request, origin).await?;
         let created = repo::create_task(&self.pool, &self.key, &new).await.map_err(Refusal::Unavailable)?;
         if created.is_new {
             self.events.task(created.task_id, TaskStatus::Pending);
@@ -49,18 +49,18 @@ impl Submitter {
         Ok(created)
     }
 
-    async fn resolve(&self, request: Request<'_>, source: &'static str, request_key: Option<String>) -> Result<NewTask, Refusal> {
+    async fn resolve(&self, request: Request<'_>, origin: &Origin<'_>) -> Result<NewTask, Refusal> {
         match request {
             Request::CredentialsUpdate(body) => {
                 let spec = requests::parse_spec(body)?;
                 let ctx = requests::Context { pool: &self.pool, policies: &self.policies, max_credentials: self.max_credentials };
-                requests::resolve(&ctx, &spec, source, request_key).await
+                requests::resolve(&ctx, &spec, origin).await
             }
             Request::PrivxRotate { host_id, account } => {
-                requests::resolve_privx(&self.pool, host_id, account, None, source, request_key).await
+                requests::resolve_privx(&self.pool, host_id, account, None, origin).await
             }
             Request::PrivxPassword { host_id, account, password } => {
-                requests::resolve_privx(&self.pool, host_id, account, Some(password), source, request_key).await
+                requests::resolve_privx(&self.pool, host_id, account, Some(password), origin).await
             }
         }
     }

@@ -11,4 +11,4 @@ mod tests;
 pub use parse::{parse_json, parse_spec, AutoRotatePolicy, CredentialSpec, CredentialsUpdateSpec, Element, OperationType, PrivxPassword, PrivxRotate};
 pub use redact::{nul_in, redact_secrets, NUL_MESSAGE, REDACTED};
 pub use rejection::{Refusal, RejectCode, Rejection};
-pub use resolve::{resolve, resolve_privx, Context, ResourceRef};
+pub use resolve::{resolve, resolve_privx, Context, Origin, ResourceRef};

@@ -21,6 +21,7 @@ pub enum RejectCode {
     PasswordPolicyViolation,
     CredentialNotFound,
     ValueIncorrectType,
+    PermissionDenied,
 }
 
 impl RejectCode {

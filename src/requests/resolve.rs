@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::parse::{AutoRotatePolicy, CredentialSpec, CredentialsUpdateSpec, Element, OperationType};
 use super::redact::{NUL_MESSAGE, REDACTED};
 use super::rejection::{Refusal, RejectCode, Rejection};
+use crate::access::{Grant, Requester};
 use crate::engine::model::Operation;
 use crate::engine::repo::{NewSubTask, NewTask};
 use crate::policy::Policy;
@@ -21,14 +22,33 @@ pub struct Context<'a> {
     pub max_credentials: usize,
 }
 
+/// Where a request came from and who sent it: the channel (`AMQP`, `HTTP`), the
+/// caller, what the caller may touch, and the producer's idempotency key.
+pub struct Origin<'a> {
+    pub channel: &'static str,
+    pub requester: Requester,
+    pub grant: &'a Grant,
+    pub request_key: Option<String>,
+}
+
+impl Origin<'_> {
+    /// Refuses a resource outside the caller's `resources` globs.
+    fn check_resource(&self, field: &str, id: &str) -> Result<(), Rejection> {
+        if self.grant.allows_resource(id) {
+            Ok(())
+        } else {
+            Err(Rejection::new(
+                RejectCode::PermissionDenied,
+                field,
+                format!("resource `{id}` is outside what {} `{}` may touch", self.requester.kind, self.requester.name),
+            ))
+        }
+    }
+}
+
 /// Turns a parsed request into a task, checking every element against the inventory
 /// and every supplied password against its account's policy (UPDATE).
-pub async fn resolve(
-    ctx: &Context<'_>,
-    spec: &CredentialsUpdateSpec,
-    source: &'static str,
-    request_key: Option<String>,
-) -> Result<NewTask, Refusal> {
+pub async fn resolve(ctx: &Context<'_>, spec: &CredentialsUpdateSpec, origin: &Origin<'_>) -> Result<NewTask, Refusal> {
     let operation = match spec.operation_type {
         OperationType::Rotate => Operation::Rotate,
         OperationType::Update => Operation::Update,
@@ -62,6 +82,8 @@ pub async fn resolve(
     for (i, element) in spec.elements.iter().enumerate() {
         let at = format!("elements[{i}]");
         let resource = find_resource(ctx.pool, element, &at).await?;
+        let named_by = if element.resource_id.is_some() { "resourceId" } else { "resourceName" };
+        origin.check_resource(&format!("{at}.{named_by}"), &resource.id)?;
         if element.credentials.is_empty() {
             return Err(Rejection::new(RejectCode::InvalidRequest, format!("{at}.credentials"), "must name at least one credential").into());
         }
@@ -80,7 +102,15 @@ pub async fn resolve(
             labels.push(format!("{}@{}", cred.username, resource.id));
         }
     }
-    Ok(NewTask { operation, name: task_name(operation, &labels), source, request_key, is_auto_rotate: false, subtasks })
+    Ok(NewTask {
+        operation,
+        name: task_name(operation, &labels),
+        source: origin.channel,
+        requested_by: origin.requester.clone(),
+        request_key: origin.request_key.clone(),
+        is_auto_rotate: false,
+        subtasks,
+    })
 }
 
 fn task_name(operation: Operation, labels: &[String]) -> String {
@@ -188,8 +218,7 @@ pub async fn resolve_privx(
     host_id: &str,
     account: &str,
     password: Option<SecretString>,
-    source: &'static str,
-    request_key: Option<String>,
+    origin: &Origin<'_>,
 ) -> Result<NewTask, Refusal> {
     for (field, value) in [("host_id", host_id), ("account", account)] {
         if value.contains('\0') {
@@ -203,6 +232,7 @@ pub async fn resolve_privx(
         credentials: vec![],
     };
     let resource = find_resource_any_type(pool, &element, "host_id", "host_id").await?;
+    origin.check_resource("host_id", &resource.id)?;
     let cred = CredentialSpec { username: account.to_string(), password: None, account_type: None, credential_type: None };
     let credential_id = find_credential(pool, &resource, &cred, "").await.map_err(|r| match r {
         Refusal::Invalid(mut r) => {
@@ -219,8 +249,9 @@ pub async fn resolve_privx(
     Ok(NewTask {
         operation,
         name: task_name(operation, &[label]),
-        source,
-        request_key,
+        source: origin.channel,
+        requested_by: origin.requester.clone(),
+        request_key: origin.request_key.clone(),
         is_auto_rotate: false,
         subtasks: vec![NewSubTask { credential_id, password, params: serde_json::json!({}) }],
     })
@@ -252,14 +283,14 @@ async fn find_resource_any_type(pool: &PgPool, element: &Element, id_field: &str
     let (field, row) = match (&element.resource_id, &element.resource_name) {
         (Some(id), _) => (
             id_field,
-            sqlx::query!("SELECT id, type, policy FROM resources WHERE id = $1", id)
+            sqlx::query!("SELECT id, type, policy FROM resources WHERE id = $1 AND deleted_at IS NULL", id)
                 .fetch_optional(pool)
                 .await?
                 .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }),
         ),
         (None, Some(name)) => (
             name_field,
-            sqlx::query!("SELECT id, type, policy FROM resources WHERE name = $1 ORDER BY id LIMIT 1", name)
+            sqlx::query!("SELECT id, type, policy FROM resources WHERE name = $1 AND deleted_at IS NULL ORDER BY id LIMIT 1", name)
                 .fetch_optional(pool)
                 .await?
                 .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }),

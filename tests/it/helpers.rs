@@ -57,6 +57,58 @@ pub fn testbed() -> &'static TestBed {
     })
 }
 
+/// The TLS material scripts/tls.sh made: a CA, a second unrelated CA, the server
+/// certificate and key (for 127.0.0.1), and the broker's TLS port.
+pub struct TlsBed {
+    pub ca: String,
+    pub wrong_ca: String,
+    pub cert: String,
+    pub key: String,
+    pub amqps_port: u16,
+    pub producer_user: String,
+    pub producer_password: String,
+}
+
+pub fn tls_bed() -> &'static TlsBed {
+    static BED: OnceLock<TlsBed> = OnceLock::new();
+    BED.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/tls.sh"))
+            .arg("up")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/tls.sh");
+        assert!(out.status.success(), "tls.sh up failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let get = |k: &str| {
+            text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_else(|| panic!("tls.sh printed no {k}")).to_string()
+        };
+        let password_file = get("ROTOR_TLS_PRODUCER_PASSWORD_FILE");
+        TlsBed {
+            ca: get("ROTOR_TLS_CA"),
+            wrong_ca: get("ROTOR_TLS_WRONG_CA"),
+            cert: get("ROTOR_TLS_CERT"),
+            key: get("ROTOR_TLS_KEY"),
+            amqps_port: get("ROTOR_TLS_AMQPS_PORT").parse().unwrap(),
+            producer_user: get("ROTOR_TLS_PRODUCER_USER"),
+            producer_password: std::fs::read_to_string(password_file).unwrap().trim().to_string(),
+        }
+    })
+}
+
+/// The cluster-wide role the migrations grant rights to, made once before any test
+/// database migrates (parallel migrations would race to create it).
+fn runtime_role() {
+    static ROLE: OnceLock<()> = OnceLock::new();
+    ROLE.get_or_init(|| {
+        psql("test", "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rotor_runtime') THEN CREATE ROLE rotor_runtime NOLOGIN; END IF; END $$");
+    });
+}
+
+/// Where tests keep their files: under the test bed's folder, which the tests'
+/// `[inventory] allowed_dir` names (the admin key lives there too).
+pub const FILES_DIR: &str = "/var/lib/rotor-testbed";
+
 /// A short random id; keeps names unique across tests and runs.
 pub fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
@@ -137,6 +189,12 @@ pub struct TestApp {
     pub view_token: String,
     pub exchange: String,
     pub dead_queue: String,
+    /// The ops listener (`http.ops_listen`), when the daemon has one.
+    pub ops: Option<String>,
+    /// Trusts the test CA when the API serves HTTPS.
+    pub client: reqwest::Client,
+    /// Arguments after `rotor run` (e.g. `--no-migrate`).
+    pub run_args: Vec<String>,
     child: Option<Child>,
     /// More `rotor run` processes on the same database and broker.
     siblings: Vec<Child>,
@@ -166,11 +224,31 @@ pub struct Options {
     /// Lines of the `[scheduler]` section. The default turns the heartbeat off, so it
     /// logs in to no test's accounts behind its back.
     pub scheduler: String,
+    /// Every link over TLS: HTTPS, amqps:// and PostgreSQL verify-full, with `ca` as
+    /// the CA rotor trusts (the test CA, or another one to see it refused).
+    pub tls: Option<String>,
+    /// More TOML after the rest (e.g. `[[http.token]]` tables).
+    pub extra: String,
+    /// The `[[amqp.producer]]` tables; the default lets `guest` (the tests' publisher) in.
+    pub producers: String,
+    /// Keys of the `[http]` section (e.g. `ops_listen = ...`).
+    pub http: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { concurrency: 8, max_attempts: 2, lease_seconds: 60, instance_id: false, per_host: 4, scheduler: "heartbeat_tick = \"\"".into() }
+        Options {
+            concurrency: 8,
+            max_attempts: 2,
+            lease_seconds: 60,
+            instance_id: false,
+            per_host: 4,
+            scheduler: "heartbeat_tick = \"\"".into(),
+            tls: None,
+            extra: String::new(),
+            http: String::new(),
+            producers: "[[amqp.producer]]\nuser = \"guest\"\nscopes = [\"credentials:manage\"]\n".into(),
+        }
     }
 }
 
@@ -182,9 +260,10 @@ impl TestApp {
     pub async fn spawn_with(opts: Options) -> TestApp {
         testbed();
         let id = unique();
-        let dir = std::env::temp_dir().join(format!("rotor-it-{id}"));
+        let dir = PathBuf::from(FILES_DIR).join("it").join(format!("rotor-it-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let db_name = format!("rotor_it_{id}");
+        runtime_role();
         psql("test", &format!("CREATE DATABASE {db_name}"));
         let token = format!("admin-{}", unique());
         let view_token = format!("view-{}", unique());
@@ -192,15 +271,27 @@ impl TestApp {
         std::fs::write(dir.join("view.token"), &view_token).unwrap();
         let (exchange, queue, dead_queue) = (format!("rotor-{id}"), format!("rotor.requests-{id}"), format!("rotor.requests.dead-{id}"));
         let config = dir.join("rotor.toml");
+        let (pg_url, amqp_url, http_tls, ca_lines) = match &opts.tls {
+            Some(ca) => {
+                let bed = tls_bed();
+                (
+                    format!("postgres://postgres@127.0.0.1:5432/{db_name}?sslmode=verify-full"),
+                    format!("amqps://guest:guest@127.0.0.1:{}/%2f", bed.amqps_port),
+                    format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n", bed.cert, bed.key),
+                    format!("ca_file = \"{ca}\"\n"),
+                )
+            }
+            None => (format!("{PG}/{db_name}"), AMQP_URL.to_string(), String::new(), String::new()),
+        };
         std::fs::write(
             &config,
             format!(
                 r#"[database]
-url = "{PG}/{db_name}"
+url = "{pg_url}"
 max_connections = 5
-[amqp]
-url = "{AMQP_URL}"
-exchange = "{exchange}"
+{ca_lines}[amqp]
+url = "{amqp_url}"
+{ca_lines}exchange = "{exchange}"
 queue = "{queue}"
 dead_letter_exchange = "rotor.dlx-{id}"
 dead_letter_queue = "{dead_queue}"
@@ -208,6 +299,7 @@ events_exchange = "rotor.events-{id}"
 max_message_bytes = 65536
 [http]
 listen = "127.0.0.1:0"
+{http_tls}{http_extra}
 [[http.token]]
 name = "test-admin"
 token_file = "admin.token"
@@ -232,8 +324,15 @@ per_host = {per_host}
 io_timeout_ms = 20000
 [log]
 format = "json"
-filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
+filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn,rustls=warn"
+[inventory]
+allowed_dir = "{FILES_DIR}"
+{producers}
+{extra}
 "#,
+                producers = opts.producers,
+                http_extra = opts.http,
+                extra = opts.extra,
                 concurrency = opts.concurrency,
                 max_attempts = opts.max_attempts,
                 lease_seconds = opts.lease_seconds,
@@ -253,6 +352,15 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
             view_token,
             exchange,
             dead_queue,
+            ops: None,
+            run_args: Vec::new(),
+            client: match &opts.tls {
+                Some(ca) => {
+                    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+                    reqwest::Client::builder().add_root_certificate(ca).build().unwrap()
+                }
+                None => reqwest::Client::new(),
+            },
             child: None,
             siblings: Vec::new(),
             logs: Arc::new(Mutex::new(Vec::new())),
@@ -271,7 +379,7 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
 
     pub async fn start_with_env(&mut self, env: &[(&str, &str)]) {
         // The daemon says where it serves through systemd's notify protocol: READY=1 with
-        // STATUS=serving HTTP on ADDR, the address `Application::build` bound.
+        // STATUS=serving HTTP[S] on ADDR[, ops on ADDR], the addresses it bound.
         let notify_path = self.dir.join(format!("notify-{}.sock", unique()));
         let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind the notify socket");
         notify.set_nonblocking(true).unwrap();
@@ -282,6 +390,7 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
         }
         let mut child = command
             .args(["--config", self.config.to_str().unwrap(), "run"])
+            .args(&self.run_args)
             .env("NOTIFY_SOCKET", &notify_path)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -302,9 +411,9 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
         let addr = loop {
             if let Ok(n) = notify.recv(&mut buf) {
                 let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let addr = message.lines().find_map(|l| l.strip_prefix("STATUS=serving HTTP on ")).map(String::from);
-                if let (true, Some(addr)) = (message.lines().any(|l| l == "READY=1"), addr) {
-                    break addr;
+                let status = message.lines().find_map(|l| l.strip_prefix("STATUS=serving ")).map(String::from);
+                if let (true, Some(status)) = (message.lines().any(|l| l == "READY=1"), status) {
+                    break status;
                 }
                 continue;
             }
@@ -312,11 +421,19 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let _ = std::fs::remove_file(&notify_path);
-        self.http = format!("http://{addr}");
+        // "HTTPS on 127.0.0.1:1234, ops on 127.0.0.1:5678"
+        let (main, ops) = match addr.split_once(", ops on ") {
+            Some((main, ops)) => (main.to_string(), Some(format!("http://{ops}"))),
+            None => (addr, None),
+        };
+        let (scheme, at) = main.split_once(" on ").expect("STATUS names the scheme and address");
+        self.http = format!("{}://{at}", scheme.to_lowercase());
+        self.ops = ops;
+        let health = self.ops.clone().unwrap_or_else(|| self.http.clone());
         // Ready for requests once /readyz says the database and the broker (intake) are up.
-        let client = reqwest::Client::new();
+        let client = self.client.clone();
         loop {
-            if let Ok(r) = client.get(format!("{}/readyz", self.http)).send().await {
+            if let Ok(r) = client.get(format!("{health}/readyz")).send().await {
                 if r.status() == 200 {
                     return;
                 }
@@ -504,7 +621,7 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
             }
             while next < messages.len() {
                 let (id, body) = &messages[next];
-                let props = BasicProperties::default().with_message_id(id.clone().into()).with_delivery_mode(2);
+                let props = BasicProperties::default().with_message_id(id.clone().into()).with_user_id("guest".into()).with_delivery_mode(2);
                 let sent = ch.basic_publish(&self.exchange, "credentials.update", BasicPublishOptions::default(), body, props).await;
                 let ok = match sent {
                     Ok(confirm) => matches!(confirm.await, Ok(c) if c.is_ack()),
@@ -559,6 +676,7 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
         let msg_id = msg_id.to_string();
         let props = BasicProperties::default()
             .with_message_id(msg_id.clone().into())
+            .with_user_id("guest".into())
             .with_correlation_id(msg_id.clone().into())
             .with_reply_to(reply.name().clone());
         let confirm = ch
@@ -576,6 +694,35 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
         assert_eq!(d.properties.correlation_id().as_ref().map(|c| c.as_str()), Some(msg_id.as_str()));
         let _ = conn.close(200, "bye").await;
         serde_json::from_slice(&d.data).unwrap()
+    }
+
+    /// Publishes one message on this daemon's exchange as the broker user of `url`, with
+    /// the `user_id` and `reply_to` given; Ok when the broker confirmed it, Err with the
+    /// broker's reason when it refused it (e.g. a `user_id` not the connection's user).
+    pub async fn publish_as(&self, url: &str, routing_key: &str, body: &[u8], user_id: Option<&str>, reply_to: Option<&str>) -> Result<(), String> {
+        let props = ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio);
+        let conn = Connection::connect(url, props).await.map_err(|e| e.to_string())?;
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let mut props = BasicProperties::default().with_message_id(uuid::Uuid::new_v4().to_string().into());
+        if let Some(u) = user_id {
+            props = props.with_user_id(u.into());
+        }
+        if let Some(r) = reply_to {
+            props = props.with_reply_to(r.into());
+        }
+        let result = match ch.basic_publish(&self.exchange, routing_key, BasicPublishOptions::default(), body, props).await {
+            Ok(confirm) => match confirm.await {
+                Ok(c) if c.is_ack() => Ok(()),
+                Ok(c) => Err(format!("not confirmed: {c:?}")),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = conn.close(200, "bye").await;
+        result
     }
 
     /// The next dead-lettered message.
@@ -612,7 +759,7 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut req = reqwest::Client::new().get(format!("{}{path}", self.http));
+        let mut req = self.client.get(format!("{}{path}", self.http));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -625,7 +772,7 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
     /// Any HTTP request with a JSON body; returns (status, JSON or text).
     pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.http));
+        let mut req = self.client.request(method, format!("{}{path}", self.http));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -640,7 +787,8 @@ filter = "debug,sqlx=warn,lapin=warn,hyper=warn,tower=warn"
 
     /// A counter or gauge from `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.http)).await.unwrap().text().await.unwrap();
+        let at = self.ops.clone().unwrap_or_else(|| self.http.clone());
+        let text = self.client.get(format!("{at}/metrics")).send().await.unwrap().text().await.unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
             .map(|v| v.trim().parse().unwrap())

@@ -11,3 +11,4 @@ mod proofs;
 pub mod reliability;
 mod rotate;
 mod scheduler;
+mod trust;

@@ -291,9 +291,12 @@ async fn http_patch_credentials_resources_and_ops_routes() {
     assert_eq!(status, 200);
     assert_eq!(list[0]["hostKeys"][0], testbed().host_key_fpr.as_str());
     assert_eq!(list[0]["account"][0]["accountType"], "SERVICE");
+    // A copy without the admin (whose key file only the TOML inventory can name).
     let mut copy = list[0].clone();
     copy["id"] = json!(format!("copy-{}", app.id));
     copy["account"] = json!([]);
+    copy["platform"] = json!("linux-passwd");
+    copy.as_object_mut().unwrap().remove("admin");
     let (status, created) = app.send("POST", "/v1/resources", Some(&app.token), Some(copy.clone())).await;
     assert_eq!(status, 201, "{created}");
     copy["port"] = json!(0);

@@ -4,18 +4,20 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::requests::Refusal;
+use crate::requests::{Refusal, RejectCode};
 use crate::vcf_error::VcfError;
 
 /// An error answered as a VCF Error body.
 pub struct ApiError {
     pub(super) status: StatusCode,
     pub(super) body: VcfError,
+    /// Seconds for a `Retry-After` header.
+    pub(super) retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError { status, body: VcfError::new(code, message) }
+        ApiError { status, body: VcfError::new(code, message), retry_after: None }
     }
 
     pub fn bad_request(field: &str, message: &str) -> Self {
@@ -28,7 +30,10 @@ impl ApiError {
     /// record it now, 500 when something else failed.
     pub fn refusal(r: Refusal) -> Self {
         match r {
-            Refusal::Invalid(rej) => ApiError { status: StatusCode::BAD_REQUEST, body: rej.to_vcf() },
+            Refusal::Invalid(rej) => {
+                let status = if rej.code == RejectCode::PermissionDenied { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
+                ApiError { status, body: rej.to_vcf(), retry_after: None }
+            }
             Refusal::Unavailable(e) => e.into(),
         }
     }
@@ -69,6 +74,9 @@ impl IntoResponse for ApiError {
         let mut r = (self.status, Json(self.body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
         r
     }

@@ -14,12 +14,13 @@ use super::state::ApiState;
 
 const OPENAPI: &str = include_str!("openapi.json");
 
+/// Health, readiness and metrics: on the API listener, or on `ops_listen` alone.
+pub fn health_routes() -> Router<Arc<ApiState>> {
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+}
+
 pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+    Router::new().route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
 }
 
 /// 200 when the database and the broker are reachable, else 503 naming which is not.

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::body::Body;
 use super::error::ApiError;
-use super::state::{authenticate, ApiState, Caller};
+use super::state::{authenticate, ApiState, AuthFailure, Caller};
 use crate::config::Scope;
 use crate::engine::model::TaskStatus;
 use crate::ingress::submit::Request;
@@ -53,6 +53,7 @@ impl PrivxError {
             ResourceNotFound | CredentialNotFound => (StatusCode::NOT_FOUND, "INVALID_REQUEST_DATA"),
             InvalidRequest => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
             PolicyNotFound | PasswordPolicyViolation => (StatusCode::BAD_REQUEST, "INVALID_REQUEST_DATA"),
+            PermissionDenied => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
         };
         PrivxError::new(status, code, &r.field, format!("{}: {}", r.field, r.message))
     }
@@ -81,8 +82,10 @@ impl FromRequestParts<Arc<ApiState>> for PrivxCaller {
     type Rejection = PrivxError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, PrivxError> {
-        let caller = authenticate(parts, state)
-            .ok_or_else(|| PrivxError::new(StatusCode::UNAUTHORIZED, "PERMISSION_DENIED", "Authorization", "missing or invalid bearer token"))?;
+        let caller = authenticate(parts, state).map_err(|failure| match failure {
+            AuthFailure::TooMany(_) => PrivxError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", "Authorization", "too many failed authentications from this address; try later"),
+            AuthFailure::Unknown => PrivxError::new(StatusCode::UNAUTHORIZED, "PERMISSION_DENIED", "Authorization", "missing or invalid bearer token"),
+        })?;
         if caller.require(Scope::CredentialsManage).is_err() {
             return Err(PrivxError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", "", "this token lacks scope `credentials:manage`"));
         }
@@ -99,7 +102,7 @@ struct Id {
 async fn rotate(PrivxCaller(caller): PrivxCaller, State(state): State<Arc<ApiState>>, Path((host_id, account)): Path<(String, String)>) -> Result<Json<Id>, PrivxError> {
     let created = state
         .submitter
-        .submit(Request::PrivxRotate { host_id: &host_id, account: &account }, "HTTP", None)
+        .submit(Request::PrivxRotate { host_id: &host_id, account: &account }, &caller.origin(None))
         .await
         .map_err(PrivxError::refusal)?;
     tracing::info!(caller = %caller.name, task_id = %created.task_id, "PrivX rotation queued");
@@ -125,7 +128,7 @@ async fn set_password(
     })?;
     let body: Password = requests::parse_json(&body).map_err(|r| PrivxError::from_rejection(&r))?;
     let request = Request::PrivxPassword { host_id: &host_id, account: &account, password: body.password };
-    let created = state.submitter.submit(request, "HTTP", None).await.map_err(PrivxError::refusal)?;
+    let created = state.submitter.submit(request, &caller.origin(None)).await.map_err(PrivxError::refusal)?;
     tracing::info!(caller = %caller.name, task_id = %created.task_id, "PrivX set-password accepted");
     // The store runs as a two-stage task (VALIDATE, COMMIT) on a worker: wait for it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -1,4 +1,7 @@
-//! `/v1/resources`: the inventory of SPEC section 6 as camelCase JSON.
+//! `/v1/resources`: the inventory of SPEC section 6 as camelCase JSON. It names no
+//! files: an admin key or password file is set by the TOML inventory root applies,
+//! and kept when the JSON changes the resource. Moving a resource needs `admin`;
+//! DELETE retires it, keeping its passwords until `rotor resource purge`.
 
 use std::sync::Arc;
 
@@ -59,12 +62,14 @@ fn snake(s: &str) -> String {
     out
 }
 
-async fn load(state: &ApiState, id: Option<&str>) -> Result<Vec<Value>, ApiError> {
+/// The resources `caller` may see (all, or the one `id`), without file paths.
+async fn load(state: &ApiState, caller: &Caller, id: Option<&str>) -> Result<Vec<Value>, ApiError> {
     let rows = sqlx::query!(
         "SELECT id, name, type, address, port, host_keys, insecure_accept_any_host_key, platform, policy,
-                admin_username, admin_private_key_file, admin_password_file, admin_sudo
-           FROM resources WHERE ($1::text IS NULL OR id = $1) ORDER BY id",
-        id
+                admin_username, admin_sudo
+           FROM resources WHERE ($1::text IS NULL OR id = $1) AND deleted_at IS NULL AND id LIKE ANY($2) ORDER BY id",
+        id,
+        &caller.grant.resource_patterns()
     )
     .fetch_all(&state.pool)
     .await
@@ -88,12 +93,7 @@ async fn load(state: &ApiState, id: Option<&str>) -> Result<Vec<Value>, ApiError
             insecure_accept_any_host_key: r.insecure_accept_any_host_key,
             platform: r.platform,
             policy: Some(r.policy),
-            admin: r.admin_username.map(|username| inventory::AdminSpec {
-                username,
-                private_key_file: r.admin_private_key_file.map(Into::into),
-                password_file: r.admin_password_file.map(Into::into),
-                sudo: r.admin_sudo,
-            }),
+            admin: r.admin_username.map(|username| inventory::AdminSpec { username, private_key_file: None, password_file: None, sudo: r.admin_sudo }),
             account: accounts
                 .into_iter()
                 .map(|a| inventory::AccountSpec {
@@ -112,26 +112,65 @@ async fn load(state: &ApiState, id: Option<&str>) -> Result<Vec<Value>, ApiError
 
 async fn list(caller: Caller, State(state): State<Arc<ApiState>>) -> Result<Json<Vec<Value>>, ApiError> {
     caller.require(Scope::ResourcesManage)?;
-    Ok(Json(load(&state, None).await?))
+    Ok(Json(load(&state, &caller, None).await?))
 }
 
 async fn get_one(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::ResourcesManage)?;
     text_param("id", Some(&id))?;
-    load(&state, Some(&id))
+    load(&state, &caller, Some(&id))
         .await?
         .pop()
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", format!("no resource {id}")))
 }
 
+/// The first field that names a file (`admin.privateKeyFile`, `account[0].passwordFile`).
+fn file_field(v: &Value, at: &str) -> Option<String> {
+    let join = |k: &str| if at.is_empty() { k.to_string() } else { format!("{at}.{k}") };
+    match v {
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.ends_with("File") && !v.is_null() {
+                Some(join(k))
+            } else {
+                file_field(v, &join(k))
+            }
+        }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| file_field(v, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// The admin files the stored resource has, kept when the JSON names the same admin.
+async fn keep_admin_files(state: &ApiState, spec: &mut ResourceSpec) -> Result<(), ApiError> {
+    let Some(admin) = spec.admin.as_mut() else { return Ok(()) };
+    let stored = sqlx::query!("SELECT admin_username, admin_private_key_file, admin_password_file FROM resources WHERE id = $1", spec.id)
+        .fetch_optional(&state.pool)
+        .await
+        .map_err(ApiError::from)?;
+    match stored {
+        Some(s) if s.admin_username.as_deref() == Some(admin.username.as_str()) => {
+            admin.private_key_file = s.admin_private_key_file.map(Into::into);
+            admin.password_file = s.admin_password_file.map(Into::into);
+            Ok(())
+        }
+        _ => Err(ApiError::bad_request(
+            "admin.username",
+            "a new admin account needs its key or password file, which only the TOML inventory names (`rotor resource apply` as root)",
+        )),
+    }
+}
+
 /// Parses, validates and upserts one resource, as `rotor resource apply` would.
-async fn upsert(state: &ApiState, body: &[u8], path_id: Option<&str>) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn upsert(state: &ApiState, caller: &Caller, body: &[u8], path_id: Option<&str>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let json: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request("body", &format!("is not valid JSON ({e})")))?;
     if let Some(field) = crate::requests::nul_in(&json, String::new()) {
         return Err(ApiError::bad_request(&field, crate::requests::NUL_MESSAGE));
     }
-    let spec: ResourceSpec = serde_path_to_error::deserialize(rename_keys(json, &snake)).map_err(|e| {
+    if let Some(field) = file_field(&json, "") {
+        return Err(ApiError::bad_request(&field, "the HTTP inventory names no files; files are set by the TOML inventory (`rotor resource apply` as root)"));
+    }
+    let mut spec: ResourceSpec = serde_path_to_error::deserialize(rename_keys(json, &snake)).map_err(|e| {
         let field = camel(&e.path().to_string());
         ApiError::bad_request(if field == "." { "body" } else { &field }, &e.into_inner().to_string())
     })?;
@@ -140,54 +179,61 @@ async fn upsert(state: &ApiState, body: &[u8], path_id: Option<&str>) -> Result<
             return Err(ApiError::bad_request("id", "must match the id in the path"));
         }
     }
+    caller.require_resource("id", &spec.id)?;
+    keep_admin_files(state, &mut spec).await?;
     let inv = InventoryFile { resource: vec![spec] };
     let default_policy = |t: &str| state.type_policy.get(t).cloned().unwrap_or_else(|| crate::policy::preset_for_type(t).to_string());
     inventory::validate(&inv, &state.submitter.policies, default_policy).map_err(|e| match e {
         inventory::Error::Invalid { field, message } => ApiError::bad_request(&camel(&field.replacen("resource[0].", "", 1)), &message),
         other => ApiError::bad_request("body", &other.to_string()),
     })?;
-    let report = inventory::apply(&state.pool, Some(&state.submitter.key), &inv, default_policy, &state.submitter.schedule).await.map_err(|e| match e {
-        inventory::Error::Db(e) => ApiError::from(e),
-        inventory::Error::Store(e) => ApiError::from(e),
-        other => ApiError::bad_request("body", &other.to_string()),
-    })?;
+    let who = caller.requester();
+    let applier = inventory::Applier { who: &who, may_retarget: caller.grant.is_admin() };
+    let report = inventory::apply(&state.pool, Some(&state.submitter.key), &inv, default_policy, &state.submitter.schedule, &applier)
+        .await
+        .map_err(|e| match e {
+            inventory::Error::Db(e) => ApiError::from(e),
+            inventory::Error::Store(e) => ApiError::from(e),
+            inventory::Error::Denied { field, message } => {
+                let field = camel(&field);
+                let mut e = ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", format!("{field}: {message}"));
+                e.body = e.body.argument(&field).context("field", &field);
+                e
+            }
+            e @ inventory::Error::Deleted(_) => ApiError::new(StatusCode::CONFLICT, "RESOURCE_DELETED", e.to_string()),
+            other => ApiError::bad_request("body", &other.to_string()),
+        })?;
     let created = report.iter().any(|l| l.starts_with("resource ") && l.ends_with("created"));
     let id = &inv.resource[0].id;
-    let body = load(state, Some(id)).await?.pop().unwrap_or(Value::Null);
+    let body = load(state, caller, Some(id)).await?.pop().unwrap_or(Value::Null);
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(body)))
 }
 
 async fn create(caller: Caller, State(state): State<Arc<ApiState>>, Body(body): Body) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Scope::ResourcesManage)?;
-    upsert(&state, &body, None).await
+    upsert(&state, &caller, &body, None).await
 }
 
 async fn replace(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>, Body(body): Body) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Scope::ResourcesManage)?;
     text_param("id", Some(&id))?;
-    upsert(&state, &body, Some(&id)).await
+    upsert(&state, &caller, &body, Some(&id)).await
 }
 
-/// Deletes a resource with its accounts and their stored passwords; refused while any
-/// of its accounts has work in flight.
+/// Retires a resource: its accounts stop rotating, their stored passwords stay until
+/// `rotor resource purge`. Refused while any of its accounts has work in flight.
 async fn remove(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     caller.require(Scope::ResourcesManage)?;
     text_param("id", Some(&id))?;
-    let busy = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM subtasks s JOIN credentials c ON c.id = s.credential_id
-            WHERE c.resource_id = $1 AND s.status IN ('PENDING', 'IN_PROGRESS')"#,
-        id
-    )
-    .fetch_one(&state.pool)
-    .await
-    .map_err(ApiError::from)?;
-    if busy > 0 {
-        return Err(ApiError::new(StatusCode::CONFLICT, "RESOURCE_BUSY", format!("{busy} subtasks on resource {id} have not ended")));
+    caller.require_resource("id", &id)?;
+    match inventory::retire(&state.pool, &id, &caller.requester()).await {
+        Ok(accounts) => {
+            tracing::warn!(target: "rotor::security", caller = %caller.name, resource_id = %id, accounts, "resource deleted; its passwords are kept until purged");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(e @ inventory::Retired::NotFound(_)) => Err(ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", e.to_string())),
+        Err(e @ inventory::Retired::Busy { .. }) => Err(ApiError::new(StatusCode::CONFLICT, "RESOURCE_BUSY", e.to_string())),
+        Err(inventory::Retired::Db(e)) => Err(ApiError::from(e)),
+        Err(other) => Err(ApiError::internal(other)),
     }
-    let n = sqlx::query!("DELETE FROM resources WHERE id = $1", id).execute(&state.pool).await.map_err(ApiError::from)?.rows_affected();
-    if n == 0 {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", format!("no resource {id}")));
-    }
-    tracing::warn!(target: "rotor::security", caller = %caller.name, resource_id = %id, "resource deleted with its accounts and stored passwords");
-    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,8 +1,9 @@
 //! Who may call: the API's shared state, its bearer tokens and the caller they name.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use secrecy::ExposeSecret;
@@ -11,13 +12,16 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use crate::config::{HttpSettings, Scope};
+use crate::access::{Grant, Requester, RequesterKind, Scope};
+use crate::config::HttpSettings;
+use crate::ingress::guard::{FailedAuth, Verdict};
 use crate::ingress::submit::Submitter;
+use crate::requests::Origin;
 
 pub struct Token {
     pub name: String,
     digest: [u8; 32],
-    pub scopes: Vec<Scope>,
+    pub grant: Grant,
 }
 
 pub struct ApiState {
@@ -30,6 +34,8 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// Policy per resource type, overriding the presets' mapping.
     pub type_policy: std::collections::BTreeMap<String, String>,
+    /// Failed authentications per source address.
+    pub failed_auth: FailedAuth,
 }
 
 /// Reads the configured tokens (inline or from their files).
@@ -40,7 +46,8 @@ pub fn load_tokens(settings: &HttpSettings) -> Result<Vec<Token>, crate::config:
         .enumerate()
         .map(|(i, t)| {
             let secret = crate::config::secret(&format!("http.token[{i}].token"), &t.token, &t.token_file)?;
-            Ok(Token { name: t.name.clone(), digest: Sha256::digest(secret.expose_secret().as_bytes()).into(), scopes: t.scopes.clone() })
+            let grant = Grant { scopes: t.scopes.clone(), resources: t.resources.clone() };
+            Ok(Token { name: t.name.clone(), digest: Sha256::digest(secret.expose_secret().as_bytes()).into(), grant })
         })
         .collect()
 }
@@ -48,21 +55,45 @@ pub fn load_tokens(settings: &HttpSettings) -> Result<Vec<Token>, crate::config:
 /// The caller, authenticated by its bearer token.
 pub struct Caller {
     pub name: String,
-    scopes: Vec<Scope>,
+    pub grant: Grant,
 }
 
 impl Caller {
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope) {
+        if self.grant.has(scope) {
             Ok(())
         } else {
             Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", format!("this token lacks scope `{}`", scope.as_str())))
         }
     }
+
+    /// Refuses a resource outside the token's `resources` globs, naming `field`.
+    pub fn require_resource(&self, field: &str, id: &str) -> Result<(), ApiError> {
+        if self.grant.allows_resource(id) {
+            return Ok(());
+        }
+        let mut e = ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", format!("{field}: resource `{id}` is outside this token's resources"));
+        e.body = e.body.argument(field).context("field", field);
+        Err(e)
+    }
+
+    pub fn requester(&self) -> Requester {
+        Requester::new(RequesterKind::Token, &self.name)
+    }
+
+    /// The tasks this caller may see.
+    pub fn visibility(&self) -> crate::engine::view::Visibility {
+        crate::engine::view::Visibility { patterns: self.grant.resource_patterns(), requester: self.requester() }
+    }
+
+    /// A request this caller makes over HTTP.
+    pub fn origin(&self, request_key: Option<String>) -> Origin<'_> {
+        Origin { channel: "HTTP", requester: self.requester(), grant: &self.grant, request_key }
+    }
 }
 
 /// Finds the caller's token; `None` when the header is missing or the token unknown.
-pub fn authenticate(parts: &Parts, state: &ApiState) -> Option<Caller> {
+fn find_token(parts: &Parts, state: &ApiState) -> Option<Caller> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value.strip_prefix("Bearer ")?.trim();
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -73,14 +104,48 @@ pub fn authenticate(parts: &Parts, state: &ApiState) -> Option<Caller> {
             found = Some(t);
         }
     }
-    found.map(|t| Caller { name: t.name.clone(), scopes: t.scopes.clone() })
+    found.map(|t| Caller { name: t.name.clone(), grant: t.grant.clone() })
+}
+
+/// Why a request has no caller.
+pub enum AuthFailure {
+    /// Its source failed too often lately (seconds to wait).
+    TooMany(u64),
+    /// No token, or an unknown one.
+    Unknown,
+}
+
+/// The caller of a request. A source address that keeps failing is refused unheard
+/// for a while; every failure is logged on `rotor::security`.
+pub fn authenticate(parts: &Parts, state: &ApiState) -> Result<Caller, AuthFailure> {
+    let source = source(parts);
+    if let Verdict::Refuse(seconds) = state.failed_auth.verdict(&source) {
+        return Err(AuthFailure::TooMany(seconds));
+    }
+    find_token(parts, state).ok_or_else(|| {
+        let reason = if parts.headers.contains_key(header::AUTHORIZATION) { "unknown bearer token" } else { "no bearer token" };
+        state.failed_auth.failed("HTTP", &source, reason);
+        AuthFailure::Unknown
+    })
+}
+
+/// The peer's address, as the listener saw it.
+fn source(parts: &Parts) -> String {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
 }
 
 impl FromRequestParts<Arc<ApiState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, ApiError> {
-        authenticate(parts, state).ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "missing or invalid bearer token"))
+        authenticate(parts, state).map_err(|failure| match failure {
+            AuthFailure::TooMany(seconds) => {
+                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", "too many failed authentications from this address; try later");
+                e.retry_after = Some(seconds);
+                e
+            }
+            AuthFailure::Unknown => ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "missing or invalid bearer token"),
+        })
     }
 }
 

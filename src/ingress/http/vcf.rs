@@ -38,7 +38,7 @@ async fn update_credentials(
 ) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(|k| format!("http:{k}"));
-    let created = state.submitter.submit(Request::CredentialsUpdate(&body), "HTTP", key).await.map_err(ApiError::refusal)?;
+    let created = state.submitter.submit(Request::CredentialsUpdate(&body), &caller.origin(key)).await.map_err(ApiError::refusal)?;
     tracing::info!(caller = %caller.name, task_id = %created.task_id, "credentials update accepted");
     let task = match created.recorded {
         Some(task) => task,
@@ -119,34 +119,36 @@ async fn list_credentials(
                   r.type AS resource_type, count(*) OVER () AS "total!"
              FROM credentials c JOIN resources r ON r.id = c.resource_id
             WHERE ($1::text IS NULL OR r.name = $1) AND ($2::text IS NULL OR r.type = $2)
-              AND ($3::text IS NULL OR c.account_type = $3)
+              AND ($3::text IS NULL OR c.account_type = $3) AND r.deleted_at IS NULL AND r.id LIKE ANY($6)
             ORDER BY r.id, c.username LIMIT $4 OFFSET $5"#,
         q.resource_name,
         q.resource_type,
         q.account_type,
         page.1,
-        (page.0 - 1) * page.1
+        (page.0 - 1) * page.1,
+        &caller.grant.resource_patterns()
     )
     .fetch_all(&state.pool)
     .await
     .map_err(ApiError::from)?;
     let total = match rows.first() {
         Some(r) => r.total,
-        None => count_credentials(&state, &q).await?,
+        None => count_credentials(&state, &q, &caller).await?,
     };
     let elements = rows.into_iter().map(|r| credential_of!(r)).collect();
     Ok(Json(PageOf::new(elements, page, total)))
 }
 
 /// The total when the page itself is empty (past the last page).
-async fn count_credentials(state: &ApiState, q: &CredentialQuery) -> Result<i64, ApiError> {
+async fn count_credentials(state: &ApiState, q: &CredentialQuery, caller: &Caller) -> Result<i64, ApiError> {
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM credentials c JOIN resources r ON r.id = c.resource_id
             WHERE ($1::text IS NULL OR r.name = $1) AND ($2::text IS NULL OR r.type = $2)
-              AND ($3::text IS NULL OR c.account_type = $3)"#,
+              AND ($3::text IS NULL OR c.account_type = $3) AND r.deleted_at IS NULL AND r.id LIKE ANY($4)"#,
         q.resource_name,
         q.resource_type,
-        q.account_type
+        q.account_type,
+        &caller.grant.resource_patterns()
     )
     .fetch_one(&state.pool)
     .await
@@ -159,13 +161,14 @@ async fn get_credential(caller: Caller, State(state): State<Arc<ApiState>>, Path
     let r = sqlx::query!(
         "SELECT c.id, c.username, c.account_type, c.credential_type, c.status, c.auto_rotate_days,
                 c.next_rotation_at, c.auto_paused, c.last_rotated_at, r.id AS resource_id, r.name AS resource_name, r.type AS resource_type
-           FROM credentials c JOIN resources r ON r.id = c.resource_id WHERE c.id = $1",
+           FROM credentials c JOIN resources r ON r.id = c.resource_id WHERE c.id = $1 AND r.deleted_at IS NULL",
         id
     )
     .fetch_optional(&state.pool)
     .await
     .map_err(ApiError::from)?
     .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "CREDENTIAL_NOT_FOUND", format!("no credential {id}")))?;
+    caller.require_resource("id", &r.resource_id)?;
     Ok(Json(credential_of!(r)))
 }
 
@@ -192,11 +195,16 @@ async fn list_tasks(
         .map(str::parse::<TaskStatus>)
         .transpose()
         .map_err(|_| ApiError::bad_request("status", "one of PENDING, IN_PROGRESS, SUCCESSFUL, FAILED, CANCELLED"))?;
-    let found = view::page(&state.pool, status, page.0, page.1).await.map_err(ApiError::from)?;
+    let found = view::page(&state.pool, status, page.0, page.1, &caller.visibility()).await.map_err(ApiError::from)?;
     Ok(Json(PageOf::new(found.tasks, page, found.total)))
 }
 
-async fn load_task(state: &ApiState, id: uuid::Uuid) -> Result<view::Task, ApiError> {
+/// The task, when the caller may see it (a token limited to some resources sees the
+/// tasks it asked for and those on its resources only).
+async fn load_task(state: &ApiState, caller: &Caller, id: uuid::Uuid) -> Result<view::Task, ApiError> {
+    if !view::is_visible(&state.pool, id, &caller.visibility()).await.map_err(ApiError::from)? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "TASK_NOT_FOUND", format!("no task {id}")));
+    }
     view::load(&state.pool, id)
         .await
         .map_err(ApiError::from)?
@@ -205,7 +213,7 @@ async fn load_task(state: &ApiState, id: uuid::Uuid) -> Result<view::Task, ApiEr
 
 async fn get_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<view::Task>, ApiError> {
     caller.require(Scope::TasksView)?;
-    Ok(Json(load_task(&state, uuid_param("id", &id)?).await?))
+    Ok(Json(load_task(&state, &caller, uuid_param("id", &id)?).await?))
 }
 
 async fn get_subtask(
@@ -214,7 +222,7 @@ async fn get_subtask(
     Path((id, subtask_id)): Path<(String, String)>,
 ) -> Result<Json<view::SubTask>, ApiError> {
     caller.require(Scope::TasksView)?;
-    let task = load_task(&state, uuid_param("id", &id)?).await?;
+    let task = load_task(&state, &caller, uuid_param("id", &id)?).await?;
     let subtask_id = uuid_param("subtaskId", &subtask_id)?;
     task.sub_tasks
         .into_iter()
@@ -224,13 +232,13 @@ async fn get_subtask(
 }
 
 /// Answers a retry or cancel: 202 with the task, 404 or 409 with why not.
-async fn changed(state: &ApiState, id: uuid::Uuid, change: Change) -> Result<(StatusCode, Json<view::Task>), ApiError> {
+async fn changed(state: &ApiState, caller: &Caller, id: uuid::Uuid, change: Change) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     match change {
         Change::Done(status) => {
             if let Some(status) = status {
                 state.submitter.events.task(id, status);
             }
-            Ok((StatusCode::ACCEPTED, Json(load_task(state, id).await?)))
+            Ok((StatusCode::ACCEPTED, Json(load_task(state, caller, id).await?)))
         }
         Change::NotFound => Err(ApiError::new(StatusCode::NOT_FOUND, "TASK_NOT_FOUND", format!("no task {id}"))),
         Change::Conflict(why) => Err(ApiError::new(StatusCode::CONFLICT, "TASK_STATE_CONFLICT", why)),
@@ -240,15 +248,17 @@ async fn changed(state: &ApiState, id: uuid::Uuid, change: Change) -> Result<(St
 async fn retry_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
     let id = uuid_param("id", &id)?;
+    load_task(&state, &caller, id).await?;
     let change = control::retry_task(&state.pool, id).await.map_err(ApiError::from)?;
     tracing::info!(caller = %caller.name, task_id = %id, ?change, "retry requested");
-    changed(&state, id, change).await
+    changed(&state, &caller, id, change).await
 }
 
 async fn cancel_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
     let id = uuid_param("id", &id)?;
+    load_task(&state, &caller, id).await?;
     let change = control::cancel_task(&state.pool, id).await.map_err(ApiError::from)?;
     tracing::info!(caller = %caller.name, task_id = %id, ?change, "cancel requested");
-    changed(&state, id, change).await
+    changed(&state, &caller, id, change).await
 }

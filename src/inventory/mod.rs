@@ -1,18 +1,19 @@
 //! The inventory (SPEC section 6): resources (target hosts) and their accounts.
-//! `apply` upserts a file's content idempotently and reports what changed.
+//! `apply` upserts a file's content idempotently and reports what changed; `retire`
+//! deletes a resource (keeping its passwords) and `purge` removes it for good.
+
+mod apply;
+mod retire;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
-use uuid::Uuid;
 
-use crate::engine::lifecycle;
 use crate::policy::Policy;
-use crate::vault::versions::{self, Origin, State};
-use crate::vault::MasterKey;
+
+pub use apply::{apply, Applier};
+pub use retire::{purge, retire, Retired};
 
 pub const RESOURCE_TYPES: &[&str] = &[
     "LINUX", "ESXI", "VCENTER", "PSC", "NSX_MANAGER", "NSX_CONTROLLER", "NSX_EDGE", "NSXT_MANAGER", "NSXT_EDGE", "VRLI",
@@ -33,6 +34,12 @@ pub enum Error {
     Vault(#[from] crate::vault::Error),
     #[error("{0}")]
     Store(#[from] crate::engine::Error),
+    /// The caller may not make this change (e.g. a resource's address without `admin`).
+    #[error("{field}: {message}")]
+    Denied { field: String, message: String },
+    /// The resource was deleted; its versions wait for `rotor resource purge`.
+    #[error("resource {0} was deleted; its stored passwords are kept until `rotor resource purge {0}`")]
+    Deleted(String),
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
@@ -72,7 +79,9 @@ pub struct ResourceSpec {
 #[serde(deny_unknown_fields)]
 pub struct AdminSpec {
     pub username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub private_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub sudo: bool,
@@ -86,6 +95,7 @@ pub struct AccountSpec {
     pub account_type: String,
     #[serde(default = "default_credential_type")]
     pub credential_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     pub auto_rotate_days: Option<i32>,
 }
@@ -128,6 +138,29 @@ pub fn read(path: &Path) -> Result<InventoryFile, Error> {
         }
     }
     Ok(inv)
+}
+
+/// Every file the inventory names must lie under `allowed_dir` once links and `..` are
+/// resolved, so an inventory cannot make rotor send, say, `/etc/shadow` as a password.
+pub fn check_files(inv: &InventoryFile, allowed_dir: &Path) -> Result<(), Error> {
+    let allowed = std::fs::canonicalize(allowed_dir)
+        .map_err(|e| invalid("inventory.allowed_dir", format!("{}: {e}", allowed_dir.display())))?;
+    for (i, r) in inv.resource.iter().enumerate() {
+        let admin = r.admin.as_ref();
+        let files = [("admin.private_key_file", admin.and_then(|a| a.private_key_file.as_ref())), ("admin.password_file", admin.and_then(|a| a.password_file.as_ref()))]
+            .into_iter()
+            .map(|(k, f)| (k.to_string(), f))
+            .chain(r.account.iter().enumerate().map(|(j, a)| (format!("account[{j}].password_file"), a.password_file.as_ref())));
+        for (key, file) in files {
+            let Some(file) = file else { continue };
+            let field = format!("resource[{i}].{key}");
+            let real = std::fs::canonicalize(file).map_err(|e| invalid(&field, format!("{}: {e}", file.display())))?;
+            if !real.starts_with(&allowed) {
+                return Err(invalid(field, format!("{} is not under {} (inventory.allowed_dir)", file.display(), allowed.display())));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks every field; `policies` and `default_policy` resolve the policy name.
@@ -212,131 +245,4 @@ pub fn validate(
         }
     }
     Ok(())
-}
-
-/// Upserts the inventory in one transaction. Returns one line per change.
-/// A `password_file` onboards the account's password only when rotor knows none yet:
-/// re-applying an old file never overwrites a rotated password.
-pub async fn apply(
-    pool: &PgPool,
-    key: Option<&MasterKey>,
-    inv: &InventoryFile,
-    default_policy: impl Fn(&str) -> String,
-    schedule: &crate::schedule::Schedule,
-) -> Result<Vec<String>, Error> {
-    // Next rotations are planned by this process's clock, like the scheduler judges them.
-    let now = chrono::Utc::now();
-    let mut tx = pool.begin().await?;
-    let mut report = Vec::new();
-    for r in &inv.resource {
-        let policy = r.policy.clone().unwrap_or_else(|| default_policy(&r.kind));
-        let admin = r.admin.as_ref();
-        let path = |p: Option<&PathBuf>| p.map(|p| p.display().to_string());
-        let row = sqlx::query!(
-            r#"INSERT INTO resources (id, name, type, address, port, host_keys, insecure_accept_any_host_key, platform, policy,
-                                     admin_username, admin_private_key_file, admin_password_file, admin_sudo)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-               ON CONFLICT (id) DO UPDATE SET
-                   name = EXCLUDED.name, type = EXCLUDED.type, address = EXCLUDED.address, port = EXCLUDED.port,
-                   host_keys = EXCLUDED.host_keys, insecure_accept_any_host_key = EXCLUDED.insecure_accept_any_host_key,
-                   platform = EXCLUDED.platform, policy = EXCLUDED.policy, admin_username = EXCLUDED.admin_username,
-                   admin_private_key_file = EXCLUDED.admin_private_key_file,
-                   admin_password_file = EXCLUDED.admin_password_file, admin_sudo = EXCLUDED.admin_sudo, updated_at = now()
-               WHERE (resources.name, resources.type, resources.address, resources.port, resources.host_keys,
-                      resources.insecure_accept_any_host_key, resources.platform, resources.policy, resources.admin_username,
-                      resources.admin_private_key_file, resources.admin_password_file, resources.admin_sudo)
-                     IS DISTINCT FROM
-                     (EXCLUDED.name, EXCLUDED.type, EXCLUDED.address, EXCLUDED.port, EXCLUDED.host_keys,
-                      EXCLUDED.insecure_accept_any_host_key, EXCLUDED.platform, EXCLUDED.policy, EXCLUDED.admin_username,
-                      EXCLUDED.admin_private_key_file, EXCLUDED.admin_password_file, EXCLUDED.admin_sudo)
-               RETURNING (xmax = 0) AS "inserted!""#,
-            r.id,
-            r.name,
-            r.kind,
-            r.address,
-            i32::from(r.port),
-            &r.host_keys,
-            r.insecure_accept_any_host_key,
-            r.platform,
-            policy,
-            admin.map(|a| a.username.clone()),
-            path(admin.and_then(|a| a.private_key_file.as_ref())),
-            path(admin.and_then(|a| a.password_file.as_ref())),
-            admin.is_some_and(|a| a.sudo)
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        match row {
-            Some(r2) if r2.inserted => report.push(format!("resource {}: created", r.id)),
-            Some(_) => report.push(format!("resource {}: updated", r.id)),
-            None => {}
-        }
-        for a in &r.account {
-            let who = format!("account {}@{}", a.username, r.id);
-            let before = sqlx::query!(
-                "SELECT auto_rotate_days, last_rotated_at, auto_task_id FROM credentials WHERE resource_id = $1 AND username = $2",
-                r.id,
-                a.username
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
-            let row = sqlx::query!(
-                r#"INSERT INTO credentials (id, resource_id, username, account_type, credential_type, auto_rotate_days)
-                   VALUES ($1, $2, $3, $4, $5, $6)
-                   ON CONFLICT (resource_id, username) DO UPDATE SET
-                       account_type = EXCLUDED.account_type, credential_type = EXCLUDED.credential_type,
-                       auto_rotate_days = EXCLUDED.auto_rotate_days,
-                       updated_at = now()
-                   WHERE (credentials.account_type, credentials.credential_type, credentials.auto_rotate_days)
-                         IS DISTINCT FROM (EXCLUDED.account_type, EXCLUDED.credential_type, EXCLUDED.auto_rotate_days)
-                   RETURNING (xmax = 0) AS "inserted!""#,
-                Uuid::new_v4(),
-                r.id,
-                a.username,
-                a.account_type,
-                a.credential_type,
-                a.auto_rotate_days
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
-            match row {
-                Some(r2) if r2.inserted => report.push(format!("{who}: created")),
-                Some(_) => report.push(format!("{who}: updated")),
-                None => {}
-            }
-            // A new or changed frequency plans the next rotation from the last one (or now);
-            // an auto-rotation already in flight plans its own successor when it commits.
-            let old_days = before.as_ref().and_then(|b| b.auto_rotate_days);
-            let in_flight = before.as_ref().is_some_and(|b| b.auto_task_id.is_some());
-            let id = sqlx::query_scalar!("SELECT id FROM credentials WHERE resource_id = $1 AND username = $2", r.id, a.username)
-                .fetch_one(&mut *tx)
-                .await?;
-            if (before.is_none() || old_days != a.auto_rotate_days) && !in_flight {
-                let last = before.as_ref().and_then(|b| b.last_rotated_at).unwrap_or(now);
-                lifecycle::plan_next(&mut tx, schedule, id, a.auto_rotate_days, last).await?;
-            }
-            if let Some(file) = &a.password_file {
-                let known = sqlx::query_scalar!(
-                    r#"SELECT count(*) AS "n!" FROM credential_versions WHERE credential_id = $1 AND state IN ('CURRENT', 'PENDING')"#,
-                    id
-                )
-                .fetch_one(&mut *tx)
-                .await?;
-                if known == 0 {
-                    let key = key.ok_or_else(|| invalid("vault.master_key_file", "needed to onboard passwords"))?;
-                    let text = std::fs::read_to_string(file).map_err(|e| Error::Read(file.clone(), e))?;
-                    let password = SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned());
-                    if password.expose_secret().is_empty() {
-                        return Err(invalid(format!("{who}.password_file"), format!("{} is empty", file.display())));
-                    }
-                    crate::driver::validate_password_charset(password.expose_secret())
-                        .map_err(|m| invalid(format!("{who}.password_file"), format!("password {m}")))?;
-                    let v = versions::insert(&mut tx, key, id, State::Current, Origin::Onboarded, &password, None).await?;
-                    report.push(format!("{who}: password onboarded (version {v})"));
-                }
-            }
-        }
-    }
-    tx.commit().await?;
-    Ok(report)
 }

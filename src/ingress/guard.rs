@@ -1,0 +1,85 @@
+//! Failed authentications: each is logged on `rotor::security` with its source, and a
+//! source that fails too often in a minute is refused unheard (HTTP 429) and logged once
+//! more, not once per attempt, until the minute is over.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Failures per source within `WINDOW` before the source is refused unheard.
+pub const MAX_FAILURES: u32 = 10;
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Sources remembered at once; the oldest windows are forgotten first beyond it.
+const MAX_SOURCES: usize = 10_000;
+
+#[derive(Default)]
+pub struct FailedAuth {
+    sources: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+/// What the caller should do with a request from a source.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Hear,
+    /// Too many failures: refuse without checking, for this many more seconds.
+    Refuse(u64),
+}
+
+impl FailedAuth {
+    /// Whether to check a request from `source` at all.
+    pub fn verdict(&self, source: &str) -> Verdict {
+        let sources = self.sources.lock().expect("failed-auth map");
+        match sources.get(source) {
+            Some((start, n)) if *n >= MAX_FAILURES && start.elapsed() < WINDOW => {
+                Verdict::Refuse((WINDOW - start.elapsed()).as_secs().max(1))
+            }
+            _ => Verdict::Hear,
+        }
+    }
+
+    /// Records and logs a failed authentication from `source` (`channel`: HTTP or AMQP).
+    pub fn failed(&self, channel: &'static str, source: &str, reason: &str) {
+        let mut sources = self.sources.lock().expect("failed-auth map");
+        if sources.len() >= MAX_SOURCES && !sources.contains_key(source) {
+            sources.retain(|_, (start, _)| start.elapsed() < WINDOW);
+            if sources.len() >= MAX_SOURCES {
+                sources.clear();
+            }
+        }
+        let entry = sources.entry(source.to_string()).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+        match entry.1.cmp(&MAX_FAILURES) {
+            std::cmp::Ordering::Less => {
+                tracing::warn!(target: "rotor::security", channel, source, reason, "authentication failed")
+            }
+            std::cmp::Ordering::Equal => tracing::warn!(
+                target: "rotor::security",
+                channel,
+                source,
+                reason,
+                failures = entry.1,
+                "authentication failed; source refused for the rest of the minute, further failures not logged"
+            ),
+            std::cmp::Ordering::Greater => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_refused_after_too_many_failures_and_others_are_not() {
+        let guard = FailedAuth::default();
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(guard.verdict("10.0.0.1"), Verdict::Hear);
+            guard.failed("HTTP", "10.0.0.1", "unknown token");
+        }
+        assert!(matches!(guard.verdict("10.0.0.1"), Verdict::Refuse(s) if s >= 1 && s <= 60));
+        assert_eq!(guard.verdict("10.0.0.2"), Verdict::Hear);
+    }
+}
