@@ -52,6 +52,7 @@ dead_letter_queue = "rotor.requests.dead-$id"
 events_exchange = "rotor.events-$id"
 [http]
 listen = "127.0.0.1:0"
+failed_login_limit = 1000000   # the fuzzer sends many requests without a token, on purpose
 [[http.token]]
 name = "schemathesis"
 token_file = "admin.token"
@@ -65,11 +66,17 @@ heartbeat_tick = ""
 [log]
 format = "json"
 filter = "info,sqlx=warn,lapin=warn"
+[inventory]
+allowed_dir = "$dir"
+[[amqp.producer]]
+user = "guest"
+scopes = ["credentials:manage"]
 EOF
 export ROTOR_CONFIG=$dir/rotor.toml
 "$rotor" keygen --out "$dir/master.key" >/dev/null
 "$rotor" migrate >/dev/null
 printf 'Seed-Passw0rd-For-Fuzzing!\n' >"$dir/app.pw"
+: >"$dir/admin.key"   # never used: the host (port 1) is unreachable
 cat >"$dir/inventory.toml" <<EOF
 [[resource]]
 id = "st-host"
@@ -80,7 +87,7 @@ port = 1
 host_keys = ["SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]
 [resource.admin]
 username = "rotor"
-private_key_file = "/nonexistent"
+private_key_file = "$dir/admin.key"
 sudo = true
 [[resource.account]]
 username = "app"

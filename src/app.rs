@@ -168,7 +168,7 @@ impl Application {
             broker_up,
             max_body_bytes: settings.amqp.max_message_bytes,
             type_policy: settings.type_policy.clone(),
-            failed_auth: Default::default(),
+            failed_auth: crate::ingress::guard::FailedAuth::new(settings.http.failed_login_limit),
         });
         let http_task = spawn_named("http api", listeners.serve(api, stop_http.clone()));
         let watchdog = spawn_watchdog(stop_http.clone());

@@ -192,6 +192,9 @@ impl Settings {
         if let Some(ops) = &http.ops_listen {
             ops.parse::<SocketAddr>().map_err(|e| Error::invalid("http.ops_listen", format!("{e} (expected IP:PORT)")))?;
         }
+        if http.failed_login_limit == 0 {
+            return Err(Error::invalid("http.failed_login_limit", "must be at least 1"));
+        }
         if http.tls_cert_file.is_some() != http.tls_key_file.is_some() {
             return Err(Error::invalid("http.tls_cert_file", "give both tls_cert_file and tls_key_file, or neither"));
         }

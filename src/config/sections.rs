@@ -125,6 +125,8 @@ pub struct HttpSettings {
     pub ops_listen: Option<String>,
     /// Lets a non-loopback `listen` serve plain HTTP.
     pub allow_plaintext: bool,
+    /// Failed logins from one address within a minute before it is refused unheard (429).
+    pub failed_login_limit: u32,
     pub token: Vec<TokenSettings>,
 }
 
@@ -136,6 +138,7 @@ impl Default for HttpSettings {
             tls_key_file: None,
             ops_listen: None,
             allow_plaintext: false,
+            failed_login_limit: 10,
             token: Vec::new(),
         }
     }

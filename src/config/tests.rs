@@ -139,3 +139,31 @@ fn bad_listen_address_is_refused() {
     let err = load_with(None, &[("ROTOR_HTTP__LISTEN", "localhost")]).unwrap_err().to_string();
     assert!(err.contains("http.listen"), "{err}");
 }
+
+#[test]
+fn plain_http_off_loopback_and_half_a_tls_pair_are_refused() {
+    let err = load_with(Some("[http]\nlisten = \"0.0.0.0:8443\"\n"), &[]).unwrap_err();
+    assert!(matches!(&err, Error::Invalid { key, message } if key == "http.listen" && message.contains("not loopback")), "{err}");
+    let s = load_with(Some("[http]\nlisten = \"0.0.0.0:8443\"\nallow_plaintext = true\n"), &[]).unwrap();
+    assert!(s.http.tls().is_none());
+    let s = load_with(Some("[http]\nlisten = \"[::]:8443\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n"), &[]).unwrap();
+    assert!(s.http.tls().is_some_and(|(c, _)| c.is_absolute()), "relative to the file's folder");
+    let err = load_with(Some("[http]\ntls_cert_file = \"c.pem\"\n"), &[]).unwrap_err();
+    assert!(matches!(&err, Error::Invalid { key, .. } if key == "http.tls_cert_file"), "{err}");
+    let err = load_with(Some("[http]\nops_listen = \"nowhere\"\n"), &[]).unwrap_err();
+    assert!(matches!(&err, Error::Invalid { key, .. } if key == "http.ops_listen"), "{err}");
+}
+
+#[test]
+fn producers_and_tokens_take_scopes_and_resource_globs() {
+    let toml = "[[amqp.producer]]\nuser = \"vcf\"\nscopes = [\"credentials:manage\"]\nresources = [\"esxi-*\"]\n\
+                [[http.token]]\nname = \"a\"\ntoken = \"t\"\nscopes = [\"hosts:provision\"]\nresources = [\"web-?\"]\n";
+    let s = load_with(Some(toml), &[]).unwrap();
+    assert!(s.amqp.producer[0].resources[0].matches("esxi-01"));
+    assert!(s.http.token[0].resources[0].matches("web-1") && !s.http.token[0].resources[0].matches("web-10"));
+    let twice = "[[amqp.producer]]\nuser = \"vcf\"\nscopes = []\n[[amqp.producer]]\nuser = \"vcf\"\nscopes = []\n";
+    let err = load_with(Some(twice), &[]).unwrap_err();
+    assert!(matches!(&err, Error::Invalid { key, .. } if key == "amqp.producer[1].user"), "{err}");
+    let err = load_with(Some("[[amqp.producer]]\nuser = \"vcf\"\nscopes = []\nresources = [\"\"]\n"), &[]).unwrap_err();
+    assert!(matches!(&err, Error::Invalid { key, .. } if key.starts_with("amqp.producer[0].resources")), "{err}");
+}

@@ -6,15 +6,22 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Failures per source within `WINDOW` before the source is refused unheard.
+/// Failures per source within `WINDOW` before the source is refused unheard (the
+/// default of `http.failed_login_limit`, and the AMQP refusals' logging limit).
 pub const MAX_FAILURES: u32 = 10;
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Sources remembered at once; the oldest windows are forgotten first beyond it.
 const MAX_SOURCES: usize = 10_000;
 
-#[derive(Default)]
 pub struct FailedAuth {
+    limit: u32,
     sources: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl Default for FailedAuth {
+    fn default() -> Self {
+        FailedAuth::new(MAX_FAILURES)
+    }
 }
 
 /// What the caller should do with a request from a source.
@@ -26,11 +33,16 @@ pub enum Verdict {
 }
 
 impl FailedAuth {
+    /// A source is refused after `limit` failures in a minute.
+    pub fn new(limit: u32) -> Self {
+        FailedAuth { limit: limit.max(1), sources: Mutex::default() }
+    }
+
     /// Whether to check a request from `source` at all.
     pub fn verdict(&self, source: &str) -> Verdict {
         let sources = self.sources.lock().expect("failed-auth map");
         match sources.get(source) {
-            Some((start, n)) if *n >= MAX_FAILURES && start.elapsed() < WINDOW => {
+            Some((start, n)) if *n >= self.limit && start.elapsed() < WINDOW => {
                 Verdict::Refuse((WINDOW - start.elapsed()).as_secs().max(1))
             }
             _ => Verdict::Hear,
@@ -51,7 +63,7 @@ impl FailedAuth {
             *entry = (Instant::now(), 0);
         }
         entry.1 += 1;
-        match entry.1.cmp(&MAX_FAILURES) {
+        match entry.1.cmp(&self.limit) {
             std::cmp::Ordering::Less => {
                 tracing::warn!(target: "rotor::security", channel, source, reason, "authentication failed")
             }

@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{invalid, Error, InventoryFile, ResourceSpec};
+use super::spec::{invalid, Error, InventoryFile, ResourceSpec};
 use crate::access::Requester;
 use crate::audit;
 use crate::engine::lifecycle;

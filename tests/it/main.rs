@@ -11,4 +11,5 @@ mod proofs;
 pub mod reliability;
 mod rotate;
 mod scheduler;
+mod tls;
 mod trust;

@@ -54,7 +54,7 @@ async fn an_unnamed_or_unknown_producer_changes_nothing() {
     // their choosing. Here guest is no configured producer.
     let producer = tls_bed();
     let producers = format!("[[amqp.producer]]\nuser = \"{}\"\nscopes = [\"credentials:manage\"]\nresources = [\"web-*\"]\n", producer.producer_user);
-    let (app, account, resource) = spawn_with(Options { producers, ..Default::default() }, "rttpa").await;
+    let (app, account, resource) = spawn_with(Options { producers, ..Default::default() }, "rtitpa").await;
     let chosen = format!("Att4ck-{}{}-Pw!", unique(), unique());
     let guest = "amqp://guest:guest@127.0.0.1:5672/%2f";
     app.publish_as(guest, "credentials.update", &update_spec(&resource, &account.username, &chosen), Some("guest"), None).await.unwrap();
@@ -124,7 +124,7 @@ async fn an_unnamed_or_unknown_producer_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_limited_to_its_resources_and_tasks_name_their_caller() {
     let (db_token, extra) = token_table("db-team", r#"["credentials:manage", "credentials:view", "tasks:view"]"#, r#"["db-*"]"#);
-    let (app, account, resource) = spawn_with(Options { extra, ..Default::default() }, "rttok").await;
+    let (app, account, resource) = spawn_with(Options { extra, ..Default::default() }, "rtittk").await;
     let rotate = json!({"operationType": "ROTATE", "elements": [{"resourceId": resource, "resourceType": "LINUX", "credentials": [{"username": account.username}]}]});
     let (status, err) = app.send("PATCH", "/v1/credentials", Some(&db_token), Some(rotate.clone())).await;
     assert_eq!(status, 403, "{err}");
@@ -151,7 +151,7 @@ async fn a_token_is_limited_to_its_resources_and_tasks_name_their_caller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_inventory_cannot_name_files_or_move_a_resource_without_admin() {
     let (inv_token, extra) = token_table("inventory", r#"["resources:manage"]"#, "[]");
-    let (app, account, resource) = spawn_with(Options { extra, ..Default::default() }, "rtinv").await;
+    let (app, account, resource) = spawn_with(Options { extra, ..Default::default() }, "rtitin").await;
     let (status, stored) = app.get(&format!("/v1/resources/{resource}"), Some(&inv_token)).await;
     assert_eq!(status, 200, "{stored}");
     assert!(!stored.to_string().contains("File"), "no file path is shown: {stored:#}");
@@ -211,7 +211,7 @@ async fn the_http_inventory_cannot_name_files_or_move_a_resource_without_admin()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_keeps_the_passwords_until_root_purges_them() {
-    let (app, account, resource) = spawn_with(Options::default(), "rtdel").await;
+    let (app, account, resource) = spawn_with(Options::default(), "rtitdl").await;
     let current = app.reveal(&resource, &account.username);
     // Attack: DELETE to erase the only copy of the stored passwords.
     let (status, _) = app.send("DELETE", &format!("/v1/resources/{resource}"), Some(&app.token), None).await;
@@ -242,7 +242,7 @@ async fn delete_keeps_the_passwords_until_root_purges_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_log_is_append_only_for_the_runtime_role_and_verify_finds_an_edit() {
-    let (mut app, account, resource) = spawn_with(Options::default(), "rtaud").await;
+    let (mut app, account, resource) = spawn_with(Options::default(), "rtitad").await;
     app.reveal(&resource, &account.username);
     let out = app.cli(&["credential", "pause", "--resource", &resource, "--username", &account.username]);
     assert_eq!(out.code, 0, "{}", out.stderr);

@@ -61,10 +61,10 @@ impl Listeners {
     /// Serves until `stop`; requests in flight get a few seconds to finish.
     pub async fn serve(self, state: Arc<ApiState>, stop: CancellationToken) -> anyhow::Result<()> {
         let with_ops = self.ops.is_none();
-        let api = super::router(state.clone(), with_ops).into_make_service_with_connect_info::<SocketAddr>();
+        let api = super::routes::router(state.clone(), with_ops).into_make_service_with_connect_info::<SocketAddr>();
         let handle = axum_server::Handle::new();
         let ops_task = self.ops.map(|listener| {
-            let router: Router = super::ops_router(state);
+            let router: Router = super::routes::ops_router(state);
             let stop = stop.clone();
             tokio::spawn(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
