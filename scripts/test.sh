@@ -16,6 +16,15 @@ bash scripts/testbed.sh up >/dev/null
 trap 'pkill -f "rotor-it-.*/rotor.toml run" || true; pkill -f "sshd -f /tmp/rotor-it-sshd-" || true
       bash scripts/testbed.sh remove-accounts rtit >/dev/null 2>&1 || true' EXIT
 
+# TLS on the same servers: a test CA and server certificate, RabbitMQ's amqps listener
+# (127.0.0.1:5671), PostgreSQL verify-full, a second AMQP user. Its ROTOR_TLS_* lines are
+# exported for the tests (HTTPS/rustls uses the same certificate). Assigned first, so a
+# failing tls.sh stops us here (`eval "$(...)"` would hide its exit status).
+tls_env=$(bash scripts/tls.sh up)
+set -a
+eval "$tls_env"
+set +a
+
 # The architecture's rule: no import circle in src/, no file over 500 lines.
 python3 scripts/check-imports.py
 

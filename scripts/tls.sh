@@ -349,9 +349,20 @@ psql_admin() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$PG_PLAIN" "$@"; }
 # pg_tls_ok CA HOST: a verify-full TLS connection that really is TLS.
 pg_tls_ok() {
     local ca=$1 host=${2:-$PG_HOST} out
+    PG_TLS_ERR=''
     out=$(psql -X -A -t "host=$host hostaddr=$PG_HOST port=$PG_PORT dbname=postgres user=postgres sslmode=verify-full sslrootcert=$ca connect_timeout=10" \
         -c 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()' </dev/null 2>&1) || { PG_TLS_ERR=$out; return 1; }
     [[ $out == t ]] || { PG_TLS_ERR="connected, but pg_stat_ssl says ssl=$out"; return 1; }
+}
+
+# True if PostgreSQL's TLS handshake presents exactly our current server certificate
+# (verify-full alone would also accept an older certificate from the same CA).
+pg_serves_our_cert() {
+    local fpr
+    fpr=$(timeout 15 openssl s_client -connect "$PG_HOST:$PG_PORT" -starttls postgres \
+        -CAfile "$CA_CERT" -verify_return_error </dev/null 2>/dev/null 9>&- \
+        | openssl x509 -noout -fingerprint -sha256 2>/dev/null | sed 's/^.*=//') || return 1
+    [[ -n $fpr && $fpr == "$(sha256_fpr "$SERVER_CERT")" ]]
 }
 
 ensure_pg_running() {
@@ -363,7 +374,10 @@ ensure_pg_running() {
     ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
     [[ -n $ver ]] || die "PostgreSQL is not reachable on $PG_HOST:$PG_PORT and /etc/postgresql has no cluster"
     log "PostgreSQL not reachable on $PG_HOST:$PG_PORT: starting cluster $ver/main"
-    pg_ctlcluster --skip-systemctl-redirect "$ver" main start </dev/null >&2 7>&- 9>&- || true
+    # Output to a file: the server must not inherit our stdout/stderr (a caller reading
+    # them to EOF, like a test's Command::output(), would wait for PostgreSQL to exit).
+    pg_ctlcluster --skip-systemctl-redirect "$ver" main start </dev/null >"$STATE_DIR/pg-start.log" 2>&1 7>&- 9>&- \
+        || { log "pg_ctlcluster start failed:"; tail -n 20 "$STATE_DIR/pg-start.log" >&2; }
     for ((i = 0; i < 60; i++)); do
         psql_admin -c 'SELECT 1' >/dev/null 2>&1 && { log "changed: started PostgreSQL $ver/main"; return; }
         sleep 0.5
@@ -399,18 +413,18 @@ ensure_pg_tls() {
         fi
     done
 
-    if ((!changed)) && pg_tls_ok "$CA_CERT"; then
+    if ((!changed)) && pg_tls_ok "$CA_CERT" && pg_serves_our_cert; then
         log "ok: PostgreSQL serves our certificate (verify-full with $CA_CERT)"
     else
-        ((changed)) || log "PostgreSQL does not pass verify-full with $CA_CERT (${PG_TLS_ERR:-?}): reloading"
+        ((changed)) || log "PostgreSQL does not serve $SERVER_CERT (verify-full: ${PG_TLS_ERR:-ok}): reloading"
         psql_admin -c 'SELECT pg_reload_conf()' >/dev/null
         for ((i = 0; i < 50; i++)); do
-            pg_tls_ok "$CA_CERT" && break
+            pg_tls_ok "$CA_CERT" && pg_serves_our_cert && break
             sleep 0.2
         done
-        if ! pg_tls_ok "$CA_CERT"; then
+        if ! pg_tls_ok "$CA_CERT" || ! pg_serves_our_cert; then
             psql_admin -c "SELECT sourcefile || ':' || sourceline || ': ' || name || ': ' || error FROM pg_file_settings WHERE error IS NOT NULL" >&2 || true
-            die "PostgreSQL: verify-full with $CA_CERT fails after reload: $PG_TLS_ERR (see the PostgreSQL log)"
+            die "PostgreSQL does not serve $SERVER_CERT after reload (verify-full: ${PG_TLS_ERR:-ok}; see the PostgreSQL log)"
         fi
         log "changed: PostgreSQL reloaded; it serves our certificate"
     fi
@@ -455,18 +469,29 @@ rabbit_tls_ok() {
 
 # AMQP over TLS: send the AMQP 0-9-1 protocol header, expect the server's
 # connection.start (it names the product and the PLAIN mechanism).
+# (The writer keeps s_client's stdin open until the reply is in, at most 10 s.)
 rabbit_amqp_over_tls_ok() {
-    local out
-    out=$({ printf 'AMQP\0\0\x09\x01'; sleep 1; } | timeout 15 openssl s_client -quiet -no_ign_eof \
-        -connect "127.0.0.1:$AMQPS_PORT" -servername localhost -CAfile "$CA_CERT" \
-        -verify_ip 127.0.0.1 -verify_return_error 2>/dev/null 9>&- | tr -c '[:print:]' ' ') || true
+    local f=$TMP_DIR/amqp-reply i out
+    : >"$f"
+    # shellcheck disable=SC2094 # on purpose: the writer watches what s_client wrote
+    {
+        printf 'AMQP\0\0\x09\x01'
+        for ((i = 0; i < 100; i++)); do
+            grep -aq PLAIN "$f" && break
+            sleep 0.1
+        done
+    } | timeout 15 openssl s_client -quiet -no_ign_eof -connect "127.0.0.1:$AMQPS_PORT" \
+        -servername localhost -CAfile "$CA_CERT" -verify_ip 127.0.0.1 -verify_return_error \
+        >"$f" 2>/dev/null 9>&- || true
+    out=$(tr -c '[:print:]' ' ' <"$f")
     [[ $out == *RabbitMQ* && $out == *PLAIN* ]]
 }
 
-# Waits (up to ~3 min) until the node is booted, the plain listener is there and, if
+# rabbit_wait_up [plain]: waits (up to ~3 min) until the node is booted, the plain
+# listener is there and (unless `plain`, used after putting back the previous conf) if
 # our block is in the conf, TLS is served with our certificate.
 rabbit_wait_up() {
-    local start=$SECONDS deadline=$((SECONDS + 180)) gone=0
+    local mode=${1:-tls} start=$SECONDS deadline=$((SECONDS + 180)) gone=0
     while ((SECONDS < deadline)); do
         rabbit_booted && break
         # A node that stopped on its own (bad config, port taken) will not boot: give
@@ -485,13 +510,17 @@ rabbit_wait_up() {
     rabbit_booted || { log "RabbitMQ did not finish booting within 180 s"; return 1; }
     while ((SECONDS < deadline)); do
         if is_listening "$AMQP_PORT"; then
-            if ! grep -qxF "$BLOCK_BEGIN" "$RABBIT_CONF" 2>/dev/null || rabbit_tls_ok; then
+            if [[ $mode == plain ]] || ! grep -qxF "$BLOCK_BEGIN" "$RABBIT_CONF" 2>/dev/null || rabbit_tls_ok; then
                 return 0
             fi
         fi
         sleep 0.5
     done
-    log "RabbitMQ booted but 127.0.0.1:$AMQP_PORT and/or verified TLS on 127.0.0.1:$AMQPS_PORT are not there"
+    if [[ $mode == plain ]]; then
+        log "RabbitMQ booted but 127.0.0.1:$AMQP_PORT is not there"
+    else
+        log "RabbitMQ booted but 127.0.0.1:$AMQP_PORT and/or verified TLS on 127.0.0.1:$AMQPS_PORT are not there"
+    fi
     return 1
 }
 
@@ -505,6 +534,7 @@ rabbit_tail_logs() {
 # booting or not. Only looked at, never signalled.
 rabbit_vm_alive() { pgrep -u rabbitmq -x beam.smp >/dev/null 2>&1; }
 
+# rabbit_start [plain]: see rabbit_wait_up.
 rabbit_start() {
     if rabbit_vm_alive; then
         # E.g. the EXIT trap fired while a start we made was still booting.
@@ -517,13 +547,20 @@ rabbit_start() {
         (cd / && rabbitmq-server -detached) </dev/null >>"$RABBIT_START_LOG" 2>&1 7>&- 9>&- \
             || log "rabbitmq-server -detached returned non-zero"
     fi
-    rabbit_wait_up
+    rabbit_wait_up "${1:-tls}"
 }
 
 rabbit_stop() {
-    local i
+    local i out
+    if ! rabbit_vm_alive; then
+        log "ok: RabbitMQ is not running (nothing to stop)"
+        return 0
+    fi
     log "stopping RabbitMQ (rabbitmqctl shutdown)"
-    rmq shutdown >&2 || log "rabbitmqctl shutdown returned non-zero"
+    if ! out=$(rmq shutdown 2>&1); then
+        log "rabbitmqctl shutdown returned non-zero:"
+        head -n 5 <<<"$out" >&2
+    fi
     for ((i = 0; i < 60; i++)); do
         if ! rabbit_vm_alive && ! is_listening "$AMQP_PORT" && ! is_listening "$AMQPS_PORT"; then
             return 0
@@ -547,7 +584,7 @@ rabbit_recover() {
         cp -p "$RABBIT_CONF" "$RABBIT_CONF.rotor-failed" || true
         cp "$RABBIT_CONF_PREV" "$RABBIT_CONF" || true
         rabbit_stop || true
-        if rabbit_start || rabbit_booted; then
+        if rabbit_start plain || rabbit_booted; then
             RABBIT_STOPPED=0
             log "RabbitMQ is running again with the previous configuration"
         else
@@ -605,6 +642,12 @@ ensure_rabbit_tls() {
     write_if_changed "$RABBIT_TLS_DIR/server.key" 0600 rabbitmq:rabbitmq <"$SERVER_KEY" && changed=1
     if ((changed)); then log "changed: copied the CA, server certificate and key to $RABBIT_TLS_DIR"; fi
 
+    # Before anything changes: a port some other program holds would keep RabbitMQ
+    # from booting with our block.
+    owners=$(listen_owners "$AMQPS_PORT" | grep -vx 'beam.smp' || true)
+    [[ -z $owners ]] \
+        || die "port $AMQPS_PORT is taken by $(tr '\n' ' ' <<<"$owners"| sed 's/ $//'): pick another ROTOR_TLS_AMQPS_PORT"
+
     tmp=$TMP_DIR/rabbitmq.conf
     render_rabbit_conf >"$tmp"
     if [[ -f $RABBIT_CONF ]] && cmp -s "$tmp" "$RABBIT_CONF"; then
@@ -629,9 +672,6 @@ ensure_rabbit_tls() {
         rabbit_recover || die "RabbitMQ does not come up with TLS on 127.0.0.1:$AMQPS_PORT"
     elif ((conf_changed || changed)) || ! rabbit_tls_ok; then
         # RabbitMQ reads rabbitmq.conf (and caches the PEM files) at boot: restart.
-        owners=$(listen_owners "$AMQPS_PORT" | grep -vx 'beam.smp' || true)
-        [[ -z $owners ]] \
-            || die "127.0.0.1:$AMQPS_PORT is taken by $(tr '\n' ' ' <<<"$owners"): pick another ROTOR_TLS_AMQPS_PORT"
         if ((conf_changed || changed)); then
             log "RabbitMQ must restart to pick up the changed configuration/certificates"
         else
@@ -728,6 +768,9 @@ check_working() {
     fi
     if ! pg_tls_ok "$CA_CERT"; then
         log "PostgreSQL: verify-full with $CA_CERT fails: ${PG_TLS_ERR:-?}"
+        bad=1
+    elif ! pg_serves_our_cert; then
+        log "PostgreSQL: serves a certificate other than $SERVER_CERT"
         bad=1
     fi
     if ! rabbit_tls_ok; then

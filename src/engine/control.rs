@@ -12,6 +12,9 @@ use super::repo::{cancel_unstarted, roll_up, Created};
 use crate::access::Requester;
 use crate::vcf_error::VcfError;
 
+/// The task type of a refused request's record.
+pub const REFUSED_TYPE: &str = "CREDENTIALS_REQUEST";
+
 /// Records a request that was refused: a FAILED task with its error and no subtasks,
 /// so the producer's reply names a real task and a redelivery finds it again.
 pub async fn record_refused(

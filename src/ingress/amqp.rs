@@ -166,14 +166,18 @@ async fn handle_in_span(
     match outcome {
         Ok(created) => {
             tracing::info!(task_id = %created.task_id, new = created.is_new, "request accepted");
-            if let Some(reply_to) = d.properties.reply_to() {
-                let task = match created.recorded {
-                    Some(task) => Some(task),
-                    None => view::load(pool, created.task_id).await.ok().flatten(),
-                };
-                if let Some(task) = task {
-                    reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
-                }
+            let task = match created.recorded {
+                Some(task) => Some(task),
+                None if d.properties.reply_to().is_some() || !created.is_new => view::load(pool, created.task_id).await.ok().flatten(),
+                None => None,
+            };
+            // A redelivered refusal (its dead-letter copy was not confirmed last time).
+            let refused = task.as_ref().filter(|t| !created.is_new && t.kind == control::REFUSED_TYPE).and_then(|t| t.errors.first());
+            if let Some(error) = refused {
+                return settle_refusal(intake, publisher, d, &requester, error).await;
+            }
+            if let (Some(reply_to), Some(task)) = (d.properties.reply_to(), task) {
+                reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
             }
             d.acker.ack(BasicAckOptions::default()).await
         }
@@ -194,27 +198,7 @@ async fn handle_in_span(
                     reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
                 }
             }
-            let error_json = serde_json::to_string(&error).expect("error serializes");
-            let mut headers = d.properties.headers().clone().unwrap_or_default();
-            headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error_json.into()));
-            let body = dead_letter_body(&d.data, intake.settings.max_message_bytes, &mut headers);
-            let props = d.properties.clone().with_headers(headers);
-            let published = publisher
-                .basic_publish(&intake.settings.dead_letter_exchange, d.routing_key.as_str(), BasicPublishOptions::default(), &body, props)
-                .await;
-            let confirmed = match published {
-                Ok(confirm) => confirm.await.map(|c| c.is_ack()).unwrap_or(false),
-                Err(_) => false,
-            };
-            if confirmed {
-                d.acker.ack(BasicAckOptions::default()).await
-            } else {
-                // Not a nack without requeue: the broker would dead-letter the original
-                // body, password and all. The refusal is recorded; try the copy again later.
-                tracing::warn!("cannot dead-letter the refused request now; requeueing");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
-            }
+            settle_refusal(intake, publisher, d, &requester, &error).await
         }
         Err(Refusal::Unavailable(e)) => {
             // Our fault, not the message's: keep it for a later attempt.
@@ -251,6 +235,73 @@ async fn accept(intake: &Intake, kind: &str, d: &lapin::message::Delivery, origi
             format!("unknown message kind `{other}`; use routing key or type {}", KINDS.join(", ")),
         ))),
     }
+}
+
+/// Puts a copy of a refused message on the dead-letter exchange, then acks it; when the
+/// broker does not confirm the copy, requeues it instead (a nack without requeue would
+/// dead-letter the original body, password and all), and reconnects if the publishing
+/// channel is gone.
+async fn settle_refusal(
+    intake: &Intake,
+    publisher: &Channel,
+    d: &lapin::message::Delivery,
+    requester: &Requester,
+    error: &crate::vcf_error::VcfError,
+) -> Result<(), lapin::Error> {
+    let error_json = serde_json::to_string(error).expect("error serializes");
+    let mut headers = d.properties.headers().clone().unwrap_or_default();
+    headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error_json.into()));
+    headers.insert("x-rotor-producer".into(), AMQPValue::LongString(requester.name.as_str().into()));
+    let body = dead_letter_body(&d.data, intake.settings.max_message_bytes, &mut headers);
+    let published = publisher
+        .basic_publish(&intake.settings.dead_letter_exchange, d.routing_key.as_str(), BasicPublishOptions::default(), &body, copy_properties(&d.properties, headers))
+        .await;
+    let confirmed = match published {
+        Ok(confirm) => confirm.await.map(|c| c.is_ack()).unwrap_or(false),
+        Err(_) => false,
+    };
+    if confirmed {
+        return d.acker.ack(BasicAckOptions::default()).await;
+    }
+    tracing::warn!("cannot dead-letter the refused request now; requeueing");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+    if publisher.status().connected() {
+        Ok(())
+    } else {
+        Err(lapin::Error::InvalidChannelState(publisher.status().state()))
+    }
+}
+
+/// The properties of a dead-letter copy: the original's, without its `user_id` (rotor
+/// publishes the copy as itself; the broker refuses another user's id), with `headers`.
+fn copy_properties(p: &BasicProperties, headers: FieldTable) -> BasicProperties {
+    let mut copy = BasicProperties::default().with_headers(headers);
+    if let Some(v) = p.content_type() {
+        copy = copy.with_content_type(v.clone());
+    }
+    if let Some(v) = p.content_encoding() {
+        copy = copy.with_content_encoding(v.clone());
+    }
+    if let Some(v) = p.delivery_mode() {
+        copy = copy.with_delivery_mode(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        copy = copy.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        copy = copy.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        copy = copy.with_timestamp(*v);
+    }
+    if let Some(v) = p.kind() {
+        copy = copy.with_type(v.clone());
+    }
+    if let Some(v) = p.app_id() {
+        copy = copy.with_app_id(v.clone());
+    }
+    copy
 }
 
 /// The body of a refused request's dead-lettered copy, which must hold no password:

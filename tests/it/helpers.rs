@@ -753,7 +753,7 @@ allowed_dir = "{FILES_DIR}"
                 let _ = conn.close(200, "bye").await;
                 return DeadLetter { body: m.delivery.data.clone(), error, headers };
             }
-            assert!(Instant::now() < deadline, "nothing dead-lettered within 20 s");
+            assert!(Instant::now() < deadline, "nothing dead-lettered within 20 s; the daemon logged:\n{}", self.logs().join("\n"));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -80,6 +80,7 @@ async fn an_unnamed_or_unknown_producer_changes_nothing() {
     app.publish_as(&producer_url, "credentials.update", &elsewhere, Some(&producer.producer_user), None).await.unwrap();
     let dead = app.next_dead_letter().await;
     assert_eq!((dead.error["errorCode"].as_str(), dead.error["context"]["field"].as_str()), (Some("PERMISSION_DENIED"), Some("elements[0].resourceId")), "{:#}", dead.error);
+    assert_eq!(dead.headers.get("x-rotor-producer"), Some(&producer.producer_user), "the copy names its producer");
     // Nor make rotor feed its own intake with a reply.
     let own_queue = format!("rotor.requests-{}", app.id);
     app.publish_as(&producer_url, "privx.rotate", &serde_json::to_vec(&json!({"host_id": resource, "account": account.username})).unwrap(), Some(&producer.producer_user), Some(&own_queue))
