@@ -290,8 +290,17 @@ async fn the_audit_log_is_append_only_for_the_runtime_role_and_verify_finds_an_e
     let out = app.cli(&["audit", "verify"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(out.stderr.contains("entry 2") && out.stderr.contains("edited"), "{}", out.stderr);
-    // Or removes one.
-    psql(&app.db_name, "ALTER TABLE audit_log DISABLE TRIGGER USER; UPDATE audit_log SET actor = 'CLI:root' WHERE seq = 2; DELETE FROM audit_log WHERE seq = 3; ALTER TABLE audit_log ENABLE TRIGGER USER");
+    // Or swaps two (the edit put back first).
+    psql(&app.db_name, "ALTER TABLE audit_log DISABLE TRIGGER USER; UPDATE audit_log SET actor = 'CLI:root' WHERE seq = 2;
+                        UPDATE audit_log SET seq = -2 WHERE seq = 2; UPDATE audit_log SET seq = 2 WHERE seq = 3; UPDATE audit_log SET seq = 3 WHERE seq = -2;
+                        ALTER TABLE audit_log ENABLE TRIGGER USER");
+    let out = app.cli(&["audit", "verify"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("entry 2") && out.stderr.contains("reordered"), "{}", out.stderr);
+    // Or removes one (the order put back first).
+    psql(&app.db_name, "ALTER TABLE audit_log DISABLE TRIGGER USER;
+                        UPDATE audit_log SET seq = -2 WHERE seq = 2; UPDATE audit_log SET seq = 2 WHERE seq = 3; UPDATE audit_log SET seq = 3 WHERE seq = -2;
+                        DELETE FROM audit_log WHERE seq = 3; ALTER TABLE audit_log ENABLE TRIGGER USER");
     let out = app.cli(&["audit", "verify"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("entry 4") && out.stderr.contains("missing"), "{}", out.stderr);
