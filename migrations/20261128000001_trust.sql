@@ -23,13 +23,13 @@ ALTER TABLE audit_log
     ADD COLUMN hash bytea;
 
 CREATE FUNCTION audit_log_payload(seq bigint, at timestamptz, actor text, action text, credential_id uuid, detail jsonb)
-RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+RETURNS bytea LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, public AS $$
     SELECT convert_to(
         jsonb_build_array(seq, (extract(epoch FROM at) * 1000000)::bigint, actor, action, credential_id, detail)::text,
         'UTF8')
 $$;
 
-CREATE FUNCTION audit_log_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION audit_log_chain() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
 DECLARE
     last_seq  bigint;
     last_hash bytea;
@@ -67,7 +67,7 @@ ALTER TABLE audit_log ALTER COLUMN seq SET NOT NULL, ALTER COLUMN hash SET NOT N
 
 CREATE TRIGGER audit_log_chain BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_chain();
 
-CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
 BEGIN
     RAISE EXCEPTION 'audit_log is append-only';
 END
@@ -92,6 +92,9 @@ EXCEPTION WHEN duplicate_object OR unique_violation THEN
 END
 $$;
 
+-- Nobody but the owner creates objects in rotor's schema (PostgreSQL 15's default; older
+-- versions let every role create there, e.g. a function shadowing one the triggers call).
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO rotor_runtime;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO rotor_runtime;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO rotor_runtime;

@@ -91,6 +91,7 @@ impl Application {
             crate::db::migrate(&pool).await?;
             tracing::info!("database migrations applied");
         }
+        crate::audit::warn_if_rewritable(&pool).await?;
         let key = Arc::new(MasterKey::load(&settings.vault)?);
         tracing::info!(key_id = key.key_id(), "master key loaded");
         let tokens = http::load_tokens(&settings.http)?;

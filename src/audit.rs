@@ -49,6 +49,26 @@ pub async fn record(
     Ok(row.seq)
 }
 
+/// Says so on `rotor::security` when this process's database role could rewrite the
+/// audit log (it owns the table or may UPDATE it): the daemon should run as a member of
+/// `rotor_runtime`, with `--no-migrate`.
+pub async fn warn_if_rewritable(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let rewritable = sqlx::query_scalar!(
+        r#"SELECT has_table_privilege('audit_log', 'UPDATE')
+               OR pg_has_role((SELECT tableowner FROM pg_tables WHERE schemaname = 'public' AND tablename = 'audit_log'), 'MEMBER')
+               AS "rewritable!""#
+    )
+    .fetch_one(pool)
+    .await?;
+    if rewritable {
+        tracing::warn!(
+            target: "rotor::security",
+            "this database role could rewrite the audit log; run `rotor migrate` as the owner and `rotor run --no-migrate` as a member of rotor_runtime"
+        );
+    }
+    Ok(())
+}
+
 /// The first entry that breaks the chain, and how.
 #[derive(Debug, thiserror::Error)]
 #[error("audit log entry {seq} (id {id}): {reason}")]

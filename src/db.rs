@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::PgPool;
 
 use crate::config::DatabaseSettings;
@@ -22,6 +22,10 @@ impl DatabaseSettings {
                 if !ca.is_file() {
                     anyhow::bail!("configuration key `database.ca_file`: {} is not a readable file", ca.display());
                 }
+                // A CA means the server is to be verified: never `prefer` or `require`,
+                // which an attacker in the path could strip or impersonate.
+                let verified = ["sslmode=verify-ca", "sslmode=verify-full"].iter().any(|m| url.expose_secret().contains(m));
+                let options = if verified { options } else { options.ssl_mode(PgSslMode::VerifyFull) };
                 options.ssl_root_cert(ca)
             }
             None => options,

@@ -32,10 +32,10 @@ pub enum Command {
 pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Apply { file } => {
-            let inv = inventory::read(&file)?;
+            let mut inv = inventory::read(&file)?;
             let policies = settings.policies()?;
             inventory::validate(&inv, &policies, |t| settings.default_policy_for_type(t))?;
-            inventory::check_files(&inv, &settings.inventory.allowed_dir)?;
+            inventory::check_files(&mut inv, &settings.inventory.allowed_dir)?;
             let needs_key = inv.resource.iter().any(|r| r.account.iter().any(|a| a.password_file.is_some()));
             let key = if needs_key { Some(crate::vault::MasterKey::load(&settings.vault)?) } else { None };
             let pool = crate::db::connect(&settings.database).await?;

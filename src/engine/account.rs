@@ -38,6 +38,17 @@ pub(super) async fn load_account(engine: &Engine, credential_id: Uuid) -> Result
         password_file: r.admin_password_file.map(PathBuf::from),
         sudo: r.admin_sudo,
     });
+    // Checked again at every use: the file, links resolved now, must still lie under
+    // allowed_dir (a row from before the rule, or a link swapped since, is refused).
+    for file in admin.iter().flat_map(|a| [a.private_key_file.as_ref(), a.password_file.as_ref()]).flatten() {
+        let inside = std::fs::canonicalize(file).is_ok_and(|real| real.starts_with(&engine.allowed_dir));
+        if !inside {
+            return Err(StageError::permanent(
+                "ADMIN_FILE_NOT_ALLOWED",
+                format!("the admin file of resource {} is missing or not under inventory.allowed_dir; apply the inventory again", r.resource_id),
+            ));
+        }
+    }
     Ok(Account {
         credential_id,
         username: r.username,

@@ -34,13 +34,17 @@ pub struct Engine {
     pub per_host: i64,
     pub schedule: Schedule,
     pub scheduler: SchedulerSettings,
+    /// `[inventory] allowed_dir`, links resolved: admin files are read only from under it.
+    pub allowed_dir: std::path::PathBuf,
 }
 
 impl Engine {
     pub fn new(pool: PgPool, key: Arc<MasterKey>, settings: &Settings, events: Events) -> Result<Self, crate::config::Error> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let instance = settings.worker.instance_id.clone().unwrap_or_else(|| format!("{}:{}", host.trim(), std::process::id()));
+        let allowed_dir = std::fs::canonicalize(&settings.inventory.allowed_dir).unwrap_or_else(|_| settings.inventory.allowed_dir.clone());
         Ok(Engine {
+            allowed_dir,
             pool,
             key,
             policies: Arc::new(settings.policies()?),

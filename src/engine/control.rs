@@ -85,6 +85,18 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
     if subtasks.is_empty() {
         return Ok(Change::Conflict("the task has no failed subtask to retry (a refused request cannot be retried)".into()));
     }
+    let ids: Vec<Uuid> = subtasks.iter().map(|s| s.credential_id).collect();
+    // Shares the lock `inventory::retire` takes, as recording a task does.
+    let resources = sqlx::query!(
+        r#"SELECT r.id, r.deleted_at IS NOT NULL AS "deleted!" FROM credentials c JOIN resources r ON r.id = c.resource_id
+            WHERE c.id = ANY($1) FOR SHARE OF r"#,
+        &ids
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if let Some(resource) = resources.into_iter().find(|r| r.deleted).map(|r| r.id) {
+        return Ok(Change::Conflict(format!("resource {resource} was deleted; its passwords are kept until `rotor resource purge`")));
+    }
     for s in subtasks {
         // With its pending password kept, an APPLY that ran may have set it on the target:
         // APPLY keeps its status so the retry checks that password before changing anything.

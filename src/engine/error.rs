@@ -18,6 +18,9 @@ pub enum Error {
     /// The vault could not seal or open a password (a key problem, not the database's).
     #[error("vault: {0}")]
     Vault(crate::vault::Error),
+    /// A resource the task names was deleted before the task could be recorded.
+    #[error("a resource this task names was deleted")]
+    Retired,
 }
 
 impl From<crate::vault::Error> for Error {

@@ -55,6 +55,19 @@ pub async fn create_task(pool: &PgPool, key: &MasterKey, new: &NewTask) -> Resul
 /// The same inside the caller's transaction; `delay_seconds` holds the subtasks back
 /// from the database's now (the scheduler spreads a backlog with it).
 pub async fn insert_task(tx: &mut PgConnection, key: &MasterKey, new: &NewTask, delay_seconds: f64) -> Result<Created, Error> {
+    // Shares the lock `inventory::retire` takes for update: a resource is deleted either
+    // before (and the task is refused) or after this task exists (and retire waits for it).
+    let ids: Vec<Uuid> = new.subtasks.iter().map(|s| s.credential_id).collect();
+    let live = sqlx::query_scalar!(
+        "SELECT c.id FROM credentials c JOIN resources r ON r.id = c.resource_id
+          WHERE c.id = ANY($1) AND r.deleted_at IS NULL FOR SHARE OF r",
+        &ids
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if live.len() < ids.len() {
+        return Err(Error::Retired);
+    }
     let task_id = Uuid::new_v4();
     let inserted = sqlx::query_scalar!(
         "INSERT INTO tasks (id, name, type, operation, status, is_auto_rotate, source, request_key, requested_by_kind, requested_by_name)

@@ -147,6 +147,10 @@ async fn handle_in_span(
     message_id: Option<String>,
 ) -> Result<(), lapin::Error> {
     let pool = &intake.submitter.pool;
+    // A producer's message_id is its own: keys are kept per producer, so one producer
+    // can neither read another's task through a reused id nor plant a refusal under it.
+    let user = d.properties.user_id().as_ref().map(|u| u.as_str().to_string());
+    let message_id = message_id.map(|m| format!("amqp:{}:{m}", user.as_deref().unwrap_or("")));
     // Who sent it; an unnamed producer's refusal names nobody.
     let named = intake.producer(d);
     let requester = match &named {

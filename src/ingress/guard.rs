@@ -54,8 +54,11 @@ impl FailedAuth {
         let mut sources = self.sources.lock().expect("failed-auth map");
         if sources.len() >= MAX_SOURCES && !sources.contains_key(source) {
             sources.retain(|_, (start, _)| start.elapsed() < WINDOW);
+            // Still full: forget the oldest window, never every lockout at once.
             if sources.len() >= MAX_SOURCES {
-                sources.clear();
+                if let Some(oldest) = sources.iter().min_by_key(|(_, (start, _))| *start).map(|(k, _)| k.clone()) {
+                    sources.remove(&oldest);
+                }
             }
         }
         let entry = sources.entry(source.to_string()).or_insert((Instant::now(), 0));

@@ -42,7 +42,12 @@ impl Submitter {
             }
         }
         let new = self.resolve(request, origin).await?;
-        let created = repo::create_task(&self.pool, &self.key, &new).await.map_err(Refusal::Unavailable)?;
+        let created = repo::create_task(&self.pool, &self.key, &new).await.map_err(|e| match e {
+            crate::engine::Error::Retired => {
+                Refusal::Invalid(requests::Rejection::new(requests::RejectCode::ResourceNotFound, "elements", "a resource it names was deleted meanwhile"))
+            }
+            e => Refusal::Unavailable(e),
+        })?;
         if created.is_new {
             self.events.task(created.task_id, TaskStatus::Pending);
         }

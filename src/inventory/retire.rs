@@ -14,7 +14,7 @@ use crate::engine::lifecycle;
 pub enum Retired {
     #[error("no resource {0}")]
     NotFound(String),
-    #[error("{busy} subtasks on resource {id} have not ended")]
+    #[error("{busy} subtasks or leases on resource {id} have not ended")]
     Busy { id: String, busy: i64 },
     #[error("resource {0} is not deleted; delete it first (DELETE /v1/resources/{0})")]
     NotDeleted(String),
@@ -22,6 +22,23 @@ pub enum Retired {
     Db(#[from] sqlx::Error),
     #[error("{0}")]
     Store(#[from] crate::engine::Error),
+}
+
+/// Refuses while any account of the resource has a subtask that has not ended, or a
+/// lease (a rotation in flight, or one whose outcome is still in doubt).
+async fn check_idle(tx: &mut sqlx::PgConnection, id: &str) -> Result<(), Retired> {
+    let busy = sqlx::query_scalar!(
+        r#"SELECT (SELECT count(*) FROM subtasks s JOIN credentials c ON c.id = s.credential_id
+                    WHERE c.resource_id = $1 AND s.status IN ('PENDING', 'IN_PROGRESS'))
+                + (SELECT count(*) FROM credentials WHERE resource_id = $1 AND lease_subtask IS NOT NULL) AS "n!""#,
+        id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if busy > 0 {
+        return Err(Retired::Busy { id: id.to_string(), busy });
+    }
+    Ok(())
 }
 
 /// Marks the resource deleted and retires its accounts, in one audited transaction;
@@ -34,16 +51,7 @@ pub async fn retire(pool: &PgPool, id: &str, who: &Requester) -> Result<u64, Ret
     if found != Some(false) {
         return Err(Retired::NotFound(id.to_string()));
     }
-    let busy = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM subtasks s JOIN credentials c ON c.id = s.credential_id
-            WHERE c.resource_id = $1 AND s.status IN ('PENDING', 'IN_PROGRESS')"#,
-        id
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if busy > 0 {
-        return Err(Retired::Busy { id: id.to_string(), busy });
-    }
+    check_idle(&mut tx, id).await?;
     sqlx::query!("UPDATE resources SET deleted_at = now(), deleted_by = $2, updated_at = now() WHERE id = $1", id, audit::actor(who))
         .execute(&mut *tx)
         .await?;
@@ -66,6 +74,7 @@ pub async fn purge(pool: &PgPool, id: &str, who: &Requester) -> Result<i64, Reti
         Some(false) => return Err(Retired::NotDeleted(id.to_string())),
         Some(true) => {}
     }
+    check_idle(&mut tx, id).await?;
     let versions = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM credential_versions v JOIN credentials c ON c.id = v.credential_id WHERE c.resource_id = $1"#,
         id

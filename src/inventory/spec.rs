@@ -135,21 +135,30 @@ pub fn read(path: &Path) -> Result<InventoryFile, Error> {
 
 /// Every file the inventory names must lie under `allowed_dir` once links and `..` are
 /// resolved, so an inventory cannot make rotor send, say, `/etc/shadow` as a password.
-pub fn check_files(inv: &InventoryFile, allowed_dir: &Path) -> Result<(), Error> {
+/// The paths are replaced by their resolved form, which is what gets stored.
+pub fn check_files(inv: &mut InventoryFile, allowed_dir: &Path) -> Result<(), Error> {
     let allowed = std::fs::canonicalize(allowed_dir)
         .map_err(|e| invalid("inventory.allowed_dir", format!("{}: {e}", allowed_dir.display())))?;
-    for (i, r) in inv.resource.iter().enumerate() {
-        let admin = r.admin.as_ref();
-        let files = [("admin.private_key_file", admin.and_then(|a| a.private_key_file.as_ref())), ("admin.password_file", admin.and_then(|a| a.password_file.as_ref()))]
-            .into_iter()
-            .map(|(k, f)| (k.to_string(), f))
-            .chain(r.account.iter().enumerate().map(|(j, a)| (format!("account[{j}].password_file"), a.password_file.as_ref())));
-        for (key, file) in files {
-            let Some(file) = file else { continue };
-            let field = format!("resource[{i}].{key}");
-            let real = std::fs::canonicalize(file).map_err(|e| invalid(&field, format!("{}: {e}", file.display())))?;
-            if !real.starts_with(&allowed) {
-                return Err(invalid(field, format!("{} is not under {} (inventory.allowed_dir)", file.display(), allowed.display())));
+    let check = |field: String, file: &mut PathBuf| -> Result<(), Error> {
+        let real = std::fs::canonicalize(&*file).map_err(|e| invalid(&field, format!("{}: {e}", file.display())))?;
+        if !real.starts_with(&allowed) {
+            return Err(invalid(field, format!("{} is not under {} (inventory.allowed_dir)", file.display(), allowed.display())));
+        }
+        *file = real;
+        Ok(())
+    };
+    for (i, r) in inv.resource.iter_mut().enumerate() {
+        if let Some(a) = r.admin.as_mut() {
+            if let Some(f) = a.private_key_file.as_mut() {
+                check(format!("resource[{i}].admin.private_key_file"), f)?;
+            }
+            if let Some(f) = a.password_file.as_mut() {
+                check(format!("resource[{i}].admin.password_file"), f)?;
+            }
+        }
+        for (j, acc) in r.account.iter_mut().enumerate() {
+            if let Some(f) = acc.password_file.as_mut() {
+                check(format!("resource[{i}].account[{j}].password_file"), f)?;
             }
         }
     }

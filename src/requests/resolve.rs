@@ -288,13 +288,15 @@ async fn find_resource_any_type(pool: &PgPool, element: &Element, id_field: &str
                 .await?
                 .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }),
         ),
-        (None, Some(name)) => (
-            name_field,
-            sqlx::query!("SELECT id, type, policy FROM resources WHERE name = $1 AND deleted_at IS NULL ORDER BY id LIMIT 1", name)
-                .fetch_optional(pool)
-                .await?
-                .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }),
-        ),
+        (None, Some(name)) => {
+            let mut found = sqlx::query!("SELECT id, type, policy FROM resources WHERE name = $1 AND deleted_at IS NULL ORDER BY id LIMIT 2", name)
+                .fetch_all(pool)
+                .await?;
+            if found.len() > 1 {
+                return Err(Rejection::new(RejectCode::InvalidRequest, name_field, format!("`{name}` names more than one resource; name it by resourceId")).into());
+            }
+            (name_field, found.pop().map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }))
+        }
         (None, None) => {
             return Err(Rejection::new(RejectCode::RequiredValueMissing, id_field, "give resourceId or resourceName").into())
         }

@@ -147,6 +147,14 @@ async fn a_token_is_limited_to_its_resources_and_tasks_name_their_caller() {
     let done = app.wait_task(id, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "SUCCESSFUL");
     assert_eq!(psql_value(&app.db_name, "SELECT string_agg(requested_by_kind || ':' || requested_by_name, ',') FROM tasks"), "TOKEN:test-admin");
+    // A name two resources share no longer picks one of them: the request must say which.
+    let twin = resource_toml(&format!("a-{}", app.id), testbed().port, &testbed().host_key_fpr).replace(&format!("a-{}.test", app.id), &format!("{resource}.test"));
+    let out = app.apply_inventory_text("twin", &twin);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let by_name = json!({"operationType": "ROTATE", "elements": [{"resourceName": format!("{resource}.test"), "resourceType": "LINUX", "credentials": [{"username": account.username}]}]});
+    let (status, err) = app.send("PATCH", "/v1/credentials", Some(&app.token), Some(by_name)).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["context"]["field"], "elements[0].resourceName", "{err:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,6 +171,9 @@ async fn the_http_inventory_cannot_name_files_or_move_a_resource_without_admin()
                                         "admin": {"username": "root", "passwordFile": "/etc/shadow"}})),
         ("account[0].passwordFile", json!({"id": "evil", "name": "evil", "type": "LINUX", "address": "127.0.0.1", "insecureAcceptAnyHostKey": true,
                                         "platform": "linux-passwd", "account": [{"username": "root", "passwordFile": master_key}]})),
+        // The same in the TOML spelling.
+        ("account[0].password_file", json!({"id": "evil", "name": "evil", "type": "LINUX", "address": "127.0.0.1", "insecureAcceptAnyHostKey": true,
+                                        "platform": "linux-passwd", "account": [{"username": "root", "password_file": master_key}]})),
     ] {
         let (status, err) = app.send("POST", "/v1/resources", Some(&app.token), Some(body)).await;
         assert_eq!(status, 400, "{err}");

@@ -130,7 +130,7 @@ fn file_field(v: &Value, at: &str) -> Option<String> {
     let join = |k: &str| if at.is_empty() { k.to_string() } else { format!("{at}.{k}") };
     match v {
         Value::Object(map) => map.iter().find_map(|(k, v)| {
-            if k.ends_with("File") && !v.is_null() {
+            if (k.ends_with("File") || k.ends_with("_file")) && !v.is_null() {
                 Some(join(k))
             } else {
                 file_field(v, &join(k))
@@ -178,6 +178,14 @@ async fn upsert(state: &ApiState, caller: &Caller, body: &[u8], path_id: Option<
         if spec.id != id {
             return Err(ApiError::bad_request("id", "must match the id in the path"));
         }
+    }
+    // Whatever the key's spelling (`passwordFile`, `password_file`), no file gets through.
+    let smuggled = spec.admin.as_ref().and_then(|a| {
+        a.private_key_file.as_ref().map(|_| "admin.privateKeyFile".to_string()).or_else(|| a.password_file.as_ref().map(|_| "admin.passwordFile".to_string()))
+    });
+    let smuggled = smuggled.or_else(|| spec.account.iter().position(|a| a.password_file.is_some()).map(|i| format!("account[{i}].passwordFile")));
+    if let Some(field) = smuggled {
+        return Err(ApiError::bad_request(&field, "the HTTP inventory names no files; files are set by the TOML inventory (`rotor resource apply` as root)"));
     }
     caller.require_resource("id", &spec.id)?;
     keep_admin_files(state, &mut spec).await?;

@@ -129,9 +129,17 @@ pub fn authenticate(parts: &Parts, state: &ApiState) -> Result<Caller, AuthFailu
     })
 }
 
-/// The peer's address, as the listener saw it.
+/// The peer's address, as the listener saw it; an IPv6 peer by its /64, which one
+/// client can fill with addresses of its own.
 fn source(parts: &Parts) -> String {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
+    match parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical()) {
+        Some(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(v4) => v4.to_string(),
+        None => "unknown".into(),
+    }
 }
 
 impl FromRequestParts<Arc<ApiState>> for Caller {

@@ -37,7 +37,8 @@ async fn update_credentials(
     Body(body): Body,
 ) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(|k| format!("http:{k}"));
+    // Keys are kept per token: another caller's key finds nothing of theirs.
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(|k| format!("http:{}:{k}", caller.name));
     let created = state.submitter.submit(Request::CredentialsUpdate(&body), &caller.origin(key)).await.map_err(ApiError::refusal)?;
     tracing::info!(caller = %caller.name, task_id = %created.task_id, "credentials update accepted");
     let task = match created.recorded {
@@ -167,8 +168,8 @@ async fn get_credential(caller: Caller, State(state): State<Arc<ApiState>>, Path
     .fetch_optional(&state.pool)
     .await
     .map_err(ApiError::from)?
+    .filter(|r| caller.grant.allows_resource(&r.resource_id))
     .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "CREDENTIAL_NOT_FOUND", format!("no credential {id}")))?;
-    caller.require_resource("id", &r.resource_id)?;
     Ok(Json(credential_of!(r)))
 }
 
