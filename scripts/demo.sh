@@ -42,7 +42,7 @@ trap cleanup EXIT
 say "configuration, master key and API token in $demo"
 psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 "$rotor" keygen --out "$demo/master.key"
-head -c 24 /dev/urandom | base64 | tr -d '\n' > "$demo/ops.token"
+(umask 077; head -c 24 /dev/urandom | base64 | tr -d "\n" > "$demo/ops.token")
 # rotor reads the broker as guest; the producer publishes as rotor-producer. Both URLs
 # hold a password, so they live in files (0600), not in the configuration.
 (umask 077

@@ -19,7 +19,7 @@ run() {
     local name=$1; shift
     echo "== $name" | tee -a "$log"
     local start=$SECONDS
-    env "$@" cargo test --locked --quiet --test it "$name" -- --include-ignored --exact --nocapture --test-threads=1 2>&1 |
+    env "$@" cargo test --locked --quiet --features failpoints --test it "$name" -- --include-ignored --exact --nocapture --test-threads=1 2>&1 |
         grep -E '^PROOF|^crash points|test result|panicked|FAILED' | tee -a "$log"
     echo "   ($((SECONDS - start)) s)" | tee -a "$log"
 }

@@ -39,7 +39,7 @@ rotor=${CARGO_TARGET_DIR:-target}/debug/rotor
 
 psql_ -d test -c "CREATE DATABASE $db"
 token=$(head -c24 /dev/urandom | base64 | tr -d '/+=')
-printf '%s' "$token" >"$dir/admin.token"
+(umask 077; printf '%s' "$token" >"$dir/admin.token")
 cat >"$dir/rotor.toml" <<EOF
 [database]
 url = "postgres://postgres@127.0.0.1:5432/$db"

@@ -30,5 +30,6 @@ python3 scripts/check-imports.py
 
 # The build needs no database: query metadata is committed in .sqlx/.
 export SQLX_OFFLINE=true
-cargo build --all-targets --locked
-cargo test --locked --all-targets -- --test-threads="${ROTOR_TEST_THREADS:-4}" "$@"
+# The tests' build has the failpoints (crash injection); a release build never does.
+cargo build --all-targets --locked --features failpoints
+cargo test --locked --all-targets --features failpoints -- --test-threads="${ROTOR_TEST_THREADS:-4}" "$@"

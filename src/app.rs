@@ -93,7 +93,7 @@ impl Application {
         }
         crate::audit::warn_if_rewritable(&pool).await?;
         let key = Arc::new(MasterKey::load(&settings.vault)?);
-        tracing::info!(key_id = key.key_id(), "master key loaded");
+        tracing::info!(key_id = key.key_id(), keyring = %key.key_ids().join(","), "master keys loaded; the first seals");
         let tokens = http::load_tokens(&settings.http)?;
         let link = crate::broker::Link::from_settings(&settings.amqp)?;
         link.probe().await?;

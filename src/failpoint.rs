@@ -6,10 +6,20 @@
 //! with SIGSTOP instead, leases and all, as a paused VM or a stalled host would, and
 //! carries on where it was once sent SIGCONT. Unset, it costs one environment lookup
 //! per stage.
+//!
+//! Only builds with the `failpoints` feature (the tests': `scripts/test.sh`) have them;
+//! in any other build `hit` is empty and the variable is never read.
 
+#[cfg(feature = "failpoints")]
 use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(feature = "failpoints")]
 use std::sync::OnceLock;
 
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_point: &str) {}
+
+#[cfg(feature = "failpoints")]
 fn configured() -> Option<&'static str> {
     static POINT: OnceLock<Option<String>> = OnceLock::new();
     POINT.get_or_init(|| std::env::var("ROTOR_FAILPOINT").ok().filter(|s| !s.is_empty())).as_deref()
@@ -17,6 +27,7 @@ fn configured() -> Option<&'static str> {
 
 /// Kills the process with SIGKILL if `point` (e.g. "APPLY:target") is the configured one;
 /// freezes it once with SIGSTOP if the configured one is `point:stop`.
+#[cfg(feature = "failpoints")]
 pub fn hit(point: &str) {
     static STOPPED: AtomicBool = AtomicBool::new(false);
     let Some(configured) = configured() else { return };

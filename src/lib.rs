@@ -19,6 +19,7 @@ pub mod db;
 pub mod driver;
 pub mod engine;
 pub mod failpoint;
+pub mod hygiene;
 pub mod ingress;
 pub mod inventory;
 pub mod metrics;

@@ -7,6 +7,7 @@ mod policy;
 mod resource;
 mod scheduler;
 mod task;
+mod vault;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,9 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The vault's keyring: status, rekey.
+    #[command(subcommand)]
+    Vault(vault::Command),
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +129,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(c) => task::run(&settings, c).await,
         Command::Policy(c) => policy::run(&settings, c),
         Command::Scheduler(c) => scheduler::run(&settings, c).await,
+        Command::Vault(c) => vault::run(&settings, c).await,
         Command::Audit(AuditCommand::Verify) => {
             let pool = crate::db::connect(&settings.database).await?;
             match crate::audit::verify(&pool).await {

@@ -118,6 +118,11 @@ impl Settings {
         resolve(base, &mut self.database.url_file);
         resolve(base, &mut self.amqp.url_file);
         resolve(base, &mut self.vault.master_key_file);
+        for f in &mut self.vault.master_key_files {
+            if let (Some(base), true) = (base, f.is_relative()) {
+                *f = base.join(&*f);
+            }
+        }
         resolve(base, &mut self.database.ca_file);
         resolve(base, &mut self.amqp.ca_file);
         resolve(base, &mut self.http.tls_cert_file);
@@ -243,6 +248,31 @@ pub fn weak_policies(all: &BTreeMap<String, Policy>, floor: f64) -> Vec<(String,
 
 /// Reads a secret given inline or as a file (trailing newline dropped); the file's bytes
 /// are wiped once copied into the secret.
+/// Refuses a file others could change or read: group- or world-writable, or readable by
+/// anyone but its owner and group (rotor's group, under systemd). Names the file and mode.
+pub fn check_private_file(key: &str, path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).map_err(|e| Error::invalid(key, format!("cannot read {}: {e}", path.display())))?.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(Error::invalid(key, format!("{} has mode {mode:04o}: group or others may write it (chmod 0600 or 0640)", path.display())));
+    }
+    if mode & 0o004 != 0 {
+        return Err(Error::invalid(key, format!("{} has mode {mode:04o}: anyone may read it (chmod 0600 or 0640)", path.display())));
+    }
+    Ok(())
+}
+
+/// Refuses a bearer token with less than 128 bits of entropy, judged by its length over
+/// the alphabet it is drawn from (hex: 4 bits a character, anything else 6 at most).
+pub fn check_token_strength(key: &str, token: &str) -> Result<(), Error> {
+    let per_char = if token.chars().all(|c| c.is_ascii_hexdigit()) { 4 } else { 6 };
+    let distinct = token.chars().collect::<std::collections::HashSet<_>>().len();
+    if token.chars().count() * per_char < 128 || distinct < 8 {
+        return Err(Error::invalid(key, "the token is too weak: use at least 128 random bits (32 hex or 22 base64 characters), e.g. `head -c 32 /dev/urandom | base64`"));
+    }
+    Ok(())
+}
+
 pub fn secret(key: &str, inline: &Option<SecretString>, file: &Option<PathBuf>) -> Result<SecretString, Error> {
     match (inline, file) {
         (_, Some(path)) => {

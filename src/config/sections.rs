@@ -167,6 +167,9 @@ pub struct TokenSettings {
 pub struct VaultSettings {
     pub master_key: Option<SecretString>,
     pub master_key_file: Option<PathBuf>,
+    /// The keyring, newest first: the first key seals, every key opens. When given, it
+    /// replaces `master_key`/`master_key_file`.
+    pub master_key_files: Vec<PathBuf>,
     /// Versions kept per credential (PENDING, CURRENT, PREVIOUS and older); at least 3.
     pub max_versions: u32,
 }
@@ -176,6 +179,7 @@ impl Default for VaultSettings {
         Self {
             master_key: None,
             master_key_file: Some(PathBuf::from("/etc/rotor/master.key")),
+            master_key_files: Vec::new(),
             max_versions: 10,
         }
     }

@@ -107,6 +107,16 @@ pub fn validate_username(username: &str) -> Result<(), &'static str> {
     if username.chars().any(char::is_control) {
         return Err("must not contain control characters");
     }
+    // Format characters (U+200B zero width space, U+202E right-to-left override, U+2066
+    // isolates, U+FEFF ...) and line or paragraph separators print nothing or reorder
+    // what follows: one name could pose as another in logs and Task JSON.
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    let invisible = |c: char| {
+        matches!(c.general_category(), GeneralCategory::Format | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator)
+    };
+    if username.chars().any(invisible) {
+        return Err("must not contain Unicode format, bidi or separator characters");
+    }
     Ok(())
 }
 
@@ -124,10 +134,10 @@ mod tests {
 
     #[test]
     fn usernames_that_could_inject_are_refused() {
-        for bad in ["", "-rf", "a:b", "a b", "a\nb", "a\tb", "x\u{7f}"] {
+        for bad in ["", "-rf", "a:b", "a b", "a\nb", "a\tb", "x\u{7f}", "ad\u{200b}min", "root\u{202e}nimda", "\u{feff}svc", "a\u{2066}b", "a\u{2028}b", "a\u{00ad}b"] {
             assert!(validate_username(bad).is_err(), "{bad:?}");
         }
-        for good in ["app", "svc_01", "web-user", "a.b"] {
+        for good in ["app", "svc_01", "web-user", "a.b", "jürgen", "administrator@vsphere.local"] {
             assert!(validate_username(good).is_ok(), "{good:?}");
         }
     }

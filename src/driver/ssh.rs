@@ -36,11 +36,7 @@ pub fn fingerprint(session: &Session) -> Option<String> {
 /// when this returns.
 pub fn connect(host: &Host) -> Result<Session, Error> {
     let address = endpoint(host);
-    let addr = (host.address.as_str(), host.port)
-        .to_socket_addrs()
-        .map_err(|e| Error::Connect { address: address.clone(), message: format!("cannot resolve: {e}") })?
-        .next()
-        .ok_or_else(|| Error::Connect { address: address.clone(), message: "no address".into() })?;
+    let addr = resolve(host)?;
     let tcp = TcpStream::connect_timeout(&addr, host.connect_timeout).map_err(|e| match e.kind() {
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
             Error::Timeout { address: address.clone(), message: e.to_string() }
@@ -64,6 +60,53 @@ pub fn connect(host: &Host) -> Result<Session, Error> {
         return Err(Error::HostKeyMismatch { address, found });
     }
     Ok(session)
+}
+
+/// The host's first address. A name is looked up on a thread of its own, given at most
+/// the connect timeout: a resolver that hangs must not hold a rotation (or a blocking
+/// thread of rotor's) for good.
+fn resolve(host: &Host) -> Result<std::net::SocketAddr, Error> {
+    let address = endpoint(host);
+    if let Ok(ip) = host.address.parse::<std::net::IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, host.port));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (name, port) = (host.address.clone(), host.port);
+    std::thread::Builder::new()
+        .name("rotor-resolve".into())
+        .spawn(move || {
+            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(|mut a| a.next()));
+        })
+        .map_err(|e| Error::Connect { address: address.clone(), message: format!("cannot resolve: {e}") })?;
+    match rx.recv_timeout(host.connect_timeout) {
+        Ok(Ok(Some(addr))) => Ok(addr),
+        Ok(Ok(None)) => Err(Error::Connect { address, message: "the name has no address".into() }),
+        Ok(Err(e)) => Err(Error::Connect { address, message: format!("cannot resolve: {e}") }),
+        Err(_) => Err(Error::Timeout { address, message: format!("name resolution took over {:?}", host.connect_timeout) }),
+    }
+}
+
+/// Most bytes of a command's stdout and stderr rotor reads; a target that prints more is
+/// cut off with an error, not buffered.
+const MAX_OUTPUT: usize = 64 * 1024;
+
+/// Reads `reader` to its end, at most `MAX_OUTPUT` bytes and until `deadline`.
+fn read_bounded(host: &Host, reader: &mut impl Read, deadline: std::time::Instant, what: &str) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Timeout { address: endpoint(host), message: format!("the command's {what} did not end in time") });
+        }
+        let n = reader.read(&mut buf).map_err(|io| Error::Protocol { address: endpoint(host), message: io.to_string() })?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() + n > MAX_OUTPUT {
+            return Err(Error::Protocol { address: endpoint(host), message: format!("the command printed over {MAX_OUTPUT} bytes on {what}") });
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
 }
 
 /// A fresh login with a password: Accepted, Refused, or an error saying why neither could be told.
@@ -96,9 +139,11 @@ pub fn admin_session(host: &Host) -> Result<(Session, &Admin), Error> {
             _ => protocol(host, e),
         })?;
     } else if let Some(file) = &admin.password_file {
-        let pw = std::fs::read_to_string(file)
-            .map_err(|e| Error::Config(format!("cannot read admin password file {}: {e}", file.display())))?;
-        let pw = SecretString::from(pw.trim_end_matches(['\n', '\r']).to_owned());
+        let bytes = zeroize::Zeroizing::new(
+            std::fs::read(file).map_err(|e| Error::Config(format!("cannot read admin password file {}: {e}", file.display())))?,
+        );
+        let text = std::str::from_utf8(&bytes).map_err(|_| Error::Config(format!("admin password file {} is not UTF-8", file.display())))?;
+        let pw = SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned());
         session.userauth_password(&admin.username, pw.expose_secret()).map_err(|e| match e.code() {
             ErrorCode::Session(AUTH_FAILED) => auth_err(e.message().to_string()),
             _ => protocol(host, e),
@@ -124,10 +169,11 @@ pub fn exec_with_stdin(host: &Host, session: &Session, command: &str, stdin: &[u
     channel.exec(command).map_err(e)?;
     channel.write_all(stdin).map_err(|io| Error::Protocol { address: endpoint(host), message: io.to_string() })?;
     channel.send_eof().map_err(e)?;
-    let mut sink = Vec::new();
-    channel.read_to_end(&mut sink).map_err(|io| Error::Protocol { address: endpoint(host), message: io.to_string() })?;
-    let mut stderr = String::new();
-    let _ = channel.stderr().read_to_string(&mut stderr);
+    // Each read waits at most io_timeout (the session's); the whole output, twice that.
+    let deadline = std::time::Instant::now() + host.io_timeout * 2;
+    read_bounded(host, &mut channel, deadline, "stdout")?;
+    let stderr = read_bounded(host, &mut channel.stderr(), deadline, "stderr")?;
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
     channel.wait_close().map_err(e)?;
     let status = channel.exit_status().map_err(e)?;
     Ok(Output { status, stderr })

@@ -48,6 +48,9 @@ pub(super) async fn load_account(engine: &Engine, credential_id: Uuid) -> Result
                 format!("the admin file of resource {} is missing or not under inventory.allowed_dir; apply the inventory again", r.resource_id),
             ));
         }
+        if let Err(e) = crate::config::check_private_file("admin file", file) {
+            return Err(StageError::permanent("ADMIN_FILE_NOT_ALLOWED", format!("resource {}: {e}", r.resource_id)));
+        }
     }
     Ok(Account {
         credential_id,

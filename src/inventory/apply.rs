@@ -139,7 +139,8 @@ pub async fn apply(
                 .await?;
                 if known == 0 {
                     let key = key.ok_or_else(|| invalid("vault.master_key_file", "needed to onboard passwords"))?;
-                    let text = std::fs::read_to_string(file).map_err(|e| Error::Read(file.clone(), e))?;
+                    let bytes = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| Error::Read(file.clone(), e))?);
+                    let text = std::str::from_utf8(&bytes).map_err(|_| invalid(format!("{who}.password_file"), format!("{} is not UTF-8", file.display())))?;
                     let password = SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned());
                     if password.expose_secret().is_empty() {
                         return Err(invalid(format!("{who}.password_file"), format!("{} is empty", file.display())));

@@ -144,6 +144,10 @@ pub fn check_files(inv: &mut InventoryFile, allowed_dir: &Path) -> Result<(), Er
         if !real.starts_with(&allowed) {
             return Err(invalid(field, format!("{} is not under {} (inventory.allowed_dir)", file.display(), allowed.display())));
         }
+        crate::config::check_private_file(&field, &real).map_err(|e| match e {
+            crate::config::Error::Invalid { key, message } => invalid(key, message),
+            other => invalid(&field, other.to_string()),
+        })?;
         *file = real;
         Ok(())
     };

@@ -1,6 +1,9 @@
-//! The credential store: passwords encrypted at rest with AES-256-GCM under a master key
-//! read from a file, each ciphertext tagged with its key's id and bound to its row.
+//! The credential store: passwords encrypted at rest with AES-256-GCM under a keyring of
+//! master keys read from files (`[vault] master_key_files`, newest first): the first key
+//! seals, every key opens. Each ciphertext carries its key's id and is bound to its row;
+//! `rekey` moves every row to the first key.
 
+pub mod rekey;
 pub mod versions;
 
 use std::io::Write;
@@ -23,7 +26,7 @@ use crate::config::VaultSettings;
 pub enum Error {
     #[error("master key: {0}")]
     Key(String),
-    #[error("ciphertext of version {version} was sealed with key {found}, but the loaded key is {loaded}")]
+    #[error("ciphertext of version {version} was sealed with key {found}, which is not among the loaded keys ({loaded})")]
     WrongKey { version: i32, found: String, loaded: String },
     #[error("version {0} failed to decrypt: wrong key or tampered row")]
     Decrypt(i32),
@@ -33,14 +36,14 @@ pub enum Error {
     Db(#[from] sqlx::Error),
 }
 
+/// The keyring: the first key seals; any key opens what it sealed.
 pub struct MasterKey {
-    cipher: Aes256Gcm,
-    key_id: String,
+    keys: Vec<(String, Aes256Gcm)>,
 }
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MasterKey").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("MasterKey").field("key_ids", &self.key_ids()).finish_non_exhaustive()
     }
 }
 
@@ -67,10 +70,30 @@ fn subtask_aad(subtask_id: Uuid) -> Vec<u8> {
 }
 
 impl MasterKey {
+    /// The keyring `[vault]` names: `master_key_files` (newest first) when given, else
+    /// the one `master_key` or `master_key_file`.
     pub fn load(settings: &VaultSettings) -> Result<Self, Error> {
-        let text = crate::config::secret("vault.master_key", &settings.master_key, &settings.master_key_file)
-            .map_err(|e| Error::Key(e.to_string()))?;
-        Self::from_base64(text.expose_secret().trim())
+        if settings.master_key_files.is_empty() {
+            if let (Some(file), None) = (&settings.master_key_file, &settings.master_key) {
+                crate::config::check_private_file("vault.master_key_file", file).map_err(|e| Error::Key(e.to_string()))?;
+            }
+            let text = crate::config::secret("vault.master_key", &settings.master_key, &settings.master_key_file)
+                .map_err(|e| Error::Key(e.to_string()))?;
+            return Self::from_base64(text.expose_secret().trim());
+        }
+        let mut keys: Vec<(String, Aes256Gcm)> = Vec::with_capacity(settings.master_key_files.len());
+        for (i, file) in settings.master_key_files.iter().enumerate() {
+            let key = format!("vault.master_key_files[{i}]");
+            crate::config::check_private_file(&key, file).map_err(|e| Error::Key(e.to_string()))?;
+            let text = crate::config::secret(&key, &None, &Some(file.clone())).map_err(|e| Error::Key(e.to_string()))?;
+            let one = Self::from_base64(text.expose_secret().trim()).map_err(|e| Error::Key(format!("{key} ({}): {e}", file.display())))?;
+            let (id, cipher) = one.keys.into_iter().next().expect("one key");
+            if keys.iter().any(|(k, _)| *k == id) {
+                return Err(Error::Key(format!("{key} ({}) repeats key {id}", file.display())));
+            }
+            keys.push((id, cipher));
+        }
+        Ok(MasterKey { keys })
     }
 
     pub fn from_base64(text: &str) -> Result<Self, Error> {
@@ -83,14 +106,17 @@ impl MasterKey {
             return Err(Error::Key(format!("must be 32 bytes, found {}", bytes.len())));
         }
         let digest = Sha256::new().chain_update(b"rotor key id").chain_update(&bytes[..]).finalize();
-        Ok(MasterKey {
-            cipher: Aes256Gcm::new_from_slice(&bytes).expect("32-byte key"),
-            key_id: hex::encode(&digest[..8]),
-        })
+        Ok(MasterKey { keys: vec![(hex::encode(&digest[..8]), Aes256Gcm::new_from_slice(&bytes).expect("32-byte key"))] })
     }
 
+    /// The id of the key that seals.
     pub fn key_id(&self) -> &str {
-        &self.key_id
+        &self.keys[0].0
+    }
+
+    /// Every loaded key's id, the sealing one first.
+    pub fn key_ids(&self) -> Vec<&str> {
+        self.keys.iter().map(|(id, _)| id.as_str()).collect()
     }
 
     /// Writes a fresh random key, base64 on one line, mode 0600; never overwrites.
@@ -106,7 +132,7 @@ impl MasterKey {
             .map_err(|e| Error::Key(format!("cannot create {}: {e}", path.display())))?;
         writeln!(file, "{}", text.as_str()).map_err(|e| Error::Key(format!("cannot write {}: {e}", path.display())))?;
         file.sync_all().map_err(|e| Error::Key(format!("cannot sync {}: {e}", path.display())))?;
-        Ok(Self::from_base64(&text)?.key_id)
+        Ok(Self::from_base64(&text)?.key_id().to_string())
     }
 
     pub fn seal(&self, credential_id: Uuid, version: i32, secret: &SecretString) -> Sealed {
@@ -120,11 +146,11 @@ impl MasterKey {
     fn seal_bound(&self, aad: &[u8], secret: &SecretString) -> Sealed {
         let mut nonce = [0u8; 12];
         OsRng.try_fill_bytes(&mut nonce).expect("the OS random source works");
-        let ciphertext = self
-            .cipher
+        let (key_id, cipher) = &self.keys[0];
+        let ciphertext = cipher
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret.expose_secret().as_bytes(), aad })
             .expect("AES-GCM encryption of a short message cannot fail");
-        Sealed { key_id: self.key_id.clone(), nonce: nonce.to_vec(), ciphertext }
+        Sealed { key_id: key_id.clone(), nonce: nonce.to_vec(), ciphertext }
     }
 
     pub fn open(&self, credential_id: Uuid, version: i32, sealed: &Sealed) -> Result<SecretString, Error> {
@@ -136,14 +162,14 @@ impl MasterKey {
     }
 
     fn open_bound(&self, aad: &[u8], version: i32, sealed: &Sealed) -> Result<SecretString, Error> {
-        if sealed.key_id != self.key_id {
-            return Err(Error::WrongKey { version, found: sealed.key_id.clone(), loaded: self.key_id.clone() });
-        }
+        let Some((_, cipher)) = self.keys.iter().find(|(id, _)| *id == sealed.key_id) else {
+            return Err(Error::WrongKey { version, found: sealed.key_id.clone(), loaded: self.key_ids().join(", ") });
+        };
         if sealed.nonce.len() != 12 {
             return Err(Error::Decrypt(version));
         }
         let plain = Zeroizing::new(
-            self.cipher
+            cipher
                 .decrypt(Nonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad })
                 .map_err(|_| Error::Decrypt(version))?,
         );
@@ -165,6 +191,21 @@ mod tests {
         assert_eq!(key.open(id, 3, &sealed).unwrap().expose_secret(), "hunter2-Secret!");
         assert!(matches!(key.open(id, 4, &sealed), Err(Error::Decrypt(4))));
         assert!(key.open(Uuid::new_v4(), 3, &sealed).is_err());
+    }
+
+    #[test]
+    fn the_first_key_seals_and_every_key_opens() {
+        let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let old = MasterKey::from_base64(&b64(1)).unwrap();
+        let new = MasterKey::from_base64(&b64(2)).unwrap();
+        let id = Uuid::new_v4();
+        let under_old = old.seal(id, 1, &SecretString::from("old-Secret-1"));
+        let ring = MasterKey { keys: new.keys.into_iter().chain(old.keys).collect() };
+        assert_eq!(ring.open(id, 1, &under_old).unwrap().expose_secret(), "old-Secret-1");
+        let under_new = ring.seal(id, 2, &SecretString::from("new-Secret-2"));
+        assert_eq!(under_new.key_id, ring.key_ids()[0]);
+        let only_old = MasterKey::from_base64(&b64(1)).unwrap();
+        assert!(matches!(only_old.open(id, 2, &under_new), Err(Error::WrongKey { version: 2, .. })));
     }
 
     #[test]

@@ -109,6 +109,18 @@ fn runtime_role() {
 /// `[inventory] allowed_dir` names (the admin key lives there too).
 pub const FILES_DIR: &str = "/var/lib/rotor-testbed";
 
+/// A bearer token with 128 random bits and a readable prefix.
+pub fn strong_token(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Writes a file only its owner may read, as rotor demands of token and key files.
+pub fn write_private(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
 /// A short random id; keeps names unique across tests and runs.
 pub fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
@@ -265,10 +277,10 @@ impl TestApp {
         let db_name = format!("rotor_it_{id}");
         runtime_role();
         psql("test", &format!("CREATE DATABASE {db_name}"));
-        let token = format!("admin-{}", unique());
-        let view_token = format!("view-{}", unique());
-        std::fs::write(dir.join("admin.token"), &token).unwrap();
-        std::fs::write(dir.join("view.token"), &view_token).unwrap();
+        let token = strong_token("admin");
+        let view_token = strong_token("view");
+        write_private(&dir.join("admin.token"), &token);
+        write_private(&dir.join("view.token"), &view_token);
         let (exchange, queue, dead_queue) = (format!("rotor-{id}"), format!("rotor.requests-{id}"), format!("rotor.requests.dead-{id}"));
         let config = dir.join("rotor.toml");
         let (pg_url, amqp_url, http_tls, ca_lines) = match &opts.tls {
@@ -378,6 +390,10 @@ allowed_dir = "{FILES_DIR}"
     }
 
     pub async fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        assert!(
+            cfg!(feature = "failpoints") || !env.iter().any(|(k, _)| *k == "ROTOR_FAILPOINT"),
+            "this test injects crashes: run it with --features failpoints (scripts/test.sh does)"
+        );
         // The daemon says where it serves through systemd's notify protocol: READY=1 with
         // STATUS=serving HTTP[S] on ADDR[, ops on ADDR], the addresses it bound.
         let notify_path = self.dir.join(format!("notify-{}.sock", unique()));
@@ -554,7 +570,7 @@ allowed_dir = "{FILES_DIR}"
         let mut text = String::new();
         for a in accounts {
             let pw_file = self.dir.join(format!("{}.pw", a.username));
-            std::fs::write(&pw_file, format!("{}\n", a.password)).unwrap();
+            write_private(&pw_file, &format!("{}\n", a.password));
             text.push_str(&format!(
                 "\n[[resource.account]]\nusername = \"{}\"\naccount_type = \"SERVICE\"\npassword_file = \"{}\"\n{extra}",
                 a.username,

@@ -13,3 +13,4 @@ mod rotate;
 mod scheduler;
 mod tls;
 mod trust;
+mod vault;

@@ -27,10 +27,10 @@ async fn spawn_with(opts: Options, prefix: &str) -> (TestApp, Account, String) {
 /// A bearer token and the `[[http.token]]` table that grants it (`scopes`, `resources`
 /// as TOML arrays); the token's file is written first, as rotor reads it at start.
 fn token_table(name: &str, scopes: &str, resources: &str) -> (String, String) {
-    let token = format!("{name}-{}{}", unique(), unique());
+    let token = strong_token(name);
     let file = std::path::Path::new(FILES_DIR).join("it").join(format!("{name}-{}.token", unique()));
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(&file, &token).unwrap();
+    write_private(&file, &token);
     let table = format!("[[http.token]]\nname = \"{name}\"\ntoken_file = \"{}\"\nscopes = {scopes}\nresources = {resources}\n", file.display());
     (token, table)
 }

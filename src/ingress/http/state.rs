@@ -45,7 +45,12 @@ pub fn load_tokens(settings: &HttpSettings) -> Result<Vec<Token>, crate::config:
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let secret = crate::config::secret(&format!("http.token[{i}].token"), &t.token, &t.token_file)?;
+            let key = format!("http.token[{i}].token");
+            if let Some(file) = &t.token_file {
+                crate::config::check_private_file(&format!("{key}_file"), file)?;
+            }
+            let secret = crate::config::secret(&key, &t.token, &t.token_file)?;
+            crate::config::check_token_strength(&key, secret.expose_secret())?;
             let grant = Grant { scopes: t.scopes.clone(), resources: t.resources.clone() };
             Ok(Token { name: t.name.clone(), digest: Sha256::digest(secret.expose_secret().as_bytes()).into(), grant })
         })
