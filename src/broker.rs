@@ -80,7 +80,15 @@ impl Link {
     }
 }
 
-/// Declares everything rotor uses; idempotent.
+/// Where the broker's own dead letters from the intake queue go: only rotor reads it.
+pub fn quarantine_queue(s: &AmqpSettings) -> String {
+    format!("{}.quarantine", s.queue)
+}
+
+/// Declares everything rotor uses; idempotent. The intake queue dead-letters (by its own
+/// argument, which no policy overrides) to `dead_letter_exchange`, bound to the
+/// quarantine queue only; rotor writes the dead-letter queue itself, redacted. An older
+/// topology's binding of the dead-letter queue to that exchange is removed.
 pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> Result<(), lapin::Error> {
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
     ch.exchange_declare(&s.exchange, ExchangeKind::Direct, durable, FieldTable::default()).await?;
@@ -88,8 +96,14 @@ pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> Result<(), lapi
     ch.exchange_declare(&s.events_exchange, ExchangeKind::Topic, durable, FieldTable::default()).await?;
     let qopts = QueueDeclareOptions { durable: true, ..Default::default() };
     ch.queue_declare(&s.dead_letter_queue, qopts, FieldTable::default()).await?;
-    ch.queue_bind(&s.dead_letter_queue, &s.dead_letter_exchange, "", QueueBindOptions::default(), FieldTable::default())
-        .await?;
+    ch.queue_unbind(&s.dead_letter_queue, &s.dead_letter_exchange, "", FieldTable::default()).await?;
+    // The quarantine dead-letters back to its own exchange: a cycle the broker breaks by
+    // dropping the message, so even a policy on it never moves an original elsewhere.
+    let quarantine = quarantine_queue(s);
+    let mut back = FieldTable::default();
+    back.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(s.dead_letter_exchange.as_str().into()));
+    ch.queue_declare(&quarantine, qopts, back).await?;
+    ch.queue_bind(&quarantine, &s.dead_letter_exchange, "", QueueBindOptions::default(), FieldTable::default()).await?;
     let mut args = FieldTable::default();
     args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(s.dead_letter_exchange.as_str().into()));
     ch.queue_declare(&s.queue, qopts, args).await?;

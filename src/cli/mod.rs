@@ -152,9 +152,12 @@ fn config_check(settings: &Settings, file: Option<&std::path::Path>) -> anyhow::
     settings.database.connect_options()?;
     crate::broker::Link::from_settings(&settings.amqp)?;
     crate::ingress::http::load_tokens(&settings.http)?;
-    crate::vault::MasterKey::load(&settings.vault)?;
+    let keyring = crate::vault::MasterKey::load(&settings.vault)?;
+    println!("master keys: {} (the first seals)", keyring.key_ids().join(", "));
     let policies = settings.policies()?;
     let where_ = file.map(|f| f.display().to_string()).unwrap_or_else(|| "defaults and environment".into());
     println!("configuration OK ({where_}): {} policies, {} HTTP tokens", policies.len(), settings.http.token.len());
+    let dumps = if crate::hygiene::is_dumpable() { "ON: this process could be dumped" } else { "off (not dumpable, core limit 0)" };
+    println!("core dumps: {dumps}");
     Ok(ExitCode::SUCCESS)
 }

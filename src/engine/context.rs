@@ -40,7 +40,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(pool: PgPool, key: Arc<MasterKey>, settings: &Settings, events: Events) -> Result<Self, crate::config::Error> {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = crate::hygiene::hostname();
         let instance = settings.worker.instance_id.clone().unwrap_or_else(|| format!("{}:{}", host.trim(), std::process::id()));
         let allowed_dir = std::fs::canonicalize(&settings.inventory.allowed_dir).unwrap_or_else(|_| settings.inventory.allowed_dir.clone());
         Ok(Engine {

@@ -13,13 +13,13 @@ use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::broker::{declare_topology, Link, KINDS, KIND_CREDENTIALS_UPDATE, KIND_PRIVX_PASSWORD, KIND_PRIVX_ROTATE, ERROR_HEADER};
+use super::deadletter::{settle_quarantined, settle_refusal};
+use crate::broker::{declare_topology, quarantine_queue, Link, KINDS, KIND_CREDENTIALS_UPDATE, KIND_PRIVX_PASSWORD, KIND_PRIVX_ROTATE};
 use crate::config::AmqpSettings;
 use crate::engine::{control, repo, view};
 use crate::ingress::submit::{Request, Submitter};
@@ -60,7 +60,7 @@ impl Intake {
     /// Whether `queue` is one rotor consumes or keeps (so a reply there would feed rotor).
     fn is_own_queue(&self, queue: &str) -> bool {
         let s = &self.settings;
-        queue == s.queue || queue == s.dead_letter_queue
+        queue == s.queue || queue == s.dead_letter_queue || queue == quarantine_queue(s)
     }
 }
 
@@ -103,12 +103,14 @@ async fn consume(intake: &Intake, shutdown: &CancellationToken, delays: &mut bac
     let publisher = conn.create_channel().await?;
     publisher.confirm_select(ConfirmSelectOptions::default()).await?;
     let mut consumer = ch.basic_consume(&s.queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut quarantined = ch.basic_consume(&quarantine_queue(s), "", BasicConsumeOptions::default(), FieldTable::default()).await?;
     tracing::info!(queue = %s.queue, "AMQP intake consuming");
     *delays = reconnect_delays();
     intake.connected.store(true, std::sync::atomic::Ordering::Relaxed);
     loop {
-        let delivery = tokio::select! {
-            d = consumer.next() => d,
+        let (delivery, from_quarantine) = tokio::select! {
+            d = consumer.next() => (d, false),
+            d = quarantined.next() => (d, true),
             _ = shutdown.cancelled() => {
                 let _ = conn.close(200, "rotor shutting down").await;
                 return Ok(());
@@ -118,7 +120,11 @@ async fn consume(intake: &Intake, shutdown: &CancellationToken, delays: &mut bac
             return Err(lapin::Error::InvalidConnectionState(lapin::ConnectionState::Closed));
         };
         let delivery = delivery?;
-        handle(intake, &publisher, delivery).await?;
+        if from_quarantine {
+            settle_quarantined(s, &publisher, &delivery).await?;
+        } else {
+            handle(intake, &publisher, delivery).await?;
+        }
     }
 }
 
@@ -178,7 +184,7 @@ async fn handle_in_span(
             // A redelivered refusal (its dead-letter copy was not confirmed last time).
             let refused = task.as_ref().filter(|t| !created.is_new && t.kind == control::REFUSED_TYPE).and_then(|t| t.errors.first());
             if let Some(error) = refused {
-                return settle_refusal(intake, publisher, d, &requester, error).await;
+                return settle_refusal(&intake.settings, publisher, d, &requester, error).await;
             }
             if let (Some(reply_to), Some(task)) = (d.properties.reply_to(), task) {
                 reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
@@ -202,7 +208,7 @@ async fn handle_in_span(
                     reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
                 }
             }
-            settle_refusal(intake, publisher, d, &requester, &error).await
+            settle_refusal(&intake.settings, publisher, d, &requester, &error).await
         }
         Err(Refusal::Unavailable(e)) => {
             // Our fault, not the message's: keep it for a later attempt.
@@ -238,97 +244,6 @@ async fn accept(intake: &Intake, kind: &str, d: &lapin::message::Delivery, origi
             "type",
             format!("unknown message kind `{other}`; use routing key or type {}", KINDS.join(", ")),
         ))),
-    }
-}
-
-/// Puts a copy of a refused message on the dead-letter exchange, then acks it; when the
-/// broker does not confirm the copy, requeues it instead (a nack without requeue would
-/// dead-letter the original body, password and all), and reconnects if the publishing
-/// channel is gone.
-async fn settle_refusal(
-    intake: &Intake,
-    publisher: &Channel,
-    d: &lapin::message::Delivery,
-    requester: &Requester,
-    error: &crate::vcf_error::VcfError,
-) -> Result<(), lapin::Error> {
-    let error_json = serde_json::to_string(error).expect("error serializes");
-    let mut headers = d.properties.headers().clone().unwrap_or_default();
-    headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error_json.into()));
-    headers.insert("x-rotor-producer".into(), AMQPValue::LongString(requester.name.as_str().into()));
-    let body = dead_letter_body(&d.data, intake.settings.max_message_bytes, &mut headers);
-    let published = publisher
-        .basic_publish(&intake.settings.dead_letter_exchange, d.routing_key.as_str(), BasicPublishOptions::default(), &body, copy_properties(&d.properties, headers))
-        .await;
-    let confirmed = match published {
-        Ok(confirm) => confirm.await.map(|c| c.is_ack()).unwrap_or(false),
-        Err(_) => false,
-    };
-    if confirmed {
-        return d.acker.ack(BasicAckOptions::default()).await;
-    }
-    tracing::warn!("cannot dead-letter the refused request now; requeueing");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
-    if publisher.status().connected() {
-        Ok(())
-    } else {
-        Err(lapin::Error::InvalidChannelState(publisher.status().state()))
-    }
-}
-
-/// The properties of a dead-letter copy: the original's, without its `user_id` (rotor
-/// publishes the copy as itself; the broker refuses another user's id), with `headers`.
-fn copy_properties(p: &BasicProperties, headers: FieldTable) -> BasicProperties {
-    let mut copy = BasicProperties::default().with_headers(headers);
-    if let Some(v) = p.content_type() {
-        copy = copy.with_content_type(v.clone());
-    }
-    if let Some(v) = p.content_encoding() {
-        copy = copy.with_content_encoding(v.clone());
-    }
-    if let Some(v) = p.delivery_mode() {
-        copy = copy.with_delivery_mode(*v);
-    }
-    if let Some(v) = p.correlation_id() {
-        copy = copy.with_correlation_id(v.clone());
-    }
-    if let Some(v) = p.message_id() {
-        copy = copy.with_message_id(v.clone());
-    }
-    if let Some(v) = p.timestamp() {
-        copy = copy.with_timestamp(*v);
-    }
-    if let Some(v) = p.kind() {
-        copy = copy.with_type(v.clone());
-    }
-    if let Some(v) = p.app_id() {
-        copy = copy.with_app_id(v.clone());
-    }
-    copy
-}
-
-/// The body of a refused request's dead-lettered copy, which must hold no password:
-/// JSON with every password replaced (`x-rotor-redacted` lists where), or, for a body
-/// that is not JSON or is over the size limit and so cannot be searched, nothing at all
-/// (`x-rotor-body-withheld` says why; its size and SHA-256 identify it).
-fn dead_letter_body(body: &[u8], max_bytes: usize, headers: &mut FieldTable) -> Vec<u8> {
-    let kept = if body.len() > max_bytes { None } else { requests::redact_secrets(body) };
-    match kept {
-        Some((redacted, paths)) => {
-            if !paths.is_empty() {
-                headers.insert("x-rotor-redacted".into(), AMQPValue::LongString(paths.join(",").into()));
-            }
-            redacted
-        }
-        None => {
-            let why = if body.len() > max_bytes { "over the size limit" } else { "not JSON, so it may hold a secret rotor cannot find" };
-            headers.insert("x-rotor-body-withheld".into(), AMQPValue::LongString(why.into()));
-            headers.insert("x-rotor-body-bytes".into(), AMQPValue::LongLongInt(body.len() as i64));
-            let digest = hex::encode(Sha256::digest(body));
-            headers.insert("x-rotor-body-sha256".into(), AMQPValue::LongString(digest.into()));
-            Vec::new()
-        }
     }
 }
 

@@ -27,6 +27,22 @@ async fn the_command_line_answers_as_the_spec_says() {
     // with its path; a wrong value too; a misspelt command is a usage error (exit 2).
     let ok = app.cli(&["config", "check"]);
     assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(ok.stdout.contains("core dumps: off"), "{}", ok.stdout);
+    // The daemon too: no core file can be written of it.
+    let pid = app.pid().expect("the daemon runs");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap().split_whitespace().collect::<Vec<_>>();
+    assert_eq!(&core[4..6], &["0", "0"], "{limits}");
+    // Files others may read or write, and weak tokens, are refused with the file named.
+    let token = app.dir.join("admin.token");
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    assert_one_line_error(&app.cli(&["config", "check"]), "anyone may read it");
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o660)).unwrap();
+    assert_one_line_error(&app.cli(&["config", "check"]), "group or others may write it");
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let weak = app.dir.join("weak.token");
+    write_private(&weak, "letmein-letmein");
+    assert_one_line_error(&app.cli_with_env(&["config", "check"], &[("ROTOR_HTTP__TOKEN", &format!("[{{name = \"w\", token_file = \"{}\", scopes = []}}]", weak.display()))]), "too weak");
     assert_one_line_error(&app.cli_with_env(&["config", "check"], &[("ROTOR_WORKER__CONCURENCY", "3")]), "worker.concurency");
     assert_one_line_error(&app.cli_with_env(&["config", "check"], &[("ROTOR_WORKER__PER_HOST", "0")]), "worker.per_host");
     let usage = app.cli(&["task", "shwo"]);

@@ -459,6 +459,11 @@ allowed_dir = "{FILES_DIR}"
         }
     }
 
+    /// The running daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Panics with the daemon's log when it exited or `deadline` passed.
     fn check_alive(&mut self, deadline: Instant) {
         if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -902,7 +907,7 @@ fn delete_amqp_names(id: &str) {
                 .with_reactor(tokio_reactor_trait::Tokio);
             let Ok(conn) = Connection::connect(AMQP_URL, props).await else { return };
             let Ok(ch) = conn.create_channel().await else { return };
-            for q in [format!("rotor.requests-{id}"), format!("rotor.requests.dead-{id}")] {
+            for q in [format!("rotor.requests-{id}"), format!("rotor.requests.dead-{id}"), format!("rotor.requests-{id}.quarantine")] {
                 let _ = ch.queue_delete(&q, Default::default()).await;
             }
             for x in [format!("rotor-{id}"), format!("rotor.dlx-{id}"), format!("rotor.events-{id}")] {

@@ -1,0 +1,134 @@
+//! Dead letters. Every copy on the dead-letter queue is rotor's own: the refused
+//! request with its passwords removed and `x-rotor-error` saying why. The broker never
+//! puts an original there: the intake queue's own dead-letter exchange (which a policy
+//! cannot override) leads to a quarantine queue that only rotor reads, and rotor
+//! passes what arrives there on, redacted, with the broker's reason.
+
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use sha2::{Digest, Sha256};
+
+use crate::access::Requester;
+use crate::broker::ERROR_HEADER;
+use crate::config::AmqpSettings;
+use crate::requests;
+use crate::vcf_error::VcfError;
+
+/// Puts a copy of a refused message on the dead-letter exchange, then acks it; when the
+/// broker does not confirm the copy, requeues it instead (a nack without requeue would
+/// dead-letter the original body, password and all), and reconnects if the publishing
+/// channel is gone.
+pub async fn settle_refusal(
+    settings: &AmqpSettings,
+    publisher: &Channel,
+    d: &lapin::message::Delivery,
+    requester: &Requester,
+    error: &VcfError,
+) -> Result<(), lapin::Error> {
+    let error_json = serde_json::to_string(error).expect("error serializes");
+    let mut headers = d.properties.headers().clone().unwrap_or_default();
+    headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error_json.into()));
+    headers.insert("x-rotor-producer".into(), AMQPValue::LongString(requester.name.as_str().into()));
+    let body = dead_letter_body(&d.data, settings.max_message_bytes, &mut headers);
+    let published = publisher
+        .basic_publish("", &settings.dead_letter_queue, BasicPublishOptions::default(), &body, copy_properties(&d.properties, headers))
+        .await;
+    let confirmed = match published {
+        Ok(confirm) => confirm.await.map(|c| c.is_ack()).unwrap_or(false),
+        Err(_) => false,
+    };
+    if confirmed {
+        return d.acker.ack(BasicAckOptions::default()).await;
+    }
+    tracing::warn!("cannot dead-letter the refused request now; requeueing");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+    if publisher.status().connected() {
+        Ok(())
+    } else {
+        Err(lapin::Error::InvalidChannelState(publisher.status().state()))
+    }
+}
+
+/// The properties of a dead-letter copy: the original's, without its `user_id` (rotor
+/// publishes the copy as itself; the broker refuses another user's id), with `headers`.
+fn copy_properties(p: &BasicProperties, headers: FieldTable) -> BasicProperties {
+    let mut copy = BasicProperties::default().with_headers(headers);
+    if let Some(v) = p.content_type() {
+        copy = copy.with_content_type(v.clone());
+    }
+    if let Some(v) = p.content_encoding() {
+        copy = copy.with_content_encoding(v.clone());
+    }
+    if let Some(v) = p.delivery_mode() {
+        copy = copy.with_delivery_mode(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        copy = copy.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        copy = copy.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        copy = copy.with_timestamp(*v);
+    }
+    if let Some(v) = p.kind() {
+        copy = copy.with_type(v.clone());
+    }
+    if let Some(v) = p.app_id() {
+        copy = copy.with_app_id(v.clone());
+    }
+    copy
+}
+
+/// The body of a refused request's dead-lettered copy, which must hold no password:
+/// JSON with every password replaced (`x-rotor-redacted` lists where), or, for a body
+/// that is not JSON or is over the size limit and so cannot be searched, nothing at all
+/// (`x-rotor-body-withheld` says why; its size and SHA-256 identify it).
+fn dead_letter_body(body: &[u8], max_bytes: usize, headers: &mut FieldTable) -> Vec<u8> {
+    let kept = if body.len() > max_bytes { None } else { requests::redact_secrets(body) };
+    match kept {
+        Some((redacted, paths)) => {
+            if !paths.is_empty() {
+                headers.insert("x-rotor-redacted".into(), AMQPValue::LongString(paths.join(",").into()));
+            }
+            redacted
+        }
+        None => {
+            let why = if body.len() > max_bytes { "over the size limit" } else { "not JSON, so it may hold a secret rotor cannot find" };
+            headers.insert("x-rotor-body-withheld".into(), AMQPValue::LongString(why.into()));
+            headers.insert("x-rotor-body-bytes".into(), AMQPValue::LongLongInt(body.len() as i64));
+            let digest = hex::encode(Sha256::digest(body));
+            headers.insert("x-rotor-body-sha256".into(), AMQPValue::LongString(digest.into()));
+            Vec::new()
+        }
+    }
+}
+
+/// What the broker dead-lettered from the intake queue (a TTL, a length limit, a
+/// delivery limit set by a policy): passed on to the dead-letter queue like a refusal,
+/// the reason taken from `x-death`. rotor did not take the request.
+pub async fn settle_quarantined(settings: &AmqpSettings, publisher: &Channel, d: &lapin::message::Delivery) -> Result<(), lapin::Error> {
+    let reason = death_reason(d.properties.headers().as_ref()).unwrap_or_else(|| "unknown".into());
+    tracing::warn!(target: "rotor::security", reason = %reason, "the broker dead-lettered a request before rotor took it; passing it on redacted");
+    let error = VcfError::new(
+        "BROKER_DEAD_LETTERED",
+        format!("the broker dead-lettered this request ({reason}) before rotor could take it; it was not processed"),
+    );
+    let who = d.properties.user_id().as_ref().map(|u| u.as_str()).unwrap_or("(no user_id)");
+    settle_refusal(settings, publisher, d, &Requester::new(crate::access::RequesterKind::Producer, who), &error).await
+}
+
+/// `reason` of the newest `x-death` entry (expired, maxlen, delivery_limit, rejected).
+fn death_reason(headers: Option<&FieldTable>) -> Option<String> {
+    let AMQPValue::FieldArray(deaths) = headers?.inner().get("x-death")? else { return None };
+    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else { return None };
+    match first.inner().get("reason")? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
