@@ -6,6 +6,8 @@ mod redact;
 mod rejection;
 mod resolve;
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 pub use parse::{parse_json, parse_spec, AutoRotatePolicy, CredentialSpec, CredentialsUpdateSpec, Element, OperationType, PrivxPassword, PrivxRotate};

@@ -57,7 +57,14 @@ pub fn parse_spec(body: &[u8]) -> Result<CredentialsUpdateSpec, Rejection> {
 fn json_rejection(e: serde_path_to_error::Error<serde_json::Error>) -> Rejection {
     let path = e.path().to_string();
     let inner = e.into_inner();
-    let field = if path == "." || path == "?" { "body".to_string() } else { path };
+    let field = match path.as_str() {
+        "." | "?" | "" => "body".to_string(),
+        // An empty key in a nested object.
+        p if p.ends_with('.') => format!("{p}\"\""),
+        _ => path,
+    };
+    // A key of 70,000 characters must not make a refusal of that size.
+    let field = if field.chars().count() > 200 { field.chars().take(200).collect::<String>() + "..." } else { field };
     if inner.is_syntax() || inner.is_eof() {
         return Rejection::new(RejectCode::InvalidRequest, field, format!("is not valid JSON ({inner})"));
     }
@@ -74,13 +81,20 @@ fn json_rejection(e: serde_path_to_error::Error<serde_json::Error>) -> Rejection
     } else {
         RejectCode::InvalidRequest
     };
-    Rejection::new(code, field, without_value(&m))
+    let m = without_value(&m);
+    let m = if m.chars().count() > 300 { m.chars().take(300).collect::<String>() + "..." } else { m };
+    Rejection::new(code, field, m)
 }
 
 /// serde names the offending value (`invalid type: integer `12345678`, expected a
 /// string`); that value may be a password sent with the wrong type, and the message goes
 /// into Task errors, logs and `x-rotor-error`. Keep its kind, drop the value itself.
 fn without_value(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        if let Some((_, expected)) = rest.split_once("`, ") {
+            return format!("unknown variant, {expected}");
+        }
+    }
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = message.strip_prefix(prefix) {
             if let Some((unexpected, expected)) = rest.rsplit_once(", expected ") {

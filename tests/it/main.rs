@@ -3,8 +3,10 @@
 
 mod application;
 mod cli;
+mod fuzz;
 mod helpers;
 mod intake;
+mod leaks;
 mod operations;
 mod platforms;
 mod proofs;
