@@ -87,8 +87,9 @@ pub fn quarantine_queue(s: &AmqpSettings) -> String {
 
 /// Declares everything rotor uses; idempotent. The intake queue dead-letters (by its own
 /// argument, which no policy overrides) to `dead_letter_exchange`, bound to the
-/// quarantine queue only; rotor writes the dead-letter queue itself, redacted. An older
-/// topology's binding of the dead-letter queue to that exchange is removed.
+/// quarantine queue only, which rotor consumes as a second intake; rotor writes the
+/// dead-letter queue itself, redacted. An older topology's binding of the dead-letter
+/// queue to that exchange is removed.
 pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> Result<(), lapin::Error> {
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
     ch.exchange_declare(&s.exchange, ExchangeKind::Direct, durable, FieldTable::default()).await?;

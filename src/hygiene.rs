@@ -25,8 +25,10 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// Whether the process is marked dumpable (for the tests and `rotor config check`).
-pub fn is_dumpable() -> bool {
-    // SAFETY: PR_GET_DUMPABLE takes no pointer.
-    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 }
+/// Whether a core file of this process could be written: it is dumpable, or its core
+/// size limit is not 0 (for `rotor config check`).
+pub fn can_dump_core() -> bool {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: PR_GET_DUMPABLE takes no pointer; getrlimit writes into `limit` only.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 || (libc::getrlimit(libc::RLIMIT_CORE, &mut limit) == 0 && limit.rlim_cur != 0) }
 }

@@ -157,7 +157,7 @@ fn config_check(settings: &Settings, file: Option<&std::path::Path>) -> anyhow::
     let policies = settings.policies()?;
     let where_ = file.map(|f| f.display().to_string()).unwrap_or_else(|| "defaults and environment".into());
     println!("configuration OK ({where_}): {} policies, {} HTTP tokens", policies.len(), settings.http.token.len());
-    let dumps = if crate::hygiene::is_dumpable() { "ON: this process could be dumped" } else { "off (not dumpable, core limit 0)" };
+    let dumps = if crate::hygiene::can_dump_core() { "ON: this process could be dumped" } else { "off (not dumpable, core limit 0)" };
     println!("core dumps: {dumps}");
     Ok(ExitCode::SUCCESS)
 }

@@ -30,26 +30,37 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                 println!("  {} versions, {} supplied passwords so far", so_far.versions, so_far.supplied);
             })
             .await?;
+            if !done.unopenable.is_empty() {
+                for line in &done.unopenable {
+                    eprintln!("rotor: not re-encrypted: {line}");
+                }
+                println!("{} versions and {} supplied passwords re-encrypted; some left (above)", done.versions, done.supplied);
+                return Ok(ExitCode::from(1));
+            }
             println!("done: {} versions and {} supplied passwords re-encrypted; none left under other keys", done.versions, done.supplied);
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
             let ids = key.key_ids();
+            let sealing = crate::vault::sealing::current(&mut *pool.acquire().await?).await?;
             let rows: Vec<Vec<String>> = rekey::status(&pool)
                 .await?
                 .into_iter()
                 .map(|(id, versions, supplied)| {
-                    let role = match ids.iter().position(|k| *k == id) {
-                        Some(0) => "seals",
-                        Some(_) => "loaded",
-                        None => "NOT LOADED",
+                    let role = match (sealing.as_deref() == Some(id.as_str()), ids.contains(&id.as_str())) {
+                        (true, _) => "seals",
+                        (false, true) => "loaded",
+                        (false, false) => "NOT LOADED",
                     };
                     vec![id, versions.to_string(), supplied.to_string(), role.to_string()]
                 })
                 .collect();
             print_table(&["KEY ID", "VERSIONS", "SUPPLIED", "KEYRING"], &rows);
-            for (i, id) in ids.iter().enumerate().skip(1) {
-                if !rows.iter().any(|r| r[0] == *id) {
+            if let Some(s) = &sealing {
+                println!("sealing key (for every process): {s}");
+            }
+            for (i, id) in ids.iter().enumerate() {
+                if sealing.as_deref() != Some(*id) && !rows.iter().any(|r| r[0] == *id) {
                     println!("key {id} (master_key_files[{i}]) holds nothing: its file may go");
                 }
             }

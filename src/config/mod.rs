@@ -265,9 +265,21 @@ pub fn check_private_file(key: &str, path: &Path) -> Result<(), Error> {
 /// Refuses a bearer token with less than 128 bits of entropy, judged by its length over
 /// the alphabet it is drawn from (hex: 4 bits a character, anything else 6 at most).
 pub fn check_token_strength(key: &str, token: &str) -> Result<(), Error> {
-    let per_char = if token.chars().all(|c| c.is_ascii_hexdigit()) { 4 } else { 6 };
+    // Bits a character from the classes the token uses: hex 4, lower case alone 4.7,
+    // letters and digits 5.95, with symbols about 6.5.
+    let has = |f: fn(&char) -> bool| token.chars().any(|c| f(&c));
+    let alphabet: f64 = if token.chars().all(|c| c.is_ascii_hexdigit()) {
+        16.0
+    } else {
+        [(has(char::is_ascii_lowercase), 26.0), (has(char::is_ascii_uppercase), 26.0), (has(char::is_ascii_digit), 10.0), (has(|c| !c.is_ascii_alphanumeric()), 32.0)]
+            .iter()
+            .filter(|(present, _)| *present)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let bits = token.chars().count() as f64 * alphabet.log2();
     let distinct = token.chars().collect::<std::collections::HashSet<_>>().len();
-    if token.chars().count() * per_char < 128 || distinct < 8 {
+    if bits < 128.0 || distinct < 8 {
         return Err(Error::invalid(key, "the token is too weak: use at least 128 random bits (32 hex or 22 base64 characters), e.g. `head -c 32 /dev/urandom | base64`"));
     }
     Ok(())
@@ -276,6 +288,7 @@ pub fn check_token_strength(key: &str, token: &str) -> Result<(), Error> {
 pub fn secret(key: &str, inline: &Option<SecretString>, file: &Option<PathBuf>) -> Result<SecretString, Error> {
     match (inline, file) {
         (_, Some(path)) => {
+            check_private_file(&format!("{key}_file"), path)?;
             let unreadable = |e: &dyn std::fmt::Display| Error::invalid(format!("{key}_file"), format!("cannot read {}: {e}", path.display()));
             let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| unreadable(&e))?);
             let text = std::str::from_utf8(&bytes).map_err(|e| unreadable(&e))?;

@@ -99,11 +99,18 @@ fn secrets_come_from_files_relative_to_the_config() {
     Jail::expect_with(|jail| {
         // the config in a folder of its own: the jail's folder is the working directory
         let dir = jail.create_dir("etc")?;
+        use std::os::unix::fs::PermissionsExt;
+        let private = |p: &std::path::Path| std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
         jail.create_file(dir.join("db.url"), "postgres://x@y/z\n")?;
         jail.create_file(dir.join("rotor.toml"), "[database]\nurl_file = \"db.url\"\n")?;
         let s = load(Some(&jail.directory().join("etc/rotor.toml"))).unwrap();
+        // A secret file anyone may read is refused, naming the file and its mode.
+        let err = s.database.url().unwrap_err().to_string();
+        assert!(err.contains("database.url_file") && err.contains("mode 0644"), "{err}");
+        private(&dir.join("db.url"));
         assert_eq!(s.database.url().unwrap().expose_secret(), "postgres://x@y/z");
         jail.create_file(dir.join("empty"), "\n")?;
+        private(&dir.join("empty"));
         let err = secret("amqp.url", &None, &Some(dir.join("empty"))).unwrap_err().to_string();
         assert!(err.contains("amqp.url_file") && err.contains("is empty"), "{err}");
         Ok(())
@@ -166,4 +173,14 @@ fn producers_and_tokens_take_scopes_and_resource_globs() {
     assert!(matches!(&err, Error::Invalid { key, .. } if key == "amqp.producer[1].user"), "{err}");
     let err = load_with(Some("[[amqp.producer]]\nuser = \"vcf\"\nscopes = []\nresources = [\"\"]\n"), &[]).unwrap_err();
     assert!(matches!(&err, Error::Invalid { key, .. } if key.starts_with("amqp.producer[0].resources")), "{err}");
+}
+
+#[test]
+fn tokens_need_128_random_bits() {
+    for weak in ["letmein-letmein", "abcdefghijklmnopqrstuv", "0123456789abcdef0123456789abcde", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
+        assert!(check_token_strength("t", weak).is_err(), "{weak}");
+    }
+    for strong in ["0123456789abcdef0123456789abcdef", "q8Zr4Kx2Pf9Tw1Lm6Nb3Vc", "admin-3f2b8c9d0e1f4a5b6c7d8e9f0a1b2c3d"] {
+        assert!(check_token_strength("t", strong).is_ok(), "{strong}");
+    }
 }

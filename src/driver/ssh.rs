@@ -166,14 +166,16 @@ pub struct Output {
 pub fn exec_with_stdin(host: &Host, session: &Session, command: &str, stdin: &[u8]) -> Result<Output, Error> {
     let e = |e: ssh2::Error| protocol(host, e);
     let mut channel = session.channel_session().map_err(e)?;
+    // stderr into the one stream rotor reads, so libssh2 never queues one stream
+    // (unbounded) while rotor waits on the other.
+    channel.handle_extended_data(ssh2::ExtendedData::Merge).map_err(e)?;
     channel.exec(command).map_err(e)?;
     channel.write_all(stdin).map_err(|io| Error::Protocol { address: endpoint(host), message: io.to_string() })?;
     channel.send_eof().map_err(e)?;
     // Each read waits at most io_timeout (the session's); the whole output, twice that.
     let deadline = std::time::Instant::now() + host.io_timeout * 2;
-    read_bounded(host, &mut channel, deadline, "stdout")?;
-    let stderr = read_bounded(host, &mut channel.stderr(), deadline, "stderr")?;
-    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    let said = read_bounded(host, &mut channel, deadline, "output")?;
+    let stderr = String::from_utf8_lossy(&said).into_owned();
     channel.wait_close().map_err(e)?;
     let status = channel.exit_status().map_err(e)?;
     Ok(Output { status, stderr })

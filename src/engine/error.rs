@@ -35,7 +35,7 @@ impl From<crate::vault::Error> for Error {
 impl Error {
     /// Trying again later can help: the database or the lease, not a key problem.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Db(_) | Error::LostLease(_))
+        matches!(self, Error::Db(_) | Error::LostLease(_) | Error::Vault(crate::vault::Error::SealingKeyNotLoaded(_)))
     }
 }
 
@@ -84,6 +84,10 @@ impl StageError {
 impl From<Error> for StageError {
     fn from(e: Error) -> Self {
         match e {
+            // Nothing was written: the rotation waits for a restart with the new keyring.
+            Error::Vault(e @ crate::vault::Error::SealingKeyNotLoaded(_)) => {
+                StageError { error: VcfError::new("VAULT_KEY_NOT_LOADED", e.to_string()), transient: true, unresolved: false }
+            }
             Error::Vault(e) => StageError::permanent("VAULT_ERROR", e.to_string()).unresolved(),
             other => StageError { error: VcfError::new("INTERNAL_ERROR", other.to_string()), transient: true, unresolved: false },
         }

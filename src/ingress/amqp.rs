@@ -18,7 +18,7 @@ use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::deadletter::{settle_quarantined, settle_refusal};
+use super::deadletter::{log_quarantined, settle_refusal};
 use crate::broker::{declare_topology, quarantine_queue, Link, KINDS, KIND_CREDENTIALS_UPDATE, KIND_PRIVX_PASSWORD, KIND_PRIVX_ROTATE};
 use crate::config::AmqpSettings;
 use crate::engine::{control, repo, view};
@@ -121,10 +121,13 @@ async fn consume(intake: &Intake, shutdown: &CancellationToken, delays: &mut bac
         };
         let delivery = delivery?;
         if from_quarantine {
-            settle_quarantined(s, &publisher, &delivery).await?;
-        } else {
-            handle(intake, &publisher, delivery).await?;
+            // The broker dead-lettered it (a TTL, a length limit, a delivery limit after
+            // rotor requeued it while it could not record it). Only rotor reads the
+            // quarantine, so it is taken as any request: a password it carries is never
+            // thrown away, and a refusal is dead-lettered redacted as usual.
+            log_quarantined(&delivery);
         }
+        handle(intake, &publisher, delivery).await?;
     }
 }
 

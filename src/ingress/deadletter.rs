@@ -1,8 +1,8 @@
 //! Dead letters. Every copy on the dead-letter queue is rotor's own: the refused
-//! request with its passwords removed and `x-rotor-error` saying why. The broker never
-//! puts an original there: the intake queue's own dead-letter exchange (which a policy
-//! cannot override) leads to a quarantine queue that only rotor reads, and rotor
-//! passes what arrives there on, redacted, with the broker's reason.
+//! request with its passwords removed and `x-rotor-error` saying why, and none of the
+//! producer's headers (one could hold a secret). The broker never puts an original there:
+//! the intake queue's own dead-letter exchange (which a policy cannot override) leads
+//! to a quarantine queue that only rotor reads, as a second intake.
 
 use std::time::Duration;
 
@@ -29,15 +29,17 @@ pub async fn settle_refusal(
     error: &VcfError,
 ) -> Result<(), lapin::Error> {
     let error_json = serde_json::to_string(error).expect("error serializes");
-    let mut headers = d.properties.headers().clone().unwrap_or_default();
+    let mut headers = FieldTable::default();
     headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error_json.into()));
     headers.insert("x-rotor-producer".into(), AMQPValue::LongString(requester.name.as_str().into()));
     let body = dead_letter_body(&d.data, settings.max_message_bytes, &mut headers);
+    // Mandatory: if the dead-letter queue is gone, the broker returns the copy instead
+    // of dropping it, and the request is kept (requeued) rather than acked.
     let published = publisher
-        .basic_publish("", &settings.dead_letter_queue, BasicPublishOptions::default(), &body, copy_properties(&d.properties, headers))
+        .basic_publish("", &settings.dead_letter_queue, BasicPublishOptions { mandatory: true, ..Default::default() }, &body, copy_properties(&d.properties, headers))
         .await;
     let confirmed = match published {
-        Ok(confirm) => confirm.await.map(|c| c.is_ack()).unwrap_or(false),
+        Ok(confirm) => matches!(confirm.await, Ok(lapin::publisher_confirm::Confirmation::Ack(None))),
         Err(_) => false,
     };
     if confirmed {
@@ -108,27 +110,21 @@ fn dead_letter_body(body: &[u8], max_bytes: usize, headers: &mut FieldTable) -> 
     }
 }
 
-/// What the broker dead-lettered from the intake queue (a TTL, a length limit, a
-/// delivery limit set by a policy): passed on to the dead-letter queue like a refusal,
-/// the reason taken from `x-death`. rotor did not take the request.
-pub async fn settle_quarantined(settings: &AmqpSettings, publisher: &Channel, d: &lapin::message::Delivery) -> Result<(), lapin::Error> {
+/// Says why the broker dead-lettered a request that rotor now takes from the quarantine.
+pub fn log_quarantined(d: &lapin::message::Delivery) {
     let reason = death_reason(d.properties.headers().as_ref()).unwrap_or_else(|| "unknown".into());
-    tracing::warn!(target: "rotor::security", reason = %reason, "the broker dead-lettered a request before rotor took it; passing it on redacted");
-    let error = VcfError::new(
-        "BROKER_DEAD_LETTERED",
-        format!("the broker dead-lettered this request ({reason}) before rotor could take it; it was not processed"),
-    );
-    let who = d.properties.user_id().as_ref().map(|u| u.as_str()).unwrap_or("(no user_id)");
-    settle_refusal(settings, publisher, d, &Requester::new(crate::access::RequesterKind::Producer, who), &error).await
+    tracing::warn!(reason = %reason, "the broker dead-lettered a request before rotor took it; taking it from the quarantine");
 }
 
-/// `reason` of the newest `x-death` entry (expired, maxlen, delivery_limit, rejected).
+/// `reason` of the newest `x-death` entry (expired, maxlen, delivery_limit, rejected),
+/// at most 40 characters (a producer could forge the header).
 fn death_reason(headers: Option<&FieldTable>) -> Option<String> {
     let AMQPValue::FieldArray(deaths) = headers?.inner().get("x-death")? else { return None };
     let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else { return None };
-    match first.inner().get("reason")? {
-        AMQPValue::LongString(s) => Some(s.to_string()),
-        AMQPValue::ShortString(s) => Some(s.to_string()),
-        _ => None,
-    }
+    let reason = match first.inner().get("reason")? {
+        AMQPValue::LongString(s) => s.to_string(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        _ => return None,
+    };
+    Some(reason.chars().filter(|c| c.is_ascii_graphic()).take(40).collect())
 }

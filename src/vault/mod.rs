@@ -4,6 +4,7 @@
 //! `rekey` moves every row to the first key.
 
 pub mod rekey;
+pub mod sealing;
 pub mod versions;
 
 use std::io::Write;
@@ -32,6 +33,10 @@ pub enum Error {
     Decrypt(i32),
     #[error("no pending version to promote")]
     NoPending,
+    /// The database says another key seals now (a rekey ran); this process must be
+    /// restarted with it in `master_key_files`. Nothing was written.
+    #[error("key {0} seals new secrets now, and this process does not hold it: add it to vault.master_key_files and restart")]
+    SealingKeyNotLoaded(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -74,7 +79,7 @@ impl MasterKey {
     /// the one `master_key` or `master_key_file`.
     pub fn load(settings: &VaultSettings) -> Result<Self, Error> {
         if settings.master_key_files.is_empty() {
-            if let (Some(file), None) = (&settings.master_key_file, &settings.master_key) {
+            if let Some(file) = &settings.master_key_file {
                 crate::config::check_private_file("vault.master_key_file", file).map_err(|e| Error::Key(e.to_string()))?;
             }
             let text = crate::config::secret("vault.master_key", &settings.master_key, &settings.master_key_file)
@@ -135,18 +140,32 @@ impl MasterKey {
         Ok(Self::from_base64(&text)?.key_id().to_string())
     }
 
+    /// Whether `key_id` is in the ring.
+    pub fn holds(&self, key_id: &str) -> bool {
+        self.keys.iter().any(|(id, _)| id == key_id)
+    }
+
+    /// Seals under the ring's first key (the tests'; rotor seals through `seal_with`).
+    #[cfg(test)]
     pub fn seal(&self, credential_id: Uuid, version: i32, secret: &SecretString) -> Sealed {
-        self.seal_bound(&aad(credential_id, version), secret)
+        self.seal_bound(0, &aad(credential_id, version), secret)
     }
 
-    pub fn seal_for_subtask(&self, subtask_id: Uuid, secret: &SecretString) -> Sealed {
-        self.seal_bound(&subtask_aad(subtask_id), secret)
+    /// Seals under `key_id` (which must be in the ring: see `sealing::key_id`).
+    pub fn seal_with(&self, key_id: &str, credential_id: Uuid, version: i32, secret: &SecretString) -> Result<Sealed, Error> {
+        let i = self.keys.iter().position(|(id, _)| id == key_id).ok_or_else(|| Error::SealingKeyNotLoaded(key_id.to_string()))?;
+        Ok(self.seal_bound(i, &aad(credential_id, version), secret))
     }
 
-    fn seal_bound(&self, aad: &[u8], secret: &SecretString) -> Sealed {
+    pub fn seal_for_subtask_with(&self, key_id: &str, subtask_id: Uuid, secret: &SecretString) -> Result<Sealed, Error> {
+        let i = self.keys.iter().position(|(id, _)| id == key_id).ok_or_else(|| Error::SealingKeyNotLoaded(key_id.to_string()))?;
+        Ok(self.seal_bound(i, &subtask_aad(subtask_id), secret))
+    }
+
+    fn seal_bound(&self, key: usize, aad: &[u8], secret: &SecretString) -> Sealed {
         let mut nonce = [0u8; 12];
         OsRng.try_fill_bytes(&mut nonce).expect("the OS random source works");
-        let (key_id, cipher) = &self.keys[0];
+        let (key_id, cipher) = &self.keys[key];
         let ciphertext = cipher
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret.expose_secret().as_bytes(), aad })
             .expect("AES-GCM encryption of a short message cannot fail");

@@ -64,7 +64,8 @@ pub async fn insert(
     )
     .fetch_one(&mut *conn)
     .await?;
-    let sealed = key.seal(credential_id, version, password);
+    let sealing = super::sealing::key_id(conn, key).await?;
+    let sealed = key.seal_with(&sealing, credential_id, version, password)?;
     sqlx::query!(
         "INSERT INTO credential_versions (credential_id, version, state, origin, key_id, nonce, ciphertext, subtask_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -177,7 +178,8 @@ pub async fn restore_previous(conn: &mut PgConnection, credential_id: Uuid) -> R
 
 /// Stores a password supplied in a request, encrypted and bound to its subtask.
 pub async fn put_supplied(conn: &mut PgConnection, key: &MasterKey, subtask_id: Uuid, password: &SecretString) -> Result<(), Error> {
-    let sealed = key.seal_for_subtask(subtask_id, password);
+    let sealing = super::sealing::key_id(conn, key).await?;
+    let sealed = key.seal_for_subtask_with(&sealing, subtask_id, password)?;
     sqlx::query!(
         "INSERT INTO subtask_secrets (subtask_id, key_id, nonce, ciphertext) VALUES ($1, $2, $3, $4)",
         subtask_id,

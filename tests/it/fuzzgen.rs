@@ -34,6 +34,15 @@ impl Gen {
         }
     }
 
+    /// A password: half of them long and unmistakable, so a leak of one is found.
+    fn password(&mut self) -> String {
+        if self.rng.random_bool(0.5) {
+            format!("Pw{:016x}Mk{:016x}", self.rng.random::<u64>(), self.rng.random::<u64>())
+        } else {
+            self.text()
+        }
+    }
+
     fn username(&mut self) -> String {
         loop {
             let u = self.text();
@@ -67,7 +76,7 @@ impl Gen {
         let ops = ["ROTATE", "UPDATE", "REMEDIATE", "UPDATE_AUTO_ROTATE_POLICY"];
         match self.rng.random_range(0..10) {
             0 => ("privx.rotate", json!({"host_id": self.resource(), "account": self.username()})),
-            1 => ("privx.password", json!({"host_id": self.resource(), "account": self.username(), "password": self.text()})),
+            1 => ("privx.password", json!({"host_id": self.resource(), "account": self.username(), "password": self.password()})),
             _ => {
                 let op = ops[self.rng.random_range(0..ops.len())];
                 let elements: Vec<Value> = (0..self.rng.random_range(1..4))
@@ -76,7 +85,7 @@ impl Gen {
                             .map(|_| {
                                 let mut c = json!({"username": self.username()});
                                 if op == "UPDATE" || op == "REMEDIATE" {
-                                    c["password"] = json!(self.text());
+                                    c["password"] = json!(self.password());
                                 }
                                 c
                             })

@@ -49,7 +49,10 @@ async fn no_password_is_found_in_logs_dumps_processes_or_messages() {
 
     let mut app = TestApp::spawn().await;
     app.stop();
-    app.start_with_env(&[("RUST_LOG", "trace")]).await;
+    // The marker proves the sampler read the daemon's own environment.
+    let marker = format!("ROTOR_LEAK_MARKER={}", uuid::Uuid::new_v4().simple());
+    let (marker_key, marker_value) = marker.split_once('=').unwrap();
+    app.start_with_env(&[("RUST_LOG", "trace"), (marker_key, marker_value)]).await;
     let (_events_conn, mut events) = app.events("#").await;
     let mut replies: Vec<Value> = Vec::new();
     let mut supplied: Vec<String> = Vec::new();
@@ -103,9 +106,9 @@ async fn no_password_is_found_in_logs_dumps_processes_or_messages() {
     let config = std::fs::read_to_string(&app.config).unwrap().replace("master_key_file = \"master.key\"", "master_key_files = [\"master-2.key\", \"master.key\"]");
     std::fs::write(&app.config, config).unwrap();
     app.stop();
-    app.start_with_env(&[("RUST_LOG", "trace")]).await;
-    let out = app.cli(&["vault", "rekey"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    app.start_with_env(&[("RUST_LOG", "trace"), (marker_key, marker_value)]).await;
+    let rekey = app.cli(&["vault", "rekey"]);
+    assert_eq!(rekey.code, 0, "{}", rekey.stderr);
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
 
@@ -128,6 +131,7 @@ async fn no_password_is_found_in_logs_dumps_processes_or_messages() {
     haystacks.push(("pg_dump".into(), String::from_utf8_lossy(&dump.stdout).into_owned()));
     haystacks.push(("/proc/*/cmdline and environ".into(), seen.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")));
     haystacks.push(("replies".into(), serde_json::to_string(&replies).unwrap()));
+    haystacks.push(("the rekey's output".into(), format!("{}{}", rekey.stdout, rekey.stderr)));
     let mut published = Vec::new();
     while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(500), events.next()).await {
         published.push(String::from_utf8_lossy(&d.data).into_owned());
@@ -143,6 +147,7 @@ async fn no_password_is_found_in_logs_dumps_processes_or_messages() {
     assert_eq!(letters.len(), 2, "the two refused requests were dead-lettered");
     haystacks.push(("dead letters".into(), letters.join("\n")));
     assert!(haystacks[2].1.contains("rotor.toml run"), "the sampler saw the daemon's command line");
+    assert!(haystacks[2].1.contains(&marker), "the sampler read the daemon's environment");
     assert!(haystacks[1].1.contains("COPY public.credential_versions"), "the dump holds the vault's table");
     let trace_lines = app.logs().iter().filter(|l| l.contains("\"level\":\"TRACE\"")).count();
     assert!(trace_lines > 100, "the daemon logged at trace level: {trace_lines} lines");

@@ -73,12 +73,26 @@ async fn rekey_under_load_survives_a_kill_and_the_old_key_can_go() {
     assert!(now.contains("holds nothing: its file may go") && !now.lines().skip(1).any(|l| l.starts_with(&old_id)), "{now}");
     assert_eq!(psql_value(&app.db_name, "SELECT count(DISTINCT key_id) FROM credential_versions"), "1");
 
+    // A daemon still holding only the old key seals nothing now: its rotation fails
+    // transiently, before anything is written, and the target keeps its password.
+    let before = psql_value(&app.db_name, "SELECT count(*) FROM credential_versions");
+    set_keyring(&app, &["master.key"]);
+    app.stop();
+    app.start().await;
+    let stale = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&accounts[0].username])).await;
+    let failed = app.wait_task(stale["id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(failed["status"], "FAILED", "{failed:#}");
+    assert_eq!(failed["subTasks"][0]["errors"][0]["errorCode"], "VAULT_KEY_NOT_LOADED", "{failed:#}");
+    assert_eq!(failed["resolutionStatus"], "RESOLVED");
+    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM credential_versions"), before, "nothing sealed under the old key");
+
     // The old key file goes; every password, old versions too, still opens and logs in.
     set_keyring(&app, &["master-2.key"]);
     std::fs::remove_file(app.dir.join("master.key")).unwrap();
     app.stop();
     app.start().await;
     for a in &accounts {
+        // (the stale daemon's failed rotation left the target alone: the current one logs in)
         let current = app.reveal(&resource, &a.username);
         assert!(ssh_login(&a.username, &current), "{} logs in with what the vault holds", a.username);
         let out = app.cli(&["credential", "reveal", "--resource", &resource, "--username", &a.username, "--version", "1"]);

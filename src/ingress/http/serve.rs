@@ -32,6 +32,7 @@ impl Listeners {
     pub async fn bind(settings: &HttpSettings) -> anyhow::Result<Self> {
         let tls = match settings.tls() {
             Some((cert, key)) => {
+                crate::config::check_private_file("http.tls_key_file", key)?;
                 // One provider for the whole process: rustls is built with ring only.
                 let _ = rustls::crypto::ring::default_provider().install_default();
                 let config = RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {

@@ -46,9 +46,6 @@ pub fn load_tokens(settings: &HttpSettings) -> Result<Vec<Token>, crate::config:
         .enumerate()
         .map(|(i, t)| {
             let key = format!("http.token[{i}].token");
-            if let Some(file) = &t.token_file {
-                crate::config::check_private_file(&format!("{key}_file"), file)?;
-            }
             let secret = crate::config::secret(&key, &t.token, &t.token_file)?;
             crate::config::check_token_strength(&key, secret.expose_secret())?;
             let grant = Grant { scopes: t.scopes.clone(), resources: t.resources.clone() };
