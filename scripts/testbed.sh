@@ -51,8 +51,7 @@ POLICY_RC=/usr/sbin/policy-rc.d
 POLICY_RC_MARK='# rotor-testbed: temporary, blocks service starts during apt-get install'
 
 PROG=testbed.sh
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Local user names we accept: lowercase letter first, then [a-z0-9_-], at most 32 chars.
 NAME_RE='^[a-z][a-z0-9_-]{0,31}$'
@@ -69,17 +68,7 @@ validate_settings() {
     [[ $ADMIN != root ]] || die "ROTOR_TESTBED_ADMIN must not be root"
 }
 
-need_root() {
-    [[ $(id -u) == 0 ]] || die "'$1' needs root (it manages users, sudoers and sshd): run it with sudo"
-}
 
-# Serialise every mutating subcommand (tests create accounts in parallel; useradd and
-# chpasswd fail rather than wait when /etc/passwd or /etc/shadow is locked by another).
-take_lock() {
-    mkdir -p "$STATE_DIR"
-    exec 9>>"$LOCK_FILE"
-    flock -w 300 9 || die "another testbed.sh has held $LOCK_FILE for 300 s"
-}
 
 # Values recorded by the last `up` (port/admin), so env/status/down need no settings.
 load_recorded() {
@@ -159,9 +148,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-pkg_installed() {
-    [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]
-}
 
 install_packages() {
     local missing=() p
@@ -173,7 +159,6 @@ install_packages() {
         log "ok: packages openssh-server sudo sshpass faketime installed"
         return
     fi
-    log "installing ${missing[*]} (apt-get update first)"
     # openssh-server's postinst would start the distro sshd on port 22 (all addresses).
     # We do not want that one: a policy-rc.d that exits 101 ("action forbidden") stops
     # invoke-rc.d from starting any service during this install. Only created if none is
@@ -183,13 +168,7 @@ install_packages() {
         chmod 0755 "$POLICY_RC"
         CREATED_POLICY_RC=1
     fi
-    # stdin from /dev/null (CI has none; nothing may prompt); stdout to stderr (our stdout
-    # carries only the env lines); fd 9 (the lock) closed so no postinst child keeps it.
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get -q -o DPkg::Lock::Timeout=300 update </dev/null >&2 9>&-
-    apt-get -q -y -o DPkg::Lock::Timeout=300 \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        --no-install-recommends install "${missing[@]}" </dev/null >&2 9>&-
+    apt_install "${missing[@]}"
     cleanup
     CREATED_POLICY_RC=0
     for p in "${missing[@]}"; do
@@ -225,21 +204,6 @@ ensure_key() {
     chmod 0644 "$file.pub"
 }
 
-# write_if_changed FILE MODE: replaces FILE with stdin only if the content differs, so a
-# second `up` changes nothing. Returns 0 if it wrote, 1 if FILE was already right.
-write_if_changed() {
-    local file=$1 mode=$2 tmp
-    tmp=$(mktemp "$file.tmp.XXXXXX")
-    cat >"$tmp"
-    if [[ -f $file ]] && cmp -s "$tmp" "$file"; then
-        rm -f "$tmp"
-        chmod "$mode" "$file"
-        return 1
-    fi
-    chmod "$mode" "$tmp"
-    mv -f "$tmp" "$file"
-    return 0
-}
 
 ensure_admin() {
     local home shell status ak pub
@@ -485,7 +449,7 @@ env_lines() {
 
 cmd_up() {
     local pid inode config_changed=0
-    need_root up
+    need_root up "it manages users, sudoers and sshd"
     take_lock
     install_packages
     prepare_dirs
@@ -566,7 +530,7 @@ cmd_status() {
 }
 
 cmd_down() {
-    need_root down
+    need_root down "it manages users, sudoers and sshd"
     load_recorded
     take_lock
     stop_sshd || log "ok: sshd was not running"
@@ -585,7 +549,7 @@ cmd_account() {
     [[ -n $name ]] || die "usage: $PROG account NAME   (password: one line on stdin)"
     [[ $name =~ $NAME_RE ]] \
         || die "bad account name '$name': lowercase letter first, then a-z 0-9 _ -, at most 32 chars"
-    need_root account
+    need_root account "it manages users, sudoers and sshd"
     load_recorded
     protected_user "$name" && die "refusing to touch '$name' (root, a system account or the admin)"
     # One line from stdin; a last line without newline counts too. No echo on a terminal.
@@ -618,7 +582,7 @@ cmd_remove_accounts() {
     [[ -n $prefix ]] || die "usage: $PROG remove-accounts PREFIX   (PREFIX at least 4 characters)"
     ((${#prefix} >= 4)) || die "prefix '$prefix' is shorter than 4 characters: refusing"
     [[ $prefix =~ ^[a-z][a-z0-9_-]*$ ]] || die "prefix '$prefix' cannot start a valid user name"
-    need_root remove-accounts
+    need_root remove-accounts "it manages users, sudoers and sshd"
     load_recorded
     take_lock
     # Local accounts only (/etc/passwd), literal prefix match (the quotes make it literal).

@@ -72,8 +72,7 @@ BLOCK_BEGIN='# BEGIN rotor scripts/tls.sh (managed block, rewritten by "scripts/
 BLOCK_END='# END rotor scripts/tls.sh'
 
 PROG=tls.sh
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # fd 7: a copy of our stderr for the EXIT trap. A TERM/INT trap (and so the EXIT trap)
 # can run while a command's `>/dev/null 2>&1` is still in effect; cleanup() puts fd 2
@@ -93,16 +92,7 @@ validate_settings() {
         || die "ROTOR_TLS_AMQPS_PORT must not be $AMQP_PORT or $PG_PORT"
 }
 
-need_root() {
-    [[ $(id -u) == 0 ]] || die "'$1' needs root (it configures RabbitMQ and PostgreSQL): run it with sudo"
-}
 
-# Serialise `up` runs (two at once would race on rabbitmq.conf and the restart).
-take_lock() {
-    mkdir -p "$STATE_DIR"
-    exec 9>>"$LOCK_FILE"
-    flock -w 300 9 || die "another tls.sh has held $LOCK_FILE for 300 s"
-}
 
 # Values recorded by the last `up` (the port), so env/status need no settings.
 load_recorded() {
@@ -137,9 +127,6 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------------------
-pkg_installed() {
-    [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]
-}
 
 install_packages() {
     local missing=()
@@ -148,12 +135,7 @@ install_packages() {
     if ((${#missing[@]} == 0)); then
         log "ok: packages openssl and a psql installed"
     else
-        log "installing ${missing[*]} (apt-get update first)"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get -q -o DPkg::Lock::Timeout=300 update </dev/null >&2 9>&-
-        apt-get -q -y -o DPkg::Lock::Timeout=300 \
-            -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-            --no-install-recommends install "${missing[@]}" </dev/null >&2 9>&-
+        apt_install "${missing[@]}"
     fi
     command -v openssl >/dev/null || die "openssl did not install"
     command -v psql >/dev/null || die "psql did not install"
@@ -161,28 +143,6 @@ install_packages() {
     command -v rabbitmq-server >/dev/null || die "rabbitmq-server not found"
 }
 
-# write_if_changed FILE MODE [OWNER]: replaces FILE with stdin only if the content
-# differs. Returns 0 if it wrote, 1 if FILE was already right. Mode and owner are
-# (re)applied either way; without OWNER a replaced file keeps its previous owner.
-write_if_changed() {
-    local file=$1 mode=$2 owner=${3:-} tmp
-    tmp=$(mktemp "$file.tmp.XXXXXX")
-    cat >"$tmp"
-    if [[ -f $file ]] && cmp -s "$tmp" "$file"; then
-        rm -f "$tmp"
-        chmod "$mode" "$file"
-        [[ -z $owner ]] || chown "$owner" "$file"
-        return 1
-    fi
-    chmod "$mode" "$tmp"
-    if [[ -n $owner ]]; then
-        chown "$owner" "$tmp"
-    elif [[ -e $file ]]; then
-        chown --reference="$file" "$tmp"
-    fi
-    mv -f "$tmp" "$file"
-    return 0
-}
 
 # Prints the command names of the processes holding a LISTEN socket on PORT (IPv4 or
 # IPv6, any address), one per line; nothing if nobody listens. State 0A = LISTEN.
@@ -748,7 +708,7 @@ env_lines() {
 # ---------------------------------------------------------------------------------------
 
 cmd_up() {
-    need_root up
+    need_root up "it configures RabbitMQ and PostgreSQL"
     take_lock
     install_packages
     ensure_material
