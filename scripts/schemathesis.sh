@@ -75,8 +75,8 @@ EOF
 export ROTOR_CONFIG=$dir/rotor.toml
 "$rotor" keygen --out "$dir/master.key" >/dev/null
 "$rotor" migrate >/dev/null
-printf 'Seed-Passw0rd-For-Fuzzing!\n' >"$dir/app.pw"
-: >"$dir/admin.key"   # never used: the host (port 1) is unreachable
+(umask 077; printf 'Seed-Passw0rd-For-Fuzzing!\n' >"$dir/app.pw")
+(umask 077; : >"$dir/admin.key")   # never used: the host (port 1) is unreachable
 cat >"$dir/inventory.toml" <<EOF
 [[resource]]
 id = "st-host"
