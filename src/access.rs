@@ -50,10 +50,6 @@ impl Glob {
         Ok(Glob(pattern.to_string()))
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     pub fn matches(&self, text: &str) -> bool {
         let p: Vec<char> = self.0.chars().collect();
         let t: Vec<char> = text.chars().collect();

@@ -248,6 +248,20 @@ pub fn weak_policies(all: &BTreeMap<String, Policy>, floor: f64) -> Vec<(String,
 
 /// Reads a secret given inline or as a file (trailing newline dropped); the file's bytes
 /// are wiped once copied into the secret.
+/// A secret read from `path` (named `key` in errors): the file's mode checked, its bytes
+/// in a zeroized buffer, one trailing newline dropped, never empty.
+pub fn secret_file(key: &str, path: &Path) -> Result<SecretString, Error> {
+    check_private_file(key, path)?;
+    let unreadable = |e: &dyn std::fmt::Display| Error::invalid(key, format!("cannot read {}: {e}", path.display()));
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| unreadable(&e))?);
+    let text = std::str::from_utf8(&bytes).map_err(|e| unreadable(&e))?;
+    let trimmed = text.trim_end_matches(['\n', '\r']);
+    if trimmed.is_empty() {
+        return Err(Error::invalid(key, format!("{} is empty", path.display())));
+    }
+    Ok(SecretString::from(trimmed))
+}
+
 /// Refuses a file others could change or read: group- or world-writable, or readable by
 /// anyone but its owner and group (rotor's group, under systemd). Names the file and mode.
 pub fn check_private_file(key: &str, path: &Path) -> Result<(), Error> {
@@ -287,17 +301,7 @@ pub fn check_token_strength(key: &str, token: &str) -> Result<(), Error> {
 
 pub fn secret(key: &str, inline: &Option<SecretString>, file: &Option<PathBuf>) -> Result<SecretString, Error> {
     match (inline, file) {
-        (_, Some(path)) => {
-            check_private_file(&format!("{key}_file"), path)?;
-            let unreadable = |e: &dyn std::fmt::Display| Error::invalid(format!("{key}_file"), format!("cannot read {}: {e}", path.display()));
-            let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| unreadable(&e))?);
-            let text = std::str::from_utf8(&bytes).map_err(|e| unreadable(&e))?;
-            let trimmed = text.trim_end_matches(['\n', '\r']);
-            if trimmed.is_empty() {
-                return Err(Error::invalid(format!("{key}_file"), format!("{} is empty", path.display())));
-            }
-            Ok(SecretString::from(trimmed))
-        }
+        (_, Some(path)) => secret_file(&format!("{key}_file"), path),
         (Some(value), None) if !value.expose_secret().is_empty() => Ok(value.clone()),
         _ => Err(Error::invalid(key, format!("missing: set `{key}` or `{key}_file`"))),
     }

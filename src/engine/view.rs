@@ -216,27 +216,16 @@ pub async fn is_visible(pool: &PgPool, id: Uuid, v: &Visibility) -> Result<bool,
 pub async fn page(pool: &PgPool, status: Option<TaskStatus>, page_number: i64, page_size: i64, v: &Visibility) -> Result<Page, sqlx::Error> {
     let status = status.map(TaskStatus::as_str);
     let (all, kind, name) = (v.sees_all(), v.requester.kind.to_string(), &v.requester.name);
-    let total = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM tasks t WHERE ($1::text IS NULL OR status = $1)
-              AND ($2 OR (t.requested_by_kind = $3 AND t.requested_by_name = $4)
-                   OR (EXISTS (SELECT 1 FROM subtasks s WHERE s.task_id = t.id)
-                       AND NOT EXISTS (SELECT 1 FROM subtasks s JOIN credentials c ON c.id = s.credential_id
-                                        WHERE s.task_id = t.id AND NOT c.resource_id LIKE ANY($5))))"#,
-        status,
-        all,
-        kind,
-        name,
-        &v.patterns
-    )
-    .fetch_one(pool)
-    .await?;
-    let ids = sqlx::query_scalar!(
-        "SELECT id FROM tasks t WHERE ($1::text IS NULL OR status = $1)
-              AND ($2 OR (t.requested_by_kind = $3 AND t.requested_by_name = $4)
-                   OR (EXISTS (SELECT 1 FROM subtasks s WHERE s.task_id = t.id)
-                       AND NOT EXISTS (SELECT 1 FROM subtasks s JOIN credentials c ON c.id = s.credential_id
-                                        WHERE s.task_id = t.id AND NOT c.resource_id LIKE ANY($5))))
-          ORDER BY created_at DESC, id LIMIT $6 OFFSET $7",
+    // The filter once: the total and the page's ids come from the same visible set.
+    let found = sqlx::query!(
+        r#"WITH visible AS (
+               SELECT t.id, t.created_at FROM tasks t WHERE ($1::text IS NULL OR status = $1)
+                  AND ($2 OR (t.requested_by_kind = $3 AND t.requested_by_name = $4)
+                       OR (EXISTS (SELECT 1 FROM subtasks s WHERE s.task_id = t.id)
+                           AND NOT EXISTS (SELECT 1 FROM subtasks s JOIN credentials c ON c.id = s.credential_id
+                                            WHERE s.task_id = t.id AND NOT c.resource_id LIKE ANY($5)))))
+           SELECT (SELECT count(*) FROM visible) AS "total!",
+                  array(SELECT id FROM visible ORDER BY created_at DESC, id LIMIT $6 OFFSET $7) AS "ids!""#,
         status,
         all,
         kind,
@@ -245,8 +234,9 @@ pub async fn page(pool: &PgPool, status: Option<TaskStatus>, page_number: i64, p
         page_size,
         page_number.saturating_sub(1).saturating_mul(page_size)
     )
-    .fetch_all(pool)
+    .fetch_one(pool)
     .await?;
+    let (total, ids) = (found.total, found.ids);
     let mut tasks = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(t) = load(pool, id).await? {

@@ -46,7 +46,8 @@ impl Intake {
         let Some(p) = self.settings.producer.iter().find(|p| p.user == user) else {
             return Err(denied("user_id", format!("producer `{user}` is not configured ([[amqp.producer]])")));
         };
-        if !(p.scopes.contains(&Scope::Admin) || p.scopes.contains(&Scope::CredentialsManage)) {
+        let grant = Grant { scopes: p.scopes.clone(), resources: p.resources.clone() };
+        if !grant.has(Scope::CredentialsManage) {
             return Err(denied("user_id", format!("producer `{user}` lacks scope `credentials:manage`")));
         }
         if let Some(reply_to) = d.properties.reply_to() {
@@ -54,7 +55,7 @@ impl Intake {
                 return Err(Rejection::new(RejectCode::InvalidRequest, "reply_to", format!("`{reply_to}` is one of rotor's own queues")));
             }
         }
-        Ok((Requester::new(RequesterKind::Producer, user), Grant { scopes: p.scopes.clone(), resources: p.resources.clone() }))
+        Ok((Requester::new(RequesterKind::Producer, user), grant))
     }
 
     /// Whether `queue` is one rotor consumes or keeps (so a reply there would feed rotor).

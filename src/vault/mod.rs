@@ -79,9 +79,6 @@ impl MasterKey {
     /// the one `master_key` or `master_key_file`.
     pub fn load(settings: &VaultSettings) -> Result<Self, Error> {
         if settings.master_key_files.is_empty() {
-            if let Some(file) = &settings.master_key_file {
-                crate::config::check_private_file("vault.master_key_file", file).map_err(|e| Error::Key(e.to_string()))?;
-            }
             let text = crate::config::secret("vault.master_key", &settings.master_key, &settings.master_key_file)
                 .map_err(|e| Error::Key(e.to_string()))?;
             return Self::from_base64(text.expose_secret().trim());
@@ -89,8 +86,7 @@ impl MasterKey {
         let mut keys: Vec<(String, Aes256Gcm)> = Vec::with_capacity(settings.master_key_files.len());
         for (i, file) in settings.master_key_files.iter().enumerate() {
             let key = format!("vault.master_key_files[{i}]");
-            crate::config::check_private_file(&key, file).map_err(|e| Error::Key(e.to_string()))?;
-            let text = crate::config::secret(&key, &None, &Some(file.clone())).map_err(|e| Error::Key(e.to_string()))?;
+            let text = crate::config::secret_file(&key, file).map_err(|e| Error::Key(e.to_string()))?;
             let one = Self::from_base64(text.expose_secret().trim()).map_err(|e| Error::Key(format!("{key} ({}): {e}", file.display())))?;
             let (id, cipher) = one.keys.into_iter().next().expect("one key");
             if keys.iter().any(|(k, _)| *k == id) {
