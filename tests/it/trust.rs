@@ -146,6 +146,8 @@ async fn a_token_is_limited_to_its_resources_and_tasks_name_their_caller() {
     assert!(page["elements"].as_array().unwrap().iter().all(|t| t["id"] != id), "{page:#}");
     let done = app.wait_task(id, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "SUCCESSFUL");
+    assert!(ssh_login(&account.username, &app.reveal(&resource, &account.username)));
+    assert!(!ssh_login(&account.username, &account.password));
     assert_eq!(psql_value(&app.db_name, "SELECT string_agg(requested_by_kind || ':' || requested_by_name, ',') FROM tasks"), "TOKEN:test-admin");
     // A name two resources share no longer picks one of them: the request must say which.
     let twin = resource_toml(&format!("a-{}", app.id), testbed().port, &testbed().host_key_fpr).replace(&format!("a-{}.test", app.id), &format!("{resource}.test"));
@@ -293,6 +295,8 @@ async fn the_audit_log_is_append_only_for_the_runtime_role_and_verify_finds_an_e
     assert_eq!(done["status"], "SUCCESSFUL", "the runtime role does all rotor's work: {done:#}");
     let out = app.cli(&["credential", "reveal", "--resource", &resource, "--username", &account.username]);
     assert_eq!(out.code, 0, "reveal as the runtime role: {}", out.stderr);
+    assert!(ssh_login(&account.username, out.stdout.trim_end()), "the target takes what the runtime role stored");
+    assert!(!ssh_login(&account.username, &account.password));
     let out = app.cli(&["audit", "verify"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 
