@@ -27,8 +27,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-SQLX_OFFLINE=true cargo build --release --quiet --bin rotor
-rotor="${CARGO_TARGET_DIR:-target}/release/rotor"
+# ROTOR_BIN=path: time that binary instead of building the release one.
+if [[ -n ${ROTOR_BIN:-} ]]; then
+    rotor=$ROTOR_BIN
+else
+    SQLX_OFFLINE=true cargo build --release --quiet --bin rotor
+    rotor="${CARGO_TARGET_DIR:-target}/release/rotor"
+fi
 
 psql_ -d test -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 cat >"$dir/rotor.toml" <<EOF
@@ -40,7 +45,7 @@ master_key_file = "$dir/master.key"
 batch = $DUE
 burst = $DUE
 [log]
-filter = "warn"
+filter = "${LOG_FILTER:-warn}"
 EOF
 export ROTOR_CONFIG=$dir/rotor.toml
 "$rotor" keygen --out "$dir/master.key" >/dev/null
@@ -59,6 +64,7 @@ SELECT gen_random_uuid(), 'host' || (i % 100), 'svc' || lpad(i::text, 7, '0'), '
   FROM generate_series(0, $TOTAL - 1) i;
 CREATE TABLE bench_due AS SELECT id FROM credentials ORDER BY username LIMIT $DUE;
 VACUUM ANALYZE;
+${EXTRA_SQL:-}
 EOF
 
 reset_due() {
@@ -70,7 +76,7 @@ VACUUM ANALYZE subtasks;
 EOF
 }
 
-tick() { "$rotor" scheduler tick --json; }
+tick() { "$rotor" scheduler tick --json 2>>"${TICK_LOG:-/dev/null}"; }
 field() { sed -E "s/.*\"$1\":([0-9.]+).*/\1/"; }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(psql -h 127.0.0.1 -U postgres -d test -Atc 'SHOW server_version' | cut -d' ' -f1) PostgreSQL"

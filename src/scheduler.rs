@@ -17,10 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SchedulerSettings;
 use crate::driver::Login;
 use crate::engine::events::CredentialAlert;
-use crate::engine::lease::WORK_CHANNEL;
 use crate::engine::lifecycle;
 use crate::engine::model::{Operation, TaskStatus};
-use crate::engine::repo::{self, NewSubTask, NewTask};
+use crate::engine::record::{self, NewSubTask, NewTask};
 use crate::engine::{Engine, Error};
 
 const TICK_LOCK: i64 = 0x726f_746f_7201; // "rotor" 1
@@ -76,7 +75,7 @@ impl Scheduler {
         // A backlog is spread: starts follow the last one already planned, evenly over
         // what is left of catch_up_seconds. Delays are relative, so the database's clock
         // and this process's may differ (libfaketime in the tests).
-        let (mut delay, spacing) = if due > self.settings.burst {
+        let (delay, spacing) = if due > self.settings.burst {
             let planned = sqlx::query_scalar!(
                 r#"SELECT EXTRACT(EPOCH FROM max(s.not_before) - now())::float8 AS "ahead"
                      FROM subtasks s JOIN tasks t ON t.id = s.task_id
@@ -91,9 +90,9 @@ impl Scheduler {
         } else {
             (0.0, 0.0)
         };
-        let created = rows.len();
-        for r in rows {
-            let task = NewTask {
+        let tasks: Vec<NewTask> = rows
+            .iter()
+            .map(|r| NewTask {
                 operation: Operation::Rotate,
                 name: format!("Auto-rotate password of {}@{}", r.username, r.resource_id),
                 source: "SCHEDULER",
@@ -102,17 +101,24 @@ impl Scheduler {
                 // credential, and a key made of the planned time could name an older task.
                 request_key: None,
                 is_auto_rotate: true,
-                subtasks: vec![NewSubTask { credential_id: r.id, password: None, params: serde_json::json!({}) }],
-            };
-            let created = repo::insert_task(&mut tx, &self.engine.key, &task, delay).await?;
-            lifecycle::auto_rotation_created(&mut tx, r.id, created.task_id).await?;
-            if created.is_new {
-                self.engine.events.task(created.task_id, TaskStatus::Pending);
-            }
-            delay += spacing;
-        }
-        sqlx::query!("SELECT pg_notify($1, 'scheduler')", WORK_CHANNEL).execute(&mut *tx).await?;
+                subtasks: vec![NewSubTask { credential_id: r.id, resource_id: r.resource_id.clone(), password: None, params: serde_json::json!({}) }],
+            })
+            .collect();
+        let delays: Vec<f64> = (0..tasks.len()).map(|i| delay + spacing * i as f64).collect();
+        // This commit need not wait for its WAL flush: lost in a crash, it is lost whole
+        // and the credentials are still due at the next tick; and whatever a worker then
+        // commits durably flushes the WAL before it, this transaction's included.
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        let outcomes = record::insert_tasks(&mut tx, &self.engine.key, &tasks, &delays).await?;
+        // A credential of a resource deleted meanwhile gets no task (retire removes it).
+        let made: Vec<(uuid::Uuid, uuid::Uuid)> =
+            rows.iter().zip(&outcomes).filter_map(|(r, o)| o.as_ref().ok().map(|c| (r.id, c.task_id))).collect();
+        lifecycle::auto_rotations_created(&mut tx, &made).await?;
         tx.commit().await?;
+        for (_, task_id) in &made {
+            self.engine.events.task(*task_id, TaskStatus::Pending);
+        }
+        let created = made.len();
         if created > 0 {
             tracing::info!(due, created, "auto-rotations scheduled");
         }

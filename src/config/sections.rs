@@ -105,7 +105,7 @@ impl Default for AmqpSettings {
             dead_letter_exchange: "rotor.dlx".into(),
             dead_letter_queue: "rotor.requests.dead".into(),
             events_exchange: "rotor.events".into(),
-            prefetch: 32,
+            prefetch: 256,
             max_message_bytes: 1024 * 1024,
             max_credentials_per_request: 1000,
             ca_file: None,

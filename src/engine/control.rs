@@ -8,7 +8,8 @@ use super::error::Error;
 use super::lease::{self, WORK_CHANNEL};
 use super::lifecycle;
 use super::model::{stored, TaskStatus};
-use super::repo::{cancel_unstarted, roll_up, Created};
+use super::record::Created;
+use super::repo::{cancel_unstarted, roll_up};
 use crate::access::Requester;
 use crate::vcf_error::VcfError;
 
@@ -46,6 +47,12 @@ pub async fn record_refused(
             Ok(Created { task_id: id, is_new: false, recorded: None })
         }
     }
+}
+
+/// The tasks request keys already made, by key.
+pub async fn tasks_for_keys(pool: &PgPool, keys: &[String]) -> Result<std::collections::HashMap<String, Uuid>, Error> {
+    let rows = sqlx::query!(r#"SELECT request_key AS "key!", id FROM tasks WHERE request_key = ANY($1)"#, keys).fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|r| (r.key, r.id)).collect())
 }
 
 /// The id of the task a request key already made, if any.
@@ -97,6 +104,7 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
     if let Some(resource) = resources.into_iter().find(|r| r.deleted).map(|r| r.id) {
         return Ok(Change::Conflict(format!("resource {resource} was deleted; its passwords are kept until `rotor resource purge`")));
     }
+    let runnable = subtasks.len().to_string();
     for s in subtasks {
         // With its pending password kept, an APPLY that ran may have set it on the target:
         // APPLY keeps its status so the retry checks that password before changing anything.
@@ -124,7 +132,7 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
     }
     sqlx::query!("UPDATE tasks SET completed_at = NULL, errors = '[]' WHERE id = $1", task_id).execute(&mut *tx).await?;
     let status = roll_up(&mut tx, task_id).await?;
-    sqlx::query!("SELECT pg_notify($1, $2)", WORK_CHANNEL, task_id.to_string()).execute(&mut *tx).await?;
+    sqlx::query!("SELECT pg_notify($1, $2)", WORK_CHANNEL, runnable).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(Change::Done(status))
 }

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::error::Error;
-use super::model::{stored, Operation};
+use super::model::{stages_of, stored, Operation};
 
 /// The channel workers LISTEN on; intake NOTIFYs it when it adds work.
 pub const WORK_CHANNEL: &str = "rotor_work";
@@ -30,7 +30,7 @@ pub struct Claim {
 impl Claim {
     /// REMEDIATE without a password: the admin sets a fresh one.
     pub fn reconcile(&self) -> bool {
-        self.params.get("reconcile").and_then(serde_json::Value::as_bool).unwrap_or(false)
+        super::model::is_reconcile(&self.params)
     }
 }
 
@@ -111,6 +111,20 @@ async fn try_claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i6
         .await?
         .rows_affected()
         == 1;
+    if row.attempts == 1 {
+        // A subtask's stage rows are written when it first runs, not with its task, so
+        // recording a task writes one row per subtask (view shows unstarted stages alike).
+        let names: Vec<&str> = stages_of(stored(&row.operation), &row.params).iter().map(|s| s.as_str()).collect();
+        sqlx::query!(
+            "INSERT INTO stages (subtask_id, seq, name, status)
+             SELECT $1, ord::int - 1, name, 'PENDING' FROM unnest($2::text[]) WITH ORDINALITY AS s(name, ord)
+             ON CONFLICT DO NOTHING",
+            row.id,
+            &names as &[&str]
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     Ok(Some(Some(Claim {
         subtask_id: row.id,

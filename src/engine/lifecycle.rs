@@ -128,10 +128,18 @@ pub async fn resume(conn: &mut PgConnection, credential_id: Uuid, now: DateTime<
 
 /// The scheduler made `task_id` the credential's auto-rotation: nothing else is planned
 /// until it ends.
-pub async fn auto_rotation_created(conn: &mut PgConnection, credential_id: Uuid, task_id: Uuid) -> Result<(), Error> {
-    sqlx::query!("UPDATE credentials SET next_rotation_at = NULL, auto_task_id = $2 WHERE id = $1", credential_id, task_id)
-        .execute(&mut *conn)
-        .await?;
+pub async fn auto_rotations_created(conn: &mut PgConnection, made: &[(Uuid, Uuid)]) -> Result<(), Error> {
+    let (credentials, tasks): (Vec<Uuid>, Vec<Uuid>) = made.iter().copied().unzip();
+    sqlx::query!(
+        "UPDATE credentials c SET next_rotation_at = NULL, auto_task_id = m.task_id
+           FROM unnest($1::uuid[], $2::uuid[]) AS m(credential_id, task_id)
+          -- ANY as well as the join: without it the planner hashes the whole table.
+          WHERE c.id = ANY($1) AND c.id = m.credential_id",
+        &credentials,
+        &tasks
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ pub mod events;
 pub mod lease;
 pub mod lifecycle;
 pub mod model;
+pub mod record;
 mod recovery;
 pub mod repo;
 mod rotation;

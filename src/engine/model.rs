@@ -179,7 +179,16 @@ impl Stage {
 
 /// The stages a subtask of this operation runs. `reconcile`: REMEDIATE without a
 /// password, where the admin sets a fresh password (the old one is unknown).
-pub fn stages_for(operation: Operation, reconcile: bool) -> &'static [Stage] {
+pub fn stages_of(operation: Operation, params: &serde_json::Value) -> &'static [Stage] {
+    stages_for(operation, is_reconcile(params))
+}
+
+/// REMEDIATE without a password (the admin sets a fresh one), as a subtask's params say.
+pub fn is_reconcile(params: &serde_json::Value) -> bool {
+    params.get("reconcile").and_then(serde_json::Value::as_bool).unwrap_or(false)
+}
+
+fn stages_for(operation: Operation, reconcile: bool) -> &'static [Stage] {
     use Stage::*;
     match operation {
         Operation::Rotate => &[Validate, Generate, StagePending, Apply, VerifyNew, VerifyOldRejected, Commit],

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::model::{stored, Operation, Resolution, Stage, StageStatus, SubtaskStatus, TaskStatus};
+use super::model::{stages_of, stored, Operation, Resolution, Stage, StageStatus, SubtaskStatus, TaskStatus};
 use crate::access::Requester;
 use crate::vcf_error::VcfError;
 
@@ -69,6 +69,24 @@ pub struct StageView {
     pub errors: Vec<VcfError>,
 }
 
+/// The stages of a subtask no worker has started: their rows are written at its first
+/// claim, so they are shown from the operation, PENDING (CANCELLED with their subtask).
+fn unstarted(operation: Operation, params: &serde_json::Value, subtask: SubtaskStatus) -> Vec<StageView> {
+    let status = if subtask == SubtaskStatus::Cancelled { StageStatus::Cancelled } else { StageStatus::Pending };
+    stages_of(operation, params)
+        .iter()
+        .map(|stage| StageView {
+            name: stage.as_str().to_string(),
+            description: stage.description().to_string(),
+            kind: stage.kind().to_string(),
+            status,
+            creation_timestamp: None,
+            completion_timestamp: None,
+            errors: Vec::new(),
+        })
+        .collect()
+}
+
 fn errors(v: serde_json::Value) -> Vec<VcfError> {
     serde_json::from_value(v).unwrap_or_default()
 }
@@ -92,7 +110,7 @@ pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<T
         return Ok(None);
     };
     let subs = sqlx::query!(
-        "SELECT s.id, s.status, s.errors, c.username, r.id AS resource_id, r.name AS resource_name, r.type AS resource_type
+        "SELECT s.id, s.status, s.errors, s.params, c.username, r.id AS resource_id, r.name AS resource_name, r.type AS resource_type
            FROM subtasks s JOIN credentials c ON c.id = s.credential_id JOIN resources r ON r.id = c.resource_id
           WHERE s.task_id = $1 ORDER BY s.seq",
         id
@@ -120,7 +138,8 @@ pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<T
             errors: errors(r.errors),
         });
     }
-    let verb = operation_verb(stored(&t.operation));
+    let operation: Operation = stored(&t.operation);
+    let verb = operation_verb(operation);
     let mut resources: Vec<Resource> = Vec::new();
     let mut sub_tasks = Vec::with_capacity(subs.len());
     for s in subs {
@@ -133,14 +152,15 @@ pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<T
         if !resources.contains(&resource) {
             resources.push(resource.clone());
         }
+        let status: SubtaskStatus = stored(&s.status);
         sub_tasks.push(SubTask {
             id: s.id,
             name: format!("{verb} {}@{}", s.username, s.resource_id),
             description: format!("{verb} the password of account {} on resource {}", s.username, s.resource_name),
-            status: stored(&s.status),
+            status,
             resources: vec![resource],
             errors: errors(s.errors),
-            stages: stages.remove(&s.id).unwrap_or_default(),
+            stages: stages.remove(&s.id).unwrap_or_else(|| unstarted(operation, &s.params, status)),
         });
     }
     let status: TaskStatus = stored(&t.status);

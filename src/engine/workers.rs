@@ -78,6 +78,22 @@ async fn worker_loop(n: usize, engine: Arc<Engine>, wake: Arc<Notify>, shutdown:
     }
 }
 
+/// One wake-up per unit of new work: the payload says how many subtasks were added
+/// (engine::record); each `notify_one` wakes one idle worker, or lets the next worker
+/// that goes idle claim at once. Waking every worker for one subtask sent them all
+/// claiming for it at the same time.
+fn wake_for(wake: &Notify, payload: &str) {
+    match payload.parse::<usize>() {
+        Ok(n) => (0..n.min(MAX_WAKE)).for_each(|_| wake.notify_one()),
+        // Not a count (another version of rotor): wake everyone, as that one would.
+        Err(_) => wake.notify_waiters(),
+    }
+}
+
+/// More wake-ups than this at once are not useful: woken workers keep claiming until
+/// nothing is runnable.
+const MAX_WAKE: usize = 1024;
+
 /// Wakes idle workers when intake (in any process) NOTIFYs new work.
 async fn listen_for_work(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
     loop {
@@ -94,7 +110,7 @@ async fn listen_for_work(pool: PgPool, wake: Arc<Notify>, shutdown: Cancellation
         loop {
             tokio::select! {
                 r = listener.recv() => match r {
-                    Ok(_) => wake.notify_waiters(),
+                    Ok(n) => wake_for(&wake, n.payload()),
                     Err(_) => break,
                 },
                 _ = shutdown.cancelled() => return,

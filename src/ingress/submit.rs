@@ -1,6 +1,6 @@
 //! The one way a request becomes a task, for AMQP and HTTP alike: idempotency by
-//! request key, parsing, checks against the inventory and policies, the task in one
-//! transaction, and its first event.
+//! request key, parsing, checks against the inventory and policies, the tasks of a
+//! batch in one transaction, and their first events.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use crate::engine::control;
 use crate::engine::model::TaskStatus;
-use crate::engine::repo::{self, Created, NewTask};
+use crate::engine::record::{self, Created, NewTask};
 use crate::engine::Events;
 use crate::policy::Policy;
 use crate::requests::{self, Origin, Refusal};
@@ -35,26 +35,20 @@ pub enum Request<'a> {
 }
 
 impl Submitter {
+    /// One request, as HTTP sends them: its task, recorded and read back as recorded.
     pub async fn submit(&self, request: Request<'_>, origin: &Origin<'_>) -> Result<Created, Refusal> {
         if let Some(key) = &origin.request_key {
             if let Some(task_id) = control::task_for_key(&self.pool, key).await.map_err(Refusal::Unavailable)? {
                 return Ok(Created { task_id, is_new: false, recorded: None });
             }
         }
-        let new = self.resolve(request, origin).await?;
-        let created = repo::create_task(&self.pool, &self.key, &new).await.map_err(|e| match e {
-            crate::engine::Error::Retired => {
-                Refusal::Invalid(requests::Rejection::new(requests::RejectCode::ResourceNotFound, "elements", "a resource it names was deleted meanwhile"))
-            }
-            e => Refusal::Unavailable(e),
-        })?;
-        if created.is_new {
-            self.events.task(created.task_id, TaskStatus::Pending);
-        }
-        Ok(created)
+        let new = self.prepare(request, origin).await?;
+        self.record_many(std::slice::from_ref(&new), &[true]).await.map_err(Refusal::Unavailable)?.remove(0)
     }
 
-    async fn resolve(&self, request: Request<'_>, origin: &Origin<'_>) -> Result<NewTask, Refusal> {
+    /// Parses a request and checks it against the inventory and the policies: the task
+    /// it makes, not yet recorded.
+    pub async fn prepare(&self, request: Request<'_>, origin: &Origin<'_>) -> Result<NewTask, Refusal> {
         match request {
             Request::CredentialsUpdate(body) => {
                 let spec = requests::parse_spec(body)?;
@@ -68,5 +62,36 @@ impl Submitter {
                 requests::resolve_privx(&self.pool, host_id, account, Some(password), origin).await
             }
         }
+    }
+
+    /// Records prepared tasks in one transaction and announces the new ones. `views[i]`:
+    /// read task i back as recorded (for a reply), before any worker can start it. Per
+    /// task, what was created or why not (a resource it names was deleted meanwhile);
+    /// Err when nothing could be recorded (the database is away).
+    pub async fn record_many(&self, tasks: &[NewTask], views: &[bool]) -> Result<Vec<Result<Created, Refusal>>, crate::engine::Error> {
+        let mut tx = self.pool.begin().await?;
+        let outcomes = record::insert_tasks(&mut tx, &self.key, tasks, &vec![0.0; tasks.len()]).await?;
+        let mut recorded = Vec::with_capacity(outcomes.len());
+        for (outcome, &view) in outcomes.into_iter().zip(views) {
+            recorded.push(match outcome {
+                Ok(mut created) => {
+                    if created.is_new && view {
+                        created.recorded = crate::engine::view::load_in(&mut tx, created.task_id).await?;
+                    }
+                    Ok(created)
+                }
+                Err(crate::engine::Error::Retired) => Err(Refusal::Invalid(requests::Rejection::new(
+                    requests::RejectCode::ResourceNotFound,
+                    "elements",
+                    "a resource it names was deleted meanwhile",
+                ))),
+                Err(e) => return Err(e),
+            });
+        }
+        tx.commit().await?;
+        for created in recorded.iter().flatten().filter(|c| c.is_new) {
+            self.events.task(created.task_id, TaskStatus::Pending);
+        }
+        Ok(recorded)
     }
 }

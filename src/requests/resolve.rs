@@ -12,7 +12,7 @@ use super::redact::{NUL_MESSAGE, REDACTED};
 use super::rejection::{Refusal, RejectCode, Rejection};
 use crate::access::{Grant, Requester};
 use crate::engine::model::Operation;
-use crate::engine::repo::{NewSubTask, NewTask};
+use crate::engine::record::{NewSubTask, NewTask};
 use crate::policy::Policy;
 
 /// What resolving a request needs besides the request.
@@ -98,7 +98,7 @@ pub async fn resolve(ctx: &Context<'_>, spec: &CredentialsUpdateSpec, origin: &O
             if operation == Operation::Remediate && password.is_none() {
                 params = serde_json::json!({"reconcile": true});
             }
-            subtasks.push(NewSubTask { credential_id, password, params });
+            subtasks.push(NewSubTask { credential_id, resource_id: resource.id.clone(), password, params });
             labels.push(format!("{}@{}", cred.username, resource.id));
         }
     }
@@ -253,7 +253,7 @@ pub async fn resolve_privx(
         requested_by: origin.requester.clone(),
         request_key: origin.request_key.clone(),
         is_auto_rotate: false,
-        subtasks: vec![NewSubTask { credential_id, password, params: serde_json::json!({}) }],
+        subtasks: vec![NewSubTask { credential_id, resource_id: resource.id.clone(), password, params: serde_json::json!({}) }],
     })
 }
 

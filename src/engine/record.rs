@@ -1,0 +1,181 @@
+//! Recording requests as tasks: one or many in one transaction, each table written by
+//! one set-based statement, and one wake-up of the workers per subtask it adds. A
+//! subtask's stage rows are written when it first runs (lease::claim), not here.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::error::Error;
+use super::lease::WORK_CHANNEL;
+use super::model::Operation;
+use crate::vault::MasterKey;
+
+/// A request ready to become a task.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub operation: Operation,
+    pub name: String,
+    pub source: &'static str,
+    pub requested_by: crate::access::Requester,
+    pub request_key: Option<String>,
+    pub is_auto_rotate: bool,
+    pub subtasks: Vec<NewSubTask>,
+}
+
+/// One credential of a request.
+#[derive(Debug, Clone)]
+pub struct NewSubTask {
+    pub credential_id: Uuid,
+    /// The credential's resource (a credential never moves to another).
+    pub resource_id: String,
+    /// A password the request supplies; stored encrypted, bound to the subtask.
+    pub password: Option<secrecy::SecretString>,
+    pub params: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub task_id: Uuid,
+    /// False when the request key was seen before: this is the first request's task.
+    pub is_new: bool,
+    /// A new task as recorded (PENDING), read before any worker could start it: what a
+    /// reply or an HTTP 202 shows.
+    pub recorded: Option<super::view::Task>,
+}
+
+/// Records `tasks` inside the caller's transaction; `delays[i]` (seconds from the
+/// database's now) holds task i's subtasks back (the scheduler spreads a backlog with
+/// it). One outcome per task, in order: `Error::Retired` when a resource it names is
+/// deleted (nothing of that task is written), else what was created. A request key seen
+/// before (in the table or earlier in `tasks`) gives the first task, `is_new = false`.
+pub async fn insert_tasks(
+    tx: &mut PgConnection,
+    key: &MasterKey,
+    tasks: &[NewTask],
+    delays: &[f64],
+) -> Result<Vec<Result<Created, Error>>, Error> {
+    assert_eq!(tasks.len(), delays.len(), "one delay per task");
+    // Shares the lock `inventory::retire` takes for update: a resource is deleted either
+    // before (and its tasks are refused) or after they exist (and retire waits for them).
+    let mut resources: Vec<String> = tasks.iter().flat_map(|t| t.subtasks.iter().map(|s| s.resource_id.clone())).collect();
+    resources.sort_unstable();
+    resources.dedup();
+    let live: HashSet<String> =
+        sqlx::query_scalar!("SELECT id FROM resources WHERE id = ANY($1) AND deleted_at IS NULL FOR SHARE", &resources)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    let writable: Vec<usize> = (0..tasks.len()).filter(|&i| tasks[i].subtasks.iter().all(|s| live.contains(&s.resource_id))).collect();
+
+    let task_ids: Vec<Uuid> = writable.iter().map(|_| Uuid::new_v4()).collect();
+    let column = |f: &dyn Fn(&NewTask) -> String| -> Vec<String> { writable.iter().map(|&i| f(&tasks[i])).collect() };
+    let inserted: HashSet<Uuid> = sqlx::query_scalar!(
+        "INSERT INTO tasks (id, name, type, operation, status, is_auto_rotate, source, request_key, requested_by_kind, requested_by_name)
+         SELECT id, name, type, operation, 'PENDING', auto, source, request_key, kind, who
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[], $8::text[], $9::text[])
+                AS t(id, name, type, operation, auto, source, request_key, kind, who)
+         ON CONFLICT (request_key) DO NOTHING
+         RETURNING id",
+        &task_ids,
+        &column(&|t| t.name.clone()),
+        &column(&|t| format!("CREDENTIALS_{}", t.operation.as_str())),
+        &column(&|t| t.operation.as_str().to_string()),
+        &writable.iter().map(|&i| tasks[i].is_auto_rotate).collect::<Vec<_>>(),
+        &column(&|t| t.source.to_string()),
+        &writable.iter().map(|&i| tasks[i].request_key.clone()).collect::<Vec<_>>() as &[Option<String>],
+        &column(&|t| t.requested_by.kind.to_string()),
+        &column(&|t| t.requested_by.name.clone()),
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    // Keys that were already taken: the task that took them.
+    let taken: Vec<String> = writable
+        .iter()
+        .zip(&task_ids)
+        .filter(|(_, id)| !inserted.contains(id))
+        .filter_map(|(&i, _)| tasks[i].request_key.clone())
+        .collect();
+    let existing: HashMap<String, Uuid> = if taken.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query!("SELECT request_key AS \"key!\", id FROM tasks WHERE request_key = ANY($1)", &taken)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| (r.key, r.id))
+            .collect()
+    };
+
+    let mut subtasks = SubtaskRows::default();
+    let mut outcomes: Vec<Result<Created, Error>> = (0..tasks.len()).map(|_| Err(Error::Retired)).collect();
+    for (&i, &task_id) in writable.iter().zip(&task_ids) {
+        if !inserted.contains(&task_id) {
+            let first = tasks[i].request_key.as_ref().and_then(|k| existing.get(k)).copied();
+            let first = first.ok_or(Error::Db(sqlx::Error::RowNotFound))?;
+            outcomes[i] = Ok(Created { task_id: first, is_new: false, recorded: None });
+            continue;
+        }
+        for (seq, sub) in tasks[i].subtasks.iter().enumerate() {
+            let subtask_id = subtasks.push(task_id, seq, sub, delays[i]);
+            if let Some(password) = &sub.password {
+                crate::vault::versions::put_supplied(&mut *tx, key, subtask_id, password).await?;
+            }
+        }
+        outcomes[i] = Ok(Created { task_id, is_new: true, recorded: None });
+    }
+    subtasks.insert(tx).await?;
+    Ok(outcomes)
+}
+
+/// The subtasks of a batch, column by column.
+#[derive(Default)]
+struct SubtaskRows {
+    ids: Vec<Uuid>,
+    task_ids: Vec<Uuid>,
+    seqs: Vec<i32>,
+    credentials: Vec<Uuid>,
+    params: Vec<serde_json::Value>,
+    delays: Vec<f64>,
+}
+
+impl SubtaskRows {
+    fn push(&mut self, task_id: Uuid, seq: usize, sub: &NewSubTask, delay: f64) -> Uuid {
+        let id = Uuid::new_v4();
+        self.ids.push(id);
+        self.task_ids.push(task_id);
+        self.seqs.push(seq as i32);
+        self.credentials.push(sub.credential_id);
+        self.params.push(sub.params.clone());
+        self.delays.push(delay);
+        id
+    }
+
+    async fn insert(self, tx: &mut PgConnection) -> Result<(), Error> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query!(
+            "INSERT INTO subtasks (id, task_id, seq, credential_id, status, params, not_before)
+             SELECT id, task_id, seq, credential_id, 'PENDING', params, now() + make_interval(secs => delay)
+               FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::uuid[], $5::jsonb[], $6::float8[])
+                    AS s(id, task_id, seq, credential_id, params, delay)",
+            &self.ids,
+            &self.task_ids,
+            &self.seqs,
+            &self.credentials,
+            &self.params,
+            &self.delays
+        )
+        .execute(&mut *tx)
+        .await?;
+        // One wake-up per subtask: the payload says how many workers there is work for.
+        sqlx::query!("SELECT pg_notify($1, $2)", WORK_CHANNEL, self.ids.len().to_string()).execute(&mut *tx).await?;
+        Ok(())
+    }
+}
