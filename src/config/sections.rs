@@ -211,13 +211,13 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             instance_id: None,
-            concurrency: 16,
+            concurrency: 64,
             lease_seconds: 60,
             max_attempts: 5,
             retry_base_ms: 2_000,
             retry_max_ms: 120_000,
             poll_interval_ms: 2_000,
-            per_host: 4,
+            per_host: 8,
         }
     }
 }

@@ -33,7 +33,7 @@ fn environment_overrides_the_file() {
 fn variables_without_a_double_underscore_are_not_settings() {
     let vars = [("ROTOR_CONFIG", "/nowhere.toml"), ("ROTOR_WORKER", "x"), ("ROTOR_SCHEDULER__HEARTBEAT_TICK", "")];
     let s = load_with(None, &vars).unwrap();
-    assert_eq!((s.worker.concurrency, s.scheduler.heartbeat_tick.as_str()), (16, ""));
+    assert_eq!((s.worker.concurrency, s.scheduler.heartbeat_tick.as_str()), (64, ""));
     let err = load_with(None, &[("ROTOR_WORKER____CONCURRENCY", "7")]).unwrap_err().to_string();
     assert!(err.contains("ROTOR_WORKER____CONCURRENCY") && err.contains("malformed"), "{err}");
 }

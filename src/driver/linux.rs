@@ -7,10 +7,11 @@ use zeroize::Zeroizing;
 
 use super::contract::{validate_password_charset, validate_username, Error, Host};
 use super::platform::Driver;
-use super::ssh::{admin_session, exec_with_stdin, redact};
+use super::sessions::AdminSession;
+use super::ssh::{exec_with_stdin, redact};
 
-/// `linux-chpasswd`: the admin logs in with its key and feeds `user:password` to
-/// `chpasswd` on stdin (through `sudo -n` when configured). The password is never on a
+/// `linux-chpasswd`: the admin logs in with its key (or reuses its session to the host)
+/// and feeds `user:password` to `chpasswd` on stdin (through `sudo -n` when configured). The password is never on a
 /// command line.
 pub struct Chpasswd;
 
@@ -18,11 +19,14 @@ impl Driver for Chpasswd {
     fn apply(&self, host: &Host, username: &str, _old: Option<&SecretString>, new: &SecretString) -> Result<(), Error> {
         validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
         validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected { message: format!("password {m}") })?;
-        let (session, admin) = admin_session(host)?;
+        let admin = host.admin.as_ref().ok_or(Error::NoAdmin)?;
+        // The admin session is kept for the host's next change (driver::sessions).
+        let (session, channel) = AdminSession::open(host)?;
         let command = if admin.sudo { "sudo -n /usr/sbin/chpasswd" } else { "/usr/sbin/chpasswd" };
         let line = Zeroizing::new(format!("{username}:{}\n", new.expose_secret()));
-        let out = exec_with_stdin(host, &session, command, line.as_bytes())?;
-        let _ = session.disconnect(None, "rotor: done", None);
+        // An error here drops the session: it is not known to be in a good state.
+        let out = exec_with_stdin(host, channel, command, line.as_bytes())?;
+        session.keep();
         if out.status != 0 {
             let stderr = redact(&out.stderr, &[new]);
             // sudo refusing is the admin's configuration, not the password.

@@ -4,6 +4,7 @@
 mod contract;
 pub mod linux;
 mod platform;
+pub mod sessions;
 pub mod ssh;
 
 pub use contract::{validate_password_charset, validate_username, Admin, Error, Host, Login};

@@ -14,4 +14,12 @@ pub trait Driver: Send + Sync {
     fn login(&self, host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
         ssh::password_login(host, username, password)
     }
+
+    /// VERIFY both ways in one go: `old` tried first (a refused attempt leaves the
+    /// connection open), then `new`. Returns (old, new); new is None when old was
+    /// accepted, which ends the attempts (the caller checks new on its own then).
+    fn verify_both(&self, host: &Host, username: &str, old: &SecretString, new: &SecretString) -> Result<(Login, Option<Login>), Error> {
+        let outcomes = ssh::password_attempts(host, username, &[old, new])?;
+        Ok((outcomes[0], outcomes.get(1).copied()))
+    }
 }

@@ -18,7 +18,7 @@ fn endpoint(host: &Host) -> String {
     format!("{}:{}", host.address, host.port)
 }
 
-fn protocol(host: &Host, e: ssh2::Error) -> Error {
+pub(super) fn protocol(host: &Host, e: ssh2::Error) -> Error {
     match e.code() {
         ErrorCode::Session(TIMEOUT) => Error::Timeout { address: endpoint(host), message: e.message().to_string() },
         _ => Error::Protocol { address: endpoint(host), message: e.message().to_string() },
@@ -111,17 +111,34 @@ fn read_bounded(host: &Host, reader: &mut impl Read, deadline: std::time::Instan
 
 /// A fresh login with a password: Accepted, Refused, or an error saying why neither could be told.
 pub fn password_login(host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
+    Ok(password_attempts(host, username, &[password])?[0])
+}
+
+/// Password logins tried one after another on one connection until one is accepted: a
+/// refused attempt leaves the connection open for the next, so a refused and an
+/// accepted check cost one key exchange. One outcome per attempt made.
+pub fn password_attempts(host: &Host, username: &str, passwords: &[&SecretString]) -> Result<Vec<Login>, Error> {
     let session = connect(host)?;
-    let outcome = match session.userauth_password(username, password.expose_secret()) {
-        Ok(()) if session.authenticated() => Ok(Login::Accepted),
-        Ok(()) => Ok(Login::Refused),
-        Err(e) => match e.code() {
-            ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(PASSWORD_EXPIRED) => Ok(Login::Refused),
-            _ => Err(protocol(host, e)),
-        },
-    };
+    let mut outcomes = Vec::with_capacity(passwords.len());
+    for password in passwords {
+        let outcome = match session.userauth_password(username, password.expose_secret()) {
+            Ok(()) if session.authenticated() => Login::Accepted,
+            Ok(()) => Login::Refused,
+            Err(e) => match e.code() {
+                ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(PASSWORD_EXPIRED) => Login::Refused,
+                _ => {
+                    let _ = session.disconnect(None, "rotor: login check failed", None);
+                    return Err(protocol(host, e));
+                }
+            },
+        };
+        outcomes.push(outcome);
+        if outcome == Login::Accepted {
+            break;
+        }
+    }
     let _ = session.disconnect(None, "rotor: login check done", None);
-    outcome
+    Ok(outcomes)
 }
 
 /// A session authenticated as the resource's admin account.
@@ -162,10 +179,10 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// Runs `command` (fixed text, never containing a secret) with `stdin` as its input.
-pub fn exec_with_stdin(host: &Host, session: &Session, command: &str, stdin: &[u8]) -> Result<Output, Error> {
+/// Runs `command` (fixed text, never containing a secret) on an open `channel`, with
+/// `stdin` as its input.
+pub fn exec_with_stdin(host: &Host, mut channel: ssh2::Channel, command: &str, stdin: &[u8]) -> Result<Output, Error> {
     let e = |e: ssh2::Error| protocol(host, e);
-    let mut channel = session.channel_session().map_err(e)?;
     // stderr into the one stream rotor reads, so libssh2 never queues one stream
     // (unbounded) while rotor waits on the other.
     channel.handle_extended_data(ssh2::ExtendedData::Merge).map_err(e)?;

@@ -96,6 +96,17 @@ pub(super) async fn login(account: &Account, password: &SecretString) -> Result<
         .map_err(StageError::driver)
 }
 
+/// VERIFY both ways on one connection where the platform can (old first, then new).
+pub(super) async fn verify_both(account: &Account, old: &SecretString, new: &SecretString) -> Result<(Login, Option<Login>), StageError> {
+    let driver = driver_of(account)?;
+    let (host, username, old, new) = (account.host.clone(), account.username.clone(), old.clone(), new.clone());
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| driver.verify_both(&host, &username, &old, &new)))
+        .await
+        .map_err(|e| StageError::permanent("INTERNAL_ERROR", format!("login task panicked: {e}")))?
+        .map_err(StageError::driver)
+}
+
 /// Why the heartbeat could not tell whether a stored password still logs in.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

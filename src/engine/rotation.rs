@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use secrecy::SecretString;
-
 use super::account::load_account;
 use super::context::Engine;
 use super::error::Error;
@@ -12,7 +10,7 @@ use super::lease::{self, fenced, Claim};
 use super::model::{Stage, StageStatus};
 use super::recovery::give_up_or_retry;
 use super::repo;
-use super::stages::{run_stage, Done};
+use super::stages::{run_stage, Attempt, Done};
 
 /// Runs a claimed subtask from its first unfinished stage to an end or a retry.
 pub async fn run(engine: &Arc<Engine>, claim: Claim) {
@@ -49,7 +47,10 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), Error> {
         // A database error here is retried like any other; giving up must know `touched`.
         Err(e) => return give_up_or_retry(engine, claim, None, Stage::Validate, e, touched).await,
     };
-    let mut new_password: Option<SecretString> = None;
+    let mut attempt = Attempt {
+        old_check_due: stages.iter().any(|(stage, status)| *stage == Stage::VerifyOldRejected && !status.is_done()),
+        ..Attempt::default()
+    };
     for (stage, status) in stages {
         if status.is_done() {
             continue;
@@ -65,7 +66,7 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), Error> {
                 return Err(Error::LostLease(claim.credential_id));
             }
         }
-        let outcome = run_stage(engine, claim, &account, stage, resumed || touched, &mut new_password).await;
+        let outcome = run_stage(engine, claim, &account, stage, resumed || touched, &mut attempt).await;
         match outcome {
             Ok(Done::Recorded) => {}
             Ok(done) => {

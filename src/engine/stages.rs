@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use super::account::{driver_of, login, policy_of, Account};
+use super::account::{driver_of, login, policy_of, verify_both, Account};
 use super::context::Engine;
 use super::error::{Error, StageError};
 use super::lease::{fenced, Claim};
@@ -14,6 +14,18 @@ use super::model::{Operation, Stage, StageStatus, SubtaskStatus};
 use super::repo;
 use crate::driver::{self, Login};
 use crate::vault::versions::{self, Origin, State};
+
+/// What one run of a subtask's stages carries from stage to stage.
+#[derive(Default)]
+pub(super) struct Attempt {
+    /// GENERATE's password, until STAGE_PENDING stores it.
+    pub(super) new_password: Option<SecretString>,
+    /// VERIFY_OLD_REJECTED is still to run, so VERIFY_NEW checks the old password too,
+    /// first and on the same connection.
+    pub(super) old_check_due: bool,
+    /// What VERIFY_NEW found for the old password, for VERIFY_OLD_REJECTED.
+    pub(super) old_checked: Option<Login>,
+}
 
 pub(super) enum Done {
     Successful,
@@ -29,12 +41,12 @@ pub(super) async fn run_stage(
     account: &Account,
     stage: Stage,
     maybe_applied: bool,
-    new_password: &mut Option<SecretString>,
+    attempt: &mut Attempt,
 ) -> Result<Done, StageError> {
     match stage {
         Stage::Validate => validate(engine, claim, account).await,
         Stage::Generate => {
-            *new_password = Some(generate(engine, account)?);
+            attempt.new_password = Some(generate(engine, account)?);
             Ok(Done::Successful)
         }
         Stage::PolicyCheck => {
@@ -49,29 +61,23 @@ pub(super) async fn run_stage(
         Stage::StagePending => {
             let fresh = match claim.operation {
                 Operation::Update => Some(supplied_of(engine, claim).await?),
-                _ => new_password.take(),
+                _ => attempt.new_password.take(),
             };
             stage_pending(engine, claim, account, fresh).await
         }
         Stage::Apply => apply(engine, claim, account, maybe_applied).await,
-        Stage::VerifyNew => {
-            let pending = pending_of(engine, claim, account).await?;
-            match login(account, &pending).await? {
-                Login::Accepted => Ok(Done::Successful),
-                Login::Refused => Err(StageError::permanent(
-                    "VERIFICATION_FAILED",
-                    format!("the new password of {} does not log in to {}", account.username, account.resource_id),
-                )
-                .unresolved()),
-            }
-        }
+        Stage::VerifyNew => verify_new(engine, claim, account, attempt).await,
         Stage::VerifyOldRejected => {
             let mut conn = engine.pool.acquire().await?;
             let Some(current) = versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await? else {
                 return Ok(Done::NotApplicable);
             };
             drop(conn);
-            match login(account, &current.password).await? {
+            let outcome = match attempt.old_checked.take() {
+                Some(outcome) => outcome,
+                None => login(account, &current.password).await?,
+            };
+            match outcome {
                 Login::Refused => Ok(Done::Successful),
                 Login::Accepted => Err(StageError::permanent(
                     "OLD_PASSWORD_STILL_ACCEPTED",
@@ -91,6 +97,39 @@ pub(super) async fn run_stage(
             }
         }
         Stage::Commit => commit(engine, claim, account).await,
+    }
+}
+
+/// The new password logs in. When VERIFY_OLD_REJECTED is still to run, the old one is
+/// tried first on the same connection (a refused attempt leaves it open), and its
+/// outcome kept for that stage: one key exchange for both checks.
+async fn verify_new(engine: &Engine, claim: &Claim, account: &Account, attempt: &mut Attempt) -> Result<Done, StageError> {
+    let pending = pending_of(engine, claim, account).await?;
+    let current = if attempt.old_check_due {
+        let mut conn = engine.pool.acquire().await?;
+        versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await?
+    } else {
+        None
+    };
+    let new = match current {
+        Some(current) => {
+            let (old, new) = verify_both(account, &current.password, &pending).await?;
+            attempt.old_checked = Some(old);
+            match new {
+                Some(new) => new,
+                // The old password logged in, which ends that connection's attempts.
+                None => login(account, &pending).await?,
+            }
+        }
+        None => login(account, &pending).await?,
+    };
+    match new {
+        Login::Accepted => Ok(Done::Successful),
+        Login::Refused => Err(StageError::permanent(
+            "VERIFICATION_FAILED",
+            format!("the new password of {} does not log in to {}", account.username, account.resource_id),
+        )
+        .unresolved()),
     }
 }
 

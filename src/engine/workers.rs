@@ -60,6 +60,11 @@ async fn worker_loop(n: usize, engine: Arc<Engine>, wake: Arc<Notify>, shutdown:
                 rotation::run(&engine, claim).instrument(span).await;
             }
             Ok(None) => {
+                // Nothing to do: admin sessions kept for a host's next change that are
+                // idle too long are closed (blocking I/O, so not on this thread).
+                if n == 0 {
+                    tokio::task::spawn_blocking(crate::driver::sessions::close_idle);
+                }
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(engine.poll_interval) => {}
