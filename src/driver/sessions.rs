@@ -65,7 +65,10 @@ impl AdminSession {
             // Opening a channel is the first thing sent: a session the host closed fails
             // here, before any command could have run.
             match session.channel_session() {
-                Ok(channel) => return Ok((AdminSession { session, key }, channel)),
+                Ok(channel) => {
+                    tracing::debug!(resource_id = %host.resource_id, "admin session reused");
+                    return Ok((AdminSession { session, key }, channel));
+                }
                 Err(_) => tracing::debug!(resource_id = %host.resource_id, "a kept admin session was closed by the host; opening another"),
             }
         }

@@ -113,6 +113,7 @@ pub async fn insert_tasks(
     };
 
     let mut subtasks = SubtaskRows::default();
+    let mut supplied = Vec::new();
     let mut outcomes: Vec<Result<Created, Error>> = (0..tasks.len()).map(|_| Err(Error::Retired)).collect();
     for (&i, &task_id) in writable.iter().zip(&task_ids) {
         if !inserted.contains(&task_id) {
@@ -124,12 +125,16 @@ pub async fn insert_tasks(
         for (seq, sub) in tasks[i].subtasks.iter().enumerate() {
             let subtask_id = subtasks.push(task_id, seq, sub, delays[i]);
             if let Some(password) = &sub.password {
-                crate::vault::versions::put_supplied(&mut *tx, key, subtask_id, password).await?;
+                supplied.push((subtask_id, password));
             }
         }
         outcomes[i] = Ok(Created { task_id, is_new: true, recorded: None });
     }
     subtasks.insert(tx).await?;
+    // After their subtasks: a supplied password is bound to its subtask's row.
+    for (subtask_id, password) in supplied {
+        crate::vault::versions::put_supplied(&mut *tx, key, subtask_id, password).await?;
+    }
     Ok(outcomes)
 }
 

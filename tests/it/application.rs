@@ -36,18 +36,19 @@ async fn a_rotation_running_at_stop_finishes_and_its_events_are_published() {
 
     let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
     let id = reply["id"].as_str().unwrap().to_string();
-    // Stop while the rotation is between changing the target and committing: the
-    // refused login of VERIFY_OLD_REJECTED waits out PAM's delay.
+    // Stop while the rotation is between changing the target and committing: VERIFY_NEW
+    // tries the old password first (on the connection it then logs in with the new
+    // one), and that refused login waits out PAM's delay.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, task) = app.get(&format!("/v1/credentials/tasks/{id}"), Some(&app.token)).await;
         let stages = task["subTasks"][0]["stages"].as_array().cloned().unwrap_or_default();
-        let running = stages.iter().any(|s| s["name"] == "VERIFY_OLD_REJECTED" && s["status"] == "IN_PROGRESS");
+        let running = stages.iter().any(|s| s["name"] == "VERIFY_NEW" && s["status"] == "IN_PROGRESS");
         if running {
             break;
         }
         assert_ne!(task["status"], "SUCCESSFUL", "the rotation ended before the stop could be sent: {task:#}");
-        assert!(Instant::now() < deadline, "the rotation never reached VERIFY_OLD_REJECTED: {task:#}");
+        assert!(Instant::now() < deadline, "the rotation never reached VERIFY_NEW: {task:#}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.send(()).unwrap();

@@ -112,3 +112,53 @@ async fn a_host_key_mismatch_fails_before_any_credential_is_sent() {
     let states = psql_value(&app.db_name, "SELECT string_agg(state, ',' ORDER BY version) FROM credential_versions");
     assert_eq!(states, "CURRENT,ABANDONED");
 }
+
+/// The ports of the test sshd's connections on which `username` tried a password, each
+/// with what was tried there in order ("Failed", "Accepted").
+fn password_attempts_by_connection(username: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let log = std::fs::read_to_string(format!("{FILES_DIR}/sshd.log")).expect("the test sshd's log");
+    let mut by_port: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in log.lines() {
+        for outcome in ["Failed", "Accepted"] {
+            let prefix = format!("{outcome} password for {username} from 127.0.0.1 port ");
+            if let Some(rest) = line.split(&prefix).nth(1) {
+                let port = rest.split_whitespace().next().unwrap_or_default().to_string();
+                by_port.entry(port).or_default().push(outcome.to_string());
+            }
+        }
+    }
+    by_port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_verifications_share_one_connection_and_a_hosts_changes_share_its_admin_session() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (Account::create("rtitv"), Account::create("rtitv"));
+    let resource = format!("reuse-{}", app.id);
+    let out = app.apply_inventory(&resource, &testbed().host_key_fpr, &[&a, &b]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // One after the other, so the second change finds the first one's admin session idle.
+    for account in [&a, &b] {
+        let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
+        let task = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(60)).await;
+        assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
+    }
+    assert!(
+        app.logs().iter().any(|l| l.contains("admin session reused") && l.contains(&resource)),
+        "the second change on the host did not reuse the admin session:\n{}",
+        app.logs().join("\n")
+    );
+    for account in [&a, &b] {
+        // rotor's whole verification was one connection: the old password refused, then
+        // the new one accepted on it (sshd logs both with the connection's port).
+        let attempts = password_attempts_by_connection(&account.username);
+        let verifications: Vec<_> = attempts.values().filter(|v| v.len() > 1).collect();
+        assert_eq!(verifications, [&vec!["Failed".to_string(), "Accepted".to_string()]], "{attempts:?}");
+        assert_eq!(attempts.len(), 1, "no other password login was made: {attempts:?}");
+        // And on the target itself.
+        let new_password = app.reveal(&resource, &account.username);
+        assert!(ssh_login(&account.username, &new_password), "the new password logs in");
+        assert!(!ssh_login(&account.username, &account.password), "the old password is refused");
+    }
+}
