@@ -87,7 +87,7 @@ echo "due scan plan, $DUE due:"
 psql_ -d "$db" -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
     SELECT c.id FROM credentials c
      WHERE c.next_rotation_at <= now() AND c.auto_rotate_days IS NOT NULL AND NOT c.auto_paused AND c.status = 'ACTIVE'
-     ORDER BY c.next_rotation_at LIMIT $DUE FOR UPDATE SKIP LOCKED" | sed 's/^/    /'
+     ORDER BY c.next_rotation_at LIMIT $DUE FOR NO KEY UPDATE SKIP LOCKED" | sed 's/^/    /'
 echo
 busy=()
 for ((r = 1; r <= ROUNDS; r++)); do

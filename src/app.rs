@@ -101,8 +101,11 @@ impl Application {
         let (events, events_task) = Events::start(pool.clone(), link.clone(), settings.amqp.events_exchange.clone(), flush_events.clone());
         let events_task = Named { name: "event publisher", handle: events_task };
         let engine = Arc::new(Engine::new(pool.clone(), key.clone(), &settings, events.clone())?);
+        // Requests are recorded through a pool of their own: 64 workers busy on the
+        // shared one never hold intake up (nor the other way round).
+        let intake_pool = crate::db::connect_sized(&settings.database, crate::db::INTAKE_CONNECTIONS).await?;
         let submitter = Arc::new(Submitter {
-            pool: pool.clone(),
+            pool: intake_pool,
             key,
             policies: engine.policies.clone(),
             max_credentials: settings.amqp.max_credentials_per_request,
@@ -164,7 +167,7 @@ impl Application {
         let api = Arc::new(http::ApiState {
             pool: pool.clone(),
             tokens,
-            submitter,
+            submitter: submitter.clone(),
             started: std::time::Instant::now(),
             broker_up,
             max_body_bytes: settings.amqp.max_message_bytes,
@@ -175,6 +178,7 @@ impl Application {
         let watchdog = spawn_watchdog(stop_http.clone());
 
         let status = format!("serving {scheme} on {http_addr}{ops}");
+        crate::hygiene::release_free_memory();
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
         tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, "rotor running");
 
@@ -201,8 +205,9 @@ impl Application {
         if let Some(w) = watchdog {
             w.join().await;
         }
-        // 5. The pool, last.
+        // 5. The pools, last.
         pool.close().await;
+        submitter.pool.close().await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -34,9 +34,17 @@ impl DatabaseSettings {
 }
 
 pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    connect_sized(settings, settings.max_connections).await
+}
+
+/// Connections of the pool intake records requests with, apart from the workers':
+/// a burst of rotations never makes a request wait for a connection.
+pub const INTAKE_CONNECTIONS: u32 = 4;
+
+pub async fn connect_sized(settings: &DatabaseSettings, max_connections: u32) -> anyhow::Result<PgPool> {
     let options = settings.connect_options()?;
     PgPoolOptions::new()
-        .max_connections(settings.max_connections)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await

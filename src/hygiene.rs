@@ -32,3 +32,15 @@ pub fn can_dump_core() -> bool {
     // SAFETY: PR_GET_DUMPABLE takes no pointer; getrlimit writes into `limit` only.
     unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 || (libc::getrlimit(libc::RLIMIT_CORE, &mut limit) == 0 && limit.rlim_cur != 0) }
 }
+
+/// Hands the heap's free pages back to the kernel. glibc keeps freed memory for reuse,
+/// so what start-up built and dropped (every policy's tables checked once, the
+/// migrations) or a burst of work left behind would stay resident for the daemon's
+/// life. Called once ready, and by the workers when they go idle after work.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

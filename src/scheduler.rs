@@ -66,7 +66,7 @@ impl Scheduler {
         let rows = sqlx::query!(
             "SELECT c.id, c.username, c.resource_id, c.next_rotation_at AS \"next!\" FROM credentials c
               WHERE c.next_rotation_at <= $1 AND c.auto_rotate_days IS NOT NULL AND NOT c.auto_paused AND c.status = 'ACTIVE'
-              ORDER BY c.next_rotation_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+              ORDER BY c.next_rotation_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED",
             now,
             self.settings.batch
         )

@@ -96,7 +96,7 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
     // Shares the lock `inventory::retire` takes, as recording a task does.
     let resources = sqlx::query!(
         r#"SELECT r.id, r.deleted_at IS NOT NULL AS "deleted!" FROM credentials c JOIN resources r ON r.id = c.resource_id
-            WHERE c.id = ANY($1) FOR SHARE OF r"#,
+            WHERE c.id = ANY($1) FOR KEY SHARE OF r"#,
         &ids
     )
     .fetch_all(&mut *tx)

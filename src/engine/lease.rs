@@ -62,11 +62,16 @@ async fn try_claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i6
                            ELSE false END
                   -- At most per_host live leases on one resource; locking the resource row
                   -- makes concurrent claimers on that host take turns (checked again below).
+                  -- NO KEY UPDATE (here and on every credential row a worker holds): what
+                  -- claimers and workers need among themselves, and it leaves alone the KEY
+                  -- SHARE that recording a new subtask takes on its credential (the foreign
+                  -- key) and on its resource.
                   AND (SELECT count(*) FROM credentials c2
                         WHERE c2.resource_id = r.id AND c2.id <> c.id AND c2.lease_expires_at > now()) < $3
-                ORDER BY s.not_before, s.created_at
+                -- Breadth-first over the tasks recorded together (subtasks_runnable).
+                ORDER BY s.not_before, s.seq, s.created_at
                 LIMIT 1
-                  FOR UPDATE OF s, c, r SKIP LOCKED
+                  FOR NO KEY UPDATE OF s, c, r SKIP LOCKED
            ), lease AS (
                UPDATE credentials c
                   SET lease_subtask = candidate.id, lease_owner = $1,
@@ -173,7 +178,7 @@ pub async fn renew_lease(pool: &PgPool, claim: &Claim, lease_seconds: f64) -> Re
 pub async fn fenced(pool: &PgPool, claim: &Claim) -> Result<Transaction<'static, Postgres>, Error> {
     let mut tx = pool.begin().await?;
     let ok = sqlx::query_scalar!(
-        "SELECT lease_fence FROM credentials WHERE id = $1 AND lease_subtask = $2 FOR UPDATE",
+        "SELECT lease_fence FROM credentials WHERE id = $1 AND lease_subtask = $2 FOR NO KEY UPDATE",
         claim.credential_id,
         claim.subtask_id
     )

@@ -182,7 +182,7 @@ pub async fn auto_rotations_cancelled(conn: &mut PgConnection, subtasks: &[Uuid]
 /// reaches its safe end), and nothing is planned until the caller plans again.
 /// Returns the cancelled task and its new status.
 pub async fn withdraw_auto_rotation(conn: &mut PgConnection, credential_id: Uuid) -> Result<Option<(Uuid, Option<TaskStatus>)>, Error> {
-    let Some(task_id) = sqlx::query_scalar!("SELECT auto_task_id FROM credentials WHERE id = $1 FOR UPDATE", credential_id)
+    let Some(task_id) = sqlx::query_scalar!("SELECT auto_task_id FROM credentials WHERE id = $1 FOR NO KEY UPDATE", credential_id)
         .fetch_optional(&mut *conn)
         .await?
         .flatten()

@@ -57,13 +57,15 @@ pub async fn insert_tasks(
     delays: &[f64],
 ) -> Result<Vec<Result<Created, Error>>, Error> {
     assert_eq!(tasks.len(), delays.len(), "one delay per task");
-    // Shares the lock `inventory::retire` takes for update: a resource is deleted either
-    // before (and its tasks are refused) or after they exist (and retire waits for them).
+    // The weakest lock `inventory::retire`'s FOR UPDATE waits for: a resource is deleted
+    // either before (and its tasks are refused) or after they exist (and retire waits for
+    // them). KEY SHARE, so that workers claiming on the host (NO KEY UPDATE) never hold
+    // intake up.
     let mut resources: Vec<String> = tasks.iter().flat_map(|t| t.subtasks.iter().map(|s| s.resource_id.clone())).collect();
     resources.sort_unstable();
     resources.dedup();
     let live: HashSet<String> =
-        sqlx::query_scalar!("SELECT id FROM resources WHERE id = ANY($1) AND deleted_at IS NULL FOR SHARE", &resources)
+        sqlx::query_scalar!("SELECT id FROM resources WHERE id = ANY($1) AND deleted_at IS NULL FOR KEY SHARE", &resources)
             .fetch_all(&mut *tx)
             .await?
             .into_iter()

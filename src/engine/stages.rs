@@ -314,8 +314,12 @@ async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Don
     if let Some((task_id, Some(status))) = withdrawn {
         engine.events.task(task_id, status);
     }
-    tracing::info!(target: "rotor::security", username = %account.username, resource_id = %account.resource_id,
-        operation = %claim.operation, "password rotation committed");
+    if claim.operation == Operation::UpdateAutoRotatePolicy {
+        tracing::info!(username = %account.username, resource_id = %account.resource_id, "auto-rotate policy committed");
+    } else {
+        tracing::info!(target: "rotor::security", username = %account.username, resource_id = %account.resource_id,
+            operation = %claim.operation, "password rotation committed");
+    }
     Ok(Done::Recorded)
 }
 

@@ -1,6 +1,9 @@
 //! The workers: `concurrency` loops that claim a subtask, run its stages and claim
-//! the next, woken by intake's NOTIFY or a fallback poll.
+//! the next. An idle worker waits to be woken: once per new subtask (intake's and the
+//! scheduler's NOTIFY says how many), by a worker whose claim succeeded (there may be
+//! more), or by the fallback poll.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,13 +29,50 @@ pub async fn run_workers(engine: Arc<Engine>, shutdown: CancellationToken) {
     }
     let wake = Arc::new(Notify::new());
     let listener = tokio::spawn(listen_for_work(engine.pool.clone(), wake.clone(), shutdown.clone()));
+    let load = Arc::new(Load::default());
+    let ticker = tokio::spawn(poll(engine.poll_interval, wake.clone(), load.clone()));
     let mut workers = tokio::task::JoinSet::new();
     for n in 0..engine.concurrency {
-        let (engine, wake, shutdown) = (engine.clone(), wake.clone(), shutdown.clone());
-        workers.spawn(async move { worker_loop(n, engine, wake, shutdown).await });
+        let (engine, wake, shutdown, load) = (engine.clone(), wake.clone(), shutdown.clone(), load.clone());
+        workers.spawn(async move { worker_loop(n, engine, wake, shutdown, load).await });
     }
     while workers.join_next().await.is_some() {}
     listener.abort();
+    ticker.abort();
+}
+
+/// How busy the workers are: subtasks running now, and run so far.
+#[derive(Default)]
+struct Load {
+    running: AtomicUsize,
+    done: AtomicUsize,
+}
+
+/// The fallback for work no NOTIFY announces (a retry's or a spread start's time has
+/// come, a NOTIFY lost with its connection): one idle worker looks every
+/// `poll_interval`, and wakes the next if it found something. On the same beat, kept
+/// admin sessions idle too long are closed, and once a burst of work is over the
+/// memory it used is handed back.
+async fn poll(interval: Duration, wake: Arc<Notify>, load: Arc<Load>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trimmed_at = 0;
+    loop {
+        ticks.tick().await;
+        wake.notify_one();
+        let done = load.done.load(Ordering::Relaxed);
+        let idle_after_work = load.running.load(Ordering::Relaxed) == 0 && done != trimmed_at;
+        if idle_after_work {
+            trimmed_at = done;
+        }
+        // Blocking (an SSH goodbye, walking the heap), so not on this thread.
+        tokio::task::spawn_blocking(move || {
+            crate::driver::sessions::close_idle();
+            if idle_after_work {
+                crate::hygiene::release_free_memory();
+            }
+        });
+    }
 }
 
 /// Waits between failed claims while the database is away: 200 ms doubling to 10 s.
@@ -45,29 +85,29 @@ fn claim_delays() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-async fn worker_loop(n: usize, engine: Arc<Engine>, wake: Arc<Notify>, shutdown: CancellationToken) {
+async fn worker_loop(n: usize, engine: Arc<Engine>, wake: Arc<Notify>, shutdown: CancellationToken, load: Arc<Load>) {
     let mut delays = claim_delays();
     while !shutdown.is_cancelled() {
         match lease::claim(&engine.pool, &engine.worker_id, engine.lease_seconds, engine.per_host).await {
             Ok(Some(claim)) => {
                 delays = claim_delays();
+                // There may be more: the next idle worker looks. Claims run one after
+                // another this way, each waking one more, never all workers at once.
+                wake.notify_one();
                 engine.events.subtask(claim.task_id, SubtaskStatus::InProgress);
                 if claim.task_started {
                     engine.events.task(claim.task_id, TaskStatus::InProgress);
                 }
                 let span = tracing::info_span!("subtask", worker_id = %engine.worker_id, worker = n, task_id = %claim.task_id,
                     subtask_id = %claim.subtask_id, credential_id = %claim.credential_id, attempt = claim.attempts);
+                load.running.fetch_add(1, Ordering::Relaxed);
                 rotation::run(&engine, claim).instrument(span).await;
+                load.running.fetch_sub(1, Ordering::Relaxed);
+                load.done.fetch_add(1, Ordering::Relaxed);
             }
             Ok(None) => {
-                // Nothing to do: admin sessions kept for a host's next change that are
-                // idle too long are closed (blocking I/O, so not on this thread).
-                if n == 0 {
-                    tokio::task::spawn_blocking(crate::driver::sessions::close_idle);
-                }
                 tokio::select! {
                     _ = wake.notified() => {}
-                    _ = tokio::time::sleep(engine.poll_interval) => {}
                     _ = shutdown.cancelled() => {}
                 }
             }

@@ -19,6 +19,10 @@ use super::deadletter::log_quarantined;
 use crate::broker::{declare_topology, quarantine_queue};
 pub use super::intake::Intake;
 
+/// How long a batch waits for more deliveries after its first: a few milliseconds of
+/// latency for a request, against a transaction per request when many arrive at once.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
 /// Waits between reconnects: 500 ms doubling to 30 s, from the start again once consuming.
 fn reconnect_delays() -> backon::ExponentialBackoff {
     use backon::BackoffBuilder;
@@ -88,18 +92,27 @@ async fn consume(intake: &Intake, shutdown: &CancellationToken, delays: &mut bac
             batch::handle(intake, &publisher, vec![delivery]).await?;
             continue;
         }
-        // What else the broker has already sent goes into the same batch (up to the
-        // prefetch): one transaction and one ack for all of it.
+        // What else arrives within BATCH_WINDOW goes into the same batch (up to the
+        // prefetch): one transaction and one ack for all of it, and requests sent
+        // together are started together (breadth-first, lease::claim).
         let mut deliveries = vec![delivery];
         let mut broken = None;
+        let window = tokio::time::Instant::now() + BATCH_WINDOW;
         while deliveries.len() < usize::from(s.prefetch.max(1)) {
-            match consumer.next().now_or_never() {
-                Some(Some(Ok(d))) => deliveries.push(d),
-                Some(Some(Err(e))) => {
+            let next = match consumer.next().now_or_never() {
+                Some(next) => next,
+                None => match tokio::time::timeout_at(window, consumer.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            match next {
+                Some(Ok(d)) => deliveries.push(d),
+                Some(Err(e)) => {
                     broken = Some(e);
                     break;
                 }
-                Some(None) | None => break,
+                None => break,
             }
         }
         batch::handle(intake, &publisher, deliveries).await?;

@@ -51,9 +51,11 @@ enum State {
 pub async fn handle(intake: &Intake, publisher: &Channel, deliveries: Vec<Delivery>) -> Result<(), lapin::Error> {
     let mut items: Vec<Item> = deliveries.into_iter().map(|d| named(intake, d)).collect();
     find_known(intake, &mut items).await;
+    let lookup = look_up(intake, &mut items).await.unwrap_or_default();
+    let lookup = &lookup;
     let checked = join_all(items.iter().map(|item| async move {
         match &item.state {
-            State::Named(grant) => Some(prepare(intake, item, grant).instrument(item.span.clone()).await),
+            State::Named(grant) => Some(prepare(intake, item, grant, lookup).instrument(item.span.clone()).await),
             _ => None,
         }
     }))
@@ -120,7 +122,43 @@ async fn find_known(intake: &Intake, items: &mut [Item]) {
     }
 }
 
-async fn prepare(intake: &Intake, item: &Item, grant: &Grant) -> Result<NewTask, Refusal> {
+/// Reads, in one go, the inventory rows the batch's requests name. A body that does not
+/// parse names nothing (its check says why). None when the database is away: then
+/// nothing of the batch can be checked, and it is requeued.
+async fn look_up(intake: &Intake, items: &mut [Item]) -> Option<requests::Lookup> {
+    let mut names = requests::Names::default();
+    for item in items.iter().filter(|i| matches!(i.state, State::Named(_))) {
+        match item.kind.as_str() {
+            KIND_CREDENTIALS_UPDATE => {
+                if let Ok(spec) = requests::parse_spec(&item.d.data) {
+                    names.note_spec(&spec);
+                }
+            }
+            KIND_PRIVX_ROTATE => {
+                if let Ok(body) = requests::parse_json::<requests::PrivxRotate>(&item.d.data) {
+                    names.note_account(&body.host_id, &body.account);
+                }
+            }
+            KIND_PRIVX_PASSWORD => {
+                if let Ok(body) = requests::parse_json::<requests::PrivxPassword>(&item.d.data) {
+                    names.note_account(&body.host_id, &body.account);
+                }
+            }
+            _ => {}
+        }
+    }
+    match requests::Lookup::load(&intake.submitter.pool, names).await {
+        Ok(lookup) => Some(lookup),
+        Err(e) => {
+            for item in items.iter_mut().filter(|i| matches!(i.state, State::Named(_))) {
+                item.state = State::Unavailable(e.to_string());
+            }
+            None
+        }
+    }
+}
+
+async fn prepare(intake: &Intake, item: &Item, grant: &Grant, lookup: &requests::Lookup) -> Result<NewTask, Refusal> {
     let max = intake.settings.max_message_bytes;
     if item.d.data.len() > max {
         return Err(Refusal::Invalid(Rejection::new(
@@ -132,15 +170,15 @@ async fn prepare(intake: &Intake, item: &Item, grant: &Grant) -> Result<NewTask,
     let origin = Origin { channel: "AMQP", requester: item.requester.clone(), grant, request_key: item.key.clone() };
     let submitter = &intake.submitter;
     match item.kind.as_str() {
-        KIND_CREDENTIALS_UPDATE => submitter.prepare(Request::CredentialsUpdate(&item.d.data), &origin).await,
+        KIND_CREDENTIALS_UPDATE => submitter.prepare(Request::CredentialsUpdate(&item.d.data), &origin, Some(lookup)).await,
         KIND_PRIVX_ROTATE => {
             let body: requests::PrivxRotate = requests::parse_json(&item.d.data).map_err(Refusal::Invalid)?;
-            submitter.prepare(Request::PrivxRotate { host_id: &body.host_id, account: &body.account }, &origin).await
+            submitter.prepare(Request::PrivxRotate { host_id: &body.host_id, account: &body.account }, &origin, Some(lookup)).await
         }
         KIND_PRIVX_PASSWORD => {
             let body: requests::PrivxPassword = requests::parse_json(&item.d.data).map_err(Refusal::Invalid)?;
             let request = Request::PrivxPassword { host_id: &body.host_id, account: &body.account, password: body.password.clone() };
-            submitter.prepare(request, &origin).await
+            submitter.prepare(request, &origin, Some(lookup)).await
         }
         other => Err(Refusal::Invalid(Rejection::new(
             RejectCode::InvalidRequest,

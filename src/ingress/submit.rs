@@ -42,24 +42,23 @@ impl Submitter {
                 return Ok(Created { task_id, is_new: false, recorded: None });
             }
         }
-        let new = self.prepare(request, origin).await?;
+        let new = self.prepare(request, origin, None).await?;
         self.record_many(std::slice::from_ref(&new), &[true]).await.map_err(Refusal::Unavailable)?.remove(0)
     }
 
     /// Parses a request and checks it against the inventory and the policies: the task
-    /// it makes, not yet recorded.
-    pub async fn prepare(&self, request: Request<'_>, origin: &Origin<'_>) -> Result<NewTask, Refusal> {
+    /// it makes, not yet recorded. `lookup`: the rows a batch of requests names, read
+    /// once for all of them.
+    pub async fn prepare(&self, request: Request<'_>, origin: &Origin<'_>, lookup: Option<&requests::Lookup>) -> Result<NewTask, Refusal> {
+        let ctx = requests::Context { pool: &self.pool, lookup, policies: &self.policies, max_credentials: self.max_credentials };
         match request {
             Request::CredentialsUpdate(body) => {
                 let spec = requests::parse_spec(body)?;
-                let ctx = requests::Context { pool: &self.pool, policies: &self.policies, max_credentials: self.max_credentials };
                 requests::resolve(&ctx, &spec, origin).await
             }
-            Request::PrivxRotate { host_id, account } => {
-                requests::resolve_privx(&self.pool, host_id, account, None, origin).await
-            }
+            Request::PrivxRotate { host_id, account } => requests::resolve_privx(&ctx, host_id, account, None, origin).await,
             Request::PrivxPassword { host_id, account, password } => {
-                requests::resolve_privx(&self.pool, host_id, account, Some(password), origin).await
+                requests::resolve_privx(&ctx, host_id, account, Some(password), origin).await
             }
         }
     }

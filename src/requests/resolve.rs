@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::lookup::{AccountRow, Lookup, ResourceRef};
 use super::parse::{AutoRotatePolicy, CredentialSpec, CredentialsUpdateSpec, Element, OperationType};
 use super::redact::{NUL_MESSAGE, REDACTED};
 use super::rejection::{Refusal, RejectCode, Rejection};
@@ -18,6 +19,8 @@ use crate::policy::Policy;
 /// What resolving a request needs besides the request.
 pub struct Context<'a> {
     pub pool: &'a PgPool,
+    /// The rows a batch's requests name, read once for all of them (None: read each).
+    pub lookup: Option<&'a Lookup>,
     pub policies: &'a BTreeMap<String, Policy>,
     pub max_credentials: usize,
 }
@@ -81,7 +84,7 @@ pub async fn resolve(ctx: &Context<'_>, spec: &CredentialsUpdateSpec, origin: &O
     let mut labels = Vec::new();
     for (i, element) in spec.elements.iter().enumerate() {
         let at = format!("elements[{i}]");
-        let resource = find_resource(ctx.pool, element, &at).await?;
+        let resource = find_resource(ctx, element, &at).await?;
         let named_by = if element.resource_id.is_some() { "resourceId" } else { "resourceName" };
         origin.check_resource(&format!("{at}.{named_by}"), &resource.id)?;
         if element.credentials.is_empty() {
@@ -89,7 +92,7 @@ pub async fn resolve(ctx: &Context<'_>, spec: &CredentialsUpdateSpec, origin: &O
         }
         for (j, cred) in element.credentials.iter().enumerate() {
             let at = format!("{at}.credentials[{j}]");
-            let credential_id = find_credential(ctx.pool, &resource, cred, &at).await?;
+            let credential_id = find_credential(ctx, &resource, cred, &at).await?;
             if subtasks.iter().any(|s| s.credential_id == credential_id) {
                 return Err(Rejection::new(RejectCode::ValueDuplicate, format!("{at}.username"), "names the same credential twice").into());
             }
@@ -186,16 +189,20 @@ pub(super) fn check_charset(pw: &SecretString, field: &str) -> Result<(), Reject
     crate::driver::validate_password_charset(pw.expose_secret()).map_err(|m| Rejection::new(RejectCode::ValueIncorrectFormat, field, m))
 }
 
-async fn find_credential(pool: &PgPool, resource: &ResourceRef, cred: &CredentialSpec, at: &str) -> Result<Uuid, Refusal> {
+async fn find_credential(ctx: &Context<'_>, resource: &ResourceRef, cred: &CredentialSpec, at: &str) -> Result<Uuid, Refusal> {
     crate::driver::validate_username(&cred.username).map_err(|m| Rejection::new(RejectCode::InvalidUsername, format!("{at}.username"), m))?;
-    let row = sqlx::query!(
-        "SELECT id, account_type, credential_type FROM credentials WHERE resource_id = $1 AND username = $2",
-        resource.id,
-        cred.username
-    )
-    .fetch_optional(pool)
-    .await?
-    .ok_or_else(|| {
+    let row = match ctx.lookup.and_then(|l| l.account(&resource.id, &cred.username)) {
+        Some(row) => row,
+        None => sqlx::query!(
+            "SELECT id, account_type, credential_type FROM credentials WHERE resource_id = $1 AND username = $2",
+            resource.id,
+            cred.username
+        )
+        .fetch_optional(ctx.pool)
+        .await?
+        .map(|r| AccountRow { id: r.id, account_type: r.account_type, credential_type: r.credential_type }),
+    };
+    let row = row.ok_or_else(|| {
         Rejection::new(
             RejectCode::CredentialNotFound,
             format!("{at}.username"),
@@ -214,7 +221,7 @@ async fn find_credential(pool: &PgPool, resource: &ResourceRef, cred: &Credentia
 
 /// A PrivX request for one account: rotate it, or store `password` as its current one.
 pub async fn resolve_privx(
-    pool: &PgPool,
+    ctx: &Context<'_>,
     host_id: &str,
     account: &str,
     password: Option<SecretString>,
@@ -231,10 +238,10 @@ pub async fn resolve_privx(
         resource_type: String::new(),
         credentials: vec![],
     };
-    let resource = find_resource_any_type(pool, &element, "host_id", "host_id").await?;
+    let resource = find_resource_any_type(ctx, &element, "host_id", "host_id").await?;
     origin.check_resource("host_id", &resource.id)?;
     let cred = CredentialSpec { username: account.to_string(), password: None, account_type: None, credential_type: None };
-    let credential_id = find_credential(pool, &resource, &cred, "").await.map_err(|r| match r {
+    let credential_id = find_credential(ctx, &resource, &cred, "").await.map_err(|r| match r {
         Refusal::Invalid(mut r) => {
             r.field = "account".into();
             Refusal::Invalid(r)
@@ -257,16 +264,10 @@ pub async fn resolve_privx(
     })
 }
 
-/// The resource an element names.
-pub struct ResourceRef {
-    pub id: String,
-    pub kind: String,
-    pub policy: String,
-}
 
 /// The element's resource, by `resourceId`, else by `resourceName`; its type must match.
-async fn find_resource(pool: &PgPool, element: &Element, at: &str) -> Result<ResourceRef, Refusal> {
-    let found = find_resource_any_type(pool, element, &format!("{at}.resourceId"), &format!("{at}.resourceName")).await?;
+async fn find_resource(ctx: &Context<'_>, element: &Element, at: &str) -> Result<ResourceRef, Refusal> {
+    let found = find_resource_any_type(ctx, element, &format!("{at}.resourceId"), &format!("{at}.resourceName")).await?;
     if found.kind != element.resource_type {
         return Err(Rejection::new(
             RejectCode::InvalidRequest,
@@ -279,23 +280,32 @@ async fn find_resource(pool: &PgPool, element: &Element, at: &str) -> Result<Res
 }
 
 /// `id_field`/`name_field`: how the request names those fields, for errors.
-async fn find_resource_any_type(pool: &PgPool, element: &Element, id_field: &str, name_field: &str) -> Result<ResourceRef, Refusal> {
+async fn find_resource_any_type(ctx: &Context<'_>, element: &Element, id_field: &str, name_field: &str) -> Result<ResourceRef, Refusal> {
     let (field, row) = match (&element.resource_id, &element.resource_name) {
-        (Some(id), _) => (
-            id_field,
-            sqlx::query!("SELECT id, type, policy FROM resources WHERE id = $1 AND deleted_at IS NULL", id)
-                .fetch_optional(pool)
-                .await?
-                .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }),
-        ),
+        (Some(id), _) => match ctx.lookup.and_then(|l| l.resource_by_id(id)) {
+            Some(found) => (id_field, found),
+            None => (
+                id_field,
+                sqlx::query!("SELECT id, type, policy FROM resources WHERE id = $1 AND deleted_at IS NULL", id)
+                    .fetch_optional(ctx.pool)
+                    .await?
+                    .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }),
+            ),
+        },
         (None, Some(name)) => {
-            let mut found = sqlx::query!("SELECT id, type, policy FROM resources WHERE name = $1 AND deleted_at IS NULL ORDER BY id LIMIT 2", name)
-                .fetch_all(pool)
-                .await?;
+            let mut found = match ctx.lookup.and_then(|l| l.resources_by_name(name)) {
+                Some(found) => found,
+                None => sqlx::query!("SELECT id, type, policy FROM resources WHERE name = $1 AND deleted_at IS NULL ORDER BY id LIMIT 2", name)
+                    .fetch_all(ctx.pool)
+                    .await?
+                    .into_iter()
+                    .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy })
+                    .collect(),
+            };
             if found.len() > 1 {
                 return Err(Rejection::new(RejectCode::InvalidRequest, name_field, format!("`{name}` names more than one resource; name it by resourceId")).into());
             }
-            (name_field, found.pop().map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }))
+            (name_field, found.pop())
         }
         (None, None) => {
             return Err(Rejection::new(RejectCode::RequiredValueMissing, id_field, "give resourceId or resourceName").into())
