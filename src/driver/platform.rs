@@ -17,7 +17,8 @@ pub trait Driver: Send + Sync {
 
     /// VERIFY both ways in one go: `old` tried first (a refused attempt leaves the
     /// connection open), then `new`. Returns (old, new); new is None when old was
-    /// accepted, which ends the attempts (the caller checks new on its own then).
+    /// accepted, which ends the attempts, or when the target closed the connection after
+    /// the refusal (the caller checks new on its own then).
     fn verify_both(&self, host: &Host, username: &str, old: &SecretString, new: &SecretString) -> Result<(Login, Option<Login>), Error> {
         let outcomes = ssh::password_attempts(host, username, &[old, new])?;
         Ok((outcomes[0], outcomes.get(1).copied()))

@@ -88,15 +88,23 @@ impl AdminSession {
 }
 
 fn take_idle(key: &Key) -> Option<Session> {
-    let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
-    let kept = idle.get_mut(key)?;
-    while let Some((session, since)) = kept.pop() {
-        if since.elapsed() < IDLE {
-            return Some(session);
+    let mut stale = Vec::new();
+    let found = {
+        let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
+        let kept = idle.get_mut(key)?;
+        let mut found = None;
+        while let Some((session, since)) = kept.pop() {
+            if since.elapsed() < IDLE {
+                found = Some(session);
+                break;
+            }
+            stale.push(session);
         }
-        close(session);
-    }
-    None
+        found
+    };
+    // Outside the lock: a goodbye to a host that stopped answering waits its timeout.
+    stale.into_iter().for_each(close);
+    found
 }
 
 /// Closes the sessions idle for longer than `IDLE` (the workers call it when idle).

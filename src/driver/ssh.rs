@@ -126,6 +126,10 @@ pub fn password_attempts(host: &Host, username: &str, passwords: &[&SecretString
             Ok(()) => Login::Refused,
             Err(e) => match e.code() {
                 ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(PASSWORD_EXPIRED) => Login::Refused,
+                // A target that drops the connection after a refused attempt (MaxAuthTries
+                // 1, some appliances): what was learned stands, the caller checks the rest
+                // on a connection of its own.
+                _ if !outcomes.is_empty() => break,
                 _ => {
                     let _ = session.disconnect(None, "rotor: login check failed", None);
                     return Err(protocol(host, e));

@@ -116,20 +116,19 @@ async fn try_claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i6
         .await?
         .rows_affected()
         == 1;
-    if row.attempts == 1 {
-        // A subtask's stage rows are written when it first runs, not with its task, so
-        // recording a task writes one row per subtask (view shows unstarted stages alike).
-        let names: Vec<&str> = stages_of(stored(&row.operation), &row.params).iter().map(|s| s.as_str()).collect();
-        sqlx::query!(
-            "INSERT INTO stages (subtask_id, seq, name, status)
-             SELECT $1, ord::int - 1, name, 'PENDING' FROM unnest($2::text[]) WITH ORDINALITY AS s(name, ord)
-             ON CONFLICT DO NOTHING",
-            row.id,
-            &names as &[&str]
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
+    // A subtask's stage rows are written when it runs, not with its task, so recording a
+    // task writes one row per subtask (view shows unstarted stages alike). Every claim
+    // makes sure of them: one by an older rotor (rolling upgrade) would not have.
+    let names: Vec<&str> = stages_of(stored(&row.operation), &row.params).iter().map(|s| s.as_str()).collect();
+    sqlx::query!(
+        "INSERT INTO stages (subtask_id, seq, name, status)
+         SELECT $1, ord::int - 1, name, 'PENDING' FROM unnest($2::text[]) WITH ORDINALITY AS s(name, ord)
+         ON CONFLICT DO NOTHING",
+        row.id,
+        &names as &[&str]
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Some(Some(Claim {
         subtask_id: row.id,

@@ -117,7 +117,8 @@ async fn verify_new(engine: &Engine, claim: &Claim, account: &Account, attempt: 
             attempt.old_checked = Some(old);
             match new {
                 Some(new) => new,
-                // The old password logged in, which ends that connection's attempts.
+                // The old password logged in (which ends that connection's attempts), or
+                // the target closed the connection after refusing it.
                 None => login(account, &pending).await?,
             }
         }
