@@ -68,11 +68,9 @@ pub(super) async fn run_stage(
         Stage::Apply => apply(engine, claim, account, maybe_applied).await,
         Stage::VerifyNew => verify_new(engine, claim, account, attempt).await,
         Stage::VerifyOldRejected => {
-            let mut conn = engine.pool.acquire().await?;
-            let Some(current) = versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await? else {
+            let Some(current) = current_of(engine, account).await? else {
                 return Ok(Done::NotApplicable);
             };
-            drop(conn);
             let outcome = match attempt.old_checked.take() {
                 Some(outcome) => outcome,
                 None => login(account, &current.password).await?,
@@ -105,12 +103,7 @@ pub(super) async fn run_stage(
 /// outcome kept for that stage: one key exchange for both checks.
 async fn verify_new(engine: &Engine, claim: &Claim, account: &Account, attempt: &mut Attempt) -> Result<Done, StageError> {
     let pending = pending_of(engine, claim, account).await?;
-    let current = if attempt.old_check_due {
-        let mut conn = engine.pool.acquire().await?;
-        versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await?
-    } else {
-        None
-    };
+    let current = if attempt.old_check_due { current_of(engine, account).await? } else { None };
     let new = match current {
         Some(current) => {
             let (old, new) = verify_both(account, &current.password, &pending).await?;
@@ -240,6 +233,12 @@ async fn stage_pending(engine: &Engine, claim: &Claim, account: &Account, fresh:
     Ok(Done::Recorded)
 }
 
+/// The account's current version, as the vault has it.
+async fn current_of(engine: &Engine, account: &Account) -> Result<Option<versions::Version>, StageError> {
+    let mut conn = engine.pool.acquire().await?;
+    Ok(versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await?)
+}
+
 async fn pending_of(engine: &Engine, claim: &Claim, account: &Account) -> Result<SecretString, StageError> {
     let mut conn = engine.pool.acquire().await?;
     match versions::get(&mut conn, &engine.key, account.credential_id, State::Pending).await? {
@@ -258,9 +257,7 @@ async fn apply(engine: &Engine, claim: &Claim, account: &Account, maybe_applied:
             return Ok(Done::Successful);
         }
     }
-    let mut conn = engine.pool.acquire().await?;
-    let current = versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await?;
-    drop(conn);
+    let current = current_of(engine, account).await?;
     // Reconcile is a privileged reset: always the admin's chpasswd, whatever the platform
     // (linux-passwd would need the live password, which is what reconcile lacks).
     let driver: &'static dyn driver::Driver = if claim.reconcile() { &driver::linux::Chpasswd } else { driver_of(account)? };

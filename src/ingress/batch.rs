@@ -36,8 +36,10 @@ struct Item {
 }
 
 enum State {
-    /// A known producer, allowed this much; the body is not checked yet.
+    /// A known producer, allowed this much; the body is not read yet.
     Named(Grant),
+    /// Its body parsed, once; not checked against the inventory yet.
+    Parsed(Grant, Body),
     /// Checked; to be recorded.
     Ready(Box<NewTask>),
     Recorded(Created),
@@ -46,16 +48,31 @@ enum State {
     Unavailable(String),
 }
 
+/// A request's body, parsed once for the batch's lookup and its checks.
+enum Body {
+    Spec(requests::CredentialsUpdateSpec),
+    Rotate(requests::PrivxRotate),
+    Password(requests::PrivxPassword),
+}
+
 /// Handles `deliveries`, received in this order on one channel that has no other
 /// unsettled delivery.
 pub async fn handle(intake: &Intake, publisher: &Channel, deliveries: Vec<Delivery>) -> Result<(), lapin::Error> {
     let mut items: Vec<Item> = deliveries.into_iter().map(|d| named(intake, d)).collect();
     find_known(intake, &mut items).await;
+    for item in items.iter_mut() {
+        if let State::Named(grant) = &item.state {
+            item.state = match parse(intake, &item.d, &item.kind) {
+                Ok(body) => State::Parsed(grant.clone(), body),
+                Err(rejection) => State::Refused(rejection),
+            };
+        }
+    }
     let lookup = look_up(intake, &mut items).await.unwrap_or_default();
     let lookup = &lookup;
     let checked = join_all(items.iter().map(|item| async move {
         match &item.state {
-            State::Named(grant) => Some(prepare(intake, item, grant, lookup).instrument(item.span.clone()).await),
+            State::Parsed(grant, body) => Some(prepare(intake, item, grant, body, lookup).instrument(item.span.clone()).await),
             _ => None,
         }
     }))
@@ -122,35 +139,22 @@ async fn find_known(intake: &Intake, items: &mut [Item]) {
     }
 }
 
-/// Reads, in one go, the inventory rows the batch's requests name. A body that does not
-/// parse names nothing (its check says why). None when the database is away: then
-/// nothing of the batch can be checked, and it is requeued.
+/// Reads, in one go, the inventory rows the batch's requests name. None when the
+/// database is away: then nothing of the batch can be checked, and it is requeued.
 async fn look_up(intake: &Intake, items: &mut [Item]) -> Option<requests::Lookup> {
     let mut names = requests::Names::default();
-    for item in items.iter().filter(|i| matches!(i.state, State::Named(_))) {
-        match item.kind.as_str() {
-            KIND_CREDENTIALS_UPDATE => {
-                if let Ok(spec) = requests::parse_spec(&item.d.data) {
-                    names.note_spec(&spec);
-                }
-            }
-            KIND_PRIVX_ROTATE => {
-                if let Ok(body) = requests::parse_json::<requests::PrivxRotate>(&item.d.data) {
-                    names.note_account(&body.host_id, &body.account);
-                }
-            }
-            KIND_PRIVX_PASSWORD => {
-                if let Ok(body) = requests::parse_json::<requests::PrivxPassword>(&item.d.data) {
-                    names.note_account(&body.host_id, &body.account);
-                }
-            }
+    for item in items.iter() {
+        match &item.state {
+            State::Parsed(_, Body::Spec(spec)) => names.note_spec(spec),
+            State::Parsed(_, Body::Rotate(b)) => names.note_account(&b.host_id, &b.account),
+            State::Parsed(_, Body::Password(b)) => names.note_account(&b.host_id, &b.account),
             _ => {}
         }
     }
     match requests::Lookup::load(&intake.submitter.pool, names).await {
         Ok(lookup) => Some(lookup),
         Err(e) => {
-            for item in items.iter_mut().filter(|i| matches!(i.state, State::Named(_))) {
+            for item in items.iter_mut().filter(|i| matches!(i.state, State::Parsed(..))) {
                 item.state = State::Unavailable(e.to_string());
             }
             None
@@ -158,34 +162,36 @@ async fn look_up(intake: &Intake, items: &mut [Item]) -> Option<requests::Lookup
     }
 }
 
-async fn prepare(intake: &Intake, item: &Item, grant: &Grant, lookup: &requests::Lookup) -> Result<NewTask, Refusal> {
+/// The body, parsed by the message's kind; a body over `amqp.max_message_bytes` is not read.
+fn parse(intake: &Intake, d: &Delivery, kind: &str) -> Result<Body, Rejection> {
     let max = intake.settings.max_message_bytes;
-    if item.d.data.len() > max {
-        return Err(Refusal::Invalid(Rejection::new(
+    if d.data.len() > max {
+        return Err(Rejection::new(
             RejectCode::RequestTooLarge,
             "body",
-            format!("is {} bytes; at most {max} (amqp.max_message_bytes)", item.d.data.len()),
-        )));
+            format!("is {} bytes; at most {max} (amqp.max_message_bytes)", d.data.len()),
+        ));
     }
-    let origin = Origin { channel: "AMQP", requester: item.requester.clone(), grant, request_key: item.key.clone() };
-    let submitter = &intake.submitter;
-    match item.kind.as_str() {
-        KIND_CREDENTIALS_UPDATE => submitter.prepare(Request::CredentialsUpdate(&item.d.data), &origin, Some(lookup)).await,
-        KIND_PRIVX_ROTATE => {
-            let body: requests::PrivxRotate = requests::parse_json(&item.d.data).map_err(Refusal::Invalid)?;
-            submitter.prepare(Request::PrivxRotate { host_id: &body.host_id, account: &body.account }, &origin, Some(lookup)).await
-        }
-        KIND_PRIVX_PASSWORD => {
-            let body: requests::PrivxPassword = requests::parse_json(&item.d.data).map_err(Refusal::Invalid)?;
-            let request = Request::PrivxPassword { host_id: &body.host_id, account: &body.account, password: body.password.clone() };
-            submitter.prepare(request, &origin, Some(lookup)).await
-        }
-        other => Err(Refusal::Invalid(Rejection::new(
+    match kind {
+        KIND_CREDENTIALS_UPDATE => requests::parse_spec(&d.data).map(Body::Spec),
+        KIND_PRIVX_ROTATE => requests::parse_json(&d.data).map(Body::Rotate),
+        KIND_PRIVX_PASSWORD => requests::parse_json(&d.data).map(Body::Password),
+        other => Err(Rejection::new(
             RejectCode::InvalidRequest,
             "type",
             format!("unknown message kind `{other}`; use routing key or type {}", KINDS.join(", ")),
-        ))),
+        )),
     }
+}
+
+async fn prepare(intake: &Intake, item: &Item, grant: &Grant, body: &Body, lookup: &requests::Lookup) -> Result<NewTask, Refusal> {
+    let origin = Origin { channel: "AMQP", requester: item.requester.clone(), grant, request_key: item.key.clone() };
+    let request = match body {
+        Body::Spec(spec) => Request::Spec(spec),
+        Body::Rotate(b) => Request::PrivxRotate { host_id: &b.host_id, account: &b.account },
+        Body::Password(b) => Request::PrivxPassword { host_id: &b.host_id, account: &b.account, password: b.password.clone() },
+    };
+    intake.submitter.prepare(request, &origin, Some(lookup)).await
 }
 
 /// Records every checked request of the batch in one transaction.
@@ -236,7 +242,7 @@ async fn settle(intake: &Intake, publisher: &Channel, items: Vec<Item>) -> Resul
                     tracing::warn!(error = %e, "cannot record request now; requeueing");
                     item.d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.map(|()| false)
                 }
-                State::Named(_) | State::Ready(_) => unreachable!("every message of a batch is recorded, refused or unavailable"),
+                State::Named(_) | State::Parsed(..) | State::Ready(_) => unreachable!("every message of a batch is recorded, refused or unavailable"),
             }
         }
         .instrument(item.span.clone())

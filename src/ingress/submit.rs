@@ -30,6 +30,8 @@ pub struct Submitter {
 /// What a request asks, before it is checked.
 pub enum Request<'a> {
     CredentialsUpdate(&'a [u8]),
+    /// A `CredentialsUpdateSpec` already parsed (AMQP intake parses a batch once).
+    Spec(&'a requests::CredentialsUpdateSpec),
     PrivxRotate { host_id: &'a str, account: &'a str },
     PrivxPassword { host_id: &'a str, account: &'a str, password: SecretString },
 }
@@ -52,10 +54,8 @@ impl Submitter {
     pub async fn prepare(&self, request: Request<'_>, origin: &Origin<'_>, lookup: Option<&requests::Lookup>) -> Result<NewTask, Refusal> {
         let ctx = requests::Context { pool: &self.pool, lookup, policies: &self.policies, max_credentials: self.max_credentials };
         match request {
-            Request::CredentialsUpdate(body) => {
-                let spec = requests::parse_spec(body)?;
-                requests::resolve(&ctx, &spec, origin).await
-            }
+            Request::CredentialsUpdate(body) => requests::resolve(&ctx, &requests::parse_spec(body)?, origin).await,
+            Request::Spec(spec) => requests::resolve(&ctx, spec, origin).await,
             Request::PrivxRotate { host_id, account } => requests::resolve_privx(&ctx, host_id, account, None, origin).await,
             Request::PrivxPassword { host_id, account, password } => {
                 requests::resolve_privx(&ctx, host_id, account, Some(password), origin).await
