@@ -33,7 +33,8 @@
 # Knobs: HOSTS=10 ACCOUNTS=100 BASE_PORT=2300 LOGINS=400 LOGIN_SECONDS=20
 # LOGIN_PARALLEL=16 REFUSED_N=9 LATENCY_N=5 SAMPLE=20 INTAKE_N=5000 FORKS=16
 # TICK_TOTAL=100000 TICK_DUE=1000 TICK_ROUNDS=3 ROT_TIMEOUT=1800 SKIP_ANSIBLE=1
-# SKIP_INTAKE=1 SKIP_TICK=1 ROTOR_BIN=path (use that binary, no build).
+# SKIP_INTAKE=1 SKIP_TICK=1 SKIP_ROTATION=1 (no latency, rotation or sample check)
+# ROTOR_BIN=path (use that binary, no build).
 #
 # Secrets: passwords live in 0600 files under STATE and in pipes/environment variables
 # (sshpass -e, chpasswd/newusers stdin, Ansible extra-vars file); none is printed or put
@@ -72,6 +73,7 @@ TICK_ROUNDS=${TICK_ROUNDS:-3}
 ROT_TIMEOUT=${ROT_TIMEOUT:-1800}
 SKIP_ANSIBLE=${SKIP_ANSIBLE:-0}
 SKIP_INTAKE=${SKIP_INTAKE:-0}
+SKIP_ROTATION=${SKIP_ROTATION:-0}
 SKIP_TICK=${SKIP_TICK:-0}
 ROTOR_BIN=${ROTOR_BIN:-}
 
@@ -243,7 +245,7 @@ status=0
 
 cmdline="HOSTS=$HOSTS ACCOUNTS=$ACCOUNTS"
 for v in BASE_PORT LOGINS LOGIN_SECONDS LOGIN_PARALLEL REFUSED_N LATENCY_N SAMPLE INTAKE_N FORKS TICK_TOTAL TICK_DUE \
-    TICK_ROUNDS ROT_TIMEOUT SKIP_ANSIBLE SKIP_INTAKE SKIP_TICK ROTOR_BIN; do
+    TICK_ROUNDS ROT_TIMEOUT SKIP_ANSIBLE SKIP_INTAKE SKIP_TICK SKIP_ROTATION ROTOR_BIN; do
     case $v in
         BASE_PORT) d=2300 ;; LOGINS) d=400 ;; LOGIN_SECONDS) d=20 ;; LOGIN_PARALLEL) d=16 ;; REFUSED_N) d=9 ;; LATENCY_N) d=5 ;;
         SAMPLE) d=20 ;; INTAKE_N) d=5000 ;; FORKS) d=16 ;; TICK_TOTAL) d=100000 ;; TICK_DUE) d=1000 ;;
@@ -402,27 +404,29 @@ note "rotor pid $rotor_pid ready on 127.0.0.1:$http_port; idle VmRSS $((rss_idle
     || { tail -20 "$RUN/apply.log" >&2; die "rotor resource apply failed (log: $RUN/apply.log)"; }
 note "inventory applied: $HOSTS resources, $((HOSTS * ACCOUNTS)) accounts onboarded (log: $RUN/apply.log)"
 
-say "latency: one ROTATE on an idle rotor, publish -> SUCCESSFUL (polled every 20 ms), $LATENCY_N times"
-if ! vpy latency "${rotor_args[@]}" --run-id "$run_id" --hosts "$HOSTS" --accounts "$ACCOUNTS" \
-    --base-port "$BASE_PORT" --n "$LATENCY_N" --results "$results"; then
-    status=1
-    note "latency run FAILED (see above and $RUN/rotor.log)"
+if [[ $SKIP_ROTATION != 1 ]]; then
+    say "latency: one ROTATE on an idle rotor, publish -> SUCCESSFUL (polled every 20 ms), $LATENCY_N times"
+    if ! vpy latency "${rotor_args[@]}" --run-id "$run_id" --hosts "$HOSTS" --accounts "$ACCOUNTS" \
+        --base-port "$BASE_PORT" --n "$LATENCY_N" --results "$results"; then
+        status=1
+        note "latency run FAILED (see above and $RUN/rotor.log)"
+    fi
+    
+    say "rotation: one ROTATE request per host naming all its accounts ($((HOSTS * ACCOUNTS)) rotations)"
+    vpy snapshot --hosts "$HOSTS" --accounts "$ACCOUNTS" --base-port "$BASE_PORT" --rotor "$rotor" --sample "$SAMPLE" \
+        --out "$RUN/sample.json"
+    if vpy rotate --hosts "$HOSTS" --accounts "$ACCOUNTS" --base-port "$BASE_PORT" "${rotor_args[@]}" --run-id "$run_id" \
+        --pid "$rotor_pid" --timeout "$ROT_TIMEOUT" --results "$results"; then
+        :
+    else
+        status=1
+        note "the rotation run did NOT succeed in full: no rate claimed (log: $RUN/rotor.log)"
+    fi
+    note "checking a sample on the targets: rotor's new password logs in, the previous one is refused"
+    vpy verify --rotor "$rotor" --sample "$RUN/sample.json" --results "$results" || status=1
+    vok=$(sed -n 's/^verified_ok=//p' "$results")
+    [[ -n $vok && $vok == "$(sed -n 's/^verified_n=//p' "$results")" ]] || status=1
 fi
-
-say "rotation: one ROTATE request per host naming all its accounts ($((HOSTS * ACCOUNTS)) rotations)"
-vpy snapshot --hosts "$HOSTS" --accounts "$ACCOUNTS" --base-port "$BASE_PORT" --rotor "$rotor" --sample "$SAMPLE" \
-    --out "$RUN/sample.json"
-if vpy rotate --hosts "$HOSTS" --accounts "$ACCOUNTS" --base-port "$BASE_PORT" "${rotor_args[@]}" --run-id "$run_id" \
-    --pid "$rotor_pid" --timeout "$ROT_TIMEOUT" --results "$results"; then
-    :
-else
-    status=1
-    note "the rotation run did NOT succeed in full: no rate claimed (log: $RUN/rotor.log)"
-fi
-note "checking a sample on the targets: rotor's new password logs in, the previous one is refused"
-vpy verify --rotor "$rotor" --sample "$RUN/sample.json" --results "$results" || status=1
-vok=$(sed -n 's/^verified_ok=//p' "$results")
-[[ -n $vok && $vok == "$(sed -n 's/^verified_n=//p' "$results")" ]] || status=1
 stop_rotor
 note "rotor stopped"
 

@@ -139,6 +139,7 @@ impl Application {
             link,
             connected: broker_up.clone(),
             refused: Default::default(),
+            admission: engine.admission.clone(),
         });
         let intake_task = spawn_named("amqp intake", {
             let stop = stop_intake.clone();

@@ -18,6 +18,12 @@ pub const KIND_PRIVX_PASSWORD: &str = "privx.password";
 pub const KINDS: [&str; 3] = [KIND_CREDENTIALS_UPDATE, KIND_PRIVX_ROTATE, KIND_PRIVX_PASSWORD];
 pub const ERROR_HEADER: &str = "x-rotor-error";
 
+/// The largest AMQP frame rotor asks for, unless the URL says `?frame_max=`. lapin keeps
+/// 32 frames of buffer each way per connection: at the broker's 128 KiB that is 8 MiB a
+/// connection, resident once used. A request is a few hundred bytes; a larger body is
+/// simply sent in several frames.
+pub const FRAME_MAX: u32 = 16 * 1024;
+
 /// How to reach the broker: its URL (`amqps://` for TLS) and the CA that signs its
 /// certificate, read once from the settings.
 #[derive(Clone)]
@@ -50,7 +56,10 @@ impl Link {
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio);
         let tls = OwnedTLSConfig { identity: None, cert_chain: self.ca_pem.clone() };
-        Connection::connect_with_config(self.url.expose_secret(), props, tls).await
+        let mut uri = lapin::uri::AMQPUri::from_str(self.url.expose_secret())
+            .map_err(|e| lapin::Error::from(std::io::Error::other(e)))?;
+        uri.query.frame_max.get_or_insert(FRAME_MAX);
+        Connection::connect_uri_with_config(uri, props, tls).await
     }
 
     /// Connects once at start: a certificate the CA does not vouch for is a setting to

@@ -73,7 +73,8 @@ pub struct AmqpSettings {
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
     pub events_exchange: String,
-    /// Unacknowledged deliveries the consumer holds at once.
+    /// Unacknowledged deliveries the consumer holds at once; intake records them in
+    /// batches of half as many, the next batch arriving while one is recorded.
     pub prefetch: u16,
     /// Larger message bodies are dead-lettered unread.
     pub max_message_bytes: usize,
@@ -105,7 +106,7 @@ impl Default for AmqpSettings {
             dead_letter_exchange: "rotor.dlx".into(),
             dead_letter_queue: "rotor.requests.dead".into(),
             events_exchange: "rotor.events".into(),
-            prefetch: 256,
+            prefetch: 512,
             max_message_bytes: 1024 * 1024,
             max_credentials_per_request: 1000,
             ca_file: None,

@@ -36,6 +36,8 @@ pub struct Engine {
     pub scheduler: SchedulerSettings,
     /// `[inventory] allowed_dir`, links resolved: admin files are read only from under it.
     pub allowed_dir: std::path::PathBuf,
+    /// Held by AMQP intake's backlog before a worker claims new work.
+    pub admission: Arc<super::admission::Admission>,
 }
 
 impl Engine {
@@ -63,6 +65,7 @@ impl Engine {
             per_host: settings.worker.per_host,
             schedule: settings.scheduler.schedule()?,
             scheduler: settings.scheduler.clone(),
+            admission: Arc::default(),
         })
     }
 

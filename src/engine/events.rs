@@ -7,6 +7,7 @@
 //! On shutdown the publisher is stopped last of the engine's parts (`flush`): what the
 //! draining workers reported is published before it closes.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
@@ -99,9 +100,12 @@ impl Events {
 
 /// Between attempts to reach the broker.
 const RECONNECT_DELAY: Duration = Duration::from_secs(2);
+/// Events taken from the buffer at once: their tasks are read in one go.
+const BATCH: usize = 256;
 
 async fn publish_loop(pool: PgPool, link: crate::broker::Link, exchange: String, mut rx: mpsc::Receiver<Event>, flush: CancellationToken) {
-    let mut pending: Option<Event> = None;
+    // Taken from the buffer and not yet published, oldest first.
+    let mut pending: Vec<Event> = Vec::new();
     'connect: while !flush.is_cancelled() {
         let conn = match link.connect("rotor events").await {
             Ok(c) => c,
@@ -111,10 +115,9 @@ async fn publish_loop(pool: PgPool, link: crate::broker::Link, exchange: String,
         };
         let Ok(ch) = conn.create_channel().await else { continue };
         loop {
-            let event = match pending.take() {
-                Some(e) => e,
-                None => tokio::select! {
-                    e = rx.recv() => match e { Some(e) => e, None => return },
+            if pending.is_empty() {
+                tokio::select! {
+                    n = rx.recv_many(&mut pending, BATCH) => if n == 0 { return },
                     _ = flush.cancelled() => {
                         let left = drain(&pool, &ch, &exchange, &mut rx).await;
                         if left > 0 {
@@ -123,22 +126,16 @@ async fn publish_loop(pool: PgPool, link: crate::broker::Link, exchange: String,
                         let _ = conn.close(200, "bye").await;
                         return;
                     }
-                },
-            };
-            match publish(&pool, &ch, &exchange, &event).await {
+                }
+            }
+            match publish(&pool, &ch, &exchange, &mut pending).await {
                 Ok(()) => {}
-                Err(Retry::Database) => {
-                    pending = Some(event);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(Retry::Broker) => {
-                    pending = Some(event);
-                    continue 'connect;
-                }
+                Err(Retry::Database) => tokio::time::sleep(Duration::from_secs(1)).await,
+                Err(Retry::Broker) => continue 'connect,
             }
         }
     }
-    let left = rx.len() + usize::from(pending.is_some());
+    let left = rx.len() + pending.len();
     if left > 0 {
         tracing::warn!(events = left, "shutdown: the broker is away; buffered events were not published");
     }
@@ -147,10 +144,11 @@ async fn publish_loop(pool: PgPool, link: crate::broker::Link, exchange: String,
 /// Publishes everything buffered, within `FLUSH_TIMEOUT`; returns how many are left.
 async fn drain(pool: &PgPool, ch: &lapin::Channel, exchange: &str, rx: &mut mpsc::Receiver<Event>) -> usize {
     rx.close();
+    let mut pending = Vec::new();
     let work = async {
-        while let Some(event) = rx.recv().await {
-            if publish(pool, ch, exchange, &event).await.is_err() {
-                return rx.len() + 1;
+        while rx.recv_many(&mut pending, BATCH).await > 0 {
+            if publish(pool, ch, exchange, &mut pending).await.is_err() {
+                return rx.len() + pending.len();
             }
         }
         0
@@ -163,28 +161,51 @@ enum Retry {
     Broker,
 }
 
-async fn publish(pool: &PgPool, ch: &lapin::Channel, exchange: &str, event: &Event) -> Result<(), Retry> {
-    let body = match body_of(pool, event).await {
-        Ok(Some(body)) => body,
-        Ok(None) => return Ok(()),
-        Err(_) => return Err(Retry::Database),
-    };
+/// Publishes `events` in order, removing each one published; their tasks are read once
+/// each, as they are now.
+async fn publish(pool: &PgPool, ch: &lapin::Channel, exchange: &str, events: &mut Vec<Event>) -> Result<(), Retry> {
+    let mut ids: Vec<Uuid> = events.iter().filter_map(|e| if let Event::Task { task_id, .. } = e { Some(*task_id) } else { None }).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let tasks: HashMap<Uuid, Vec<u8>> = super::view::load_many(pool, &ids)
+        .await
+        .map_err(|_| Retry::Database)?
+        .into_iter()
+        .map(|t| (t.id, serde_json::to_vec(&t).expect("task serializes")))
+        .collect();
     let props = BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
-    ch.basic_publish(exchange, event.routing_key(), BasicPublishOptions::default(), &body, props).await.map(|_| ()).map_err(|_| Retry::Broker)
+    let mut sent = 0;
+    let mut outcome = Ok(());
+    for event in events.iter() {
+        let body = match event {
+            Event::Task { task_id, .. } => tasks.get(task_id).cloned(),
+            Event::Credential { credential_id, .. } => match credential_body(pool, *credential_id).await {
+                Ok(body) => body,
+                Err(_) => {
+                    outcome = Err(Retry::Database);
+                    break;
+                }
+            },
+        };
+        if let Some(body) = body {
+            if ch.basic_publish(exchange, event.routing_key(), BasicPublishOptions::default(), &body, props.clone()).await.is_err() {
+                outcome = Err(Retry::Broker);
+                break;
+            }
+        }
+        sent += 1;
+    }
+    events.drain(..sent);
+    outcome
 }
 
-async fn body_of(pool: &PgPool, event: &Event) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    match event {
-        Event::Task { task_id, .. } => Ok(super::view::load(pool, *task_id).await?.map(|t| serde_json::to_vec(&t).expect("task serializes"))),
-        Event::Credential { credential_id, .. } => {
-            let row = sqlx::query!("SELECT resource_id, username, status FROM credentials WHERE id = $1", credential_id)
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.map(|r| {
-                serde_json::to_vec(&serde_json::json!({"credentialId": credential_id, "resourceId": r.resource_id,
-                    "username": r.username, "status": r.status}))
-                .expect("json serializes")
-            }))
-        }
-    }
+async fn credential_body(pool: &PgPool, credential_id: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    let row = sqlx::query!("SELECT resource_id, username, status FROM credentials WHERE id = $1", credential_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| {
+        serde_json::to_vec(&serde_json::json!({"credentialId": credential_id, "resourceId": r.resource_id,
+            "username": r.username, "status": r.status}))
+        .expect("json serializes")
+    }))
 }

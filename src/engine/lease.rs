@@ -35,10 +35,11 @@ impl Claim {
 }
 
 /// Takes the oldest runnable subtask whose credential is free (or already reserved for
-/// it, or whose previous worker's lease expired) and leases the credential.
+/// it, or whose previous worker's lease expired) and leases the credential. A subtask
+/// that connects to its target waits while its resource has `per_host` such leases.
 pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i64) -> Result<Option<Claim>, Error> {
-    // A claimer that locked the resource row just after another committed a lease on it
-    // counted with an older snapshot; it finds out below and tries again.
+    // A claimer that chose a host just as others filled it finds out once it holds the
+    // resource row, and chooses again.
     for _ in 0..8 {
         if let Some(claim) = try_claim(pool, worker, lease_seconds, per_host).await? {
             return Ok(claim);
@@ -47,70 +48,71 @@ pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i6
     Ok(None)
 }
 
-/// One attempt: Some(claim or nothing runnable), or None when the per-host limit turned
-/// out to be full once the resource row was locked.
+/// One attempt: Some(claim or nothing runnable), or None when the candidate's host turned
+/// out to be full (or busy being claimed on for longer than `RESOURCE_WAIT`).
 async fn try_claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i64) -> Result<Option<Option<Claim>>, Error> {
+    let off_target: Vec<&str> = Operation::OFF_TARGET.iter().map(|o| o.as_str()).collect();
     let mut tx = pool.begin().await?;
-    let row = sqlx::query!(
-        r#"WITH candidate AS (
-               SELECT s.id, s.credential_id
-                 FROM subtasks s JOIN credentials c ON c.id = s.credential_id JOIN resources r ON r.id = c.resource_id
-                WHERE s.status IN ('PENDING', 'IN_PROGRESS')
-                  AND s.not_before <= now()
-                  AND CASE WHEN c.lease_subtask IS NULL THEN s.status = 'PENDING'
-                           WHEN c.lease_subtask = s.id THEN c.lease_expires_at IS NULL OR c.lease_expires_at < now()
-                           ELSE false END
-                  -- At most per_host live leases on one resource; locking the resource row
-                  -- makes concurrent claimers on that host take turns (checked again below).
-                  -- NO KEY UPDATE (here and on every credential row a worker holds): what
-                  -- claimers and workers need among themselves, and it leaves alone the KEY
-                  -- SHARE that recording a new subtask takes on its credential (the foreign
-                  -- key) and on its resource.
-                  AND (SELECT count(*) FROM credentials c2
-                        WHERE c2.resource_id = r.id AND c2.id <> c.id AND c2.lease_expires_at > now()) < $3
-                -- Breadth-first over the tasks recorded together (subtasks_runnable).
-                ORDER BY s.not_before, s.seq, s.created_at
-                LIMIT 1
-                  FOR NO KEY UPDATE OF s, c, r SKIP LOCKED
-           ), lease AS (
-               UPDATE credentials c
-                  SET lease_subtask = candidate.id, lease_owner = $1,
-                      lease_expires_at = now() + make_interval(secs => $2), lease_fence = c.lease_fence + 1
-                 FROM candidate WHERE c.id = candidate.credential_id
-                RETURNING c.lease_fence
+    // The hosts at their limit are read once (credentials_leased), not per candidate; the
+    // candidate's own rows are locked, skipping those another claimer or worker holds.
+    // NO KEY UPDATE (here and on every credential row a worker holds): what claimers and
+    // workers need among themselves, and it leaves alone the KEY SHARE that recording a
+    // new subtask takes on its credential (the foreign key) and on its resource.
+    let Some(row) = sqlx::query!(
+        r#"WITH full_hosts AS (
+               SELECT c.resource_id
+                 FROM credentials c JOIN subtasks b ON b.id = c.lease_subtask JOIN tasks t ON t.id = b.task_id
+                WHERE c.lease_subtask IS NOT NULL AND c.lease_expires_at > now() AND t.operation <> ALL($2)
+                GROUP BY c.resource_id HAVING count(*) >= $1
            )
-           UPDATE subtasks s
-              SET status = 'IN_PROGRESS', worker = $1, fence = lease.lease_fence, attempts = s.attempts + 1,
-                  started_at = COALESCE(s.started_at, now())
-             FROM candidate, lease
-            WHERE s.id = candidate.id
-            RETURNING s.id, s.task_id, s.credential_id, s.fence AS "fence!", s.attempts, s.params,
-                      (SELECT operation FROM tasks WHERE id = s.task_id) AS "operation!",
-                      (SELECT is_auto_rotate FROM tasks WHERE id = s.task_id) AS "is_auto!",
-                      (SELECT resource_id FROM credentials WHERE id = s.credential_id) AS "resource_id!""#,
-        worker,
-        lease_seconds,
-        per_host
+           SELECT s.id, s.task_id, s.credential_id, s.params, c.resource_id, t.operation, t.is_auto_rotate
+             FROM subtasks s JOIN credentials c ON c.id = s.credential_id JOIN tasks t ON t.id = s.task_id
+            WHERE s.status IN ('PENDING', 'IN_PROGRESS')
+              AND s.not_before <= now()
+              AND CASE WHEN c.lease_subtask IS NULL THEN s.status = 'PENDING'
+                       WHEN c.lease_subtask = s.id THEN c.lease_expires_at IS NULL OR c.lease_expires_at < now()
+                       ELSE false END
+              AND (t.operation = ANY($2) OR c.resource_id NOT IN (SELECT resource_id FROM full_hosts))
+            -- Breadth-first over the tasks recorded together (subtasks_runnable).
+            ORDER BY s.not_before, s.seq, s.created_at
+            LIMIT 1
+              FOR NO KEY UPDATE OF s, c SKIP LOCKED"#,
+        per_host,
+        &off_target as &[&str]
     )
     .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
+    .await?
+    else {
         tx.rollback().await?;
         return Ok(Some(None));
     };
-    // This statement's snapshot is newer than the lock on the resource row: it sees every
-    // lease committed on that host, and no other claimer can add one while we hold the lock.
-    let live = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM credentials WHERE resource_id = $1 AND id <> $2 AND lease_expires_at > now()"#,
-        row.resource_id,
-        row.credential_id
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if live >= per_host {
+    let operation: Operation = stored(&row.operation);
+    if operation.touches_target() && !host_has_room(&mut tx, &row.resource_id, row.credential_id, per_host, &off_target).await? {
         tx.rollback().await?;
         return Ok(None);
     }
+    let (fence, attempts) = sqlx::query!(
+        r#"WITH lease AS (
+               UPDATE credentials
+                  SET lease_subtask = $1, lease_owner = $3,
+                      lease_expires_at = now() + make_interval(secs => $4), lease_fence = lease_fence + 1
+                WHERE id = $2
+                RETURNING lease_fence
+           )
+           UPDATE subtasks s
+              SET status = 'IN_PROGRESS', worker = $3, fence = lease.lease_fence, attempts = s.attempts + 1,
+                  started_at = COALESCE(s.started_at, now())
+             FROM lease
+            WHERE s.id = $1
+            RETURNING s.fence AS "fence!", s.attempts"#,
+        row.id,
+        row.credential_id,
+        worker,
+        lease_seconds
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map(|r| (r.fence, r.attempts))?;
     let task_started = sqlx::query!("UPDATE tasks SET status = 'IN_PROGRESS' WHERE id = $1 AND status = 'PENDING'", row.task_id)
         .execute(&mut *tx)
         .await?
@@ -119,7 +121,7 @@ async fn try_claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i6
     // A subtask's stage rows are written when it runs, not with its task, so recording a
     // task writes one row per subtask (view shows unstarted stages alike). Every claim
     // makes sure of them: one by an older rotor (rolling upgrade) would not have.
-    let names: Vec<&str> = stages_of(stored(&row.operation), &row.params).iter().map(|s| s.as_str()).collect();
+    let names: Vec<&str> = stages_of(operation, &row.params).iter().map(|s| s.as_str()).collect();
     sqlx::query!(
         "INSERT INTO stages (subtask_id, seq, name, status)
          SELECT $1, ord::int - 1, name, 'PENDING' FROM unnest($2::text[]) WITH ORDINALITY AS s(name, ord)
@@ -134,13 +136,43 @@ async fn try_claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i6
         subtask_id: row.id,
         task_id: row.task_id,
         credential_id: row.credential_id,
-        operation: stored(&row.operation),
-        fence: row.fence,
-        attempts: row.attempts,
+        operation,
+        fence,
+        attempts,
         params: row.params,
         task_started,
-        is_auto: row.is_auto,
+        is_auto: row.is_auto_rotate,
     })))
+}
+
+/// How long a claimer waits for another claimer's hold on a resource row; past it, it
+/// chooses again (this also breaks any wait cycle through a deleted resource's row).
+const RESOURCE_WAIT: &str = "250ms";
+
+/// Holds the resource row, so that claimers on one host take turns, and counts its live
+/// leases on the target (this statement's snapshot is newer than the lock: it sees every
+/// lease committed on the host, and no other claimer can add one meanwhile).
+async fn host_has_room(tx: &mut PgConnection, resource_id: &str, credential_id: Uuid, per_host: i64, off_target: &[&str]) -> Result<bool, Error> {
+    sqlx::query(&format!("SET LOCAL lock_timeout = '{RESOURCE_WAIT}'")).execute(&mut *tx).await?;
+    match sqlx::query!("SELECT 1 AS one FROM resources WHERE id = $1 FOR NO KEY UPDATE", resource_id).fetch_optional(&mut *tx).await {
+        Ok(_) => {}
+        // lock_not_available: the wait ran out.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    sqlx::query("SET LOCAL lock_timeout = 0").execute(&mut *tx).await?;
+    let live = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!"
+             FROM credentials c JOIN subtasks b ON b.id = c.lease_subtask JOIN tasks t ON t.id = b.task_id
+            WHERE c.resource_id = $1 AND c.id <> $2 AND c.lease_subtask IS NOT NULL AND c.lease_expires_at > now()
+              AND t.operation <> ALL($3)"#,
+        resource_id,
+        credential_id,
+        off_target as &[&str]
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(live < per_host)
 }
 
 /// Expires the leases an earlier run of this instance held (it is dead: we are it).

@@ -2,9 +2,11 @@
 //! safe rotation protocol (DESIGN.md). Inside, the flow reads top to bottom:
 //! workers → rotation (the stage loop) → stages → account (the driver seam), with
 //! recovery for giving up safely; lease, repo and lifecycle own the rows they write;
-//! view reads the Task JSON; events publishes status changes.
+//! view reads the Task JSON; events publishes status changes; admission lets intake's
+//! backlog go first.
 
 mod account;
+pub mod admission;
 pub mod control;
 mod context;
 mod error;

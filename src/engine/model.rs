@@ -23,8 +23,16 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The operations that never connect to the target (only rotor's records change):
+    /// `worker.per_host` does not count or hold them.
+    pub const OFF_TARGET: [Operation; 1] = [Operation::UpdateAutoRotatePolicy];
+
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+
+    pub fn touches_target(self) -> bool {
+        !Self::OFF_TARGET.contains(&self)
     }
 }
 

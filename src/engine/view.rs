@@ -98,30 +98,42 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Task>, sqlx::Error> 
 
 /// The same on a connection, e.g. inside the transaction that records the task.
 pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<Task>, sqlx::Error> {
-    let Some(t) = sqlx::query!(
+    Ok(load_many_in(conn, &[id]).await?.pop())
+}
+
+/// Several tasks in three queries, in the order of `ids` (an unknown id is left out).
+pub async fn load_many(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Task>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    load_many_in(&mut conn, ids).await
+}
+
+pub async fn load_many_in(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<Vec<Task>, sqlx::Error> {
+    let tasks = sqlx::query!(
         "SELECT id, name, type, operation, status, resolution_status, is_auto_rotate, errors, created_at, completed_at,
                 requested_by_kind, requested_by_name
-           FROM tasks WHERE id = $1",
-        id
+           FROM tasks WHERE id = ANY($1)",
+        ids
     )
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
-        return Ok(None);
-    };
+    .fetch_all(&mut *conn)
+    .await?;
+    if tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
     let subs = sqlx::query!(
-        "SELECT s.id, s.status, s.errors, s.params, c.username, r.id AS resource_id, r.name AS resource_name, r.type AS resource_type
+        "SELECT s.id, s.task_id, s.status, s.errors, s.params, c.username, r.id AS resource_id, r.name AS resource_name,
+                r.type AS resource_type
            FROM subtasks s JOIN credentials c ON c.id = s.credential_id JOIN resources r ON r.id = c.resource_id
-          WHERE s.task_id = $1 ORDER BY s.seq",
-        id
+          WHERE s.task_id = ANY($1) ORDER BY s.task_id, s.seq",
+        &found
     )
     .fetch_all(&mut *conn)
     .await?;
     let stage_rows = sqlx::query!(
         "SELECT st.subtask_id, st.name, st.status, st.started_at, st.completed_at, st.errors
            FROM stages st JOIN subtasks s ON s.id = st.subtask_id
-          WHERE s.task_id = $1 ORDER BY s.seq, st.seq",
-        id
+          WHERE s.task_id = ANY($1) ORDER BY st.subtask_id, st.seq",
+        &found
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -138,49 +150,61 @@ pub async fn load_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<T
             errors: errors(r.errors),
         });
     }
-    let operation: Operation = stored(&t.operation);
-    let verb = operation_verb(operation);
-    let mut resources: Vec<Resource> = Vec::new();
-    let mut sub_tasks = Vec::with_capacity(subs.len());
+    let mut subs_of: HashMap<Uuid, Vec<_>> = HashMap::new();
     for s in subs {
-        let resource = Resource {
-            resource_id: s.resource_id.clone(),
-            name: s.resource_name.clone(),
-            fqdn: s.resource_name.clone(),
-            kind: s.resource_type.clone(),
-        };
-        if !resources.contains(&resource) {
-            resources.push(resource.clone());
-        }
-        let status: SubtaskStatus = stored(&s.status);
-        sub_tasks.push(SubTask {
-            id: s.id,
-            name: format!("{verb} {}@{}", s.username, s.resource_id),
-            description: format!("{verb} the password of account {} on resource {}", s.username, s.resource_name),
-            status,
-            resources: vec![resource],
-            errors: errors(s.errors),
-            stages: stages.remove(&s.id).unwrap_or_else(|| unstarted(operation, &s.params, status)),
-        });
+        subs_of.entry(s.task_id).or_default().push(s);
     }
-    let status: TaskStatus = stored(&t.status);
-    Ok(Some(Task {
-        id: t.id,
-        name: t.name,
-        kind: t.r#type,
-        is_cancellable: !status.is_final() && sub_tasks.iter().any(|s| s.status == SubtaskStatus::Pending),
-        // A refused request has no subtask to run again.
-        is_retryable: status == TaskStatus::Failed && sub_tasks.iter().any(|s| s.status == SubtaskStatus::Failed),
-        status,
-        resolution_status: stored(&t.resolution_status),
-        is_auto_rotate: t.is_auto_rotate,
-        requested_by: t.requested_by_kind.zip(t.requested_by_name).map(|(kind, name)| Requester { kind: stored(&kind), name }),
-        creation_timestamp: t.created_at,
-        completion_timestamp: t.completed_at,
-        errors: errors(t.errors),
-        resources,
-        sub_tasks,
-    }))
+    let mut built: HashMap<Uuid, Task> = HashMap::with_capacity(tasks.len());
+    for t in tasks {
+        let operation: Operation = stored(&t.operation);
+        let verb = operation_verb(operation);
+        let mut resources: Vec<Resource> = Vec::new();
+        let subs = subs_of.remove(&t.id).unwrap_or_default();
+        let mut sub_tasks = Vec::with_capacity(subs.len());
+        for s in subs {
+            let resource = Resource {
+                resource_id: s.resource_id.clone(),
+                name: s.resource_name.clone(),
+                fqdn: s.resource_name.clone(),
+                kind: s.resource_type.clone(),
+            };
+            if !resources.contains(&resource) {
+                resources.push(resource.clone());
+            }
+            let status: SubtaskStatus = stored(&s.status);
+            sub_tasks.push(SubTask {
+                id: s.id,
+                name: format!("{verb} {}@{}", s.username, s.resource_id),
+                description: format!("{verb} the password of account {} on resource {}", s.username, s.resource_name),
+                status,
+                resources: vec![resource],
+                errors: errors(s.errors),
+                stages: stages.remove(&s.id).unwrap_or_else(|| unstarted(operation, &s.params, status)),
+            });
+        }
+        let status: TaskStatus = stored(&t.status);
+        built.insert(
+            t.id,
+            Task {
+                id: t.id,
+                name: t.name,
+                kind: t.r#type,
+                is_cancellable: !status.is_final() && sub_tasks.iter().any(|s| s.status == SubtaskStatus::Pending),
+                // A refused request has no subtask to run again.
+                is_retryable: status == TaskStatus::Failed && sub_tasks.iter().any(|s| s.status == SubtaskStatus::Failed),
+                status,
+                resolution_status: stored(&t.resolution_status),
+                is_auto_rotate: t.is_auto_rotate,
+                requested_by: t.requested_by_kind.zip(t.requested_by_name).map(|(kind, name)| Requester { kind: stored(&kind), name }),
+                creation_timestamp: t.created_at,
+                completion_timestamp: t.completed_at,
+                errors: errors(t.errors),
+                resources,
+                sub_tasks,
+            },
+        );
+    }
+    Ok(ids.iter().filter_map(|id| built.remove(id)).collect())
 }
 
 pub fn operation_verb(operation: Operation) -> &'static str {
@@ -257,11 +281,6 @@ pub async fn page(pool: &PgPool, status: Option<TaskStatus>, page_number: i64, p
     .fetch_one(pool)
     .await?;
     let (total, ids) = (found.total, found.ids);
-    let mut tasks = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(t) = load(pool, id).await? {
-            tasks.push(t);
-        }
-    }
+    let tasks = load_many(pool, &ids).await?;
     Ok(Page { tasks, total })
 }

@@ -87,7 +87,21 @@ fn claim_delays() -> impl Iterator<Item = Duration> {
 
 async fn worker_loop(n: usize, engine: Arc<Engine>, wake: Arc<Notify>, shutdown: CancellationToken, load: Arc<Load>) {
     let mut delays = claim_delays();
+    // One worker looks for work left runnable at start (a resumed rotation, a backlog);
+    // it wakes the next if it finds some. The others wait to be woken, so a start does
+    // not open a database connection per worker.
+    if n > 0 {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
     while !shutdown.is_cancelled() {
+        // A burst of requests is recorded before more of them start (admission.rs).
+        tokio::select! {
+            _ = engine.admission.wait() => {}
+            _ = shutdown.cancelled() => break,
+        }
         match lease::claim(&engine.pool, &engine.worker_id, engine.lease_seconds, engine.per_host).await {
             Ok(Some(claim)) => {
                 delays = claim_delays();

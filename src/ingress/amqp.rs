@@ -92,13 +92,15 @@ async fn consume(intake: &Intake, shutdown: &CancellationToken, delays: &mut bac
             batch::handle(intake, &publisher, vec![delivery]).await?;
             continue;
         }
-        // What else arrives within BATCH_WINDOW goes into the same batch (up to the
-        // prefetch): one transaction and one ack for all of it, and requests sent
-        // together are started together (breadth-first, lease::claim).
+        // What else arrives within BATCH_WINDOW goes into the same batch (up to half the
+        // prefetch, so that the broker sends the next batch while this one is recorded):
+        // one transaction and one ack for all of it, and requests sent together are
+        // started together (breadth-first, lease::claim).
         let mut deliveries = vec![delivery];
         let mut broken = None;
         let window = tokio::time::Instant::now() + BATCH_WINDOW;
-        while deliveries.len() < usize::from(s.prefetch.max(1)) {
+        let batch_max = usize::from(s.prefetch / 2).max(1);
+        while deliveries.len() < batch_max {
             let next = match consumer.next().now_or_never() {
                 Some(next) => next,
                 None => match tokio::time::timeout_at(window, consumer.next()).await {
@@ -115,6 +117,8 @@ async fn consume(intake: &Intake, shutdown: &CancellationToken, delays: &mut bac
                 None => break,
             }
         }
+        // A full batch: more are waiting, and new subtasks wait for them (admission).
+        intake.admission.batch_taken(deliveries.len() >= batch_max);
         batch::handle(intake, &publisher, deliveries).await?;
         if let Some(e) = broken {
             return Err(e);

@@ -18,6 +18,8 @@ pub struct Intake {
     pub connected: Arc<std::sync::atomic::AtomicBool>,
     /// Refused producers, logged on `rotor::security` (rate-limited per producer).
     pub refused: crate::ingress::guard::FailedAuth,
+    /// Told after each batch whether more requests are waiting (engine::admission).
+    pub admission: Arc<crate::engine::admission::Admission>,
 }
 
 impl Intake {

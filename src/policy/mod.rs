@@ -7,6 +7,7 @@ mod presets;
 mod rng;
 mod rules;
 mod spec;
+mod table;
 
 #[cfg(test)]
 mod proptests;
@@ -27,7 +28,7 @@ pub use presets::{preset_for_type, presets};
 pub use rules::{Class, GenerateError, Policy, Violation, CLASSES, USERNAME_TRIES};
 pub use spec::{PolicySpec, SpecError, AMBIGUOUS};
 
-use generate::{log2, Generator, Rules};
+use generate::{Generator, Rules};
 use rng::Rng;
 
 /// Character classes, in a fixed order used as an index everywhere.
@@ -60,31 +61,31 @@ impl Policy {
 
     /// How many compliant passwords of `length` characters exist (username aside).
     pub fn count(&self, length: usize) -> num_bigint::BigUint {
-        self.generator.count(length).clone()
+        self.generator.count(length)
     }
 
     /// log2 of `count(length)`.
     pub fn count_bits(&self, length: usize) -> f64 {
-        log2(self.generator.count(length))
+        self.generator.count_bits(length)
     }
 
     /// Shannon entropy of `generate` in bits: the uniform length, then the uniform
     /// password of that length.
     pub fn entropy_bits(&self) -> f64 {
         let n = self.lengths.len() as f64;
-        n.log2() + self.lengths.iter().map(|&l| log2(self.generator.count(l))).sum::<f64>() / n
+        n.log2() + self.lengths.iter().map(|&l| self.generator.count_bits(l)).sum::<f64>() / n
     }
 
     /// Min-entropy in bits: what an attacker guessing the likeliest password first faces
     /// (the shortest lengths, whose passwords are the likeliest).
     pub fn min_entropy_bits(&self) -> f64 {
         let n = self.lengths.len() as f64;
-        n.log2() + self.lengths.iter().map(|&l| log2(self.generator.count(l))).fold(f64::INFINITY, f64::min)
+        n.log2() + self.lengths.iter().map(|&l| self.generator.count_bits(l)).fold(f64::INFINITY, f64::min)
     }
 
     /// Size of the generator's state space (per position).
     pub fn states(&self) -> usize {
-        self.generator.states()
+        self.generator.generator().states()
     }
 
     pub fn alphabet_size(&self) -> usize {
@@ -99,7 +100,7 @@ impl Policy {
         let a = self.alphabet_size() as f64;
         let both_cases = self.alphabet[0].iter().any(|c| self.alphabet[1].contains(&c.to_ascii_uppercase()));
         let v = if both_cases { 2f64 } else { 1f64 };
-        let total = log2(self.generator.count(length));
+        let total = self.generator.count_bits(length);
         (2..=length)
             .map(|m| ((length - m + 1) as f64).log2() + m as f64 * v.log2() + (length - m) as f64 * a.log2() - total)
             .fold(f64::NEG_INFINITY, f64::max)
@@ -125,7 +126,7 @@ impl Policy {
         if lengths.is_empty() {
             return None;
         }
-        p.generator = Arc::new(generator);
+        p.generator = Arc::new(table::Table::kept(generator, hi));
         p.lengths = lengths;
         Some(p)
     }
@@ -148,7 +149,7 @@ impl Passwords<'_> {
 
     fn of_length(&mut self, policy: &Policy, length: usize) -> SecretString {
         self.buf.clear();
-        policy.generator.sample(length, &mut self.rng, &mut self.buf);
+        policy.generator.generator().sample(length, &mut self.rng, &mut self.buf);
         let s: String = self.buf.iter().map(|&(k, i)| policy.alphabet[usize::from(k)][usize::from(i)]).collect();
         self.buf.zeroize();
         SecretString::from(s)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::generate::Generator;
+use super::table::Table;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Class {
@@ -56,7 +56,8 @@ pub struct Policy {
     pub esxi_class_counting: bool,
     pub min_distinct: usize,
     pub no_username: bool,
-    pub(super) generator: Arc<Generator>,
+    /// The counting table, built while in use.
+    pub(super) generator: Arc<Table>,
 }
 
 /// One broken rule: a stable code and a message without the password.

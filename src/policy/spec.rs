@@ -234,7 +234,7 @@ impl Policy {
             esxi_class_counting: spec.esxi_class_counting,
             min_distinct: spec.min_distinct,
             no_username: spec.no_username,
-            generator: Arc::new(generator),
+            generator: Arc::new(super::table::Table::judged(generator, gen_max)),
         })
     }
 }

@@ -83,7 +83,7 @@ fn assert_all_pass(outcomes: &[Outcome]) {
 fn every_position_has_the_same_exact_class_law() {
     for name in ["vcf", "linux"] {
         let p = presets().remove(name).unwrap();
-        let counts = super::generate::position_class_counts(&p.generator, p.max_length);
+        let counts = super::generate::position_class_counts(p.generator.generator(), p.max_length);
         let total = p.count(p.max_length);
         for (pos, c) in counts.iter().enumerate() {
             assert_eq!(c, &counts[0], "{name}: position {pos}");
