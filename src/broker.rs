@@ -18,11 +18,13 @@ pub const KIND_PRIVX_PASSWORD: &str = "privx.password";
 pub const KINDS: [&str; 3] = [KIND_CREDENTIALS_UPDATE, KIND_PRIVX_ROTATE, KIND_PRIVX_PASSWORD];
 pub const ERROR_HEADER: &str = "x-rotor-error";
 
-/// The largest AMQP frame rotor asks for, unless the URL says `?frame_max=`. lapin keeps
-/// 32 frames of buffer each way per connection: at the broker's 128 KiB that is 8 MiB a
-/// connection, resident once used. A request is a few hundred bytes; a larger body is
-/// simply sent in several frames.
-pub const FRAME_MAX: u32 = 16 * 1024;
+/// The largest AMQP frame rotor asks for on the connections that only carry its own
+/// small-headed messages (events, the start-up probe), unless the URL says
+/// `?frame_max=`. lapin keeps 32 frames of buffer each way per connection: at the
+/// broker's 128 KiB that is 8 MiB a connection, resident once used. Intake keeps the
+/// broker's size: a content header cannot be split, and a producer's (or a dead-letter
+/// copy's) header may be as large as the broker allows.
+pub const SMALL_FRAMES: u32 = 16 * 1024;
 
 /// How to reach the broker: its URL (`amqps://` for TLS) and the CA that signs its
 /// certificate, read once from the settings.
@@ -51,6 +53,11 @@ impl Link {
     /// Connects; with `amqps://` the broker's certificate is verified against `ca_file`
     /// (or the system's roots) and its name against the URL's host.
     pub async fn connect(&self, name: &str) -> Result<Connection, lapin::Error> {
+        self.connect_framed(name, None).await
+    }
+
+    /// The same, asking for frames of at most `frame_max` bytes (see `SMALL_FRAMES`).
+    pub async fn connect_framed(&self, name: &str, frame_max: Option<u32>) -> Result<Connection, lapin::Error> {
         let props = ConnectionProperties::default()
             .with_connection_name(name.into())
             .with_executor(tokio_executor_trait::Tokio::current())
@@ -58,7 +65,9 @@ impl Link {
         let tls = OwnedTLSConfig { identity: None, cert_chain: self.ca_pem.clone() };
         let mut uri = lapin::uri::AMQPUri::from_str(self.url.expose_secret())
             .map_err(|e| lapin::Error::from(std::io::Error::other(e)))?;
-        uri.query.frame_max.get_or_insert(FRAME_MAX);
+        if let Some(max) = frame_max {
+            uri.query.frame_max.get_or_insert(max);
+        }
         Connection::connect_uri_with_config(uri, props, tls).await
     }
 
@@ -66,7 +75,7 @@ impl Link {
     /// fix, so it stops rotor with the reason; a broker that is merely away is retried
     /// by the intake.
     pub async fn probe(&self) -> anyhow::Result<()> {
-        match self.connect("rotor probe").await {
+        match self.connect_framed("rotor probe", Some(SMALL_FRAMES)).await {
             Ok(conn) => {
                 let _ = conn.close(200, "probe").await;
                 Ok(())

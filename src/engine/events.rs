@@ -107,7 +107,7 @@ async fn publish_loop(pool: PgPool, link: crate::broker::Link, exchange: String,
     // Taken from the buffer and not yet published, oldest first.
     let mut pending: Vec<Event> = Vec::new();
     'connect: while !flush.is_cancelled() {
-        let conn = match link.connect("rotor events").await {
+        let conn = match link.connect_framed("rotor events", Some(crate::broker::SMALL_FRAMES)).await {
             Ok(c) => c,
             Err(_) => {
                 tokio::select! { _ = tokio::time::sleep(RECONNECT_DELAY) => continue, _ = flush.cancelled() => break }
