@@ -5,11 +5,15 @@
 #   TOTAL=1000000 DUE=1000 ROUNDS=3 bench/scheduler.sh
 #
 # Each round resets the same DUE credentials to overdue (and deletes the tasks the last
-# round made), then times `rotor scheduler tick`: the leader lock, the due count, one
-# indexed batch (batch = DUE), and one task with its subtask and seven stages per due
-# credential, in one transaction. The time is taken inside the process around the tick
-# alone (start-up and connecting are not in it). An idle tick (nothing due) is timed too,
-# and the plan of the due scan is printed to show it reads the index, not the table.
+# round made), then times `rotor scheduler tick`: the leader lock, one statement that
+# takes the due credentials (an indexed batch) and marks them, and one task with its
+# subtask per credential taken, in one transaction. Two configurations, in one run:
+#   - the defaults (scheduler.batch 500, burst 20): the tick takes 500 of the DUE and
+#     spreads them (a backlog above burst), the rest go to the next ticks;
+#   - batch = burst = DUE: every due credential becomes a task in this one tick.
+# The time is taken inside the process around the tick alone (start-up and connecting
+# are not in it). An idle tick (nothing due) is timed too, and the plan of the due scan
+# is printed to show it reads the index, not the table.
 #
 # Needs the local PostgreSQL (127.0.0.1:5432, trust auth). Builds --release.
 set -euo pipefail
@@ -41,12 +45,11 @@ cat >"$dir/rotor.toml" <<EOF
 url = "postgres://postgres@127.0.0.1:5432/$db"
 [vault]
 master_key_file = "$dir/master.key"
-[scheduler]
-batch = $DUE
-burst = $DUE
 [log]
 filter = "${LOG_FILTER:-warn}"
 EOF
+cp "$dir/rotor.toml" "$dir/defaults.toml"
+printf '[scheduler]\nbatch = %d\nburst = %d\n' "$DUE" "$DUE" >>"$dir/rotor.toml"
 export ROTOR_CONFIG=$dir/rotor.toml
 "$rotor" keygen --out "$dir/master.key" >/dev/null
 "$rotor" migrate >/dev/null
@@ -73,6 +76,7 @@ DELETE FROM tasks;
 UPDATE credentials SET next_rotation_at = now() - interval '1 hour', auto_task_id = NULL WHERE id IN (SELECT id FROM bench_due);
 VACUUM ANALYZE credentials;
 VACUUM ANALYZE subtasks;
+VACUUM ANALYZE tasks;
 EOF
 }
 
@@ -89,28 +93,37 @@ psql_ -d "$db" -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
      WHERE c.next_rotation_at <= now() AND c.auto_rotate_days IS NOT NULL AND NOT c.auto_paused AND c.status = 'ACTIVE'
      ORDER BY c.next_rotation_at LIMIT $DUE FOR NO KEY UPDATE SKIP LOCKED" | sed 's/^/    /'
 echo
-busy=()
-for ((r = 1; r <= ROUNDS; r++)); do
-    reset_due
-    out=$(tick)
-    created=$(echo "$out" | field created)
-    [[ $created == "$DUE" ]] || { echo "bench: round $r created $created tasks, expected $DUE: $out" >&2; exit 1; }
-    ms=$(echo "$out" | field milliseconds)
-    busy+=("$ms")
-    printf 'round %d: %d due -> %d tasks in %.1f ms\n' "$r" "$DUE" "$created" "$ms"
-done
-idle=()
-for ((r = 1; r <= ROUNDS; r++)); do
-    out=$(tick)
-    idle+=("$(echo "$out" | field milliseconds)")
-done
-tasks=$(psql_ -d "$db" -Atc "SELECT count(*) FROM tasks WHERE is_auto_rotate")
-stages=$(psql_ -d "$db" -Atc "SELECT count(*) FROM stages")
-echo "after the last round: $tasks auto-rotation tasks, $stages stages"
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+rows=()
+# measure LABEL CONFIG EXPECTED: ROUNDS busy ticks (each after a reset) and ROUNDS idle ones.
+measure() {
+    local label=$1 expected=$3 busy=() idle=() r out created ms
+    export ROTOR_CONFIG=$2
+    echo "$label:"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        reset_due
+        out=$(tick)
+        created=$(echo "$out" | field created)
+        [[ $created == "$expected" ]] || { echo "bench: round $r created $created tasks, expected $expected: $out" >&2; exit 1; }
+        ms=$(echo "$out" | field milliseconds)
+        busy+=("$ms")
+        printf '  round %d: %d due -> %d tasks in %.1f ms\n' "$r" "$DUE" "$created" "$ms"
+    done
+    # Idle: nothing due at all.
+    psql_ -d "$db" -c "UPDATE credentials SET next_rotation_at = now() + interval '1 day' WHERE next_rotation_at <= now()"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        out=$(tick)
+        idle+=("$(echo "$out" | field milliseconds)")
+    done
+    rows+=("$(printf '| %d | %d | %.1f (%.1f-%.1f) | %.3f | %.1f | %s |' "$TOTAL" "$DUE" "$(median "${busy[@]}")" \
+        "$(printf '%s\n' "${busy[@]}" | sort -g | head -1)" "$(printf '%s\n' "${busy[@]}" | sort -g | tail -1)" \
+        "$(awk -v m="$(median "${busy[@]}")" -v n="$expected" 'BEGIN { print m / n }')" "$(median "${idle[@]}")" "$label")")
+}
+measure "defaults (batch 500, burst 20): $(( DUE < 500 ? DUE : 500 )) tasks a tick" "$dir/defaults.toml" $(( DUE < 500 ? DUE : 500 ))
+measure "batch = burst = $DUE: $DUE tasks in one tick" "$dir/rotor.toml" "$DUE"
+tasks=$(psql_ -d "$db" -Atc "SELECT count(*) FROM tasks WHERE is_auto_rotate")
+echo "after the last round: $tasks auto-rotation tasks"
 echo
-printf '| credentials | due | tick with %d due: median ms (min-max) | per due credential ms | idle tick: median ms |\n' "$DUE"
-printf '| ---: | ---: | ---: | ---: | ---: |\n'
-printf '| %d | %d | %.1f (%.1f-%.1f) | %.3f | %.1f |\n' "$TOTAL" "$DUE" "$(median "${busy[@]}")" \
-    "$(printf '%s\n' "${busy[@]}" | sort -g | head -1)" "$(printf '%s\n' "${busy[@]}" | sort -g | tail -1)" \
-    "$(awk -v m="$(median "${busy[@]}")" -v n="$DUE" 'BEGIN { print m / n }')" "$(median "${idle[@]}")"
+echo '| credentials | due | tick: median ms (min-max) | per task made, ms | idle tick: median ms | configuration |'
+echo '| ---: | ---: | ---: | ---: | ---: | --- |'
+printf '%s\n' "${rows[@]}"

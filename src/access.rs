@@ -109,7 +109,10 @@ pub struct Grant {
 impl Grant {
     /// Everything: the scheduler and root's command line.
     pub fn all() -> Self {
-        Grant { scopes: vec![Scope::Admin], resources: Vec::new() }
+        Grant {
+            scopes: vec![Scope::Admin],
+            resources: Vec::new(),
+        }
     }
 
     pub fn has(&self, scope: Scope) -> bool {
@@ -135,7 +138,9 @@ impl Grant {
 }
 
 /// The kind of caller that asked for a task (`requestedBy.kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, EnumString, IntoStaticStr, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Display, EnumString, IntoStaticStr, Serialize, Deserialize,
+)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RequesterKind {
@@ -155,7 +160,10 @@ pub struct Requester {
 
 impl Requester {
     pub fn new(kind: RequesterKind, name: impl Into<String>) -> Self {
-        Requester { kind, name: name.into() }
+        Requester {
+            kind,
+            name: name.into(),
+        }
     }
 
     pub fn scheduler() -> Self {
@@ -220,7 +228,10 @@ mod tests {
 
     #[test]
     fn grant_limits_resources_and_scopes() {
-        let grant = Grant { scopes: vec![Scope::CredentialsView], resources: vec![Glob::new("esxi-*").unwrap()] };
+        let grant = Grant {
+            scopes: vec![Scope::CredentialsView],
+            resources: vec![Glob::new("esxi-*").unwrap()],
+        };
         assert!(grant.allows_resource("esxi-01"));
         assert!(!grant.allows_resource("web-01"));
         assert!(grant.has(Scope::CredentialsView));

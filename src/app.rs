@@ -43,7 +43,9 @@ where
     let handle = tokio::spawn(async move {
         match AssertUnwindSafe(work).catch_unwind().await {
             Ok(Ok(())) => tracing::debug!(task = name, "background task stopped"),
-            Ok(Err(e)) => tracing::error!(task = name, error = %format!("{e:#}"), "background task failed"),
+            Ok(Err(e)) => {
+                tracing::error!(task = name, error = %format!("{e:#}"), "background task failed")
+            }
             Err(_) => tracing::error!(task = name, "background task panicked"),
         }
     });
@@ -98,12 +100,26 @@ impl Application {
         let link = crate::broker::Link::from_settings(&settings.amqp)?;
         link.probe().await?;
         let flush_events = CancellationToken::new();
-        let (events, events_task) = Events::start(pool.clone(), link.clone(), settings.amqp.events_exchange.clone(), flush_events.clone());
-        let events_task = Named { name: "event publisher", handle: events_task };
-        let engine = Arc::new(Engine::new(pool.clone(), key.clone(), &settings, events.clone())?);
+        let (events, events_task) = Events::start(
+            pool.clone(),
+            link.clone(),
+            settings.amqp.events_exchange.clone(),
+            flush_events.clone(),
+        );
+        let events_task = Named {
+            name: "event publisher",
+            handle: events_task,
+        };
+        let engine = Arc::new(Engine::new(
+            pool.clone(),
+            key.clone(),
+            &settings,
+            events.clone(),
+        )?);
         // Requests are recorded through a pool of their own: 64 workers busy on the
         // shared one never hold intake up (nor the other way round).
-        let intake_pool = crate::db::connect_sized(&settings.database, crate::db::INTAKE_CONNECTIONS).await?;
+        let intake_pool =
+            crate::db::connect_sized(&settings.database, crate::db::INTAKE_CONNECTIONS).await?;
         let submitter = Arc::new(Submitter {
             pool: intake_pool,
             key,
@@ -116,7 +132,18 @@ impl Application {
         let http_addr = listeners.api_addr()?;
         let scheme = if listeners.is_tls() { "https" } else { "http" };
         tracing::info!(addr = %http_addr, scheme, ops = ?listeners.ops_addr(), "HTTP API listening");
-        Ok(Application { settings, link, tokens, pool, engine, submitter, listeners, http_addr, events_task, flush_events })
+        Ok(Application {
+            settings,
+            link,
+            tokens,
+            pool,
+            engine,
+            submitter,
+            listeners,
+            http_addr,
+            events_task,
+            flush_events,
+        })
     }
 
     /// The address the HTTP API is bound to (`http.listen` with port 0 picks one).
@@ -127,7 +154,18 @@ impl Application {
     /// Runs intake, workers, scheduler and the API until `stop` resolves, then shuts
     /// down in phases (see the module's comment).
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Application { settings, link, tokens, pool, engine, submitter, listeners, http_addr, events_task, flush_events } = self;
+        let Application {
+            settings,
+            link,
+            tokens,
+            pool,
+            engine,
+            submitter,
+            listeners,
+            http_addr,
+            events_task,
+            flush_events,
+        } = self;
         let stop_intake = CancellationToken::new();
         let stop_workers = CancellationToken::new();
         let stop_http = CancellationToken::new();
@@ -156,15 +194,23 @@ impl Application {
             }
         });
         let scheduler_task = if settings.scheduler.enabled {
-            let scheduler = Arc::new(Scheduler { engine: engine.clone(), settings: settings.scheduler.clone() });
+            let scheduler = Arc::new(Scheduler {
+                engine: engine.clone(),
+                settings: settings.scheduler.clone(),
+            });
             let stop = stop_intake.clone();
-            Some(spawn_named("scheduler", async move { Ok(crate::scheduler::run(scheduler, stop).await?) }))
+            Some(spawn_named("scheduler", async move {
+                Ok(crate::scheduler::run(scheduler, stop).await?)
+            }))
         } else {
             tracing::info!("scheduler disabled (scheduler.enabled = false): no auto-rotation, no heartbeat in this process");
             None
         };
         let scheme = if listeners.is_tls() { "HTTPS" } else { "HTTP" };
-        let ops = listeners.ops_addr().map(|a| format!(", ops on {a}")).unwrap_or_default();
+        let ops = listeners
+            .ops_addr()
+            .map(|a| format!(", ops on {a}"))
+            .unwrap_or_default();
         let api = Arc::new(http::ApiState {
             pool: pool.clone(),
             tokens,
@@ -180,7 +226,13 @@ impl Application {
 
         let status = format!("serving {scheme} on {http_addr}{ops}");
         crate::hygiene::release_free_memory();
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
+        let _ = sd_notify::notify(
+            false,
+            &[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&status),
+            ],
+        );
         tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, "rotor running");
 
         stop.await;

@@ -107,12 +107,23 @@ pub async fn verify(pool: &PgPool) -> Result<Verified, VerifyError> {
     let mut last: Option<Vec<u8>> = None;
     for (i, r) in rows.iter().enumerate() {
         let expected_seq = i as i64 + 1;
-        let broken = |reason: String| Broken { seq: r.seq, id: r.id, reason };
+        let broken = |reason: String| Broken {
+            seq: r.seq,
+            id: r.id,
+            reason,
+        };
         if r.seq != expected_seq {
-            return Err(broken(format!("expected entry {expected_seq} here: an entry before it is missing")).into());
+            return Err(broken(format!(
+                "expected entry {expected_seq} here: an entry before it is missing"
+            ))
+            .into());
         }
         if r.prev_hash != last {
-            return Err(broken("does not name the hash of the entry before it (removed, inserted or reordered)".into()).into());
+            return Err(broken(
+                "does not name the hash of the entry before it (removed, inserted or reordered)"
+                    .into(),
+            )
+            .into());
         }
         let mut h = Sha256::new();
         h.update(last.as_deref().unwrap_or_default());
@@ -122,5 +133,8 @@ pub async fn verify(pool: &PgPool) -> Result<Verified, VerifyError> {
         }
         last = Some(r.hash.clone());
     }
-    Ok(Verified { entries: rows.len() as i64, head: last.map(hex::encode) })
+    Ok(Verified {
+        entries: rows.len() as i64,
+        head: last.map(hex::encode),
+    })
 }

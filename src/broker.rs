@@ -5,8 +5,8 @@
 use std::str::FromStr;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
 use lapin::tcp::OwnedTLSConfig;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -15,7 +15,11 @@ use crate::config::{self, AmqpSettings};
 pub const KIND_CREDENTIALS_UPDATE: &str = "credentials.update";
 pub const KIND_PRIVX_ROTATE: &str = "privx.rotate";
 pub const KIND_PRIVX_PASSWORD: &str = "privx.password";
-pub const KINDS: [&str; 3] = [KIND_CREDENTIALS_UPDATE, KIND_PRIVX_ROTATE, KIND_PRIVX_PASSWORD];
+pub const KINDS: [&str; 3] = [
+    KIND_CREDENTIALS_UPDATE,
+    KIND_PRIVX_ROTATE,
+    KIND_PRIVX_PASSWORD,
+];
 pub const ERROR_HEADER: &str = "x-rotor-error";
 
 /// The largest AMQP frame rotor asks for on the connections that only carry its own
@@ -38,14 +42,19 @@ impl Link {
     pub fn from_settings(s: &AmqpSettings) -> Result<Self, config::Error> {
         let url = s.url()?;
         let ca_pem = match &s.ca_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| config::Error::invalid("amqp.ca_file", format!("cannot read {}: {e}", path.display())))?,
-            ),
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                config::Error::invalid(
+                    "amqp.ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?),
             None => None,
         };
         if ca_pem.is_some() && !url.expose_secret().starts_with("amqps://") {
-            return Err(config::Error::invalid("amqp.ca_file", "is only used with an amqps:// URL"));
+            return Err(config::Error::invalid(
+                "amqp.ca_file",
+                "is only used with an amqps:// URL",
+            ));
         }
         Ok(Link { url, ca_pem })
     }
@@ -57,12 +66,19 @@ impl Link {
     }
 
     /// The same, asking for frames of at most `frame_max` bytes (see `SMALL_FRAMES`).
-    pub async fn connect_framed(&self, name: &str, frame_max: Option<u32>) -> Result<Connection, lapin::Error> {
+    pub async fn connect_framed(
+        &self,
+        name: &str,
+        frame_max: Option<u32>,
+    ) -> Result<Connection, lapin::Error> {
         let props = ConnectionProperties::default()
             .with_connection_name(name.into())
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio);
-        let tls = OwnedTLSConfig { identity: None, cert_chain: self.ca_pem.clone() };
+        let tls = OwnedTLSConfig {
+            identity: None,
+            cert_chain: self.ca_pem.clone(),
+        };
         let mut uri = lapin::uri::AMQPUri::from_str(self.url.expose_secret())
             .map_err(|e| lapin::Error::from(std::io::Error::other(e)))?;
         if let Some(max) = frame_max {
@@ -109,26 +125,76 @@ pub fn quarantine_queue(s: &AmqpSettings) -> String {
 /// dead-letter queue itself, redacted. An older topology's binding of the dead-letter
 /// queue to that exchange is removed.
 pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> Result<(), lapin::Error> {
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    ch.exchange_declare(&s.exchange, ExchangeKind::Direct, durable, FieldTable::default()).await?;
-    ch.exchange_declare(&s.dead_letter_exchange, ExchangeKind::Fanout, durable, FieldTable::default()).await?;
-    ch.exchange_declare(&s.events_exchange, ExchangeKind::Topic, durable, FieldTable::default()).await?;
-    let qopts = QueueDeclareOptions { durable: true, ..Default::default() };
-    ch.queue_declare(&s.dead_letter_queue, qopts, FieldTable::default()).await?;
-    ch.queue_unbind(&s.dead_letter_queue, &s.dead_letter_exchange, "", FieldTable::default()).await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        &s.exchange,
+        ExchangeKind::Direct,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        &s.dead_letter_exchange,
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        &s.events_exchange,
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    let qopts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(&s.dead_letter_queue, qopts, FieldTable::default())
+        .await?;
+    ch.queue_unbind(
+        &s.dead_letter_queue,
+        &s.dead_letter_exchange,
+        "",
+        FieldTable::default(),
+    )
+    .await?;
     // The quarantine dead-letters back to its own exchange: a cycle the broker breaks by
     // dropping the message, so even a policy on it never moves an original elsewhere.
     let quarantine = quarantine_queue(s);
     let mut back = FieldTable::default();
-    back.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(s.dead_letter_exchange.as_str().into()));
+    back.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(s.dead_letter_exchange.as_str().into()),
+    );
     ch.queue_declare(&quarantine, qopts, back).await?;
-    ch.queue_bind(&quarantine, &s.dead_letter_exchange, "", QueueBindOptions::default(), FieldTable::default()).await?;
+    ch.queue_bind(
+        &quarantine,
+        &s.dead_letter_exchange,
+        "",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     let mut args = FieldTable::default();
-    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(s.dead_letter_exchange.as_str().into()));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(s.dead_letter_exchange.as_str().into()),
+    );
     ch.queue_declare(&s.queue, qopts, args).await?;
     for key in KINDS {
-        ch.queue_bind(&s.queue, &s.exchange, key, QueueBindOptions::default(), FieldTable::default()).await?;
+        ch.queue_bind(
+            &s.queue,
+            &s.exchange,
+            key,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     }
     Ok(())
 }
-

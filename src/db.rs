@@ -16,16 +16,27 @@ impl DatabaseSettings {
         let url = self.url()?;
         let options = PgConnectOptions::from_str(url.expose_secret())
             .map(|o| o.application_name("rotor"))
-            .map_err(|_| anyhow::anyhow!("configuration key `database.url`: not a valid PostgreSQL URL"))?;
+            .map_err(|_| {
+                anyhow::anyhow!("configuration key `database.url`: not a valid PostgreSQL URL")
+            })?;
         Ok(match &self.ca_file {
             Some(ca) => {
                 if !ca.is_file() {
-                    anyhow::bail!("configuration key `database.ca_file`: {} is not a readable file", ca.display());
+                    anyhow::bail!(
+                        "configuration key `database.ca_file`: {} is not a readable file",
+                        ca.display()
+                    );
                 }
                 // A CA means the server is to be verified: never `prefer` or `require`,
                 // which an attacker in the path could strip or impersonate.
-                let verified = ["sslmode=verify-ca", "sslmode=verify-full"].iter().any(|m| url.expose_secret().contains(m));
-                let options = if verified { options } else { options.ssl_mode(PgSslMode::VerifyFull) };
+                let verified = ["sslmode=verify-ca", "sslmode=verify-full"]
+                    .iter()
+                    .any(|m| url.expose_secret().contains(m));
+                let options = if verified {
+                    options
+                } else {
+                    options.ssl_mode(PgSslMode::VerifyFull)
+                };
                 options.ssl_root_cert(ca)
             }
             None => options,
@@ -41,7 +52,10 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 /// a burst of rotations never makes a request wait for a connection.
 pub const INTAKE_CONNECTIONS: u32 = 4;
 
-pub async fn connect_sized(settings: &DatabaseSettings, max_connections: u32) -> anyhow::Result<PgPool> {
+pub async fn connect_sized(
+    settings: &DatabaseSettings,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
     let options = settings.connect_options()?;
     PgPoolOptions::new()
         .max_connections(max_connections)
@@ -52,5 +66,8 @@ pub async fn connect_sized(settings: &DatabaseSettings, max_connections: u32) ->
 }
 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
 }

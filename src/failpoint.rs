@@ -22,7 +22,13 @@ pub fn hit(_point: &str) {}
 #[cfg(feature = "failpoints")]
 fn configured() -> Option<&'static str> {
     static POINT: OnceLock<Option<String>> = OnceLock::new();
-    POINT.get_or_init(|| std::env::var("ROTOR_FAILPOINT").ok().filter(|s| !s.is_empty())).as_deref()
+    POINT
+        .get_or_init(|| {
+            std::env::var("ROTOR_FAILPOINT")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .as_deref()
 }
 
 /// Kills the process with SIGKILL if `point` (e.g. "APPLY:target") is the configured one;
@@ -30,15 +36,21 @@ fn configured() -> Option<&'static str> {
 #[cfg(feature = "failpoints")]
 pub fn hit(point: &str) {
     static STOPPED: AtomicBool = AtomicBool::new(false);
-    let Some(configured) = configured() else { return };
+    let Some(configured) = configured() else {
+        return;
+    };
     if configured.strip_suffix(":stop") == Some(point) && !STOPPED.swap(true, Ordering::SeqCst) {
         tracing::warn!(failpoint = point, "failpoint reached: SIGSTOP");
-        let _ = std::process::Command::new("kill").args(["-STOP", &std::process::id().to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &std::process::id().to_string()])
+            .status();
         return;
     }
     if configured == point {
         tracing::warn!(failpoint = point, "failpoint reached: SIGKILL");
-        let _ = std::process::Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
         // `kill` delivers the signal before it returns; never continue past a failpoint.
         std::process::abort();
     }

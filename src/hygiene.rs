@@ -5,7 +5,10 @@
 /// Turns off core dumps (`RLIMIT_CORE` 0, hard and soft) and marks the process not
 /// dumpable. Called first thing in `main`.
 pub fn no_core_dumps() {
-    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain system calls on this process with valid arguments.
     unsafe {
         libc::setrlimit(libc::RLIMIT_CORE, &zero);
@@ -28,9 +31,15 @@ pub fn hostname() -> String {
 /// Whether a core file of this process could be written: it is dumpable, or its core
 /// size limit is not 0 (for `rotor config check`).
 pub fn can_dump_core() -> bool {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: PR_GET_DUMPABLE takes no pointer; getrlimit writes into `limit` only.
-    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 || (libc::getrlimit(libc::RLIMIT_CORE, &mut limit) == 0 && limit.rlim_cur != 0) }
+    unsafe {
+        libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0
+            || (libc::getrlimit(libc::RLIMIT_CORE, &mut limit) == 0 && limit.rlim_cur != 0)
+    }
 }
 
 /// Hands the heap's free pages back to the kernel. glibc keeps freed memory for reuse,

@@ -16,7 +16,10 @@ pub fn scheduler_tick(leader: bool) {
 
 /// (ticks run, ticks this process led).
 pub fn scheduler_ticks() -> (u64, u64) {
-    (SCHEDULER_TICKS.load(Ordering::Relaxed), SCHEDULER_LEADER_TICKS.load(Ordering::Relaxed))
+    (
+        SCHEDULER_TICKS.load(Ordering::Relaxed),
+        SCHEDULER_LEADER_TICKS.load(Ordering::Relaxed),
+    )
 }
 
 pub fn heartbeat(checked: usize, drifted: usize) {
@@ -26,5 +29,8 @@ pub fn heartbeat(checked: usize, drifted: usize) {
 
 /// (passwords checked, found out of sync).
 pub fn heartbeats() -> (u64, u64) {
-    (HEARTBEAT_CHECKS.load(Ordering::Relaxed), HEARTBEAT_DRIFTED.load(Ordering::Relaxed))
+    (
+        HEARTBEAT_CHECKS.load(Ordering::Relaxed),
+        HEARTBEAT_DRIFTED.load(Ordering::Relaxed),
+    )
 }

@@ -40,19 +40,29 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn new(jitter_minutes: u32, window: Option<Window>, tz: Tz) -> Self {
-        Schedule { jitter_minutes, window: window.map(|w| (w.start, w.end)), tz }
+        Schedule {
+            jitter_minutes,
+            window: window.map(|w| (w.start, w.end)),
+            tz,
+        }
     }
 
     pub fn next(&self, last: DateTime<Utc>, days: i32) -> DateTime<Utc> {
         let mut rng = rand::rngs::OsRng.unwrap_err();
-        let jitter = if self.jitter_minutes == 0 { 0 } else { rng.random_range(0..i64::from(self.jitter_minutes) * 60) };
+        let jitter = if self.jitter_minutes == 0 {
+            0
+        } else {
+            rng.random_range(0..i64::from(self.jitter_minutes) * 60)
+        };
         let t = last + chrono::Duration::days(i64::from(days)) + chrono::Duration::seconds(jitter);
         self.into_window(t, &mut rng)
     }
 
     /// Whether `t` falls in the allowed window (always, without one).
     pub fn inside_window(&self, t: DateTime<Utc>) -> bool {
-        let Some((start, end)) = self.window else { return true };
+        let Some((start, end)) = self.window else {
+            return true;
+        };
         let time = t.with_timezone(&self.tz).time();
         if start < end {
             time >= start && time < end
@@ -63,7 +73,9 @@ impl Schedule {
 
     /// `t` itself when inside the window, else a uniformly drawn moment of the next window.
     fn into_window(&self, t: DateTime<Utc>, rng: &mut impl Rng) -> DateTime<Utc> {
-        let Some((start, end)) = self.window else { return t };
+        let Some((start, end)) = self.window else {
+            return t;
+        };
         if self.inside_window(t) {
             return t;
         }
@@ -75,10 +87,18 @@ impl Schedule {
         // A start that falls in a DST gap (02:30 on the night clocks jump to 03:00) does
         // not exist that day: the window opens at the first local minute that does.
         let opens = (0..=180)
-            .find_map(|m| self.tz.from_local_datetime(&(day.and_time(start) + chrono::Duration::minutes(m))).earliest())
+            .find_map(|m| {
+                self.tz
+                    .from_local_datetime(&(day.and_time(start) + chrono::Duration::minutes(m)))
+                    .earliest()
+            })
             .map(|d| d.with_timezone(&Utc))
             .unwrap_or(t);
-        let length = if start < end { end - start } else { chrono::Duration::days(1) - (start - end) };
+        let length = if start < end {
+            end - start
+        } else {
+            chrono::Duration::days(1) - (start - end)
+        };
         opens + chrono::Duration::seconds(rng.random_range(0..length.num_seconds().max(1)))
     }
 }
@@ -96,9 +116,19 @@ mod tests {
         let s = schedule(Some("01:00-05:00"), "Europe/Helsinki");
         let last = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
         for _ in 0..50 {
-            let next = s.next(last, 1).with_timezone(&"Europe/Helsinki".parse::<Tz>().unwrap());
-            assert!(next.time() >= NaiveTime::from_hms_opt(1, 0, 0).unwrap() && next.time() < NaiveTime::from_hms_opt(5, 0, 0).unwrap(), "{next}");
-            assert_eq!(next.date_naive().to_string(), "2026-11-25", "the window after the due time");
+            let next = s
+                .next(last, 1)
+                .with_timezone(&"Europe/Helsinki".parse::<Tz>().unwrap());
+            assert!(
+                next.time() >= NaiveTime::from_hms_opt(1, 0, 0).unwrap()
+                    && next.time() < NaiveTime::from_hms_opt(5, 0, 0).unwrap(),
+                "{next}"
+            );
+            assert_eq!(
+                next.date_naive().to_string(),
+                "2026-11-25",
+                "the window after the due time"
+            );
         }
         let inside = Utc.with_ymd_and_hms(2026, 11, 23, 0, 30, 0).unwrap(); // 02:30 in Helsinki
         assert_eq!(s.next(inside, 1), inside + chrono::Duration::days(1));
@@ -109,7 +139,11 @@ mod tests {
         let s = schedule(Some("22:00-02:00"), "UTC");
         let last = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
         let next = s.next(last, 1);
-        assert!(next >= Utc.with_ymd_and_hms(2026, 11, 24, 22, 0, 0).unwrap() && next < Utc.with_ymd_and_hms(2026, 11, 25, 2, 0, 0).unwrap(), "{next}");
+        assert!(
+            next >= Utc.with_ymd_and_hms(2026, 11, 24, 22, 0, 0).unwrap()
+                && next < Utc.with_ymd_and_hms(2026, 11, 25, 2, 0, 0).unwrap(),
+            "{next}"
+        );
         for bad in ["1-5", "01:00", "01:00-01:00"] {
             assert!(bad.parse::<Window>().is_err(), "{bad}");
         }

@@ -46,32 +46,48 @@ impl Scheduler {
     /// One tick at `now` (this process's clock).
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<Tick, Error> {
         let mut tx = self.pool().begin().await?;
-        let leader = sqlx::query_scalar!(r#"SELECT pg_try_advisory_xact_lock($1) AS "ok!""#, TICK_LOCK).fetch_one(&mut *tx).await?;
-        if !leader {
-            return Ok(Tick::default());
-        }
-        let due = sqlx::query_scalar!(
-            r#"SELECT count(*) AS "n!" FROM credentials
-                WHERE next_rotation_at <= $1 AND auto_rotate_days IS NOT NULL AND NOT auto_paused AND status = 'ACTIVE'"#,
-            now
+        let leader = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_xact_lock($1) AS "ok!""#,
+            TICK_LOCK
         )
         .fetch_one(&mut *tx)
         .await?;
+        if !leader {
+            return Ok(Tick::default());
+        }
         // Outside the allowed window nothing starts, whatever planned it (a catch-up after
         // a downtime, a retry after a failure, a resume).
-        if due == 0 || !self.engine.schedule.inside_window(now) {
+        if !self.engine.schedule.inside_window(now) {
+            let due = lifecycle::count_due(&mut tx, now).await?;
             tx.commit().await?;
-            return Ok(Tick { leader, due, created: 0 });
+            return Ok(Tick {
+                leader,
+                due,
+                created: 0,
+            });
         }
-        let rows = sqlx::query!(
-            "SELECT c.id, c.username, c.resource_id, c.next_rotation_at AS \"next!\" FROM credentials c
-              WHERE c.next_rotation_at <= $1 AND c.auto_rotate_days IS NOT NULL AND NOT c.auto_paused AND c.status = 'ACTIVE'
-              ORDER BY c.next_rotation_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED",
-            now,
-            self.settings.batch
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        // This commit need not wait for its WAL flush: lost in a crash, it is lost whole
+        // and the credentials are still due at the next tick; and whatever a worker then
+        // commits durably flushes the WAL before it, this transaction's included.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        let taken = lifecycle::take_due(&mut tx, now, self.settings.batch).await?;
+        // Only a full batch can leave some behind.
+        let due = taken.len() as i64
+            + if taken.len() as i64 >= self.settings.batch {
+                lifecycle::count_due(&mut tx, now).await?
+            } else {
+                0
+            };
+        if taken.is_empty() {
+            tx.commit().await?;
+            return Ok(Tick {
+                leader,
+                due,
+                created: 0,
+            });
+        }
         // A backlog is spread: starts follow the last one already planned, evenly over
         // what is left of catch_up_seconds. Delays are relative, so the database's clock
         // and this process's may differ (libfaketime in the tests).
@@ -85,55 +101,76 @@ impl Scheduler {
             .await?
             .unwrap_or(0.0)
             .max(0.0);
-            let left = (self.settings.catch_up_seconds as f64 - planned).max(self.settings.catch_up_seconds as f64 / 10.0);
+            let left = (self.settings.catch_up_seconds as f64 - planned)
+                .max(self.settings.catch_up_seconds as f64 / 10.0);
             (planned, left / due as f64)
         } else {
             (0.0, 0.0)
         };
-        let tasks: Vec<NewTask> = rows
+        let tasks: Vec<NewTask> = taken
             .iter()
-            .map(|r| NewTask {
+            .map(|d| NewTask {
+                id: d.task_id,
                 operation: Operation::Rotate,
-                name: format!("Auto-rotate password of {}@{}", r.username, r.resource_id),
+                name: format!("Auto-rotate password of {}@{}", d.username, d.resource_id),
                 source: "SCHEDULER",
                 requested_by: crate::access::Requester::scheduler(),
                 // No key: the lock and this transaction already make it once per due
                 // credential, and a key made of the planned time could name an older task.
                 request_key: None,
                 is_auto_rotate: true,
-                subtasks: vec![NewSubTask { credential_id: r.id, resource_id: r.resource_id.clone(), password: None, params: serde_json::json!({}) }],
+                subtasks: vec![NewSubTask {
+                    credential_id: d.credential_id,
+                    resource_id: d.resource_id.clone(),
+                    password: None,
+                    params: serde_json::json!({}),
+                }],
             })
             .collect();
-        let delays: Vec<f64> = (0..tasks.len()).map(|i| delay + spacing * i as f64).collect();
-        // This commit need not wait for its WAL flush: lost in a crash, it is lost whole
-        // and the credentials are still due at the next tick; and whatever a worker then
-        // commits durably flushes the WAL before it, this transaction's included.
-        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        let delays: Vec<f64> = (0..tasks.len())
+            .map(|i| delay + spacing * i as f64)
+            .collect();
         let outcomes = record::insert_tasks(&mut tx, &self.engine.key, &tasks, &delays).await?;
         // A credential of a resource deleted meanwhile gets no task (retire removes it).
-        let made: Vec<(uuid::Uuid, uuid::Uuid)> =
-            rows.iter().zip(&outcomes).filter_map(|(r, o)| o.as_ref().ok().map(|c| (r.id, c.task_id))).collect();
-        lifecycle::auto_rotations_created(&mut tx, &made).await?;
+        let (made, unmade): (Vec<_>, Vec<_>) =
+            taken.iter().zip(&outcomes).partition(|(_, o)| o.is_ok());
+        lifecycle::auto_rotations_not_created(
+            &mut tx,
+            &unmade.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
+        )
+        .await?;
         tx.commit().await?;
-        for (_, task_id) in &made {
+        let made: Vec<uuid::Uuid> = made.iter().map(|(d, _)| d.task_id).collect();
+        for task_id in &made {
             self.engine.events.task(*task_id, TaskStatus::Pending);
         }
         let created = made.len();
         if created > 0 {
             tracing::info!(due, created, "auto-rotations scheduled");
         }
-        Ok(Tick { leader, due, created })
+        Ok(Tick {
+            leader,
+            due,
+            created,
+        })
     }
 
     /// Checks up to `heartbeat_batch` stored current passwords against their targets.
     pub async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(usize, usize), Error> {
         let mut lock = self.pool().acquire().await?;
-        let leader = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "ok!""#, HEARTBEAT_LOCK).fetch_one(&mut *lock).await?;
+        let leader = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_lock($1) AS "ok!""#,
+            HEARTBEAT_LOCK
+        )
+        .fetch_one(&mut *lock)
+        .await?;
         if !leader {
             return Ok((0, 0));
         }
         let result = self.heartbeat_as_leader(now).await;
-        let _ = sqlx::query!("SELECT pg_advisory_unlock($1)", HEARTBEAT_LOCK).fetch_one(&mut *lock).await;
+        let _ = sqlx::query!("SELECT pg_advisory_unlock($1)", HEARTBEAT_LOCK)
+            .fetch_one(&mut *lock)
+            .await;
         result
     }
 
@@ -154,7 +191,8 @@ impl Scheduler {
             match crate::engine::check_current(&self.engine, *id).await {
                 Ok(Some((version, Login::Refused))) => {
                     let mut tx = self.pool().begin().await?;
-                    let (marked, withdrawn) = lifecycle::mark_out_of_sync(&mut tx, *id, version, now).await?;
+                    let (marked, withdrawn) =
+                        lifecycle::mark_out_of_sync(&mut tx, *id, version, now).await?;
                     tx.commit().await?;
                     if let Some((task_id, Some(status))) = withdrawn {
                         self.engine.events.task(task_id, status);
@@ -163,13 +201,19 @@ impl Scheduler {
                         drifted += 1;
                         tracing::warn!(target: "rotor::security", credential_id = %id,
                             "heartbeat: the stored password no longer logs in; marked OUT_OF_SYNC (REMEDIATE repairs it)");
-                        self.engine.events.credential(*id, CredentialAlert::OutOfSync);
+                        self.engine
+                            .events
+                            .credential(*id, CredentialAlert::OutOfSync);
                     }
                 }
-                Ok(_) => lifecycle::heartbeat_checked(&mut *self.pool().acquire().await?, *id, now).await?,
+                Ok(_) => {
+                    lifecycle::heartbeat_checked(&mut *self.pool().acquire().await?, *id, now)
+                        .await?
+                }
                 Err(e) => {
                     tracing::warn!(credential_id = %id, error = %e, "heartbeat could not tell; will try again next interval");
-                    lifecycle::heartbeat_checked(&mut *self.pool().acquire().await?, *id, now).await?;
+                    lifecycle::heartbeat_checked(&mut *self.pool().acquire().await?, *id, now)
+                        .await?;
                 }
             }
         }
@@ -178,7 +222,10 @@ impl Scheduler {
 }
 
 /// Runs the tick and heartbeat jobs until `shutdown`.
-pub async fn run(scheduler: Arc<Scheduler>, shutdown: CancellationToken) -> Result<(), tokio_cron_scheduler::JobSchedulerError> {
+pub async fn run(
+    scheduler: Arc<Scheduler>,
+    shutdown: CancellationToken,
+) -> Result<(), tokio_cron_scheduler::JobSchedulerError> {
     let mut jobs = JobScheduler::new().await?;
     let s = scheduler.clone();
     jobs.add(Job::new_async(scheduler.settings.tick.as_str(), move |_, _| {
@@ -193,15 +240,20 @@ pub async fn run(scheduler: Arc<Scheduler>, shutdown: CancellationToken) -> Resu
     .await?;
     if !scheduler.settings.heartbeat_tick.is_empty() {
         let s = scheduler.clone();
-        jobs.add(Job::new_async(scheduler.settings.heartbeat_tick.as_str(), move |_, _| {
-            let s = s.clone();
-            Box::pin(async move {
-                match s.heartbeat(Utc::now()).await {
-                    Ok((checked, drifted)) => crate::metrics::heartbeat(checked, drifted),
-                    Err(e) => tracing::warn!(error = %e, "heartbeat failed; the next one tries again"),
-                }
-            })
-        })?)
+        jobs.add(Job::new_async(
+            scheduler.settings.heartbeat_tick.as_str(),
+            move |_, _| {
+                let s = s.clone();
+                Box::pin(async move {
+                    match s.heartbeat(Utc::now()).await {
+                        Ok((checked, drifted)) => crate::metrics::heartbeat(checked, drifted),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "heartbeat failed; the next one tries again")
+                        }
+                    }
+                })
+            },
+        )?)
         .await?;
     }
     jobs.start().await?;
@@ -209,4 +261,3 @@ pub async fn run(scheduler: Arc<Scheduler>, shutdown: CancellationToken) -> Resu
     shutdown.cancelled().await;
     jobs.shutdown().await
 }
-

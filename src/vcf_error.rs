@@ -56,7 +56,10 @@ impl VcfError {
     }
 
     pub fn cause(mut self, kind: &str, message: impl Into<String>) -> Self {
-        self.causes.push(Cause { kind: kind.to_string(), message: message.into() });
+        self.causes.push(Cause {
+            kind: kind.to_string(),
+            message: message.into(),
+        });
         self
     }
 }

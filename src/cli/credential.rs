@@ -61,7 +61,9 @@ pub enum Command {
 pub fn parse_period(text: &str) -> Result<chrono::Duration, String> {
     let bad = || format!("`{text}`: expected a number with s, m, h, d or w, e.g. 7d");
     let unit = text.chars().last().ok_or_else(bad)?;
-    let n: i64 = text[..text.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let n: i64 = text[..text.len() - unit.len_utf8()]
+        .parse()
+        .map_err(|_| bad())?;
     if !(0..=3650 * 86_400).contains(&n) {
         return Err(bad());
     }
@@ -75,11 +77,23 @@ pub fn parse_period(text: &str) -> Result<chrono::Duration, String> {
     })
 }
 
-async fn credential_id(pool: &sqlx::PgPool, resource: &str, username: &str) -> anyhow::Result<uuid::Uuid> {
-    sqlx::query_scalar!("SELECT id FROM credentials WHERE resource_id = $1 AND username = $2", resource, username)
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no account `{username}` on resource `{resource}` (see `rotor credential list`)"))
+async fn credential_id(
+    pool: &sqlx::PgPool,
+    resource: &str,
+    username: &str,
+) -> anyhow::Result<uuid::Uuid> {
+    sqlx::query_scalar!(
+        "SELECT id FROM credentials WHERE resource_id = $1 AND username = $2",
+        resource,
+        username
+    )
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "no account `{username}` on resource `{resource}` (see `rotor credential list`)"
+        )
+    })
 }
 
 pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
@@ -116,7 +130,9 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                             r.username,
                             r.account_type,
                             r.status,
-                            r.current_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                            r.current_version
+                                .map(|v| v.to_string())
+                                .unwrap_or_else(|| "-".into()),
                             time_or_dash(r.last_rotated_at),
                             match (r.auto_rotate_days, r.auto_paused) {
                                 (Some(d), false) => format!("{d}d"),
@@ -127,11 +143,27 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                         ]
                     })
                     .collect();
-                print_table(&["RESOURCE", "USERNAME", "TYPE", "STATUS", "VERSION", "LAST ROTATED", "AUTO", "NEXT ROTATION"], &table);
+                print_table(
+                    &[
+                        "RESOURCE",
+                        "USERNAME",
+                        "TYPE",
+                        "STATUS",
+                        "VERSION",
+                        "LAST ROTATED",
+                        "AUTO",
+                        "NEXT ROTATION",
+                    ],
+                    &table,
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reveal { resource, username, version } => {
+        Command::Reveal {
+            resource,
+            username,
+            version,
+        } => {
             let key = crate::vault::MasterKey::load(&settings.vault)?;
             let id = credential_id(&pool, &resource, &username).await?;
             let mut conn = pool.acquire().await?;
@@ -142,11 +174,20 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             let Some(v) = found else {
                 anyhow::bail!(
                     "{username}@{resource} has no {}",
-                    version.map(|n| format!("version {n}")).unwrap_or_else(|| "current password".into())
+                    version
+                        .map(|n| format!("version {n}"))
+                        .unwrap_or_else(|| "current password".into())
                 );
             };
             let who = Requester::os_user();
-            audit::record(&mut conn, &who, audit::Action::Reveal, Some(id), serde_json::json!({"version": v.version, "via": "cli"})).await?;
+            audit::record(
+                &mut conn,
+                &who,
+                audit::Action::Reveal,
+                Some(id),
+                serde_json::json!({"version": v.version, "via": "cli"}),
+            )
+            .await?;
             tracing::info!(target: "rotor::security", actor = %audit::actor(&who), credential_id = %id, version = v.version, "password revealed");
             println!("{}", v.password.expose_secret());
             Ok(ExitCode::SUCCESS)
@@ -155,7 +196,14 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             let id = credential_id(&pool, &resource, &username).await?;
             let mut tx = pool.begin().await?;
             let (days, withdrawn) = lifecycle::pause(&mut tx, id).await?;
-            audit::record(&mut tx, &Requester::os_user(), audit::Action::AutoRotatePause, Some(id), serde_json::json!({})).await?;
+            audit::record(
+                &mut tx,
+                &Requester::os_user(),
+                audit::Action::AutoRotatePause,
+                Some(id),
+                serde_json::json!({}),
+            )
+            .await?;
             tx.commit().await?;
             tracing::info!(target: "rotor::security", credential_id = %id, "auto-rotation paused");
             if let Some((task_id, _)) = withdrawn {
@@ -172,7 +220,14 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             let now = chrono::Utc::now();
             let mut tx = pool.begin().await?;
             let row = lifecycle::resume(&mut tx, id, now).await?;
-            audit::record(&mut tx, &Requester::os_user(), audit::Action::AutoRotateResume, Some(id), serde_json::json!({})).await?;
+            audit::record(
+                &mut tx,
+                &Requester::os_user(),
+                audit::Action::AutoRotateResume,
+                Some(id),
+                serde_json::json!({}),
+            )
+            .await?;
             tx.commit().await?;
             tracing::info!(target: "rotor::security", credential_id = %id, "auto-rotation resumed");
             match (row.days, row.next) {
@@ -181,7 +236,10 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                 (Some(d), None) => println!("{username}@{resource}: auto-rotation every {d} days resumed; a rotation is in flight"),
             }
             if row.status != CredentialStatus::Active.as_str() {
-                println!("note: its status is {}; the scheduler skips it until REMEDIATE repairs it", row.status);
+                println!(
+                    "note: its status is {}; the scheduler skips it until REMEDIATE repairs it",
+                    row.status
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -215,10 +273,19 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                         } else {
                             String::new()
                         };
-                        vec![r.resource_id, r.username, format!("{}d", r.days), time_or_dash(Some(r.next)), note]
+                        vec![
+                            r.resource_id,
+                            r.username,
+                            format!("{}d", r.days),
+                            time_or_dash(Some(r.next)),
+                            note,
+                        ]
                     })
                     .collect();
-                print_table(&["RESOURCE", "USERNAME", "EVERY", "NEXT ROTATION", ""], &table);
+                print_table(
+                    &["RESOURCE", "USERNAME", "EVERY", "NEXT ROTATION", ""],
+                    &table,
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -229,9 +296,18 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
 mod tests {
     #[test]
     fn periods_parse_with_their_unit() {
-        assert_eq!(super::parse_period("7d").unwrap(), chrono::Duration::days(7));
-        assert_eq!(super::parse_period("36h").unwrap(), chrono::Duration::hours(36));
-        assert_eq!(super::parse_period("2w").unwrap(), chrono::Duration::weeks(2));
+        assert_eq!(
+            super::parse_period("7d").unwrap(),
+            chrono::Duration::days(7)
+        );
+        assert_eq!(
+            super::parse_period("36h").unwrap(),
+            chrono::Duration::hours(36)
+        );
+        assert_eq!(
+            super::parse_period("2w").unwrap(),
+            chrono::Duration::weeks(2)
+        );
         for bad in ["", "7", "d", "7x", "-1d", "1.5d"] {
             assert!(super::parse_period(bad).is_err(), "{bad}");
         }

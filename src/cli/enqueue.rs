@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
@@ -39,12 +41,18 @@ pub enum Command {
 
 pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
     let (body, timeout) = match command {
-        Command::Rotate { resource, username, timeout } => {
+        Command::Rotate {
+            resource,
+            username,
+            timeout,
+        } => {
             let pool = crate::db::connect(&settings.database).await?;
             let kind = sqlx::query_scalar!("SELECT type FROM resources WHERE id = $1", resource)
                 .fetch_optional(&pool)
                 .await?
-                .ok_or_else(|| anyhow::anyhow!("no resource `{resource}` (see `rotor resource list`)"))?;
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no resource `{resource}` (see `rotor resource list`)")
+                })?;
             let spec = serde_json::json!({
                 "operationType": "ROTATE",
                 "elements": [{"resourceId": resource, "resourceType": kind, "credentials": [{"username": username}]}]
@@ -52,7 +60,8 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             (serde_json::to_vec(&spec)?, timeout)
         }
         Command::Spec { file, timeout } => {
-            let body = std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let body = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             (body, timeout)
         }
     };
@@ -69,17 +78,40 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
 
 /// Publishes `body` as `credentials.update` (persistent, mandatory, confirmed) and
 /// returns the Task the daemon replies with.
-pub async fn publish_and_wait(settings: &Settings, body: &[u8], timeout: Duration) -> anyhow::Result<Task> {
+pub async fn publish_and_wait(
+    settings: &Settings,
+    body: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<Task> {
     let s = &settings.amqp;
     let link = broker::Link::from_settings(s)?;
-    let conn = link.connect("rotor enqueue").await.map_err(|e| anyhow::anyhow!("cannot connect to the broker: {e}"))?;
+    let conn = link
+        .connect("rotor enqueue")
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the broker: {e}"))?;
     let ch = conn.create_channel().await?;
     broker::declare_topology(&ch, s).await?;
     let reply_queue = ch
-        .queue_declare("", QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            "",
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await?;
     let mut replies = ch
-        .basic_consume(reply_queue.name().as_str(), "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            reply_queue.name().as_str(),
+            "",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let message_id = uuid::Uuid::new_v4().to_string();
@@ -92,18 +124,32 @@ pub async fn publish_and_wait(settings: &Settings, body: &[u8], timeout: Duratio
         .with_type(broker::KIND_CREDENTIALS_UPDATE.into())
         .with_delivery_mode(2);
     let confirm = ch
-        .basic_publish(&s.exchange, broker::KIND_CREDENTIALS_UPDATE, BasicPublishOptions { mandatory: true, ..Default::default() }, body, props)
+        .basic_publish(
+            &s.exchange,
+            broker::KIND_CREDENTIALS_UPDATE,
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            props,
+        )
         .await?
         .await?;
     match confirm {
         Confirmation::Ack(None) => {}
-        Confirmation::Ack(Some(_)) => anyhow::bail!("the broker could not route the request (is queue `{}` bound?)", s.queue),
+        Confirmation::Ack(Some(_)) => anyhow::bail!(
+            "the broker could not route the request (is queue `{}` bound?)",
+            s.queue
+        ),
         _ => anyhow::bail!("the broker refused the request (no publisher confirm)"),
     }
     let reply = tokio::time::timeout(timeout, async {
         while let Some(d) = replies.next().await {
             let d = d?;
-            if d.properties.correlation_id().as_ref().map(|c| c.as_str()) == Some(message_id.as_str()) {
+            if d.properties.correlation_id().as_ref().map(|c| c.as_str())
+                == Some(message_id.as_str())
+            {
                 return Ok::<_, anyhow::Error>(Some(d.data));
             }
         }

@@ -17,7 +17,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Settings};
 
 #[derive(Debug, Parser)]
-#[command(name = "rotor", version, about = "Password rotation worker and scheduler")]
+#[command(
+    name = "rotor",
+    version,
+    about = "Password rotation worker and scheduler"
+)]
 pub struct Cli {
     /// Configuration file (default: /etc/rotor/rotor.toml when present).
     #[arg(long, global = true, env = "ROTOR_CONFIG", value_name = "FILE")]
@@ -85,7 +89,10 @@ enum ConfigCommand {
 /// Parses the command line, runs the command, maps errors to one line and an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -104,7 +111,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if matches!(cli.command, Command::Run { .. }) {
         crate::telemetry::init(&settings.log);
     } else {
-        crate::telemetry::init(&config::LogSettings { filter: "warn,sqlx=error,lapin=off".into(), ..Default::default() });
+        crate::telemetry::init(&config::LogSettings {
+            filter: "warn,sqlx=error,lapin=off".into(),
+            ..Default::default()
+        });
     }
     match cli.command {
         Command::Run { no_migrate } => {
@@ -134,7 +144,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = crate::db::connect(&settings.database).await?;
             match crate::audit::verify(&pool).await {
                 Ok(v) => {
-                    println!("audit log OK: {} entries; last hash {}", v.entries, v.head.as_deref().unwrap_or("-"));
+                    println!(
+                        "audit log OK: {} entries; last hash {}",
+                        v.entries,
+                        v.head.as_deref().unwrap_or("-")
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(crate::audit::VerifyError::Broken(b)) => {
@@ -153,11 +167,24 @@ fn config_check(settings: &Settings, file: Option<&std::path::Path>) -> anyhow::
     crate::broker::Link::from_settings(&settings.amqp)?;
     crate::ingress::http::load_tokens(&settings.http)?;
     let keyring = crate::vault::MasterKey::load(&settings.vault)?;
-    println!("master keys: {} (the first seals)", keyring.key_ids().join(", "));
+    println!(
+        "master keys: {} (the first seals)",
+        keyring.key_ids().join(", ")
+    );
     let policies = settings.policies()?;
-    let where_ = file.map(|f| f.display().to_string()).unwrap_or_else(|| "defaults and environment".into());
-    println!("configuration OK ({where_}): {} policies, {} HTTP tokens", policies.len(), settings.http.token.len());
-    let dumps = if crate::hygiene::can_dump_core() { "ON: this process could be dumped" } else { "off (not dumpable, core limit 0)" };
+    let where_ = file
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "defaults and environment".into());
+    println!(
+        "configuration OK ({where_}): {} policies, {} HTTP tokens",
+        policies.len(),
+        settings.http.token.len()
+    );
+    let dumps = if crate::hygiene::can_dump_core() {
+        "ON: this process could be dumped"
+    } else {
+        "off (not dumpable, core limit 0)"
+    };
     println!("core dumps: {dumps}");
     Ok(ExitCode::SUCCESS)
 }

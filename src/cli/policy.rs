@@ -38,7 +38,10 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
     let policies = settings.policies()?;
     let get = |name: &str| {
         policies.get(name).ok_or_else(|| {
-            anyhow::anyhow!("no policy `{name}`; known: {}", policies.keys().cloned().collect::<Vec<_>>().join(", "))
+            anyhow::anyhow!(
+                "no policy `{name}`; known: {}",
+                policies.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
         })
     };
     match command {
@@ -55,7 +58,16 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
                     ]
                 })
                 .collect();
-            print_table(&["NAME", "LENGTH", "GENERATED", "ALPHABET", "MIN-ENTROPY BITS"], &rows);
+            print_table(
+                &[
+                    "NAME",
+                    "LENGTH",
+                    "GENERATED",
+                    "ALPHABET",
+                    "MIN-ENTROPY BITS",
+                ],
+                &rows,
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { name } => {
@@ -102,7 +114,14 @@ fn range(lo: usize, hi: usize) -> String {
 fn show(p: &Policy, floor: f64) {
     let line = |key: &str, value: String| println!("  {key:<18} {value}");
     println!("policy {}", p.name);
-    line("length", format!("{} accepted, {} generated (uniform over the feasible lengths)", range(p.min_length, p.max_length), range(p.generated_range.0, p.generated_range.1)));
+    line(
+        "length",
+        format!(
+            "{} accepted, {} generated (uniform over the feasible lengths)",
+            range(p.min_length, p.max_length),
+            range(p.generated_range.0, p.generated_range.1)
+        ),
+    );
     for (k, class) in CLASSES.iter().enumerate() {
         let chars: String = p.alphabet[k].iter().collect();
         let need = match p.minimums[k] {
@@ -123,13 +142,20 @@ fn show(p: &Policy, floor: f64) {
         line("forbidden_chars", p.forbidden.iter().collect());
     }
     if p.exclude_ambiguous {
-        line("exclude_ambiguous", format!("yes ({})", crate::policy::AMBIGUOUS));
+        line(
+            "exclude_ambiguous",
+            format!("yes ({})", crate::policy::AMBIGUOUS),
+        );
     }
     if p.max_identical_run > 0 {
         line("max_identical_run", p.max_identical_run.to_string());
     }
     if p.min_classes > 0 {
-        let how = if p.esxi_class_counting { " (ESXi: an uppercase first and a digit last character do not count)" } else { "" };
+        let how = if p.esxi_class_counting {
+            " (ESXi: an uppercase first and a digit last character do not count)"
+        } else {
+            ""
+        };
         line("min_classes", format!("{} of 4{how}", p.min_classes));
     }
     if p.min_distinct > 1 {
@@ -137,18 +163,40 @@ fn show(p: &Policy, floor: f64) {
     }
     if p.no_username {
         // The worst length's bound on one draw containing a 2+ character username.
-        let q = p.lengths.iter().map(|&l| p.username_rejection_bound(l)).fold(0.0, f64::max);
-        let failure = if q >= 1.0 { "not bounded (alphabet too small)".to_string() } else { format!("10^{:.0}", f64::from(USERNAME_TRIES) * q.log10()) };
+        let q = p
+            .lengths
+            .iter()
+            .map(|&l| p.username_rejection_bound(l))
+            .fold(0.0, f64::max);
+        let failure = if q >= 1.0 {
+            "not bounded (alphabet too small)".to_string()
+        } else {
+            format!("10^{:.0}", f64::from(USERNAME_TRIES) * q.log10())
+        };
         line(
             "no_username",
             format!("yes; 1 character: left out exactly; longer: redrawn up to {USERNAME_TRIES} times, each draw containing it with probability <= {q:.2e}, so failing with probability <= {failure}"),
         );
     }
     let last = *p.lengths.last().expect("non-empty");
-    line("compliant", format!("2^{:.1} passwords of {last} characters", p.count_bits(last)));
+    line(
+        "compliant",
+        format!("2^{:.1} passwords of {last} characters", p.count_bits(last)),
+    );
     line(
         "entropy",
-        format!("{:.1} bits (min-entropy {:.1} bits; warning floor {floor})", p.entropy_bits(), p.min_entropy_bits()),
+        format!(
+            "{:.1} bits (min-entropy {:.1} bits; warning floor {floor})",
+            p.entropy_bits(),
+            p.min_entropy_bits()
+        ),
     );
-    line("generator", format!("exact: {} states x {} lengths", p.states(), p.generated_range.1 + 1));
+    line(
+        "generator",
+        format!(
+            "exact: {} states x {} lengths",
+            p.states(),
+            p.generated_range.1 + 1
+        ),
+    );
 }

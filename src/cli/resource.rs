@@ -36,13 +36,31 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             let policies = settings.policies()?;
             inventory::validate(&inv, &policies, |t| settings.default_policy_for_type(t))?;
             inventory::check_files(&mut inv, &settings.inventory.allowed_dir)?;
-            let needs_key = inv.resource.iter().any(|r| r.account.iter().any(|a| a.password_file.is_some()));
-            let key = if needs_key { Some(crate::vault::MasterKey::load(&settings.vault)?) } else { None };
+            let needs_key = inv
+                .resource
+                .iter()
+                .any(|r| r.account.iter().any(|a| a.password_file.is_some()));
+            let key = if needs_key {
+                Some(crate::vault::MasterKey::load(&settings.vault)?)
+            } else {
+                None
+            };
             let pool = crate::db::connect(&settings.database).await?;
             let schedule = settings.scheduler.schedule()?;
             let who = Requester::os_user();
-            let applier = inventory::Applier { who: &who, may_retarget: true };
-            let report = inventory::apply(&pool, key.as_ref(), &inv, |t| settings.default_policy_for_type(t), &schedule, &applier).await?;
+            let applier = inventory::Applier {
+                who: &who,
+                may_retarget: true,
+            };
+            let report = inventory::apply(
+                &pool,
+                key.as_ref(),
+                &inv,
+                |t| settings.default_policy_for_type(t),
+                &schedule,
+                &applier,
+            )
+            .await?;
             if report.is_empty() {
                 println!("no changes");
             }
@@ -74,11 +92,27 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                 let table: Vec<Vec<String>> = rows
                     .into_iter()
                     .map(|r| {
-                        let deleted = r.deleted_at.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_else(|| "-".into());
-                        vec![r.id, r.r#type, format!("{}:{}", r.address, r.port), r.platform, r.policy, r.accounts.to_string(), deleted]
+                        let deleted = r
+                            .deleted_at
+                            .map(|d| d.format("%Y-%m-%d").to_string())
+                            .unwrap_or_else(|| "-".into());
+                        vec![
+                            r.id,
+                            r.r#type,
+                            format!("{}:{}", r.address, r.port),
+                            r.platform,
+                            r.policy,
+                            r.accounts.to_string(),
+                            deleted,
+                        ]
                     })
                     .collect();
-                print_table(&["ID", "TYPE", "ADDRESS", "PLATFORM", "POLICY", "ACCOUNTS", "DELETED"], &table);
+                print_table(
+                    &[
+                        "ID", "TYPE", "ADDRESS", "PLATFORM", "POLICY", "ACCOUNTS", "DELETED",
+                    ],
+                    &table,
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -28,19 +28,33 @@ pub enum Command {
 pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
     let pool = crate::db::connect(&settings.database).await?;
     let key = Arc::new(crate::vault::MasterKey::load(&settings.vault)?);
-    let engine = Arc::new(Engine::new(pool, key, settings, crate::engine::Events::disabled())?);
-    let scheduler = Scheduler { engine, settings: settings.scheduler.clone() };
+    let engine = Arc::new(Engine::new(
+        pool,
+        key,
+        settings,
+        crate::engine::Events::disabled(),
+    )?);
+    let scheduler = Scheduler {
+        engine,
+        settings: settings.scheduler.clone(),
+    };
     match command {
         Command::Tick { json } => {
             let started = Instant::now();
             let tick = scheduler.tick(chrono::Utc::now()).await?;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             if json {
-                println!("{}", serde_json::json!({"leader": tick.leader, "due": tick.due, "created": tick.created, "milliseconds": ms}));
+                println!(
+                    "{}",
+                    serde_json::json!({"leader": tick.leader, "due": tick.due, "created": tick.created, "milliseconds": ms})
+                );
             } else if !tick.leader {
                 println!("another instance holds the scheduler lock; nothing done");
             } else {
-                println!("{} due, {} auto-rotation tasks created in {ms:.1} ms", tick.due, tick.created);
+                println!(
+                    "{} due, {} auto-rotation tasks created in {ms:.1} ms",
+                    tick.due, tick.created
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -49,7 +63,10 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             let (checked, drifted) = scheduler.heartbeat(chrono::Utc::now()).await?;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             if json {
-                println!("{}", serde_json::json!({"checked": checked, "outOfSync": drifted, "milliseconds": ms}));
+                println!(
+                    "{}",
+                    serde_json::json!({"checked": checked, "outOfSync": drifted, "milliseconds": ms})
+                );
             } else {
                 println!("{checked} checked, {drifted} found OUT_OF_SYNC, in {ms:.0} ms");
             }

@@ -38,12 +38,21 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
     let pool = crate::db::connect(&settings.database).await?;
     match command {
         Command::Show { id } => {
-            let task = view::load(&pool, id).await?.ok_or_else(|| anyhow::anyhow!("no task {id}"))?;
+            let task = view::load(&pool, id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no task {id}"))?;
             println!("{}", serde_json::to_string_pretty(&task)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::List { status, limit, json } => {
-            let all = view::Visibility { patterns: vec!["%".into()], requester: crate::access::Requester::os_user() };
+        Command::List {
+            status,
+            limit,
+            json,
+        } => {
+            let all = view::Visibility {
+                patterns: vec!["%".into()],
+                requester: crate::access::Requester::os_user(),
+            };
             let page = view::page(&pool, status, 1, limit.clamp(1, 1000), &all).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&page.tasks)?);
@@ -51,7 +60,14 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                 let rows: Vec<Vec<String>> = page
                     .tasks
                     .into_iter()
-                    .map(|t| vec![t.id.to_string(), t.status.to_string(), time_or_dash(Some(t.creation_timestamp)), t.name])
+                    .map(|t| {
+                        vec![
+                            t.id.to_string(),
+                            t.status.to_string(),
+                            time_or_dash(Some(t.creation_timestamp)),
+                            t.name,
+                        ]
+                    })
                     .collect();
                 print_table(&["ID", "STATUS", "CREATED", "NAME"], &rows);
             }
@@ -60,20 +76,35 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
         Command::Watch { id, interval_ms } => {
             let mut seen: HashMap<(Uuid, String), StageStatus> = HashMap::new();
             loop {
-                let task = view::load(&pool, id).await?.ok_or_else(|| anyhow::anyhow!("no task {id}"))?;
+                let task = view::load(&pool, id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no task {id}"))?;
                 for sub in &task.sub_tasks {
                     for stage in &sub.stages {
                         let key = (sub.id, stage.name.clone());
-                        if seen.get(&key) != Some(&stage.status) && stage.status != StageStatus::Pending {
-                            let err = stage.errors.first().map(|e| format!("  {}: {}", e.error_code, e.message)).unwrap_or_default();
+                        if seen.get(&key) != Some(&stage.status)
+                            && stage.status != StageStatus::Pending
+                        {
+                            let err = stage
+                                .errors
+                                .first()
+                                .map(|e| format!("  {}: {}", e.error_code, e.message))
+                                .unwrap_or_default();
                             println!("{:<28} {:<20} {}{err}", sub.name, stage.name, stage.status);
                             seen.insert(key, stage.status);
                         }
                     }
                 }
                 if task.status.is_final() {
-                    println!("task {} {} ({})", task.id, task.status, task.resolution_status);
-                    return Ok(if task.status == TaskStatus::Successful { ExitCode::SUCCESS } else { ExitCode::from(1) });
+                    println!(
+                        "task {} {} ({})",
+                        task.id, task.status, task.resolution_status
+                    );
+                    return Ok(if task.status == TaskStatus::Successful {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    });
                 }
                 tokio::time::sleep(Duration::from_millis(interval_ms)).await;
             }

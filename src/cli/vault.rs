@@ -25,16 +25,26 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
     let pool = crate::db::connect(&settings.database).await?;
     match command {
         Command::Rekey { batch } => {
-            println!("re-encrypting under key {} (keyring: {})", key.key_id(), key.key_ids().join(", "));
+            println!(
+                "re-encrypting under key {} (keyring: {})",
+                key.key_id(),
+                key.key_ids().join(", ")
+            );
             let done = rekey::rekey(&pool, &key, batch, |so_far| {
-                println!("  {} versions, {} supplied passwords so far", so_far.versions, so_far.supplied);
+                println!(
+                    "  {} versions, {} supplied passwords so far",
+                    so_far.versions, so_far.supplied
+                );
             })
             .await?;
             if !done.unopenable.is_empty() {
                 for line in &done.unopenable {
                     eprintln!("rotor: not re-encrypted: {line}");
                 }
-                println!("{} versions and {} supplied passwords re-encrypted; some left (above)", done.versions, done.supplied);
+                println!(
+                    "{} versions and {} supplied passwords re-encrypted; some left (above)",
+                    done.versions, done.supplied
+                );
                 return Ok(ExitCode::from(1));
             }
             println!("done: {} versions and {} supplied passwords re-encrypted; none left under other keys", done.versions, done.supplied);
@@ -47,12 +57,20 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                 .await?
                 .into_iter()
                 .map(|(id, versions, supplied)| {
-                    let role = match (sealing.as_deref() == Some(id.as_str()), ids.contains(&id.as_str())) {
+                    let role = match (
+                        sealing.as_deref() == Some(id.as_str()),
+                        ids.contains(&id.as_str()),
+                    ) {
                         (true, _) => "seals",
                         (false, true) => "loaded",
                         (false, false) => "NOT LOADED",
                     };
-                    vec![id, versions.to_string(), supplied.to_string(), role.to_string()]
+                    vec![
+                        id,
+                        versions.to_string(),
+                        supplied.to_string(),
+                        role.to_string(),
+                    ]
                 })
                 .collect();
             print_table(&["KEY ID", "VERSIONS", "SUPPLIED", "KEYRING"], &rows);

@@ -26,7 +26,10 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/rotor/rotor.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read configuration file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("configuration key `{key}`: {message}")]
@@ -35,7 +38,10 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Invalid { key: key.into(), message: message.into() }
+        Error::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -57,19 +63,36 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings, Error> {
     };
     let mut figment = Figment::new();
     if let Some(path) = &file {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
         let toml = Toml::string(&text);
-        toml.data().map_err(|e| Error::Syntax { path: path.clone(), message: e.kind.to_string() })?;
+        toml.data().map_err(|e| Error::Syntax {
+            path: path.clone(),
+            message: e.kind.to_string(),
+        })?;
         figment = figment.merge(toml);
     }
-    let malformed = |name: &String| name.strip_prefix("ROTOR_").is_some_and(|r| r.contains("__") && r.split("__").any(str::is_empty));
-    if let Some(name) = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).find(malformed) {
+    let malformed = |name: &String| {
+        name.strip_prefix("ROTOR_")
+            .is_some_and(|r| r.contains("__") && r.split("__").any(str::is_empty))
+    };
+    if let Some(name) = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .find(malformed)
+    {
         return Err(Error::invalid(name, "malformed variable name"));
     }
     // ROTOR_CONFIG and friends (no `__`) are not settings
-    let env = Env::prefixed("ROTOR_").filter(|k| k.as_str().contains("__")).split("__");
+    let env = Env::prefixed("ROTOR_")
+        .filter(|k| k.as_str().contains("__"))
+        .split("__");
     let mut settings: Settings = figment.merge(env).extract().map_err(from_figment)?;
-    let base = file.as_deref().and_then(Path::parent).map(Path::to_path_buf);
+    let base = file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
     settings.resolve_paths(base.as_deref());
     settings.validate()?;
     Ok(settings)
@@ -84,12 +107,17 @@ fn from_figment(e: figment::Error) -> Error {
         Some((first, rest)) if !rest.is_empty() && Some(first.as_str()) == profile => rest,
         _ => &e.path[..],
     };
-    let key = path.iter().fold(String::new(), |key, part| match part.parse::<usize>() {
-        Ok(i) => format!("{key}[{i}]"),
-        Err(_) if key.is_empty() => part.clone(),
-        Err(_) => format!("{key}.{part}"),
-    });
-    let secret = matches!(path.last().map(String::as_str), Some("url" | "token" | "master_key"));
+    let key = path
+        .iter()
+        .fold(String::new(), |key, part| match part.parse::<usize>() {
+            Ok(i) => format!("{key}[{i}]"),
+            Err(_) if key.is_empty() => part.clone(),
+            Err(_) => format!("{key}.{part}"),
+        });
+    let secret = matches!(
+        path.last().map(String::as_str),
+        Some("url" | "token" | "master_key")
+    );
     let message = match &e.kind {
         Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) if secret => {
             let found = match found {
@@ -102,7 +130,14 @@ fn from_figment(e: figment::Error) -> Error {
         }
         kind => kind.to_string(),
     };
-    Error::invalid(if key.is_empty() { String::from("(top level)") } else { key }, message)
+    Error::invalid(
+        if key.is_empty() {
+            String::from("(top level)")
+        } else {
+            key
+        },
+        message,
+    )
 }
 
 fn resolve(base: Option<&Path>, p: &mut Option<PathBuf>) {
@@ -138,50 +173,82 @@ impl Settings {
         }
         if let Some(id) = &self.worker.instance_id {
             if id.is_empty() || id.contains('/') || id.contains('%') || id.contains('_') {
-                return Err(Error::invalid("worker.instance_id", "must be non-empty, without '/', '%' or '_'"));
+                return Err(Error::invalid(
+                    "worker.instance_id",
+                    "must be non-empty, without '/', '%' or '_'",
+                ));
             }
         }
         if self.worker.lease_seconds < 10 {
-            return Err(Error::invalid("worker.lease_seconds", "must be at least 10"));
+            return Err(Error::invalid(
+                "worker.lease_seconds",
+                "must be at least 10",
+            ));
         }
         if self.worker.max_attempts == 0 {
             return Err(Error::invalid("worker.max_attempts", "must be at least 1"));
         }
         if self.vault.max_versions < 3 {
-            return Err(Error::invalid("vault.max_versions", "must be at least 3 (pending, current, previous)"));
+            return Err(Error::invalid(
+                "vault.max_versions",
+                "must be at least 3 (pending, current, previous)",
+            ));
         }
         self.validate_http()?;
         let mut users = std::collections::HashSet::new();
         for (i, p) in self.amqp.producer.iter().enumerate() {
             if p.user.is_empty() || !users.insert(p.user.as_str()) {
-                return Err(Error::invalid(format!("amqp.producer[{i}].user"), "must be non-empty and name each producer once"));
+                return Err(Error::invalid(
+                    format!("amqp.producer[{i}].user"),
+                    "must be non-empty and name each producer once",
+                ));
             }
         }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.http.token.iter().enumerate() {
             if !names.insert(t.name.as_str()) {
-                return Err(Error::invalid(format!("http.token[{i}].name"), "duplicate token name"));
+                return Err(Error::invalid(
+                    format!("http.token[{i}].name"),
+                    "duplicate token name",
+                ));
             }
             if t.token.is_some() == t.token_file.is_some() {
-                return Err(Error::invalid(format!("http.token[{i}]"), "give exactly one of `token` and `token_file`"));
+                return Err(Error::invalid(
+                    format!("http.token[{i}]"),
+                    "give exactly one of `token` and `token_file`",
+                ));
             }
         }
-        for (section, name) in [("amqp.exchange", &self.amqp.exchange), ("amqp.queue", &self.amqp.queue)] {
+        for (section, name) in [
+            ("amqp.exchange", &self.amqp.exchange),
+            ("amqp.queue", &self.amqp.queue),
+        ] {
             if name.is_empty() {
                 return Err(Error::invalid(section, "must not be empty"));
             }
         }
         if !(0.0..=1024.0).contains(&self.policy_settings.min_entropy_bits) {
-            return Err(Error::invalid("policy_settings.min_entropy_bits", "must be 0 to 1024"));
+            return Err(Error::invalid(
+                "policy_settings.min_entropy_bits",
+                "must be 0 to 1024",
+            ));
         }
         if self.worker.per_host < 1 {
             return Err(Error::invalid("worker.per_host", "must be at least 1"));
         }
         self.scheduler.schedule()?;
-        let parser = CronParser::builder().seconds(Seconds::Required).year(Year::Disallowed).build();
-        for (key, cron) in [("scheduler.tick", &self.scheduler.tick), ("scheduler.heartbeat_tick", &self.scheduler.heartbeat_tick)] {
+        let parser = CronParser::builder()
+            .seconds(Seconds::Required)
+            .year(Year::Disallowed)
+            .build();
+        for (key, cron) in [
+            ("scheduler.tick", &self.scheduler.tick),
+            ("scheduler.heartbeat_tick", &self.scheduler.heartbeat_tick),
+        ] {
             // six fields written out: croner would also take `@hourly`
-            if !cron.is_empty() && (cron.split_whitespace().count() != 6 || parser.parse(cron).is_err()) {
+            if !cron.is_empty()
+                && (cron.split_whitespace().count() != 6 || parser.parse(cron).is_err())
+            {
                 return Err(Error::invalid(key, format!("`{cron}`: expected a cron expression with seconds, \"sec min hour day month weekday\"")));
             }
         }
@@ -193,15 +260,26 @@ impl Settings {
     /// unless `allow_plaintext`.
     fn validate_http(&self) -> Result<(), Error> {
         let http = &self.http;
-        let listen = http.listen.parse::<SocketAddr>().map_err(|e| Error::invalid("http.listen", format!("{e} (expected IP:PORT)")))?;
+        let listen = http
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| Error::invalid("http.listen", format!("{e} (expected IP:PORT)")))?;
         if let Some(ops) = &http.ops_listen {
-            ops.parse::<SocketAddr>().map_err(|e| Error::invalid("http.ops_listen", format!("{e} (expected IP:PORT)")))?;
+            ops.parse::<SocketAddr>().map_err(|e| {
+                Error::invalid("http.ops_listen", format!("{e} (expected IP:PORT)"))
+            })?;
         }
         if http.failed_login_limit == 0 {
-            return Err(Error::invalid("http.failed_login_limit", "must be at least 1"));
+            return Err(Error::invalid(
+                "http.failed_login_limit",
+                "must be at least 1",
+            ));
         }
         if http.tls_cert_file.is_some() != http.tls_key_file.is_some() {
-            return Err(Error::invalid("http.tls_cert_file", "give both tls_cert_file and tls_key_file, or neither"));
+            return Err(Error::invalid(
+                "http.tls_cert_file",
+                "give both tls_cert_file and tls_key_file, or neither",
+            ));
         }
         if http.tls().is_none() && !listen.ip().is_loopback() && !http.allow_plaintext {
             return Err(Error::invalid(
@@ -216,13 +294,17 @@ impl Settings {
     pub fn policies(&self) -> Result<BTreeMap<String, Policy>, Error> {
         let mut all = crate::policy::presets();
         for (name, spec) in &self.policy {
-            let policy = Policy::from_spec(name, spec)
-                .map_err(|e| Error::invalid(format!("policy.{name}{}", e.field_suffix()), e.to_string()))?;
+            let policy = Policy::from_spec(name, spec).map_err(|e| {
+                Error::invalid(format!("policy.{name}{}", e.field_suffix()), e.to_string())
+            })?;
             all.insert(name.clone(), policy);
         }
         for (ty, name) in &self.type_policy {
             if !all.contains_key(name) {
-                return Err(Error::invalid(format!("type_policy.{ty}"), format!("unknown policy `{name}`")));
+                return Err(Error::invalid(
+                    format!("type_policy.{ty}"),
+                    format!("unknown policy `{name}`"),
+                ));
             }
         }
         let floor = self.policy_settings.min_entropy_bits;
@@ -243,7 +325,10 @@ impl Settings {
 
 /// Policies whose min-entropy (the shortest generated length decides) is below `floor`.
 pub fn weak_policies(all: &BTreeMap<String, Policy>, floor: f64) -> Vec<(String, f64)> {
-    all.iter().map(|(n, p)| (n.clone(), p.min_entropy_bits())).filter(|(_, bits)| *bits < floor).collect()
+    all.iter()
+        .map(|(n, p)| (n.clone(), p.min_entropy_bits()))
+        .filter(|(_, bits)| *bits < floor)
+        .collect()
 }
 
 /// Reads a secret given inline or as a file (trailing newline dropped); the file's bytes
@@ -252,7 +337,9 @@ pub fn weak_policies(all: &BTreeMap<String, Policy>, floor: f64) -> Vec<(String,
 /// in a zeroized buffer, one trailing newline dropped, never empty.
 pub fn secret_file(key: &str, path: &Path) -> Result<SecretString, Error> {
     check_private_file(key, path)?;
-    let unreadable = |e: &dyn std::fmt::Display| Error::invalid(key, format!("cannot read {}: {e}", path.display()));
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Error::invalid(key, format!("cannot read {}: {e}", path.display()))
+    };
     let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| unreadable(&e))?);
     let text = std::str::from_utf8(&bytes).map_err(|e| unreadable(&e))?;
     let trimmed = text.trim_end_matches(['\n', '\r']);
@@ -266,12 +353,28 @@ pub fn secret_file(key: &str, path: &Path) -> Result<SecretString, Error> {
 /// anyone but its owner and group (rotor's group, under systemd). Names the file and mode.
 pub fn check_private_file(key: &str, path: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).map_err(|e| Error::invalid(key, format!("cannot read {}: {e}", path.display())))?.permissions().mode() & 0o7777;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| Error::invalid(key, format!("cannot read {}: {e}", path.display())))?
+        .permissions()
+        .mode()
+        & 0o7777;
     if mode & 0o022 != 0 {
-        return Err(Error::invalid(key, format!("{} has mode {mode:04o}: group or others may write it (chmod 0600 or 0640)", path.display())));
+        return Err(Error::invalid(
+            key,
+            format!(
+                "{} has mode {mode:04o}: group or others may write it (chmod 0600 or 0640)",
+                path.display()
+            ),
+        ));
     }
     if mode & 0o004 != 0 {
-        return Err(Error::invalid(key, format!("{} has mode {mode:04o}: anyone may read it (chmod 0600 or 0640)", path.display())));
+        return Err(Error::invalid(
+            key,
+            format!(
+                "{} has mode {mode:04o}: anyone may read it (chmod 0600 or 0640)",
+                path.display()
+            ),
+        ));
     }
     Ok(())
 }
@@ -285,34 +388,58 @@ pub fn check_token_strength(key: &str, token: &str) -> Result<(), Error> {
     let alphabet: f64 = if token.chars().all(|c| c.is_ascii_hexdigit()) {
         16.0
     } else {
-        [(has(char::is_ascii_lowercase), 26.0), (has(char::is_ascii_uppercase), 26.0), (has(char::is_ascii_digit), 10.0), (has(|c| !c.is_ascii_alphanumeric()), 32.0)]
-            .iter()
-            .filter(|(present, _)| *present)
-            .map(|(_, n)| n)
-            .sum()
+        [
+            (has(char::is_ascii_lowercase), 26.0),
+            (has(char::is_ascii_uppercase), 26.0),
+            (has(char::is_ascii_digit), 10.0),
+            (has(|c| !c.is_ascii_alphanumeric()), 32.0),
+        ]
+        .iter()
+        .filter(|(present, _)| *present)
+        .map(|(_, n)| n)
+        .sum()
     };
     let bits = token.chars().count() as f64 * alphabet.log2();
-    let distinct = token.chars().collect::<std::collections::HashSet<_>>().len();
+    let distinct = token
+        .chars()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     if bits < 128.0 || distinct < 8 {
         return Err(Error::invalid(key, "the token is too weak: use at least 128 random bits (32 hex or 22 base64 characters), e.g. `head -c 32 /dev/urandom | base64`"));
     }
     Ok(())
 }
 
-pub fn secret(key: &str, inline: &Option<SecretString>, file: &Option<PathBuf>) -> Result<SecretString, Error> {
+pub fn secret(
+    key: &str,
+    inline: &Option<SecretString>,
+    file: &Option<PathBuf>,
+) -> Result<SecretString, Error> {
     match (inline, file) {
         (_, Some(path)) => secret_file(&format!("{key}_file"), path),
         (Some(value), None) if !value.expose_secret().is_empty() => Ok(value.clone()),
-        _ => Err(Error::invalid(key, format!("missing: set `{key}` or `{key}_file`"))),
+        _ => Err(Error::invalid(
+            key,
+            format!("missing: set `{key}` or `{key}_file`"),
+        )),
     }
 }
 
 impl SchedulerSettings {
     /// The typed schedule these settings describe, or the key that is wrong.
     pub fn schedule(&self) -> Result<Schedule, Error> {
-        let tz: chrono_tz::Tz =
-            self.timezone.parse().map_err(|_| Error::invalid("scheduler.timezone", format!("unknown time zone `{}`", self.timezone)))?;
-        let window = self.window.as_deref().map(str::parse::<Window>).transpose().map_err(|m| Error::invalid("scheduler.window", m))?;
+        let tz: chrono_tz::Tz = self.timezone.parse().map_err(|_| {
+            Error::invalid(
+                "scheduler.timezone",
+                format!("unknown time zone `{}`", self.timezone),
+            )
+        })?;
+        let window = self
+            .window
+            .as_deref()
+            .map(str::parse::<Window>)
+            .transpose()
+            .map_err(|m| Error::invalid("scheduler.window", m))?;
         Ok(Schedule::new(self.jitter_minutes, window, tz))
     }
 }
@@ -328,4 +455,3 @@ impl AmqpSettings {
         secret("amqp.url", &self.url, &self.url_file)
     }
 }
-

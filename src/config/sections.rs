@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-pub use crate::access::Scope;
 use crate::access::Glob;
+pub use crate::access::Scope;
 use crate::policy::PolicySpec;
 
 #[derive(Debug, Deserialize, Default)]
@@ -38,7 +38,9 @@ pub struct PolicySettings {
 
 impl Default for PolicySettings {
     fn default() -> Self {
-        Self { min_entropy_bits: 80.0 }
+        Self {
+            min_entropy_bits: 80.0,
+        }
     }
 }
 
@@ -55,7 +57,9 @@ pub struct DatabaseSettings {
 impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
-            url: Some(SecretString::from("postgres://postgres@127.0.0.1:5432/rotor")),
+            url: Some(SecretString::from(
+                "postgres://postgres@127.0.0.1:5432/rotor",
+            )),
             url_file: None,
             max_connections: 20,
             ca_file: None,
@@ -283,7 +287,10 @@ pub struct SshSettings {
 
 impl Default for SshSettings {
     fn default() -> Self {
-        Self { connect_timeout_ms: 10_000, io_timeout_ms: 30_000 }
+        Self {
+            connect_timeout_ms: 10_000,
+            io_timeout_ms: 30_000,
+        }
     }
 }
 
@@ -305,7 +312,10 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: LogFormat::Text, filter: "info,sqlx=warn,lapin=warn".into() }
+        Self {
+            format: LogFormat::Text,
+            filter: "info,sqlx=warn,lapin=warn".into(),
+        }
     }
 }
 
@@ -318,6 +328,8 @@ pub struct InventorySettings {
 
 impl Default for InventorySettings {
     fn default() -> Self {
-        Self { allowed_dir: PathBuf::from("/etc/rotor") }
+        Self {
+            allowed_dir: PathBuf::from("/etc/rotor"),
+        }
     }
 }

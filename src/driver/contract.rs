@@ -61,7 +61,10 @@ pub enum Error {
 impl Error {
     /// Whether trying again later can help (the network, the host coming back).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Connect { .. } | Error::Timeout { .. } | Error::Protocol { .. })
+        matches!(
+            self,
+            Error::Connect { .. } | Error::Timeout { .. } | Error::Protocol { .. }
+        )
     }
 
     /// Whether a failed change may still have reached the target: the dialogue was cut
@@ -138,10 +141,34 @@ mod tests {
 
     #[test]
     fn usernames_that_could_inject_are_refused() {
-        for bad in ["", "-rf", "a:b", "a b", "a\nb", "a\tb", "x\u{7f}", "ad\u{200b}min", "root\u{202e}nimda", "\u{feff}svc", "a\u{2066}b", "a\u{2028}b", "a\u{00ad}b", "a\u{034f}b", "a\u{fe0f}", "\u{3164}"] {
+        for bad in [
+            "",
+            "-rf",
+            "a:b",
+            "a b",
+            "a\nb",
+            "a\tb",
+            "x\u{7f}",
+            "ad\u{200b}min",
+            "root\u{202e}nimda",
+            "\u{feff}svc",
+            "a\u{2066}b",
+            "a\u{2028}b",
+            "a\u{00ad}b",
+            "a\u{034f}b",
+            "a\u{fe0f}",
+            "\u{3164}",
+        ] {
             assert!(validate_username(bad).is_err(), "{bad:?}");
         }
-        for good in ["app", "svc_01", "web-user", "a.b", "jürgen", "administrator@vsphere.local"] {
+        for good in [
+            "app",
+            "svc_01",
+            "web-user",
+            "a.b",
+            "jürgen",
+            "administrator@vsphere.local",
+        ] {
             assert!(validate_username(good).is_ok(), "{good:?}");
         }
     }

@@ -16,13 +16,25 @@ use super::ssh::{exec_with_stdin, redact};
 pub struct Chpasswd;
 
 impl Driver for Chpasswd {
-    fn apply(&self, host: &Host, username: &str, _old: Option<&SecretString>, new: &SecretString) -> Result<(), Error> {
+    fn apply(
+        &self,
+        host: &Host,
+        username: &str,
+        _old: Option<&SecretString>,
+        new: &SecretString,
+    ) -> Result<(), Error> {
         validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
-        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected { message: format!("password {m}") })?;
+        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected {
+            message: format!("password {m}"),
+        })?;
         let admin = host.admin.as_ref().ok_or(Error::NoAdmin)?;
         // The admin session is kept for the host's next change (driver::sessions).
         let (session, channel) = AdminSession::open(host)?;
-        let command = if admin.sudo { "sudo -n /usr/sbin/chpasswd" } else { "/usr/sbin/chpasswd" };
+        let command = if admin.sudo {
+            "sudo -n /usr/sbin/chpasswd"
+        } else {
+            "/usr/sbin/chpasswd"
+        };
         let line = Zeroizing::new(format!("{username}:{}\n", new.expose_secret()));
         // An error here drops the session: it is not known to be in a good state.
         let out = exec_with_stdin(host, channel, command, line.as_bytes())?;
@@ -30,13 +42,17 @@ impl Driver for Chpasswd {
         if out.status != 0 {
             let stderr = redact(&out.stderr, &[new]);
             // sudo refusing is the admin's configuration, not the password.
-            if stderr.contains("sudo") && (stderr.contains("password is required") || stderr.contains("not allowed")) {
+            if stderr.contains("sudo")
+                && (stderr.contains("password is required") || stderr.contains("not allowed"))
+            {
                 return Err(Error::AdminAuth {
                     username: admin.username.clone(),
                     message: format!("sudo refused chpasswd: {stderr}"),
                 });
             }
-            return Err(Error::Rejected { message: format!("chpasswd exited with {}: {stderr}", out.status) });
+            return Err(Error::Rejected {
+                message: format!("chpasswd exited with {}: {stderr}", out.status),
+            });
         }
         Ok(())
     }
@@ -79,7 +95,11 @@ pub(crate) fn prompt_in(text: &str) -> Prompt {
     }
     if last.contains("current") || last.contains("old password") || last.trim() == "password:" {
         Prompt::Current
-    } else if last.contains("new") || last.contains("retype") || last.contains("re-enter") || last.contains("again") {
+    } else if last.contains("new")
+        || last.contains("retype")
+        || last.contains("re-enter")
+        || last.contains("again")
+    {
         Prompt::New
     } else {
         Prompt::None
@@ -87,9 +107,17 @@ pub(crate) fn prompt_in(text: &str) -> Prompt {
 }
 
 impl Driver for Passwd {
-    fn apply(&self, host: &Host, username: &str, old: Option<&SecretString>, new: &SecretString) -> Result<(), Error> {
+    fn apply(
+        &self,
+        host: &Host,
+        username: &str,
+        old: Option<&SecretString>,
+        new: &SecretString,
+    ) -> Result<(), Error> {
         validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
-        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected { message: format!("password {m}") })?;
+        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected {
+            message: format!("password {m}"),
+        })?;
         let old = old.ok_or_else(|| {
             Error::Config("platform linux-passwd changes a password with the current one, and rotor knows none: REMEDIATE with the live password first".into())
         })?;
@@ -97,15 +125,26 @@ impl Driver for Passwd {
         let address = format!("{}:{}", host.address, host.port);
         let io = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::TimedOut {
-                Error::Timeout { address: address.clone(), message: format!("waiting for passwd: {e}") }
+                Error::Timeout {
+                    address: address.clone(),
+                    message: format!("waiting for passwd: {e}"),
+                }
             } else {
-                Error::Protocol { address: address.clone(), message: e.to_string() }
+                Error::Protocol {
+                    address: address.clone(),
+                    message: e.to_string(),
+                }
             }
         };
-        let ssh = |e: ssh2::Error| Error::Protocol { address: address.clone(), message: e.message().to_string() };
+        let ssh = |e: ssh2::Error| Error::Protocol {
+            address: address.clone(),
+            message: e.message().to_string(),
+        };
         let mut channel = session.channel_session().map_err(ssh)?;
         // A terminal, so passwd reads the passwords from it (with echo off) as it would from a person.
-        channel.request_pty("dumb", None, Some((200, 24, 0, 0))).map_err(ssh)?;
+        channel
+            .request_pty("dumb", None, Some((200, 24, 0, 0)))
+            .map_err(ssh)?;
         // Fixed text: the C locale makes the prompts and messages English whatever the host's.
         channel.exec("LC_ALL=C LANGUAGE=C passwd").map_err(ssh)?;
 
@@ -119,7 +158,10 @@ impl Driver for Passwd {
                 let _ = session.disconnect(None, "rotor: passwd took too long", None);
                 return Err(Error::Timeout {
                     address: address.clone(),
-                    message: format!("passwd gave no verdict within {:?}", host.io_timeout * DIALOGUE_TIMEOUTS),
+                    message: format!(
+                        "passwd gave no verdict within {:?}",
+                        host.io_timeout * DIALOGUE_TIMEOUTS
+                    ),
                 });
             }
             let n = channel.read(&mut buf).map_err(io)?;
@@ -162,20 +204,40 @@ impl Driver for Passwd {
         if status == 0 && gave_new == 2 && !lower.contains("unchanged") {
             return Ok(());
         }
-        if gave_new == 0 && (lower.contains("authentication token manipulation") || lower.contains("authentication failure")) {
+        if gave_new == 0
+            && (lower.contains("authentication token manipulation")
+                || lower.contains("authentication failure"))
+        {
             // The current password was refused by passwd itself (the login accepted it: a PAM difference).
-            return Err(Error::AccountAuth { username: username.to_string(), message: format!("passwd refused the current password: {said}") });
+            return Err(Error::AccountAuth {
+                username: username.to_string(),
+                message: format!("passwd refused the current password: {said}"),
+            });
         }
-        let refused = ["bad password", "unchanged", "do not match", "exhausted", "manipulation", "failure", "too ", "must "]
-            .iter()
-            .any(|m| lower.contains(m));
+        let refused = [
+            "bad password",
+            "unchanged",
+            "do not match",
+            "exhausted",
+            "manipulation",
+            "failure",
+            "too ",
+            "must ",
+        ]
+        .iter()
+        .any(|m| lower.contains(m));
         if refused || gave_new < 2 {
             // passwd said no, or never had the new password twice: the old one stands.
-            return Err(Error::Rejected { message: format!("passwd did not change the password (exit {status}): {said}") });
+            return Err(Error::Rejected {
+                message: format!("passwd did not change the password (exit {status}): {said}"),
+            });
         }
         // Both entries were typed and no verdict came: the change may have happened. The
         // engine finds out by logging in.
-        Err(Error::Protocol { address, message: format!("passwd ended without a verdict (exit {status}): {said}") })
+        Err(Error::Protocol {
+            address,
+            message: format!("passwd ended without a verdict (exit {status}): {said}"),
+        })
     }
 }
 
@@ -189,16 +251,29 @@ fn tail(text: &str, max: usize) -> &str {
 }
 
 /// A session authenticated as the account itself, with its current password.
-fn account_session(host: &Host, username: &str, password: &SecretString) -> Result<ssh2::Session, Error> {
+fn account_session(
+    host: &Host,
+    username: &str,
+    password: &SecretString,
+) -> Result<ssh2::Session, Error> {
     let session = super::ssh::connect(host)?;
     match session.userauth_password(username, password.expose_secret()) {
         Ok(()) if session.authenticated() => Ok(session),
-        Ok(()) => Err(Error::AccountAuth { username: username.to_string(), message: "not authenticated".into() }),
+        Ok(()) => Err(Error::AccountAuth {
+            username: username.to_string(),
+            message: "not authenticated".into(),
+        }),
         Err(e) => match e.code() {
             ssh2::ErrorCode::Session(-18) | ssh2::ErrorCode::Session(-15) => {
-                Err(Error::AccountAuth { username: username.to_string(), message: "the stored current password does not log in".into() })
+                Err(Error::AccountAuth {
+                    username: username.to_string(),
+                    message: "the stored current password does not log in".into(),
+                })
             }
-            _ => Err(Error::Protocol { address: format!("{}:{}", host.address, host.port), message: e.message().to_string() }),
+            _ => Err(Error::Protocol {
+                address: format!("{}:{}", host.address, host.port),
+                message: e.message().to_string(),
+            }),
         },
     }
 }
@@ -209,14 +284,23 @@ mod tests {
 
     #[test]
     fn passwd_prompts_are_told_apart() {
-        assert_eq!(prompt_in("Changing password for app.\r\nCurrent password: "), Prompt::Current);
+        assert_eq!(
+            prompt_in("Changing password for app.\r\nCurrent password: "),
+            Prompt::Current
+        );
         assert_eq!(prompt_in("(current) UNIX password:"), Prompt::Current);
         assert_eq!(prompt_in("\r\nNew password: "), Prompt::New);
         assert_eq!(prompt_in("Retype new password: "), Prompt::New);
         assert_eq!(prompt_in("Re-enter new password:"), Prompt::New);
         assert_eq!(prompt_in("Changing password for app."), Prompt::None);
-        assert_eq!(prompt_in("BAD PASSWORD: The password is shorter than 8 characters\r\n"), Prompt::None);
-        assert_eq!(prompt_in("passwd: password updated successfully\r\n"), Prompt::None);
+        assert_eq!(
+            prompt_in("BAD PASSWORD: The password is shorter than 8 characters\r\n"),
+            Prompt::None
+        );
+        assert_eq!(
+            prompt_in("passwd: password updated successfully\r\n"),
+            Prompt::None
+        );
         assert_eq!(prompt_in("Password: "), Prompt::Current);
         assert_eq!(prompt_in("Old Password:"), Prompt::Current);
         assert_eq!(prompt_in("Last login: today\r\nnote:"), Prompt::None);

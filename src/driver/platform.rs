@@ -7,7 +7,13 @@ use super::ssh;
 
 pub trait Driver: Send + Sync {
     /// Sets `new` as `username`'s password. `old` is its current one, when rotor knows it.
-    fn apply(&self, host: &Host, username: &str, old: Option<&SecretString>, new: &SecretString) -> Result<(), Error>;
+    fn apply(
+        &self,
+        host: &Host,
+        username: &str,
+        old: Option<&SecretString>,
+        new: &SecretString,
+    ) -> Result<(), Error>;
 
     /// A fresh login as `username` with `password` (SSH password authentication unless
     /// the platform knows better).
@@ -19,7 +25,13 @@ pub trait Driver: Send + Sync {
     /// connection open), then `new`. Returns (old, new); new is None when old was
     /// accepted, which ends the attempts, or when the target closed the connection after
     /// the refusal (the caller checks new on its own then).
-    fn verify_both(&self, host: &Host, username: &str, old: &SecretString, new: &SecretString) -> Result<(Login, Option<Login>), Error> {
+    fn verify_both(
+        &self,
+        host: &Host,
+        username: &str,
+        old: &SecretString,
+        new: &SecretString,
+    ) -> Result<(Login, Option<Login>), Error> {
         let outcomes = ssh::password_attempts(host, username, &[old, new])?;
         Ok((outcomes[0], outcomes.get(1).copied()))
     }

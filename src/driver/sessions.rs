@@ -38,7 +38,13 @@ impl Key {
             port: host.port,
             host_keys: host.host_keys.clone(),
             insecure_accept_any_host_key: host.insecure_accept_any_host_key,
-            admin: host.admin.as_ref().map(|a| (a.username.clone(), a.private_key_file.clone(), a.password_file.clone())),
+            admin: host.admin.as_ref().map(|a| {
+                (
+                    a.username.clone(),
+                    a.private_key_file.clone(),
+                    a.password_file.clone(),
+                )
+            }),
         }
     }
 }
@@ -69,11 +75,15 @@ impl AdminSession {
                     tracing::debug!(resource_id = %host.resource_id, "admin session reused");
                     return Ok((AdminSession { session, key }, channel));
                 }
-                Err(_) => tracing::debug!(resource_id = %host.resource_id, "a kept admin session was closed by the host; opening another"),
+                Err(_) => {
+                    tracing::debug!(resource_id = %host.resource_id, "a kept admin session was closed by the host; opening another")
+                }
             }
         }
         let (session, _) = ssh::admin_session(host)?;
-        let channel = session.channel_session().map_err(|e| ssh::protocol(host, e))?;
+        let channel = session
+            .channel_session()
+            .map_err(|e| ssh::protocol(host, e))?;
         Ok((AdminSession { session, key }, channel))
     }
 
@@ -113,7 +123,9 @@ pub fn close_idle() {
     {
         let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
         for kept in idle.values_mut() {
-            let (old, fresh): (Vec<_>, Vec<_>) = kept.drain(..).partition(|(_, since)| since.elapsed() >= IDLE);
+            let (old, fresh): (Vec<_>, Vec<_>) = kept
+                .drain(..)
+                .partition(|(_, since)| since.elapsed() >= IDLE);
             *kept = fresh;
             stale.extend(old.into_iter().map(|(s, _)| s));
         }

@@ -20,16 +20,25 @@ fn endpoint(host: &Host) -> String {
 
 pub(super) fn protocol(host: &Host, e: ssh2::Error) -> Error {
     match e.code() {
-        ErrorCode::Session(TIMEOUT) => Error::Timeout { address: endpoint(host), message: e.message().to_string() },
-        _ => Error::Protocol { address: endpoint(host), message: e.message().to_string() },
+        ErrorCode::Session(TIMEOUT) => Error::Timeout {
+            address: endpoint(host),
+            message: e.message().to_string(),
+        },
+        _ => Error::Protocol {
+            address: endpoint(host),
+            message: e.message().to_string(),
+        },
     }
 }
 
 /// The host key's fingerprint as `ssh-keygen -l -E sha256` prints it.
 pub fn fingerprint(session: &Session) -> Option<String> {
-    session
-        .host_key_hash(HashType::Sha256)
-        .map(|h| format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(h)))
+    session.host_key_hash(HashType::Sha256).map(|h| {
+        format!(
+            "SHA256:{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(h)
+        )
+    })
 }
 
 /// TCP connect, SSH handshake and host key check. No credential has been sent yet
@@ -37,18 +46,26 @@ pub fn fingerprint(session: &Session) -> Option<String> {
 pub fn connect(host: &Host) -> Result<Session, Error> {
     let address = endpoint(host);
     let addr = resolve(host)?;
-    let tcp = TcpStream::connect_timeout(&addr, host.connect_timeout).map_err(|e| match e.kind() {
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-            Error::Timeout { address: address.clone(), message: e.to_string() }
-        }
-        _ => Error::Connect { address: address.clone(), message: e.to_string() },
-    })?;
+    let tcp =
+        TcpStream::connect_timeout(&addr, host.connect_timeout).map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Error::Timeout {
+                address: address.clone(),
+                message: e.to_string(),
+            },
+            _ => Error::Connect {
+                address: address.clone(),
+                message: e.to_string(),
+            },
+        })?;
     let _ = tcp.set_nodelay(true);
     let mut session = Session::new().map_err(|e| protocol(host, e))?;
     session.set_timeout(u32::try_from(host.io_timeout.as_millis()).unwrap_or(u32::MAX));
     session.set_tcp_stream(tcp);
     session.handshake().map_err(|e| protocol(host, e))?;
-    let found = fingerprint(&session).ok_or_else(|| Error::Protocol { address: address.clone(), message: "no host key".into() })?;
+    let found = fingerprint(&session).ok_or_else(|| Error::Protocol {
+        address: address.clone(),
+        message: "no host key".into(),
+    })?;
     if host.insecure_accept_any_host_key {
         tracing::warn!(target: "rotor::security", resource_id = %host.resource_id, host_key = %found,
             "accepting any host key (insecure_accept_any_host_key = true)");
@@ -75,14 +92,30 @@ fn resolve(host: &Host) -> Result<std::net::SocketAddr, Error> {
     std::thread::Builder::new()
         .name("rotor-resolve".into())
         .spawn(move || {
-            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(|mut a| a.next()));
+            let _ = tx.send(
+                (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|mut a| a.next()),
+            );
         })
-        .map_err(|e| Error::Connect { address: address.clone(), message: format!("cannot resolve: {e}") })?;
+        .map_err(|e| Error::Connect {
+            address: address.clone(),
+            message: format!("cannot resolve: {e}"),
+        })?;
     match rx.recv_timeout(host.connect_timeout) {
         Ok(Ok(Some(addr))) => Ok(addr),
-        Ok(Ok(None)) => Err(Error::Connect { address, message: "the name has no address".into() }),
-        Ok(Err(e)) => Err(Error::Connect { address, message: format!("cannot resolve: {e}") }),
-        Err(_) => Err(Error::Timeout { address, message: format!("name resolution took over {:?}", host.connect_timeout) }),
+        Ok(Ok(None)) => Err(Error::Connect {
+            address,
+            message: "the name has no address".into(),
+        }),
+        Ok(Err(e)) => Err(Error::Connect {
+            address,
+            message: format!("cannot resolve: {e}"),
+        }),
+        Err(_) => Err(Error::Timeout {
+            address,
+            message: format!("name resolution took over {:?}", host.connect_timeout),
+        }),
     }
 }
 
@@ -91,33 +124,55 @@ fn resolve(host: &Host) -> Result<std::net::SocketAddr, Error> {
 const MAX_OUTPUT: usize = 64 * 1024;
 
 /// Reads `reader` to its end, at most `MAX_OUTPUT` bytes and until `deadline`.
-fn read_bounded(host: &Host, reader: &mut impl Read, deadline: std::time::Instant, what: &str) -> Result<Vec<u8>, Error> {
+fn read_bounded(
+    host: &Host,
+    reader: &mut impl Read,
+    deadline: std::time::Instant,
+    what: &str,
+) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         if std::time::Instant::now() > deadline {
-            return Err(Error::Timeout { address: endpoint(host), message: format!("the command's {what} did not end in time") });
+            return Err(Error::Timeout {
+                address: endpoint(host),
+                message: format!("the command's {what} did not end in time"),
+            });
         }
-        let n = reader.read(&mut buf).map_err(|io| Error::Protocol { address: endpoint(host), message: io.to_string() })?;
+        let n = reader.read(&mut buf).map_err(|io| Error::Protocol {
+            address: endpoint(host),
+            message: io.to_string(),
+        })?;
         if n == 0 {
             return Ok(out);
         }
         if out.len() + n > MAX_OUTPUT {
-            return Err(Error::Protocol { address: endpoint(host), message: format!("the command printed over {MAX_OUTPUT} bytes on {what}") });
+            return Err(Error::Protocol {
+                address: endpoint(host),
+                message: format!("the command printed over {MAX_OUTPUT} bytes on {what}"),
+            });
         }
         out.extend_from_slice(&buf[..n]);
     }
 }
 
 /// A fresh login with a password: Accepted, Refused, or an error saying why neither could be told.
-pub fn password_login(host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
+pub fn password_login(
+    host: &Host,
+    username: &str,
+    password: &SecretString,
+) -> Result<Login, Error> {
     Ok(password_attempts(host, username, &[password])?[0])
 }
 
 /// Password logins tried one after another on one connection until one is accepted: a
 /// refused attempt leaves the connection open for the next, so a refused and an
 /// accepted check cost one key exchange. One outcome per attempt made.
-pub fn password_attempts(host: &Host, username: &str, passwords: &[&SecretString]) -> Result<Vec<Login>, Error> {
+pub fn password_attempts(
+    host: &Host,
+    username: &str,
+    passwords: &[&SecretString],
+) -> Result<Vec<Login>, Error> {
     let session = connect(host)?;
     let mut outcomes = Vec::with_capacity(passwords.len());
     for password in passwords {
@@ -125,7 +180,9 @@ pub fn password_attempts(host: &Host, username: &str, passwords: &[&SecretString
             Ok(()) if session.authenticated() => Login::Accepted,
             Ok(()) => Login::Refused,
             Err(e) => match e.code() {
-                ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(PASSWORD_EXPIRED) => Login::Refused,
+                ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(PASSWORD_EXPIRED) => {
+                    Login::Refused
+                }
                 // A target that drops the connection after a refused attempt (MaxAuthTries
                 // 1, some appliances): what was learned stands, the caller checks the rest
                 // on a connection of its own.
@@ -149,28 +206,54 @@ pub fn password_attempts(host: &Host, username: &str, passwords: &[&SecretString
 pub fn admin_session(host: &Host) -> Result<(Session, &Admin), Error> {
     let admin = host.admin.as_ref().ok_or(Error::NoAdmin)?;
     let session = connect(host)?;
-    let auth_err = |message: String| Error::AdminAuth { username: admin.username.clone(), message };
+    let auth_err = |message: String| Error::AdminAuth {
+        username: admin.username.clone(),
+        message,
+    };
     if let Some(key) = &admin.private_key_file {
         if !key.exists() {
-            return Err(Error::Config(format!("admin private key {} does not exist", key.display())));
+            return Err(Error::Config(format!(
+                "admin private key {} does not exist",
+                key.display()
+            )));
         }
-        session.userauth_pubkey_file(&admin.username, None, key, None).map_err(|e| match e.code() {
-            ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(-19) => auth_err(e.message().to_string()),
-            ErrorCode::Session(-16) => Error::Config(format!("cannot use admin private key {}: {}", key.display(), e.message())),
-            _ => protocol(host, e),
-        })?;
+        session
+            .userauth_pubkey_file(&admin.username, None, key, None)
+            .map_err(|e| match e.code() {
+                ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(-19) => {
+                    auth_err(e.message().to_string())
+                }
+                ErrorCode::Session(-16) => Error::Config(format!(
+                    "cannot use admin private key {}: {}",
+                    key.display(),
+                    e.message()
+                )),
+                _ => protocol(host, e),
+            })?;
     } else if let Some(file) = &admin.password_file {
-        let bytes = zeroize::Zeroizing::new(
-            std::fs::read(file).map_err(|e| Error::Config(format!("cannot read admin password file {}: {e}", file.display())))?,
-        );
-        let text = std::str::from_utf8(&bytes).map_err(|_| Error::Config(format!("admin password file {} is not UTF-8", file.display())))?;
-        let pw = SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned());
-        session.userauth_password(&admin.username, pw.expose_secret()).map_err(|e| match e.code() {
-            ErrorCode::Session(AUTH_FAILED) => auth_err(e.message().to_string()),
-            _ => protocol(host, e),
+        let bytes = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| {
+            Error::Config(format!(
+                "cannot read admin password file {}: {e}",
+                file.display()
+            ))
+        })?);
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            Error::Config(format!(
+                "admin password file {} is not UTF-8",
+                file.display()
+            ))
         })?;
+        let pw = SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned());
+        session
+            .userauth_password(&admin.username, pw.expose_secret())
+            .map_err(|e| match e.code() {
+                ErrorCode::Session(AUTH_FAILED) => auth_err(e.message().to_string()),
+                _ => protocol(host, e),
+            })?;
     } else {
-        return Err(Error::Config("admin account needs private_key_file or password_file".into()));
+        return Err(Error::Config(
+            "admin account needs private_key_file or password_file".into(),
+        ));
     }
     if !session.authenticated() {
         return Err(auth_err("not authenticated".into()));
@@ -185,13 +268,23 @@ pub struct Output {
 
 /// Runs `command` (fixed text, never containing a secret) on an open `channel`, with
 /// `stdin` as its input.
-pub fn exec_with_stdin(host: &Host, mut channel: ssh2::Channel, command: &str, stdin: &[u8]) -> Result<Output, Error> {
+pub fn exec_with_stdin(
+    host: &Host,
+    mut channel: ssh2::Channel,
+    command: &str,
+    stdin: &[u8],
+) -> Result<Output, Error> {
     let e = |e: ssh2::Error| protocol(host, e);
     // stderr into the one stream rotor reads, so libssh2 never queues one stream
     // (unbounded) while rotor waits on the other.
-    channel.handle_extended_data(ssh2::ExtendedData::Merge).map_err(e)?;
+    channel
+        .handle_extended_data(ssh2::ExtendedData::Merge)
+        .map_err(e)?;
     channel.exec(command).map_err(e)?;
-    channel.write_all(stdin).map_err(|io| Error::Protocol { address: endpoint(host), message: io.to_string() })?;
+    channel.write_all(stdin).map_err(|io| Error::Protocol {
+        address: endpoint(host),
+        message: io.to_string(),
+    })?;
     channel.send_eof().map_err(e)?;
     // Each read waits at most io_timeout (the session's); the whole output, twice that.
     let deadline = std::time::Instant::now() + host.io_timeout * 2;

@@ -22,7 +22,10 @@ pub(super) struct Account {
     pub(super) host: Host,
 }
 
-pub(super) async fn load_account(engine: &Engine, credential_id: Uuid) -> Result<Account, StageError> {
+pub(super) async fn load_account(
+    engine: &Engine,
+    credential_id: Uuid,
+) -> Result<Account, StageError> {
     let r = sqlx::query!(
         "SELECT c.username, r.id AS resource_id, r.address, r.port, r.host_keys, r.insecure_accept_any_host_key,
                 r.platform, r.policy, r.admin_username, r.admin_private_key_file, r.admin_password_file, r.admin_sudo
@@ -40,8 +43,13 @@ pub(super) async fn load_account(engine: &Engine, credential_id: Uuid) -> Result
     });
     // Checked again at every use: the file, links resolved now, must still lie under
     // allowed_dir (a row from before the rule, or a link swapped since, is refused).
-    for file in admin.iter().flat_map(|a| [a.private_key_file.as_ref(), a.password_file.as_ref()]).flatten() {
-        let inside = std::fs::canonicalize(file).is_ok_and(|real| real.starts_with(&engine.allowed_dir));
+    for file in admin
+        .iter()
+        .flat_map(|a| [a.private_key_file.as_ref(), a.password_file.as_ref()])
+        .flatten()
+    {
+        let inside =
+            std::fs::canonicalize(file).is_ok_and(|real| real.starts_with(&engine.allowed_dir));
         if !inside {
             return Err(StageError::permanent(
                 "ADMIN_FILE_NOT_ALLOWED",
@@ -49,7 +57,10 @@ pub(super) async fn load_account(engine: &Engine, credential_id: Uuid) -> Result
             ));
         }
         if let Err(e) = crate::config::check_private_file("admin file", file) {
-            return Err(StageError::permanent("ADMIN_FILE_NOT_ALLOWED", format!("resource {}: {e}", r.resource_id)));
+            return Err(StageError::permanent(
+                "ADMIN_FILE_NOT_ALLOWED",
+                format!("resource {}: {e}", r.resource_id),
+            ));
         }
     }
     Ok(Account {
@@ -71,9 +82,18 @@ pub(super) async fn load_account(engine: &Engine, credential_id: Uuid) -> Result
     })
 }
 
-pub(super) fn policy_of<'a>(engine: &'a Engine, account: &Account) -> Result<&'a Policy, StageError> {
+pub(super) fn policy_of<'a>(
+    engine: &'a Engine,
+    account: &Account,
+) -> Result<&'a Policy, StageError> {
     engine.policies.get(&account.policy).ok_or_else(|| {
-        StageError::permanent("POLICY_NOT_FOUND", format!("resource {} names unknown policy `{}`", account.resource_id, account.policy))
+        StageError::permanent(
+            "POLICY_NOT_FOUND",
+            format!(
+                "resource {} names unknown policy `{}`",
+                account.resource_id, account.policy
+            ),
+        )
     })
 }
 
@@ -81,14 +101,23 @@ pub(super) fn driver_of(account: &Account) -> Result<&'static dyn driver::Driver
     driver::driver(&account.platform).ok_or_else(|| {
         StageError::permanent(
             "PLATFORM_NOT_SUPPORTED",
-            format!("resource {} uses platform `{}`; supported: {}", account.resource_id, account.platform, driver::PLATFORMS.join(", ")),
+            format!(
+                "resource {} uses platform `{}`; supported: {}",
+                account.resource_id,
+                account.platform,
+                driver::PLATFORMS.join(", ")
+            ),
         )
     })
 }
 
 pub(super) async fn login(account: &Account, password: &SecretString) -> Result<Login, StageError> {
     let driver = driver_of(account)?;
-    let (host, username, password) = (account.host.clone(), account.username.clone(), password.clone());
+    let (host, username, password) = (
+        account.host.clone(),
+        account.username.clone(),
+        password.clone(),
+    );
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(|| driver.login(&host, &username, &password)))
         .await
@@ -97,14 +126,25 @@ pub(super) async fn login(account: &Account, password: &SecretString) -> Result<
 }
 
 /// VERIFY both ways on one connection where the platform can (old first, then new).
-pub(super) async fn verify_both(account: &Account, old: &SecretString, new: &SecretString) -> Result<(Login, Option<Login>), StageError> {
+pub(super) async fn verify_both(
+    account: &Account,
+    old: &SecretString,
+    new: &SecretString,
+) -> Result<(Login, Option<Login>), StageError> {
     let driver = driver_of(account)?;
-    let (host, username, old, new) = (account.host.clone(), account.username.clone(), old.clone(), new.clone());
+    let (host, username, old, new) = (
+        account.host.clone(),
+        account.username.clone(),
+        old.clone(),
+        new.clone(),
+    );
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(|| driver.verify_both(&host, &username, &old, &new)))
-        .await
-        .map_err(|e| StageError::permanent("INTERNAL_ERROR", format!("login task panicked: {e}")))?
-        .map_err(StageError::driver)
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| driver.verify_both(&host, &username, &old, &new))
+    })
+    .await
+    .map_err(|e| StageError::permanent("INTERNAL_ERROR", format!("login task panicked: {e}")))?
+    .map_err(StageError::driver)
 }
 
 /// Why the heartbeat could not tell whether a stored password still logs in.
@@ -119,10 +159,16 @@ impl From<StageError> for CheckError {
 }
 
 /// Heartbeat: does the stored current password still log in? (current version, outcome)
-pub async fn check_current(engine: &Engine, credential_id: Uuid) -> Result<Option<(i32, Login)>, CheckError> {
+pub async fn check_current(
+    engine: &Engine,
+    credential_id: Uuid,
+) -> Result<Option<(i32, Login)>, CheckError> {
     let account = load_account(engine, credential_id).await?;
     let mut conn = engine.pool.acquire().await.map_err(StageError::from)?;
-    let Some(current) = versions::get(&mut conn, &engine.key, credential_id, State::Current).await.map_err(StageError::from)? else {
+    let Some(current) = versions::get(&mut conn, &engine.key, credential_id, State::Current)
+        .await
+        .map_err(StageError::from)?
+    else {
         return Ok(None);
     };
     drop(conn);

@@ -21,7 +21,9 @@ pub struct Admission {
 
 impl Default for Admission {
     fn default() -> Self {
-        Admission { backlog: watch::Sender::new(None) }
+        Admission {
+            backlog: watch::Sender::new(None),
+        }
     }
 }
 
@@ -45,7 +47,9 @@ impl Admission {
     pub async fn wait(&self) {
         let mut rx = self.backlog.subscribe();
         loop {
-            let Some(since) = *rx.borrow_and_update() else { return };
+            let Some(since) = *rx.borrow_and_update() else {
+                return;
+            };
             let until = since + GRACE;
             if Instant::now() >= until {
                 return;
@@ -69,7 +73,11 @@ mod tests {
         a.batch_taken(true);
         let start = Instant::now();
         a.wait().await;
-        assert_eq!(start.elapsed(), GRACE, "held for GRACE while the backlog lasts");
+        assert_eq!(
+            start.elapsed(),
+            GRACE,
+            "held for GRACE while the backlog lasts"
+        );
         a.batch_taken(true); // still the same backlog: no new grace
         a.wait().await;
         assert_eq!(start.elapsed(), GRACE);
@@ -84,6 +92,10 @@ mod tests {
         assert!(!waiter.is_finished(), "held while the new backlog lasts");
         a.batch_taken(false);
         waiter.await.unwrap();
-        assert_eq!(start.elapsed(), GRACE + Duration::from_millis(300), "released when it clears");
+        assert_eq!(
+            start.elapsed(),
+            GRACE + Duration::from_millis(300),
+            "released when it clears"
+        );
     }
 }

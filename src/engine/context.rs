@@ -41,16 +41,29 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(pool: PgPool, key: Arc<MasterKey>, settings: &Settings, events: Events) -> Result<Self, crate::config::Error> {
+    pub fn new(
+        pool: PgPool,
+        key: Arc<MasterKey>,
+        settings: &Settings,
+        events: Events,
+    ) -> Result<Self, crate::config::Error> {
         let host = crate::hygiene::hostname();
-        let instance = settings.worker.instance_id.clone().unwrap_or_else(|| format!("{}:{}", host.trim(), std::process::id()));
-        let allowed_dir = std::fs::canonicalize(&settings.inventory.allowed_dir).unwrap_or_else(|_| settings.inventory.allowed_dir.clone());
+        let instance = settings
+            .worker
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", host.trim(), std::process::id()));
+        let allowed_dir = std::fs::canonicalize(&settings.inventory.allowed_dir)
+            .unwrap_or_else(|_| settings.inventory.allowed_dir.clone());
         Ok(Engine {
             allowed_dir,
             pool,
             key,
             policies: Arc::new(settings.policies()?),
-            worker_id: format!("{instance}/{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            worker_id: format!(
+                "{instance}/{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
             instance_id: settings.worker.instance_id.clone(),
             concurrency: settings.worker.concurrency,
             lease_seconds: f64::from(settings.worker.lease_seconds),
@@ -83,4 +96,3 @@ impl Engine {
         delays.skip(n).next().map_or(0, |d| d.as_millis() as i64)
     }
 }
-

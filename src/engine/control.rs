@@ -41,23 +41,46 @@ pub async fn record_refused(
     .fetch_optional(pool)
     .await?;
     match inserted {
-        Some(id) => Ok(Created { task_id: id, is_new: true, recorded: None }),
+        Some(id) => Ok(Created {
+            task_id: id,
+            is_new: true,
+            recorded: None,
+        }),
         None => {
-            let id = sqlx::query_scalar!("SELECT id FROM tasks WHERE request_key = $1", request_key).fetch_one(pool).await?;
-            Ok(Created { task_id: id, is_new: false, recorded: None })
+            let id =
+                sqlx::query_scalar!("SELECT id FROM tasks WHERE request_key = $1", request_key)
+                    .fetch_one(pool)
+                    .await?;
+            Ok(Created {
+                task_id: id,
+                is_new: false,
+                recorded: None,
+            })
         }
     }
 }
 
 /// The tasks request keys already made, by key.
-pub async fn tasks_for_keys(pool: &PgPool, keys: &[String]) -> Result<std::collections::HashMap<String, Uuid>, Error> {
-    let rows = sqlx::query!(r#"SELECT request_key AS "key!", id FROM tasks WHERE request_key = ANY($1)"#, keys).fetch_all(pool).await?;
+pub async fn tasks_for_keys(
+    pool: &PgPool,
+    keys: &[String],
+) -> Result<std::collections::HashMap<String, Uuid>, Error> {
+    let rows = sqlx::query!(
+        r#"SELECT request_key AS "key!", id FROM tasks WHERE request_key = ANY($1)"#,
+        keys
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().map(|r| (r.key, r.id)).collect())
 }
 
 /// The id of the task a request key already made, if any.
 pub async fn task_for_key(pool: &PgPool, request_key: &str) -> Result<Option<Uuid>, Error> {
-    Ok(sqlx::query_scalar!("SELECT id FROM tasks WHERE request_key = $1", request_key).fetch_optional(pool).await?)
+    Ok(
+        sqlx::query_scalar!("SELECT id FROM tasks WHERE request_key = $1", request_key)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -78,7 +101,9 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
         return Ok(Change::NotFound);
     };
     if status != TaskStatus::Failed {
-        return Ok(Change::Conflict(format!("only a FAILED task can be retried; this one is {status}")));
+        return Ok(Change::Conflict(format!(
+            "only a FAILED task can be retried; this one is {status}"
+        )));
     }
     let subtasks = sqlx::query!(
         r#"SELECT s.id, s.credential_id,
@@ -90,7 +115,9 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
     .fetch_all(&mut *tx)
     .await?;
     if subtasks.is_empty() {
-        return Ok(Change::Conflict("the task has no failed subtask to retry (a refused request cannot be retried)".into()));
+        return Ok(Change::Conflict(
+            "the task has no failed subtask to retry (a refused request cannot be retried)".into(),
+        ));
     }
     let ids: Vec<Uuid> = subtasks.iter().map(|s| s.credential_id).collect();
     // Shares the lock `inventory::retire` takes, as recording a task does.
@@ -102,7 +129,9 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
     .fetch_all(&mut *tx)
     .await?;
     if let Some(resource) = resources.into_iter().find(|r| r.deleted).map(|r| r.id) {
-        return Ok(Change::Conflict(format!("resource {resource} was deleted; its passwords are kept until `rotor resource purge`")));
+        return Ok(Change::Conflict(format!(
+            "resource {resource} was deleted; its passwords are kept until `rotor resource purge`"
+        )));
     }
     let runnable = subtasks.len().to_string();
     for s in subtasks {
@@ -130,9 +159,16 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
             lease::reserve(&mut tx, s.credential_id, s.id).await?;
         }
     }
-    sqlx::query!("UPDATE tasks SET completed_at = NULL, errors = '[]' WHERE id = $1", task_id).execute(&mut *tx).await?;
+    sqlx::query!(
+        "UPDATE tasks SET completed_at = NULL, errors = '[]' WHERE id = $1",
+        task_id
+    )
+    .execute(&mut *tx)
+    .await?;
     let status = roll_up(&mut tx, task_id).await?;
-    sqlx::query!("SELECT pg_notify($1, $2)", WORK_CHANNEL, runnable).execute(&mut *tx).await?;
+    sqlx::query!("SELECT pg_notify($1, $2)", WORK_CHANNEL, runnable)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Change::Done(status))
 }
@@ -145,13 +181,16 @@ pub async fn cancel_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> 
         return Ok(Change::NotFound);
     };
     if status.is_final() {
-        return Ok(Change::Conflict(format!("the task has already ended ({status})")));
+        return Ok(Change::Conflict(format!(
+            "the task has already ended ({status})"
+        )));
     }
     let cancelled = cancel_unstarted(&mut tx, task_id).await?;
     if !cancelled.is_empty() {
         // A cancelled auto-rotation skips this turn: the next one is a full period away
         // (by this process's clock, as the scheduler judges due-ness).
-        lifecycle::auto_rotations_cancelled(&mut tx, &cancelled, task_id, chrono::Utc::now()).await?;
+        lifecycle::auto_rotations_cancelled(&mut tx, &cancelled, task_id, chrono::Utc::now())
+            .await?;
     }
     let status = roll_up(&mut tx, task_id).await?;
     tx.commit().await?;
@@ -159,7 +198,12 @@ pub async fn cancel_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> 
 }
 
 /// The task's status, its row locked for the caller's transaction.
-async fn task_status(conn: &mut sqlx::PgConnection, task_id: Uuid) -> Result<Option<TaskStatus>, Error> {
-    let status = sqlx::query_scalar!("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id).fetch_optional(&mut *conn).await?;
+async fn task_status(
+    conn: &mut sqlx::PgConnection,
+    task_id: Uuid,
+) -> Result<Option<TaskStatus>, Error> {
+    let status = sqlx::query_scalar!("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(status.as_deref().map(stored))
 }

@@ -35,7 +35,12 @@ impl From<crate::vault::Error> for Error {
 impl Error {
     /// Trying again later can help: the database or the lease, not a key problem.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Db(_) | Error::LostLease(_) | Error::Vault(crate::vault::Error::SealingKeyNotLoaded(_)))
+        matches!(
+            self,
+            Error::Db(_)
+                | Error::LostLease(_)
+                | Error::Vault(crate::vault::Error::SealingKeyNotLoaded(_))
+        )
     }
 }
 
@@ -49,7 +54,11 @@ pub struct StageError {
 
 impl StageError {
     pub fn permanent(code: &str, message: impl Into<String>) -> Self {
-        StageError { error: VcfError::new(code, message), transient: false, unresolved: false }
+        StageError {
+            error: VcfError::new(code, message),
+            transient: false,
+            unresolved: false,
+        }
     }
 
     /// A driver's error; `unresolved` when it says the target may have changed.
@@ -85,11 +94,17 @@ impl From<Error> for StageError {
     fn from(e: Error) -> Self {
         match e {
             // Nothing was written: the rotation waits for a restart with the new keyring.
-            Error::Vault(e @ crate::vault::Error::SealingKeyNotLoaded(_)) => {
-                StageError { error: VcfError::new("VAULT_KEY_NOT_LOADED", e.to_string()), transient: true, unresolved: false }
-            }
+            Error::Vault(e @ crate::vault::Error::SealingKeyNotLoaded(_)) => StageError {
+                error: VcfError::new("VAULT_KEY_NOT_LOADED", e.to_string()),
+                transient: true,
+                unresolved: false,
+            },
             Error::Vault(e) => StageError::permanent("VAULT_ERROR", e.to_string()).unresolved(),
-            other => StageError { error: VcfError::new("INTERNAL_ERROR", other.to_string()), transient: true, unresolved: false },
+            other => StageError {
+                error: VcfError::new("INTERNAL_ERROR", other.to_string()),
+                transient: true,
+                unresolved: false,
+            },
         }
     }
 }

@@ -39,7 +39,10 @@ enum Event {
     /// Published as the Task JSON.
     Task { task_id: Uuid, routing_key: String },
     /// Published as `{credentialId, resourceId, username, status}`.
-    Credential { credential_id: Uuid, routing_key: String },
+    Credential {
+        credential_id: Uuid,
+        routing_key: String,
+    },
 }
 
 impl Event {
@@ -63,22 +66,38 @@ impl Events {
 
     /// Starts the publisher; it runs until `flush` is cancelled, then publishes what is
     /// buffered (for up to `FLUSH_TIMEOUT`) and closes its connection.
-    pub fn start(pool: PgPool, link: crate::broker::Link, exchange: String, flush: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        pool: PgPool,
+        link: crate::broker::Link,
+        exchange: String,
+        flush: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(BUFFER);
         let task = tokio::spawn(publish_loop(pool, link, exchange, rx, flush));
         (Events { tx: Some(tx) }, task)
     }
 
     pub fn task(&self, task_id: Uuid, status: TaskStatus) {
-        self.send(Event::Task { task_id, routing_key: format!("task.{status}") });
+        self.send(Event::Task {
+            task_id,
+            routing_key: format!("task.{status}"),
+        });
     }
 
     pub fn subtask(&self, task_id: Uuid, status: SubtaskStatus) {
-        self.send(Event::Task { task_id, routing_key: format!("subtask.{status}") });
+        self.send(Event::Task {
+            task_id,
+            routing_key: format!("subtask.{status}"),
+        });
     }
 
     /// A subtask ended: its event, and the task's when the task's status changed.
-    pub fn subtask_ended(&self, task_id: Uuid, status: SubtaskStatus, task_status: Option<TaskStatus>) {
+    pub fn subtask_ended(
+        &self,
+        task_id: Uuid,
+        status: SubtaskStatus,
+        task_status: Option<TaskStatus>,
+    ) {
         self.subtask(task_id, status);
         if let Some(status) = task_status {
             self.task(task_id, status);
@@ -86,7 +105,10 @@ impl Events {
     }
 
     pub fn credential(&self, credential_id: Uuid, alert: CredentialAlert) {
-        self.send(Event::Credential { credential_id, routing_key: format!("credential.{alert}") });
+        self.send(Event::Credential {
+            credential_id,
+            routing_key: format!("credential.{alert}"),
+        });
     }
 
     fn send(&self, event: Event) {
@@ -103,17 +125,28 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// Events taken from the buffer at once: their tasks are read in one go.
 const BATCH: usize = 256;
 
-async fn publish_loop(pool: PgPool, link: crate::broker::Link, exchange: String, mut rx: mpsc::Receiver<Event>, flush: CancellationToken) {
+async fn publish_loop(
+    pool: PgPool,
+    link: crate::broker::Link,
+    exchange: String,
+    mut rx: mpsc::Receiver<Event>,
+    flush: CancellationToken,
+) {
     // Taken from the buffer and not yet published, oldest first.
     let mut pending: Vec<Event> = Vec::new();
     'connect: while !flush.is_cancelled() {
-        let conn = match link.connect_framed("rotor events", Some(crate::broker::SMALL_FRAMES)).await {
+        let conn = match link
+            .connect_framed("rotor events", Some(crate::broker::SMALL_FRAMES))
+            .await
+        {
             Ok(c) => c,
             Err(_) => {
                 tokio::select! { _ = tokio::time::sleep(RECONNECT_DELAY) => continue, _ = flush.cancelled() => break }
             }
         };
-        let Ok(ch) = conn.create_channel().await else { continue };
+        let Ok(ch) = conn.create_channel().await else {
+            continue;
+        };
         loop {
             if pending.is_empty() {
                 tokio::select! {
@@ -137,12 +170,20 @@ async fn publish_loop(pool: PgPool, link: crate::broker::Link, exchange: String,
     }
     let left = rx.len() + pending.len();
     if left > 0 {
-        tracing::warn!(events = left, "shutdown: the broker is away; buffered events were not published");
+        tracing::warn!(
+            events = left,
+            "shutdown: the broker is away; buffered events were not published"
+        );
     }
 }
 
 /// Publishes everything buffered, within `FLUSH_TIMEOUT`; returns how many are left.
-async fn drain(pool: &PgPool, ch: &lapin::Channel, exchange: &str, rx: &mut mpsc::Receiver<Event>) -> usize {
+async fn drain(
+    pool: &PgPool,
+    ch: &lapin::Channel,
+    exchange: &str,
+    rx: &mut mpsc::Receiver<Event>,
+) -> usize {
     rx.close();
     let mut pending = Vec::new();
     let work = async {
@@ -153,7 +194,9 @@ async fn drain(pool: &PgPool, ch: &lapin::Channel, exchange: &str, rx: &mut mpsc
         }
         0
     };
-    tokio::time::timeout(FLUSH_TIMEOUT, work).await.unwrap_or_else(|_| rx.len())
+    tokio::time::timeout(FLUSH_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| rx.len())
 }
 
 enum Retry {
@@ -163,8 +206,22 @@ enum Retry {
 
 /// Publishes `events` in order, removing each one published; their tasks are read once
 /// each, as they are now.
-async fn publish(pool: &PgPool, ch: &lapin::Channel, exchange: &str, events: &mut Vec<Event>) -> Result<(), Retry> {
-    let mut ids: Vec<Uuid> = events.iter().filter_map(|e| if let Event::Task { task_id, .. } = e { Some(*task_id) } else { None }).collect();
+async fn publish(
+    pool: &PgPool,
+    ch: &lapin::Channel,
+    exchange: &str,
+    events: &mut Vec<Event>,
+) -> Result<(), Retry> {
+    let mut ids: Vec<Uuid> = events
+        .iter()
+        .filter_map(|e| {
+            if let Event::Task { task_id, .. } = e {
+                Some(*task_id)
+            } else {
+                None
+            }
+        })
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     let tasks: HashMap<Uuid, Vec<u8>> = super::view::load_many(pool, &ids)
@@ -173,22 +230,36 @@ async fn publish(pool: &PgPool, ch: &lapin::Channel, exchange: &str, events: &mu
         .into_iter()
         .map(|t| (t.id, serde_json::to_vec(&t).expect("task serializes")))
         .collect();
-    let props = BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
     let mut sent = 0;
     let mut outcome = Ok(());
     for event in events.iter() {
         let body = match event {
             Event::Task { task_id, .. } => tasks.get(task_id).cloned(),
-            Event::Credential { credential_id, .. } => match credential_body(pool, *credential_id).await {
-                Ok(body) => body,
-                Err(_) => {
-                    outcome = Err(Retry::Database);
-                    break;
+            Event::Credential { credential_id, .. } => {
+                match credential_body(pool, *credential_id).await {
+                    Ok(body) => body,
+                    Err(_) => {
+                        outcome = Err(Retry::Database);
+                        break;
+                    }
                 }
-            },
+            }
         };
         if let Some(body) = body {
-            if ch.basic_publish(exchange, event.routing_key(), BasicPublishOptions::default(), &body, props.clone()).await.is_err() {
+            if ch
+                .basic_publish(
+                    exchange,
+                    event.routing_key(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    props.clone(),
+                )
+                .await
+                .is_err()
+            {
                 outcome = Err(Retry::Broker);
                 break;
             }
@@ -199,13 +270,21 @@ async fn publish(pool: &PgPool, ch: &lapin::Channel, exchange: &str, events: &mu
     outcome
 }
 
-async fn credential_body(pool: &PgPool, credential_id: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    let row = sqlx::query!("SELECT resource_id, username, status FROM credentials WHERE id = $1", credential_id)
-        .fetch_optional(pool)
-        .await?;
+async fn credential_body(
+    pool: &PgPool,
+    credential_id: Uuid,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    let row = sqlx::query!(
+        "SELECT resource_id, username, status FROM credentials WHERE id = $1",
+        credential_id
+    )
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(|r| {
-        serde_json::to_vec(&serde_json::json!({"credentialId": credential_id, "resourceId": r.resource_id,
-            "username": r.username, "status": r.status}))
+        serde_json::to_vec(
+            &serde_json::json!({"credentialId": credential_id, "resourceId": r.resource_id,
+            "username": r.username, "status": r.status}),
+        )
         .expect("json serializes")
     }))
 }

@@ -37,7 +37,12 @@ impl Claim {
 /// Takes the oldest runnable subtask whose credential is free (or already reserved for
 /// it, or whose previous worker's lease expired) and leases the credential. A subtask
 /// that connects to its target waits while its resource has `per_host` such leases.
-pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i64) -> Result<Option<Claim>, Error> {
+pub async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    lease_seconds: f64,
+    per_host: i64,
+) -> Result<Option<Claim>, Error> {
     // A claimer that chose a host just as others filled it finds out once it holds the
     // resource row, and chooses again.
     for _ in 0..8 {
@@ -50,7 +55,12 @@ pub async fn claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i6
 
 /// One attempt: Some(claim or nothing runnable), or None when the candidate's host turned
 /// out to be full (or busy being claimed on for longer than `RESOURCE_WAIT`).
-async fn try_claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i64) -> Result<Option<Option<Claim>>, Error> {
+async fn try_claim(
+    pool: &PgPool,
+    worker: &str,
+    lease_seconds: f64,
+    per_host: i64,
+) -> Result<Option<Option<Claim>>, Error> {
     let off_target: Vec<&str> = Operation::OFF_TARGET.iter().map(|o| o.as_str()).collect();
     let mut tx = pool.begin().await?;
     // The hosts at their limit are read once (credentials_leased), not per candidate; the
@@ -87,7 +97,16 @@ async fn try_claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i6
         return Ok(Some(None));
     };
     let operation: Operation = stored(&row.operation);
-    if operation.touches_target() && !host_has_room(&mut tx, &row.resource_id, row.credential_id, per_host, &off_target).await? {
+    if operation.touches_target()
+        && !host_has_room(
+            &mut tx,
+            &row.resource_id,
+            row.credential_id,
+            per_host,
+            &off_target,
+        )
+        .await?
+    {
         tx.rollback().await?;
         return Ok(None);
     }
@@ -113,15 +132,21 @@ async fn try_claim(pool: &PgPool, worker: &str, lease_seconds: f64, per_host: i6
     .fetch_one(&mut *tx)
     .await
     .map(|r| (r.fence, r.attempts))?;
-    let task_started = sqlx::query!("UPDATE tasks SET status = 'IN_PROGRESS' WHERE id = $1 AND status = 'PENDING'", row.task_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+    let task_started = sqlx::query!(
+        "UPDATE tasks SET status = 'IN_PROGRESS' WHERE id = $1 AND status = 'PENDING'",
+        row.task_id
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
         == 1;
     // A subtask's stage rows are written when it runs, not with its task, so recording a
     // task writes one row per subtask (view shows unstarted stages alike). Every claim
     // makes sure of them: one by an older rotor (rolling upgrade) would not have.
-    let names: Vec<&str> = stages_of(operation, &row.params).iter().map(|s| s.as_str()).collect();
+    let names: Vec<&str> = stages_of(operation, &row.params)
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
     sqlx::query!(
         "INSERT INTO stages (subtask_id, seq, name, status)
          SELECT $1, ord::int - 1, name, 'PENDING' FROM unnest($2::text[]) WITH ORDINALITY AS s(name, ord)
@@ -152,15 +177,31 @@ const RESOURCE_WAIT: &str = "250ms";
 /// Holds the resource row, so that claimers on one host take turns, and counts its live
 /// leases on the target (this statement's snapshot is newer than the lock: it sees every
 /// lease committed on the host, and no other claimer can add one meanwhile).
-async fn host_has_room(tx: &mut PgConnection, resource_id: &str, credential_id: Uuid, per_host: i64, off_target: &[&str]) -> Result<bool, Error> {
-    sqlx::query(&format!("SET LOCAL lock_timeout = '{RESOURCE_WAIT}'")).execute(&mut *tx).await?;
-    match sqlx::query!("SELECT 1 AS one FROM resources WHERE id = $1 FOR NO KEY UPDATE", resource_id).fetch_optional(&mut *tx).await {
+async fn host_has_room(
+    tx: &mut PgConnection,
+    resource_id: &str,
+    credential_id: Uuid,
+    per_host: i64,
+    off_target: &[&str],
+) -> Result<bool, Error> {
+    sqlx::query(&format!("SET LOCAL lock_timeout = '{RESOURCE_WAIT}'"))
+        .execute(&mut *tx)
+        .await?;
+    match sqlx::query!(
+        "SELECT 1 AS one FROM resources WHERE id = $1 FOR NO KEY UPDATE",
+        resource_id
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    {
         Ok(_) => {}
         // lock_not_available: the wait ran out.
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => return Ok(false),
         Err(e) => return Err(e.into()),
     }
-    sqlx::query("SET LOCAL lock_timeout = 0").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL lock_timeout = 0")
+        .execute(&mut *tx)
+        .await?;
     let live = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!"
              FROM credentials c JOIN subtasks b ON b.id = c.lease_subtask JOIN tasks t ON t.id = b.task_id
@@ -221,7 +262,6 @@ pub async fn fenced(pool: &PgPool, claim: &Claim) -> Result<Transaction<'static,
     Ok(tx)
 }
 
-
 /// Frees the credential of a subtask that ended.
 pub async fn release(conn: &mut PgConnection, claim: &Claim) -> Result<(), Error> {
     sqlx::query!(
@@ -249,7 +289,11 @@ pub async fn hold_for_retry(conn: &mut PgConnection, claim: &Claim) -> Result<()
 }
 
 /// Reserves a free credential for `subtask_id` (an operator's retry of it).
-pub async fn reserve(conn: &mut PgConnection, credential_id: Uuid, subtask_id: Uuid) -> Result<(), Error> {
+pub async fn reserve(
+    conn: &mut PgConnection,
+    credential_id: Uuid,
+    subtask_id: Uuid,
+) -> Result<(), Error> {
     sqlx::query!(
         "UPDATE credentials SET lease_subtask = $2, lease_owner = NULL, lease_expires_at = NULL
                   WHERE id = $1 AND lease_subtask IS NULL",

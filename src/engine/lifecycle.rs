@@ -18,7 +18,13 @@ use crate::vault::versions;
 
 /// Plans the next auto-rotation `days` after `last` (none without a frequency), unless
 /// an auto-rotation is in flight: its COMMIT plans its own successor.
-pub async fn plan_next(conn: &mut PgConnection, schedule: &Schedule, credential_id: Uuid, days: Option<i32>, last: DateTime<Utc>) -> Result<(), Error> {
+pub async fn plan_next(
+    conn: &mut PgConnection,
+    schedule: &Schedule,
+    credential_id: Uuid,
+    days: Option<i32>,
+    last: DateTime<Utc>,
+) -> Result<(), Error> {
     let next = days.map(|d| schedule.next(last, d));
     sqlx::query!(
         "UPDATE credentials SET next_rotation_at = $2 WHERE id = $1 AND auto_task_id IS NULL",
@@ -32,7 +38,11 @@ pub async fn plan_next(conn: &mut PgConnection, schedule: &Schedule, credential_
 
 /// The resume rule: a credential with a frequency and nothing planned or in flight is
 /// due now; one that has a plan keeps it (a passed plan rotates at the next tick).
-async fn plan_if_unplanned(conn: &mut PgConnection, credential_id: Uuid, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, Error> {
+async fn plan_if_unplanned(
+    conn: &mut PgConnection,
+    credential_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, Error> {
     Ok(sqlx::query_scalar!(
         "UPDATE credentials SET next_rotation_at = CASE WHEN auto_rotate_days IS NULL OR auto_task_id IS NOT NULL THEN next_rotation_at
                                                       ELSE COALESCE(next_rotation_at, $2) END
@@ -46,10 +56,20 @@ async fn plan_if_unplanned(conn: &mut PgConnection, credential_id: Uuid, now: Da
 
 /// A rotation committed: PENDING becomes CURRENT, the credential is ACTIVE and in sync,
 /// its failure count is cleared and its next auto-rotation planned.
-pub async fn record_rotation(conn: &mut PgConnection, schedule: &Schedule, credential_id: Uuid, max_versions: i64) -> Result<(), Error> {
+pub async fn record_rotation(
+    conn: &mut PgConnection,
+    schedule: &Schedule,
+    credential_id: Uuid,
+    max_versions: i64,
+) -> Result<(), Error> {
     versions::promote_pending(conn, credential_id, max_versions).await?;
     let now = Utc::now();
-    let days = sqlx::query_scalar!("SELECT auto_rotate_days FROM credentials WHERE id = $1", credential_id).fetch_one(&mut *conn).await?;
+    let days = sqlx::query_scalar!(
+        "SELECT auto_rotate_days FROM credentials WHERE id = $1",
+        credential_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     sqlx::query!(
         "UPDATE credentials SET last_rotated_at = $2, updated_at = now(), status = $4, heartbeat_at = $2,
                 auto_failures = 0, auto_task_id = NULL, next_rotation_at = $3
@@ -88,18 +108,37 @@ pub async fn set_frequency(
     credential_id: Uuid,
     days: Option<i32>,
 ) -> Result<Option<(Uuid, Option<TaskStatus>)>, Error> {
-    let last = sqlx::query_scalar!("SELECT last_rotated_at FROM credentials WHERE id = $1", credential_id).fetch_one(&mut *conn).await?;
-    let withdrawn = if days.is_none() { withdraw_auto_rotation(conn, credential_id).await? } else { None };
+    let last = sqlx::query_scalar!(
+        "SELECT last_rotated_at FROM credentials WHERE id = $1",
+        credential_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let withdrawn = if days.is_none() {
+        withdraw_auto_rotation(conn, credential_id).await?
+    } else {
+        None
+    };
     sqlx::query!("UPDATE credentials SET auto_rotate_days = $2, auto_failures = 0, updated_at = now() WHERE id = $1", credential_id, days)
         .execute(&mut *conn)
         .await?;
-    plan_next(conn, schedule, credential_id, days, last.unwrap_or_else(Utc::now)).await?;
+    plan_next(
+        conn,
+        schedule,
+        credential_id,
+        days,
+        last.unwrap_or_else(Utc::now),
+    )
+    .await?;
     Ok(withdrawn)
 }
 
 /// Keeps a credential out of auto-rotation until `resume`; a planned turn is withdrawn.
 /// Returns its frequency and the withdrawn task.
-pub async fn pause(conn: &mut PgConnection, credential_id: Uuid) -> Result<(Option<i32>, Option<(Uuid, Option<TaskStatus>)>), Error> {
+pub async fn pause(
+    conn: &mut PgConnection,
+    credential_id: Uuid,
+) -> Result<(Option<i32>, Option<(Uuid, Option<TaskStatus>)>), Error> {
     let days = sqlx::query_scalar!("UPDATE credentials SET auto_paused = true, updated_at = now() WHERE id = $1 RETURNING auto_rotate_days", credential_id)
         .fetch_one(&mut *conn)
         .await?;
@@ -115,7 +154,11 @@ pub struct Resumed {
 }
 
 /// Auto-rotation runs again, its failure count cleared (the resume rule plans it).
-pub async fn resume(conn: &mut PgConnection, credential_id: Uuid, now: DateTime<Utc>) -> Result<Resumed, Error> {
+pub async fn resume(
+    conn: &mut PgConnection,
+    credential_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Resumed, Error> {
     let row = sqlx::query!(
         "UPDATE credentials SET auto_paused = false, auto_failures = 0, updated_at = now() WHERE id = $1 RETURNING auto_rotate_days, status",
         credential_id
@@ -123,20 +166,80 @@ pub async fn resume(conn: &mut PgConnection, credential_id: Uuid, now: DateTime<
     .fetch_one(&mut *conn)
     .await?;
     let next = plan_if_unplanned(conn, credential_id, now).await?;
-    Ok(Resumed { days: row.auto_rotate_days, next, status: row.status })
+    Ok(Resumed {
+        days: row.auto_rotate_days,
+        next,
+        status: row.status,
+    })
 }
 
-/// The scheduler made `task_id` the credential's auto-rotation: nothing else is planned
-/// until it ends.
-pub async fn auto_rotations_created(conn: &mut PgConnection, made: &[(Uuid, Uuid)]) -> Result<(), Error> {
-    let (credentials, tasks): (Vec<Uuid>, Vec<Uuid>) = made.iter().copied().unzip();
+/// How many credentials are due at `now` and not yet taken.
+pub async fn count_due(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM credentials
+            WHERE next_rotation_at <= $1 AND auto_rotate_days IS NOT NULL AND NOT auto_paused AND status = 'ACTIVE'"#,
+        now
+    )
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// A due credential the scheduler took: its auto-rotation's task is to be `task_id`.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub credential_id: Uuid,
+    pub username: String,
+    pub resource_id: String,
+    pub task_id: Uuid,
+    /// When it was planned (the oldest go first).
+    pub planned: DateTime<Utc>,
+}
+
+/// Takes up to `limit` credentials due at `now`, oldest plan first, skipping any another
+/// transaction holds: each gets a fresh task id as its auto-rotation and nothing else is
+/// planned until that ends. The caller records those tasks in the same transaction (or
+/// hands back what it could not with `auto_rotations_not_created`). One statement: the
+/// rows it locks are updated where they lie (by ctid), not looked up again.
+pub async fn take_due(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Due>, Error> {
+    let mut due: Vec<Due> = sqlx::query_as!(
+        Due,
+        r#"WITH due AS (
+             SELECT c.ctid AS tid, c.next_rotation_at AS planned FROM credentials c
+              WHERE c.next_rotation_at <= $1 AND c.auto_rotate_days IS NOT NULL AND NOT c.auto_paused AND c.status = 'ACTIVE'
+              ORDER BY c.next_rotation_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED)
+           UPDATE credentials c SET next_rotation_at = NULL, auto_task_id = gen_random_uuid()
+             FROM due WHERE c.ctid = due.tid
+           RETURNING c.id AS credential_id, c.username, c.resource_id, c.auto_task_id AS "task_id!", due.planned AS "planned!""#,
+        now,
+        limit
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    due.sort_by_key(|d| d.planned);
+    Ok(due)
+}
+
+/// Hands back credentials `take_due` took but got no task (their resource was deleted
+/// meanwhile): as they were.
+pub async fn auto_rotations_not_created(
+    conn: &mut PgConnection,
+    due: &[&Due],
+) -> Result<(), Error> {
+    if due.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = due.iter().map(|d| d.credential_id).collect();
+    let planned: Vec<DateTime<Utc>> = due.iter().map(|d| d.planned).collect();
     sqlx::query!(
-        "UPDATE credentials c SET next_rotation_at = NULL, auto_task_id = m.task_id
-           FROM unnest($1::uuid[], $2::uuid[]) AS m(credential_id, task_id)
-          -- ANY as well as the join: without it the planner hashes the whole table.
-          WHERE c.id = ANY($1) AND c.id = m.credential_id",
-        &credentials,
-        &tasks
+        "UPDATE credentials c SET next_rotation_at = m.planned, auto_task_id = NULL
+           FROM unnest($1::uuid[], $2::timestamptz[]) AS m(id, planned)
+          WHERE c.id = ANY($1) AND c.id = m.id",
+        &ids,
+        &planned
     )
     .execute(&mut *conn)
     .await?;
@@ -144,7 +247,12 @@ pub async fn auto_rotations_created(conn: &mut PgConnection, made: &[(Uuid, Uuid
 }
 
 /// An auto-rotation failed: retry with backoff, or after `max_failures` stop (true).
-pub async fn auto_rotation_failed(conn: &mut PgConnection, settings: &SchedulerSettings, credential_id: Uuid, now: DateTime<Utc>) -> Result<bool, Error> {
+pub async fn auto_rotation_failed(
+    conn: &mut PgConnection,
+    settings: &SchedulerSettings,
+    credential_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
     let failures = sqlx::query_scalar!(
         "UPDATE credentials SET auto_failures = auto_failures + 1, auto_task_id = NULL WHERE id = $1 RETURNING auto_failures",
         credential_id
@@ -158,12 +266,23 @@ pub async fn auto_rotation_failed(conn: &mut PgConnection, settings: &SchedulerS
         let minutes = i64::from(settings.retry_minutes) << (failures - 1).clamp(0, 16);
         Some(now + chrono::Duration::minutes(minutes))
     };
-    sqlx::query!("UPDATE credentials SET next_rotation_at = $2 WHERE id = $1", credential_id, next).execute(&mut *conn).await?;
+    sqlx::query!(
+        "UPDATE credentials SET next_rotation_at = $2 WHERE id = $1",
+        credential_id,
+        next
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(stopped)
 }
 
 /// Cancelled auto-rotations skip their turn: the next one is a full period away.
-pub async fn auto_rotations_cancelled(conn: &mut PgConnection, subtasks: &[Uuid], task_id: Uuid, now: DateTime<Utc>) -> Result<(), Error> {
+pub async fn auto_rotations_cancelled(
+    conn: &mut PgConnection,
+    subtasks: &[Uuid],
+    task_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
     sqlx::query!(
         "UPDATE credentials c SET auto_task_id = NULL,
                 next_rotation_at = CASE WHEN c.auto_rotate_days IS NULL THEN NULL ELSE $2::timestamptz + make_interval(days => c.auto_rotate_days) END
@@ -181,20 +300,28 @@ pub async fn auto_rotations_cancelled(conn: &mut PgConnection, subtasks: &[Uuid]
 /// OUT_OF_SYNC: its task is cancelled if the subtask has not started (one already running
 /// reaches its safe end), and nothing is planned until the caller plans again.
 /// Returns the cancelled task and its new status.
-pub async fn withdraw_auto_rotation(conn: &mut PgConnection, credential_id: Uuid) -> Result<Option<(Uuid, Option<TaskStatus>)>, Error> {
-    let Some(task_id) = sqlx::query_scalar!("SELECT auto_task_id FROM credentials WHERE id = $1 FOR NO KEY UPDATE", credential_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .flatten()
-    else {
+pub async fn withdraw_auto_rotation(
+    conn: &mut PgConnection,
+    credential_id: Uuid,
+) -> Result<Option<(Uuid, Option<TaskStatus>)>, Error> {
+    let Some(task_id) = sqlx::query_scalar!(
+        "SELECT auto_task_id FROM credentials WHERE id = $1 FOR NO KEY UPDATE",
+        credential_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten() else {
         return Ok(None);
     };
     if repo::cancel_unstarted(conn, task_id).await?.is_empty() {
         return Ok(None);
     }
-    sqlx::query!("UPDATE credentials SET auto_task_id = NULL, next_rotation_at = NULL WHERE id = $1", credential_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE credentials SET auto_task_id = NULL, next_rotation_at = NULL WHERE id = $1",
+        credential_id
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(Some((task_id, repo::roll_up(conn, task_id).await?)))
 }
 
@@ -241,7 +368,17 @@ pub async fn mark_out_of_sync(
 }
 
 /// The heartbeat looked at the credential (whatever it found).
-pub async fn heartbeat_checked(conn: &mut PgConnection, credential_id: Uuid, now: DateTime<Utc>) -> Result<(), Error> {
-    sqlx::query!("UPDATE credentials SET heartbeat_at = $2 WHERE id = $1", credential_id, now).execute(&mut *conn).await?;
+pub async fn heartbeat_checked(
+    conn: &mut PgConnection,
+    credential_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE credentials SET heartbeat_at = $2 WHERE id = $1",
+        credential_id,
+        now
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

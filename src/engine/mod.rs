@@ -7,8 +7,8 @@
 
 mod account;
 pub mod admission;
-pub mod control;
 mod context;
+pub mod control;
 mod error;
 pub mod events;
 pub mod lease;

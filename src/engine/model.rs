@@ -7,11 +7,26 @@ use strum::{Display, EnumString, IntoStaticStr};
 /// A value read from a column whose CHECK constraint admits only these names, as its
 /// type; anything else means the schema and the code disagree.
 pub fn stored<T: std::str::FromStr>(text: &str) -> T {
-    text.parse().unwrap_or_else(|_| panic!("`{text}` is not a stored {}", std::any::type_name::<T>()))
+    text.parse()
+        .unwrap_or_else(|_| panic!("`{text}` is not a stored {}", std::any::type_name::<T>()))
 }
 
 /// What a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    Serialize,
+    Deserialize,
+)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Operation {
@@ -36,7 +51,21 @@ impl Operation {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    Serialize,
+    Deserialize,
+)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskStatus {
@@ -54,7 +83,21 @@ impl TaskStatus {
 }
 
 /// A subtask's status: one credential of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    Serialize,
+    Deserialize,
+)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SubtaskStatus {
@@ -72,7 +115,21 @@ impl SubtaskStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    Serialize,
+    Deserialize,
+)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StageStatus {
@@ -91,7 +148,21 @@ impl StageStatus {
 }
 
 /// Whether rotor can tell what the targets of a task hold (UNRESOLVED: run REMEDIATE).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    Serialize,
+    Deserialize,
+)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Resolution {
@@ -108,7 +179,21 @@ impl Resolution {
 /// A credential's state: ACTIVE, OUT_OF_SYNC when the heartbeat found its stored
 /// password no longer logs in (REMEDIATE repairs it), RETIRED when its resource was
 /// deleted (its versions kept until `rotor resource purge`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    Serialize,
+    Deserialize,
+)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CredentialStatus {
@@ -132,12 +217,29 @@ impl StageStatus {
 
 impl TaskStatus {
     pub fn is_final(self) -> bool {
-        matches!(self, TaskStatus::Successful | TaskStatus::Failed | TaskStatus::Cancelled)
+        matches!(
+            self,
+            TaskStatus::Successful | TaskStatus::Failed | TaskStatus::Cancelled
+        )
     }
 }
 
 /// The steps of a subtask, in the order they run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Display, EnumString, IntoStaticStr, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    Serialize,
+    Deserialize,
+)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Stage {
@@ -180,7 +282,9 @@ impl Stage {
             Stage::Generate => "PASSWORD_GENERATION",
             Stage::StagePending | Stage::Commit => "VAULT",
             Stage::Apply => "TARGET_UPDATE",
-            Stage::VerifyNew | Stage::VerifyOldRejected | Stage::VerifySupplied => "TARGET_VERIFICATION",
+            Stage::VerifyNew | Stage::VerifyOldRejected | Stage::VerifySupplied => {
+                "TARGET_VERIFICATION"
+            }
         }
     }
 }
@@ -193,15 +297,42 @@ pub fn stages_of(operation: Operation, params: &serde_json::Value) -> &'static [
 
 /// REMEDIATE without a password (the admin sets a fresh one), as a subtask's params say.
 pub fn is_reconcile(params: &serde_json::Value) -> bool {
-    params.get("reconcile").and_then(serde_json::Value::as_bool).unwrap_or(false)
+    params
+        .get("reconcile")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
 }
 
 fn stages_for(operation: Operation, reconcile: bool) -> &'static [Stage] {
     use Stage::*;
     match operation {
-        Operation::Rotate => &[Validate, Generate, StagePending, Apply, VerifyNew, VerifyOldRejected, Commit],
-        Operation::Update => &[Validate, PolicyCheck, StagePending, Apply, VerifyNew, VerifyOldRejected, Commit],
-        Operation::Remediate if reconcile => &[Validate, Generate, StagePending, Apply, VerifyNew, VerifyOldRejected, Commit],
+        Operation::Rotate => &[
+            Validate,
+            Generate,
+            StagePending,
+            Apply,
+            VerifyNew,
+            VerifyOldRejected,
+            Commit,
+        ],
+        Operation::Update => &[
+            Validate,
+            PolicyCheck,
+            StagePending,
+            Apply,
+            VerifyNew,
+            VerifyOldRejected,
+            Commit,
+        ],
+        Operation::Remediate if reconcile => &[
+            Validate,
+            Generate,
+            StagePending,
+            Apply,
+            VerifyNew,
+            VerifyOldRejected,
+            Commit,
+        ],
         Operation::Remediate => &[Validate, VerifySupplied, Commit],
         Operation::UpdateAutoRotatePolicy => &[Validate, Commit],
         Operation::SetPassword => &[Validate, Commit],

@@ -15,6 +15,9 @@ use crate::vault::MasterKey;
 /// A request ready to become a task.
 #[derive(Debug, Clone)]
 pub struct NewTask {
+    /// The task's id, chosen by whoever makes the request (the scheduler writes it into
+    /// the credential before the task exists).
+    pub id: Uuid,
     pub operation: Operation,
     pub name: String,
     pub source: &'static str,
@@ -61,19 +64,33 @@ pub async fn insert_tasks(
     // either before (and its tasks are refused) or after they exist (and retire waits for
     // them). KEY SHARE, so that workers claiming on the host (NO KEY UPDATE) never hold
     // intake up.
-    let mut resources: Vec<String> = tasks.iter().flat_map(|t| t.subtasks.iter().map(|s| s.resource_id.clone())).collect();
+    let mut resources: Vec<String> = tasks
+        .iter()
+        .flat_map(|t| t.subtasks.iter().map(|s| s.resource_id.clone()))
+        .collect();
     resources.sort_unstable();
     resources.dedup();
-    let live: HashSet<String> =
-        sqlx::query_scalar!("SELECT id FROM resources WHERE id = ANY($1) AND deleted_at IS NULL FOR KEY SHARE", &resources)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
-    let writable: Vec<usize> = (0..tasks.len()).filter(|&i| tasks[i].subtasks.iter().all(|s| live.contains(&s.resource_id))).collect();
+    let live: HashSet<String> = sqlx::query_scalar!(
+        "SELECT id FROM resources WHERE id = ANY($1) AND deleted_at IS NULL FOR KEY SHARE",
+        &resources
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let writable: Vec<usize> = (0..tasks.len())
+        .filter(|&i| {
+            tasks[i]
+                .subtasks
+                .iter()
+                .all(|s| live.contains(&s.resource_id))
+        })
+        .collect();
 
-    let task_ids: Vec<Uuid> = writable.iter().map(|_| Uuid::new_v4()).collect();
-    let column = |f: &dyn Fn(&NewTask) -> String| -> Vec<String> { writable.iter().map(|&i| f(&tasks[i])).collect() };
+    let task_ids: Vec<Uuid> = writable.iter().map(|&i| tasks[i].id).collect();
+    let column = |f: &dyn Fn(&NewTask) -> String| -> Vec<String> {
+        writable.iter().map(|&i| f(&tasks[i])).collect()
+    };
     let inserted: HashSet<Uuid> = sqlx::query_scalar!(
         "INSERT INTO tasks (id, name, type, operation, status, is_auto_rotate, source, request_key, requested_by_kind, requested_by_name)
          SELECT id, name, type, operation, 'PENDING', auto, source, request_key, kind, who
@@ -106,22 +123,34 @@ pub async fn insert_tasks(
     let existing: HashMap<String, Uuid> = if taken.is_empty() {
         HashMap::new()
     } else {
-        sqlx::query!("SELECT request_key AS \"key!\", id FROM tasks WHERE request_key = ANY($1)", &taken)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| (r.key, r.id))
-            .collect()
+        sqlx::query!(
+            "SELECT request_key AS \"key!\", id FROM tasks WHERE request_key = ANY($1)",
+            &taken
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.key, r.id))
+        .collect()
     };
 
     let mut subtasks = SubtaskRows::default();
     let mut supplied = Vec::new();
-    let mut outcomes: Vec<Result<Created, Error>> = (0..tasks.len()).map(|_| Err(Error::Retired)).collect();
+    let mut outcomes: Vec<Result<Created, Error>> =
+        (0..tasks.len()).map(|_| Err(Error::Retired)).collect();
     for (&i, &task_id) in writable.iter().zip(&task_ids) {
         if !inserted.contains(&task_id) {
-            let first = tasks[i].request_key.as_ref().and_then(|k| existing.get(k)).copied();
+            let first = tasks[i]
+                .request_key
+                .as_ref()
+                .and_then(|k| existing.get(k))
+                .copied();
             let first = first.ok_or(Error::Db(sqlx::Error::RowNotFound))?;
-            outcomes[i] = Ok(Created { task_id: first, is_new: false, recorded: None });
+            outcomes[i] = Ok(Created {
+                task_id: first,
+                is_new: false,
+                recorded: None,
+            });
             continue;
         }
         for (seq, sub) in tasks[i].subtasks.iter().enumerate() {
@@ -130,7 +159,11 @@ pub async fn insert_tasks(
                 supplied.push((subtask_id, password));
             }
         }
-        outcomes[i] = Ok(Created { task_id, is_new: true, recorded: None });
+        outcomes[i] = Ok(Created {
+            task_id,
+            is_new: true,
+            recorded: None,
+        });
     }
     subtasks.insert(tx).await?;
     // After their subtasks: a supplied password is bound to its subtask's row.
@@ -182,7 +215,13 @@ impl SubtaskRows {
         .execute(&mut *tx)
         .await?;
         // One wake-up per subtask: the payload says how many workers there is work for.
-        sqlx::query!("SELECT pg_notify($1, $2)", WORK_CHANNEL, self.ids.len().to_string()).execute(&mut *tx).await?;
+        sqlx::query!(
+            "SELECT pg_notify($1, $2)",
+            WORK_CHANNEL,
+            self.ids.len().to_string()
+        )
+        .execute(&mut *tx)
+        .await?;
         Ok(())
     }
 }

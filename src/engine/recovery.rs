@@ -45,16 +45,42 @@ enum Truth {
 async fn find_truth(engine: &Engine, claim: &Claim, account: &Account) -> Truth {
     let candidates = async {
         let mut conn = engine.pool.acquire().await?;
-        let pending = versions::get(&mut conn, &engine.key, account.credential_id, State::Pending).await?;
-        let current = versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await?;
-        let previous = versions::get(&mut conn, &engine.key, account.credential_id, State::Previous).await?;
-        Ok::<_, crate::vault::Error>((pending.filter(|v| v.subtask_id == Some(claim.subtask_id)), current, previous))
+        let pending = versions::get(
+            &mut conn,
+            &engine.key,
+            account.credential_id,
+            State::Pending,
+        )
+        .await?;
+        let current = versions::get(
+            &mut conn,
+            &engine.key,
+            account.credential_id,
+            State::Current,
+        )
+        .await?;
+        let previous = versions::get(
+            &mut conn,
+            &engine.key,
+            account.credential_id,
+            State::Previous,
+        )
+        .await?;
+        Ok::<_, crate::vault::Error>((
+            pending.filter(|v| v.subtask_id == Some(claim.subtask_id)),
+            current,
+            previous,
+        ))
     };
     let (pending, current, previous) = match candidates.await {
         Ok(c) => c,
         Err(e) => return Truth::Unknown(format!("cannot read the vault: {e}")),
     };
-    for (version, truth) in [(pending, Truth::Pending), (current, Truth::Current), (previous, Truth::Previous)] {
+    for (version, truth) in [
+        (pending, Truth::Pending),
+        (current, Truth::Current),
+        (previous, Truth::Previous),
+    ] {
         let Some(v) = version else { continue };
         match login(account, &v.password).await {
             Ok(Login::Accepted) => return truth,
@@ -67,10 +93,19 @@ async fn find_truth(engine: &Engine, claim: &Claim, account: &Account) -> Truth 
 
 /// Ends the subtask FAILED, leaving the vault agreeing with the target whenever rotor
 /// can tell what the target holds (`touched`: an attempt may have changed it).
-pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Account>, stage: Stage, mut e: StageError, touched: bool) -> Result<(), Error> {
+pub(super) async fn fail(
+    engine: &Engine,
+    claim: &Claim,
+    account: Option<&Account>,
+    stage: Stage,
+    mut e: StageError,
+    touched: bool,
+) -> Result<(), Error> {
     let truth = match (account, touched) {
         (Some(account), true) => Some(find_truth(engine, claim, account).await),
-        (None, true) => Some(Truth::Unknown("the account could not be loaded to log in".into())),
+        (None, true) => Some(Truth::Unknown(
+            "the account could not be loaded to log in".into(),
+        )),
         (_, false) => None,
     };
     let mut promote_pending = false;
@@ -79,13 +114,15 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
         Some(Truth::Pending) => {
             promote_pending = true;
             e.unresolved = false;
-            e.error.remediation_message = "The new password is live on the target and was made current.".into();
+            e.error.remediation_message =
+                "The new password is live on the target and was made current.".into();
         }
         Some(Truth::Current) => e.unresolved = false,
         Some(Truth::Previous) => {
             previous_is_live = true;
             e.unresolved = false;
-            e.error.remediation_message = "The target holds the previous password; it was made current again.".into();
+            e.error.remediation_message =
+                "The target holds the previous password; it was made current again.".into();
         }
         Some(Truth::Unknown(why)) => {
             e = e.unresolved();
@@ -96,7 +133,14 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
     let mut tx = fenced(&engine.pool, claim).await?;
     if promote_pending {
         if let Some(account) = account {
-            if let Err(err) = lifecycle::record_rotation(&mut tx, &engine.schedule, account.credential_id, engine.max_versions).await {
+            if let Err(err) = lifecycle::record_rotation(
+                &mut tx,
+                &engine.schedule,
+                account.credential_id,
+                engine.max_versions,
+            )
+            .await
+            {
                 tracing::error!(error = %err, "cannot make the live pending password current");
             }
         }
@@ -132,10 +176,26 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
     }
     tracing::error!(stage = %stage, code = %e.error.error_code, error = %e.error.message, unresolved = e.unresolved,
         "subtask failed");
-    let error = e.error.context("stage", stage.as_str()).context("subtaskId", claim.subtask_id.to_string());
-    let task_status = repo::finish_subtask(&mut tx, claim, SubtaskStatus::Failed, Some((stage, &error)), e.unresolved).await?;
+    let error = e
+        .error
+        .context("stage", stage.as_str())
+        .context("subtaskId", claim.subtask_id.to_string());
+    let task_status = repo::finish_subtask(
+        &mut tx,
+        claim,
+        SubtaskStatus::Failed,
+        Some((stage, &error)),
+        e.unresolved,
+    )
+    .await?;
     let stopped = if claim.is_auto {
-        lifecycle::auto_rotation_failed(&mut tx, &engine.scheduler, claim.credential_id, chrono::Utc::now()).await?
+        lifecycle::auto_rotation_failed(
+            &mut tx,
+            &engine.scheduler,
+            claim.credential_id,
+            chrono::Utc::now(),
+        )
+        .await?
     } else {
         false
     };
@@ -143,8 +203,12 @@ pub(super) async fn fail(engine: &Engine, claim: &Claim, account: Option<&Accoun
     if stopped {
         tracing::error!(target: "rotor::security", credential_id = %claim.credential_id,
             "auto-rotation failed scheduler.max_failures times in a row; stopped until someone acts (rotor credential resume)");
-        engine.events.credential(claim.credential_id, CredentialAlert::AutoRotateStopped);
+        engine
+            .events
+            .credential(claim.credential_id, CredentialAlert::AutoRotateStopped);
     }
-    engine.events.subtask_ended(claim.task_id, SubtaskStatus::Failed, task_status);
+    engine
+        .events
+        .subtask_ended(claim.task_id, SubtaskStatus::Failed, task_status);
     Ok(())
 }

@@ -10,11 +10,20 @@ use super::model::{stored, Stage, StageStatus, SubtaskStatus, TaskStatus};
 use crate::vcf_error::VcfError;
 
 /// The status of each stage of a subtask, in order.
-pub async fn stage_statuses(pool: &PgPool, subtask_id: Uuid) -> Result<Vec<(Stage, StageStatus)>, Error> {
-    let rows = sqlx::query!("SELECT name, status FROM stages WHERE subtask_id = $1 ORDER BY seq", subtask_id)
-        .fetch_all(pool)
-        .await?;
-    Ok(rows.into_iter().map(|r| (stored(&r.name), stored(&r.status))).collect())
+pub async fn stage_statuses(
+    pool: &PgPool,
+    subtask_id: Uuid,
+) -> Result<Vec<(Stage, StageStatus)>, Error> {
+    let rows = sqlx::query!(
+        "SELECT name, status FROM stages WHERE subtask_id = $1 ORDER BY seq",
+        subtask_id
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (stored(&r.name), stored(&r.status)))
+        .collect())
 }
 
 pub async fn stage_started(pool: &PgPool, claim: &Claim, stage: Stage) -> Result<(), Error> {
@@ -32,7 +41,12 @@ pub async fn stage_started(pool: &PgPool, claim: &Claim, stage: Stage) -> Result
 }
 
 /// Marks a stage SUCCESSFUL or NOT_APPLICABLE inside the caller's fenced transaction.
-pub async fn stage_finished(conn: &mut PgConnection, claim: &Claim, stage: Stage, status: StageStatus) -> Result<(), Error> {
+pub async fn stage_finished(
+    conn: &mut PgConnection,
+    claim: &Claim,
+    stage: Stage,
+    status: StageStatus,
+) -> Result<(), Error> {
     sqlx::query!(
         "UPDATE stages SET status = $3, started_at = COALESCE(started_at, now()), completed_at = now()
           WHERE subtask_id = $1 AND name = $2",
@@ -148,7 +162,9 @@ pub async fn roll_up(conn: &mut PgConnection, task_id: Uuid) -> Result<Option<Ta
     )
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(after.filter(|a| before.as_ref() != Some(a)).map(|a| stored(&a)))
+    Ok(after
+        .filter(|a| before.as_ref() != Some(a))
+        .map(|a| stored(&a)))
 }
 
 /// Cancels a task's subtasks that have not started (PENDING, no pending password stored)
@@ -170,8 +186,12 @@ pub async fn cancel_unstarted(conn: &mut PgConnection, task_id: Uuid) -> Result<
             .await?;
         lease::release_subtasks(conn, &cancelled).await?;
         // A supplied password no cancelled subtask will use is not kept, even encrypted.
-        sqlx::query!("DELETE FROM subtask_secrets WHERE subtask_id = ANY($1)", &cancelled).execute(&mut *conn).await?;
+        sqlx::query!(
+            "DELETE FROM subtask_secrets WHERE subtask_id = ANY($1)",
+            &cancelled
+        )
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(cancelled)
 }
-

@@ -41,14 +41,18 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), Error> {
     let stages = repo::stage_statuses(&engine.pool, claim.subtask_id).await?;
     // An earlier attempt that got as far as APPLY may have changed the target (a retry
     // keeps APPLY's status for exactly this reason).
-    let mut touched = stages.iter().any(|(stage, status)| *stage == Stage::Apply && *status != StageStatus::Pending);
+    let mut touched = stages
+        .iter()
+        .any(|(stage, status)| *stage == Stage::Apply && *status != StageStatus::Pending);
     let account = match load_account(engine, claim.credential_id).await {
         Ok(a) => a,
         // A database error here is retried like any other; giving up must know `touched`.
         Err(e) => return give_up_or_retry(engine, claim, None, Stage::Validate, e, touched).await,
     };
     let mut attempt = Attempt {
-        old_check_due: stages.iter().any(|(stage, status)| *stage == Stage::VerifyOldRejected && !status.is_done()),
+        old_check_due: stages
+            .iter()
+            .any(|(stage, status)| *stage == Stage::VerifyOldRejected && !status.is_done()),
         ..Attempt::default()
     };
     for (stage, status) in stages {
@@ -66,11 +70,23 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), Error> {
                 return Err(Error::LostLease(claim.credential_id));
             }
         }
-        let outcome = run_stage(engine, claim, &account, stage, resumed || touched, &mut attempt).await;
+        let outcome = run_stage(
+            engine,
+            claim,
+            &account,
+            stage,
+            resumed || touched,
+            &mut attempt,
+        )
+        .await;
         match outcome {
             Ok(Done::Recorded) => {}
             Ok(done) => {
-                let status = if matches!(done, Done::NotApplicable) { StageStatus::NotApplicable } else { StageStatus::Successful };
+                let status = if matches!(done, Done::NotApplicable) {
+                    StageStatus::NotApplicable
+                } else {
+                    StageStatus::Successful
+                };
                 let mut tx = fenced(&engine.pool, claim).await?;
                 repo::stage_finished(&mut tx, claim, stage, status).await?;
                 tx.commit().await?;
@@ -86,4 +102,3 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), Error> {
     }
     Ok(())
 }
-

@@ -55,8 +55,18 @@ pub(super) async fn run_stage(
             if broken.is_empty() {
                 return Ok(Done::Successful);
             }
-            let rules: Vec<String> = broken.iter().map(|v| format!("{} ({})", v.code, v.message)).collect();
-            Err(StageError::permanent("PASSWORD_POLICY_VIOLATION", format!("the password breaks policy `{}`: {}", account.policy, rules.join("; "))))
+            let rules: Vec<String> = broken
+                .iter()
+                .map(|v| format!("{} ({})", v.code, v.message))
+                .collect();
+            Err(StageError::permanent(
+                "PASSWORD_POLICY_VIOLATION",
+                format!(
+                    "the password breaks policy `{}`: {}",
+                    account.policy,
+                    rules.join("; ")
+                ),
+            ))
         }
         Stage::StagePending => {
             let fresh = match claim.operation {
@@ -79,7 +89,10 @@ pub(super) async fn run_stage(
                 Login::Refused => Ok(Done::Successful),
                 Login::Accepted => Err(StageError::permanent(
                     "OLD_PASSWORD_STILL_ACCEPTED",
-                    format!("the previous password of {} still logs in to {}", account.username, account.resource_id),
+                    format!(
+                        "the previous password of {} still logs in to {}",
+                        account.username, account.resource_id
+                    ),
                 )
                 .unresolved()),
             }
@@ -90,7 +103,10 @@ pub(super) async fn run_stage(
                 Login::Accepted => Ok(Done::Successful),
                 Login::Refused => Err(StageError::permanent(
                     "AUTHENTICATION_FAILED",
-                    format!("the supplied password of {} does not log in to {}; nothing was changed", account.username, account.resource_id),
+                    format!(
+                        "the supplied password of {} does not log in to {}; nothing was changed",
+                        account.username, account.resource_id
+                    ),
                 )),
             }
         }
@@ -101,9 +117,18 @@ pub(super) async fn run_stage(
 /// The new password logs in. When VERIFY_OLD_REJECTED is still to run, the old one is
 /// tried first on the same connection (a refused attempt leaves it open), and its
 /// outcome kept for that stage: one key exchange for both checks.
-async fn verify_new(engine: &Engine, claim: &Claim, account: &Account, attempt: &mut Attempt) -> Result<Done, StageError> {
+async fn verify_new(
+    engine: &Engine,
+    claim: &Claim,
+    account: &Account,
+    attempt: &mut Attempt,
+) -> Result<Done, StageError> {
     let pending = pending_of(engine, claim, account).await?;
-    let current = if attempt.old_check_due { current_of(engine, account).await? } else { None };
+    let current = if attempt.old_check_due {
+        current_of(engine, account).await?
+    } else {
+        None
+    };
     let new = match current {
         Some(current) => {
             let (old, new) = verify_both(account, &current.password, &pending).await?;
@@ -121,7 +146,10 @@ async fn verify_new(engine: &Engine, claim: &Claim, account: &Account, attempt: 
         Login::Accepted => Ok(Done::Successful),
         Login::Refused => Err(StageError::permanent(
             "VERIFICATION_FAILED",
-            format!("the new password of {} does not log in to {}", account.username, account.resource_id),
+            format!(
+                "the new password of {} does not log in to {}",
+                account.username, account.resource_id
+            ),
         )
         .unresolved()),
     }
@@ -138,13 +166,19 @@ async fn supplied_of(engine: &Engine, claim: &Claim) -> Result<SecretString, Sta
     let mut conn = engine.pool.acquire().await?;
     versions::get_supplied(&mut conn, &engine.key, claim.subtask_id)
         .await?
-        .ok_or_else(|| StageError::permanent("SUPPLIED_PASSWORD_MISSING", "the request's password is no longer stored"))
+        .ok_or_else(|| {
+            StageError::permanent(
+                "SUPPLIED_PASSWORD_MISSING",
+                "the request's password is no longer stored",
+            )
+        })
 }
 
 async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<Done, StageError> {
     driver::validate_username(&account.username)
         .map_err(|m| StageError::permanent("INVALID_USERNAME", format!("username {m}")))?;
-    let changes_target = matches!(claim.operation, Operation::Rotate | Operation::Update) || claim.reconcile();
+    let changes_target =
+        matches!(claim.operation, Operation::Rotate | Operation::Update) || claim.reconcile();
     if changes_target {
         driver_of(account)?;
         if matches!(claim.operation, Operation::Rotate) || claim.reconcile() {
@@ -171,7 +205,10 @@ async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<D
             }
         }
         if account.platform == "linux-chpasswd" && account.host.admin.is_none() {
-            return Err(StageError::permanent("ADMIN_ACCOUNT_MISSING", format!("resource {} has no admin account", account.resource_id)));
+            return Err(StageError::permanent(
+                "ADMIN_ACCOUNT_MISSING",
+                format!("resource {} has no admin account", account.resource_id),
+            ));
         }
     }
     if claim.operation == Operation::Remediate || claim.operation == Operation::SetPassword {
@@ -201,10 +238,20 @@ async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<D
 }
 
 /// Save before change: the new password is committed, encrypted, before the target is touched.
-async fn stage_pending(engine: &Engine, claim: &Claim, account: &Account, fresh: Option<SecretString>) -> Result<Done, StageError> {
+async fn stage_pending(
+    engine: &Engine,
+    claim: &Claim,
+    account: &Account,
+    fresh: Option<SecretString>,
+) -> Result<Done, StageError> {
     let mut tx = fenced(&engine.pool, claim).await?;
-    let mut existing = versions::get(&mut tx, &engine.key, account.credential_id, State::Pending).await?;
-    if claim.reconcile() && existing.as_ref().is_some_and(|v| v.subtask_id != Some(claim.subtask_id)) {
+    let mut existing =
+        versions::get(&mut tx, &engine.key, account.credential_id, State::Pending).await?;
+    if claim.reconcile()
+        && existing
+            .as_ref()
+            .is_some_and(|v| v.subtask_id != Some(claim.subtask_id))
+    {
         // Reconcile replaces whatever an earlier failed rotation left pending; if it then
         // changes nothing on the target, that version is put back (recovery::fail).
         sqlx::query!(
@@ -224,8 +271,21 @@ async fn stage_pending(engine: &Engine, claim: &Claim, account: &Account, fresh:
             Some(p) => p,
             None => generate(engine, account)?,
         };
-        let origin = if claim.operation == Operation::Update { Origin::Supplied } else { Origin::Generated };
-        let version = versions::insert(&mut tx, &engine.key, account.credential_id, State::Pending, origin, &password, Some(claim.subtask_id)).await?;
+        let origin = if claim.operation == Operation::Update {
+            Origin::Supplied
+        } else {
+            Origin::Generated
+        };
+        let version = versions::insert(
+            &mut tx,
+            &engine.key,
+            account.credential_id,
+            State::Pending,
+            origin,
+            &password,
+            Some(claim.subtask_id),
+        )
+        .await?;
         tracing::info!(target: "rotor::security", version, "pending password stored");
     }
     repo::stage_finished(&mut tx, claim, Stage::StagePending, StageStatus::Successful).await?;
@@ -234,20 +294,49 @@ async fn stage_pending(engine: &Engine, claim: &Claim, account: &Account, fresh:
 }
 
 /// The account's current version, as the vault has it.
-async fn current_of(engine: &Engine, account: &Account) -> Result<Option<versions::Version>, StageError> {
+async fn current_of(
+    engine: &Engine,
+    account: &Account,
+) -> Result<Option<versions::Version>, StageError> {
     let mut conn = engine.pool.acquire().await?;
-    Ok(versions::get(&mut conn, &engine.key, account.credential_id, State::Current).await?)
+    Ok(versions::get(
+        &mut conn,
+        &engine.key,
+        account.credential_id,
+        State::Current,
+    )
+    .await?)
 }
 
-async fn pending_of(engine: &Engine, claim: &Claim, account: &Account) -> Result<SecretString, StageError> {
+async fn pending_of(
+    engine: &Engine,
+    claim: &Claim,
+    account: &Account,
+) -> Result<SecretString, StageError> {
     let mut conn = engine.pool.acquire().await?;
-    match versions::get(&mut conn, &engine.key, account.credential_id, State::Pending).await? {
+    match versions::get(
+        &mut conn,
+        &engine.key,
+        account.credential_id,
+        State::Pending,
+    )
+    .await?
+    {
         Some(v) if v.subtask_id == Some(claim.subtask_id) => Ok(v.password),
-        _ => Err(StageError::permanent("PENDING_VERSION_MISSING", "the pending password of this subtask is gone").unresolved()),
+        _ => Err(StageError::permanent(
+            "PENDING_VERSION_MISSING",
+            "the pending password of this subtask is gone",
+        )
+        .unresolved()),
     }
 }
 
-async fn apply(engine: &Engine, claim: &Claim, account: &Account, maybe_applied: bool) -> Result<Done, StageError> {
+async fn apply(
+    engine: &Engine,
+    claim: &Claim,
+    account: &Account,
+    maybe_applied: bool,
+) -> Result<Done, StageError> {
     let pending = pending_of(engine, claim, account).await?;
     // An earlier attempt may have changed the password already: then there is nothing to
     // do (and linux-passwd could not log in with the old one to do it again).
@@ -260,14 +349,27 @@ async fn apply(engine: &Engine, claim: &Claim, account: &Account, maybe_applied:
     let current = current_of(engine, account).await?;
     // Reconcile is a privileged reset: always the admin's chpasswd, whatever the platform
     // (linux-passwd would need the live password, which is what reconcile lacks).
-    let driver: &'static dyn driver::Driver = if claim.reconcile() { &driver::linux::Chpasswd } else { driver_of(account)? };
+    let driver: &'static dyn driver::Driver = if claim.reconcile() {
+        &driver::linux::Chpasswd
+    } else {
+        driver_of(account)?
+    };
     let (host, username) = (account.host.clone(), account.username.clone());
     let span = tracing::Span::current();
     let result = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| driver.apply(&host, &username, current.as_ref().map(|v| &v.password), &pending))
+        span.in_scope(|| {
+            driver.apply(
+                &host,
+                &username,
+                current.as_ref().map(|v| &v.password),
+                &pending,
+            )
+        })
     })
     .await
-    .map_err(|e| StageError::permanent("INTERNAL_ERROR", format!("apply task panicked: {e}")).unresolved())?;
+    .map_err(|e| {
+        StageError::permanent("INTERNAL_ERROR", format!("apply task panicked: {e}")).unresolved()
+    })?;
     match result {
         Ok(()) => {
             crate::failpoint::hit("APPLY:target");
@@ -280,35 +382,70 @@ async fn apply(engine: &Engine, claim: &Claim, account: &Account, maybe_applied:
 
 async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Done, StageError> {
     let supplied = match claim.operation {
-        Operation::Remediate | Operation::SetPassword if !claim.reconcile() => Some(supplied_of(engine, claim).await?),
+        Operation::Remediate | Operation::SetPassword if !claim.reconcile() => {
+            Some(supplied_of(engine, claim).await?)
+        }
         _ => None,
     };
     let mut tx = fenced(&engine.pool, claim).await?;
     let mut withdrawn = None;
     match claim.operation {
         Operation::Rotate | Operation::Update | Operation::Remediate if supplied.is_none() => {
-            lifecycle::record_rotation(&mut tx, &engine.schedule, account.credential_id, engine.max_versions).await?
+            lifecycle::record_rotation(
+                &mut tx,
+                &engine.schedule,
+                account.credential_id,
+                engine.max_versions,
+            )
+            .await?
         }
         Operation::Remediate | Operation::SetPassword => {
             let password = supplied.as_ref().expect("supplied above");
-            let v = versions::replace_current(&mut tx, &engine.key, account.credential_id, password, claim.subtask_id, engine.max_versions).await?;
+            let v = versions::replace_current(
+                &mut tx,
+                &engine.key,
+                account.credential_id,
+                password,
+                claim.subtask_id,
+                engine.max_versions,
+            )
+            .await?;
             // Someone acted: a drifted credential is back in sync.
             lifecycle::record_supplied(&mut tx, account.credential_id).await?;
             tracing::info!(target: "rotor::security", version = v, operation = %claim.operation, "supplied password stored as current");
         }
         Operation::UpdateAutoRotatePolicy => {
-            let enable = claim.params.get("enable").and_then(serde_json::Value::as_bool).unwrap_or(false);
-            let days = claim.params.get("frequencyInDays").and_then(serde_json::Value::as_i64).map(|d| d as i32).filter(|_| enable);
+            let enable = claim
+                .params
+                .get("enable")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false);
+            let days = claim
+                .params
+                .get("frequencyInDays")
+                .and_then(serde_json::Value::as_i64)
+                .map(|d| d as i32)
+                .filter(|_| enable);
             // While an auto-rotation is in flight its COMMIT plans the next one, with these days.
-            withdrawn = lifecycle::set_frequency(&mut tx, &engine.schedule, account.credential_id, days).await?;
+            withdrawn =
+                lifecycle::set_frequency(&mut tx, &engine.schedule, account.credential_id, days)
+                    .await?;
         }
         Operation::Rotate | Operation::Update => unreachable!("matched above"),
     }
-    sqlx::query!("DELETE FROM subtask_secrets WHERE subtask_id = $1", claim.subtask_id).execute(&mut *tx).await?;
+    sqlx::query!(
+        "DELETE FROM subtask_secrets WHERE subtask_id = $1",
+        claim.subtask_id
+    )
+    .execute(&mut *tx)
+    .await?;
     repo::stage_finished(&mut tx, claim, Stage::Commit, StageStatus::Successful).await?;
-    let task_status = repo::finish_subtask(&mut tx, claim, SubtaskStatus::Successful, None, false).await?;
+    let task_status =
+        repo::finish_subtask(&mut tx, claim, SubtaskStatus::Successful, None, false).await?;
     tx.commit().await.map_err(Error::from)?;
-    engine.events.subtask_ended(claim.task_id, SubtaskStatus::Successful, task_status);
+    engine
+        .events
+        .subtask_ended(claim.task_id, SubtaskStatus::Successful, task_status);
     if let Some((task_id, Some(status))) = withdrawn {
         engine.events.task(task_id, status);
     }
@@ -320,4 +457,3 @@ async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Don
     }
     Ok(Done::Recorded)
 }
-

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::model::{stages_of, stored, Operation, Resolution, Stage, StageStatus, SubtaskStatus, TaskStatus};
+use super::model::{
+    stages_of, stored, Operation, Resolution, Stage, StageStatus, SubtaskStatus, TaskStatus,
+};
 use crate::access::Requester;
 use crate::vcf_error::VcfError;
 
@@ -71,8 +73,16 @@ pub struct StageView {
 
 /// The stages of a subtask no worker has started: their rows are written at its first
 /// claim, so they are shown from the operation, PENDING (CANCELLED with their subtask).
-fn unstarted(operation: Operation, params: &serde_json::Value, subtask: SubtaskStatus) -> Vec<StageView> {
-    let status = if subtask == SubtaskStatus::Cancelled { StageStatus::Cancelled } else { StageStatus::Pending };
+fn unstarted(
+    operation: Operation,
+    params: &serde_json::Value,
+    subtask: SubtaskStatus,
+) -> Vec<StageView> {
+    let status = if subtask == SubtaskStatus::Cancelled {
+        StageStatus::Cancelled
+    } else {
+        StageStatus::Pending
+    };
     stages_of(operation, params)
         .iter()
         .map(|stage| StageView {
@@ -107,7 +117,10 @@ pub async fn load_many(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Task>, sqlx::E
     load_many_in(&mut conn, ids).await
 }
 
-pub async fn load_many_in(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<Vec<Task>, sqlx::Error> {
+pub async fn load_many_in(
+    conn: &mut sqlx::PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Task>, sqlx::Error> {
     let tasks = sqlx::query!(
         "SELECT id, name, type, operation, status, resolution_status, is_auto_rotate, errors, created_at, completed_at,
                 requested_by_kind, requested_by_name
@@ -141,7 +154,10 @@ pub async fn load_many_in(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result
     for r in stage_rows {
         let stage: Option<Stage> = r.name.parse().ok();
         stages.entry(r.subtask_id).or_default().push(StageView {
-            description: stage.map(|s| s.description()).unwrap_or_default().to_string(),
+            description: stage
+                .map(|s| s.description())
+                .unwrap_or_default()
+                .to_string(),
             kind: stage.map(|s| s.kind()).unwrap_or_default().to_string(),
             name: r.name,
             status: stored(&r.status),
@@ -175,11 +191,16 @@ pub async fn load_many_in(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result
             sub_tasks.push(SubTask {
                 id: s.id,
                 name: format!("{verb} {}@{}", s.username, s.resource_id),
-                description: format!("{verb} the password of account {} on resource {}", s.username, s.resource_name),
+                description: format!(
+                    "{verb} the password of account {} on resource {}",
+                    s.username, s.resource_name
+                ),
                 status,
                 resources: vec![resource],
                 errors: errors(s.errors),
-                stages: stages.remove(&s.id).unwrap_or_else(|| unstarted(operation, &s.params, status)),
+                stages: stages
+                    .remove(&s.id)
+                    .unwrap_or_else(|| unstarted(operation, &s.params, status)),
             });
         }
         let status: TaskStatus = stored(&t.status);
@@ -189,13 +210,21 @@ pub async fn load_many_in(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result
                 id: t.id,
                 name: t.name,
                 kind: t.r#type,
-                is_cancellable: !status.is_final() && sub_tasks.iter().any(|s| s.status == SubtaskStatus::Pending),
+                is_cancellable: !status.is_final()
+                    && sub_tasks.iter().any(|s| s.status == SubtaskStatus::Pending),
                 // A refused request has no subtask to run again.
-                is_retryable: status == TaskStatus::Failed && sub_tasks.iter().any(|s| s.status == SubtaskStatus::Failed),
+                is_retryable: status == TaskStatus::Failed
+                    && sub_tasks.iter().any(|s| s.status == SubtaskStatus::Failed),
                 status,
                 resolution_status: stored(&t.resolution_status),
                 is_auto_rotate: t.is_auto_rotate,
-                requested_by: t.requested_by_kind.zip(t.requested_by_name).map(|(kind, name)| Requester { kind: stored(&kind), name }),
+                requested_by: t
+                    .requested_by_kind
+                    .zip(t.requested_by_name)
+                    .map(|(kind, name)| Requester {
+                        kind: stored(&kind),
+                        name,
+                    }),
                 creation_timestamp: t.created_at,
                 completion_timestamp: t.completed_at,
                 errors: errors(t.errors),
@@ -257,9 +286,19 @@ pub async fn is_visible(pool: &PgPool, id: Uuid, v: &Visibility) -> Result<bool,
     .map(|seen| seen.unwrap_or(false))
 }
 
-pub async fn page(pool: &PgPool, status: Option<TaskStatus>, page_number: i64, page_size: i64, v: &Visibility) -> Result<Page, sqlx::Error> {
+pub async fn page(
+    pool: &PgPool,
+    status: Option<TaskStatus>,
+    page_number: i64,
+    page_size: i64,
+    v: &Visibility,
+) -> Result<Page, sqlx::Error> {
     let status = status.map(TaskStatus::as_str);
-    let (all, kind, name) = (v.sees_all(), v.requester.kind.to_string(), &v.requester.name);
+    let (all, kind, name) = (
+        v.sees_all(),
+        v.requester.kind.to_string(),
+        &v.requester.name,
+    );
     // The filter once: the total and the page's ids come from the same visible set.
     let found = sqlx::query!(
         r#"WITH visible AS (

@@ -23,17 +23,27 @@ pub async fn run_workers(engine: Arc<Engine>, shutdown: CancellationToken) {
     if let Some(instance) = &engine.instance_id {
         match lease::release_stale_leases(&engine.pool, instance, &engine.worker_id).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(leases = n, "took back leases of this instance's previous run; resuming its rotations"),
-            Err(e) => tracing::warn!(error = %e, "cannot take back this instance's previous leases; they will expire"),
+            Ok(n) => tracing::warn!(
+                leases = n,
+                "took back leases of this instance's previous run; resuming its rotations"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take back this instance's previous leases; they will expire")
+            }
         }
     }
     let wake = Arc::new(Notify::new());
-    let listener = tokio::spawn(listen_for_work(engine.pool.clone(), wake.clone(), shutdown.clone()));
+    let listener = tokio::spawn(listen_for_work(
+        engine.pool.clone(),
+        wake.clone(),
+        shutdown.clone(),
+    ));
     let load = Arc::new(Load::default());
     let ticker = tokio::spawn(poll(engine.poll_interval, wake.clone(), load.clone()));
     let mut workers = tokio::task::JoinSet::new();
     for n in 0..engine.concurrency {
-        let (engine, wake, shutdown, load) = (engine.clone(), wake.clone(), shutdown.clone(), load.clone());
+        let (engine, wake, shutdown, load) =
+            (engine.clone(), wake.clone(), shutdown.clone(), load.clone());
         workers.spawn(async move { worker_loop(n, engine, wake, shutdown, load).await });
     }
     while workers.join_next().await.is_some() {}
@@ -85,7 +95,13 @@ fn claim_delays() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-async fn worker_loop(n: usize, engine: Arc<Engine>, wake: Arc<Notify>, shutdown: CancellationToken, load: Arc<Load>) {
+async fn worker_loop(
+    n: usize,
+    engine: Arc<Engine>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    load: Arc<Load>,
+) {
     let mut delays = claim_delays();
     // One worker looks for work left runnable at start (a resumed rotation, a backlog);
     // it wakes the next if it finds some. The others wait to be woken, so a start does
@@ -102,13 +118,22 @@ async fn worker_loop(n: usize, engine: Arc<Engine>, wake: Arc<Notify>, shutdown:
             _ = engine.admission.wait() => {}
             _ = shutdown.cancelled() => break,
         }
-        match lease::claim(&engine.pool, &engine.worker_id, engine.lease_seconds, engine.per_host).await {
+        match lease::claim(
+            &engine.pool,
+            &engine.worker_id,
+            engine.lease_seconds,
+            engine.per_host,
+        )
+        .await
+        {
             Ok(Some(claim)) => {
                 delays = claim_delays();
                 // There may be more: the next idle worker looks. Claims run one after
                 // another this way, each waking one more, never all workers at once.
                 wake.notify_one();
-                engine.events.subtask(claim.task_id, SubtaskStatus::InProgress);
+                engine
+                    .events
+                    .subtask(claim.task_id, SubtaskStatus::InProgress);
                 if claim.task_started {
                     engine.events.task(claim.task_id, TaskStatus::InProgress);
                 }

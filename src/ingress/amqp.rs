@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch;
 use super::deadletter::log_quarantined;
-use crate::broker::{declare_topology, quarantine_queue};
 pub use super::intake::Intake;
+use crate::broker::{declare_topology, quarantine_queue};
 
 /// How long a batch waits for more deliveries after its first: a few milliseconds of
 /// latency for a request, against a transaction per request when many arrive at once.
@@ -38,7 +38,9 @@ pub async fn run(intake: Arc<Intake>, shutdown: CancellationToken) {
     let mut delays = reconnect_delays();
     while !shutdown.is_cancelled() {
         let result = consume(&intake, &shutdown, &mut delays).await;
-        intake.connected.store(false, std::sync::atomic::Ordering::Relaxed);
+        intake
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let delay = delays.next().unwrap_or(Duration::from_secs(30));
         match result {
             Ok(()) => return,
@@ -53,7 +55,11 @@ pub async fn run(intake: Arc<Intake>, shutdown: CancellationToken) {
     }
 }
 
-async fn consume(intake: &Intake, shutdown: &CancellationToken, delays: &mut backon::ExponentialBackoff) -> Result<(), lapin::Error> {
+async fn consume(
+    intake: &Intake,
+    shutdown: &CancellationToken,
+    delays: &mut backon::ExponentialBackoff,
+) -> Result<(), lapin::Error> {
     let s = &intake.settings;
     let conn = intake.link.connect("rotor intake").await?;
     let ch = conn.create_channel().await?;
@@ -62,14 +68,33 @@ async fn consume(intake: &Intake, shutdown: &CancellationToken, delays: &mut bac
     // The quarantine on a channel of its own: a batch's multiple-ack on the intake
     // channel then covers only intake deliveries.
     let qch = conn.create_channel().await?;
-    qch.basic_qos(s.prefetch, BasicQosOptions::default()).await?;
+    qch.basic_qos(s.prefetch, BasicQosOptions::default())
+        .await?;
     let publisher = conn.create_channel().await?;
-    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-    let mut consumer = ch.basic_consume(&s.queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
-    let mut quarantined = qch.basic_consume(&quarantine_queue(s), "", BasicConsumeOptions::default(), FieldTable::default()).await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut consumer = ch
+        .basic_consume(
+            &s.queue,
+            "",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut quarantined = qch
+        .basic_consume(
+            &quarantine_queue(s),
+            "",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     tracing::info!(queue = %s.queue, "AMQP intake consuming");
     *delays = reconnect_delays();
-    intake.connected.store(true, std::sync::atomic::Ordering::Relaxed);
+    intake
+        .connected
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     loop {
         let (delivery, from_quarantine) = tokio::select! {
             d = consumer.next() => (d, false),
@@ -80,7 +105,9 @@ async fn consume(intake: &Intake, shutdown: &CancellationToken, delays: &mut bac
             }
         };
         let Some(delivery) = delivery else {
-            return Err(lapin::Error::InvalidConnectionState(lapin::ConnectionState::Closed));
+            return Err(lapin::Error::InvalidConnectionState(
+                lapin::ConnectionState::Closed,
+            ));
         };
         let delivery = delivery?;
         if from_quarantine {

@@ -7,14 +7,14 @@
 
 use futures_util::future::join_all;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::options::BasicPublishOptions;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel};
 use tracing::Instrument;
 
-use super::intake::Intake;
 use super::deadletter::settle_refusal;
+use super::intake::Intake;
 use super::submit::Request;
 use crate::access::{Grant, Requester, RequesterKind};
 use crate::broker::{KINDS, KIND_CREDENTIALS_UPDATE, KIND_PRIVX_PASSWORD, KIND_PRIVX_ROTATE};
@@ -57,7 +57,11 @@ enum Body {
 
 /// Handles `deliveries`, received in this order on one channel that has no other
 /// unsettled delivery.
-pub async fn handle(intake: &Intake, publisher: &Channel, deliveries: Vec<Delivery>) -> Result<(), lapin::Error> {
+pub async fn handle(
+    intake: &Intake,
+    publisher: &Channel,
+    deliveries: Vec<Delivery>,
+) -> Result<(), lapin::Error> {
     let mut items: Vec<Item> = deliveries.into_iter().map(|d| named(intake, d)).collect();
     find_known(intake, &mut items).await;
     for item in items.iter_mut() {
@@ -72,7 +76,11 @@ pub async fn handle(intake: &Intake, publisher: &Channel, deliveries: Vec<Delive
     let lookup = &lookup;
     let checked = join_all(items.iter().map(|item| async move {
         match &item.state {
-            State::Parsed(grant, body) => Some(prepare(intake, item, grant, body, lookup).instrument(item.span.clone()).await),
+            State::Parsed(grant, body) => Some(
+                prepare(intake, item, grant, body, lookup)
+                    .instrument(item.span.clone())
+                    .await,
+            ),
             _ => None,
         }
     }))
@@ -92,19 +100,37 @@ pub async fn handle(intake: &Intake, publisher: &Channel, deliveries: Vec<Delive
 /// The message's kind and producer: who it is and what it may do, or why it may do nothing.
 fn named(intake: &Intake, d: Delivery) -> Item {
     let kind = kind_of(&d);
-    let message_id = d.properties.message_id().as_ref().map(|m| m.as_str().to_string());
+    let message_id = d
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.as_str().to_string());
     let span = tracing::info_span!("amqp_message", kind = %kind, message_id = message_id.as_deref().unwrap_or(""));
-    let user = d.properties.user_id().as_ref().map(|u| u.as_str().to_string());
+    let user = d
+        .properties
+        .user_id()
+        .as_ref()
+        .map(|u| u.as_str().to_string());
     let key = message_id.map(|m| format!("amqp:{}:{m}", user.as_deref().unwrap_or("")));
     let (requester, state) = match intake.producer(&d) {
         Ok((who, grant)) => (who, State::Named(grant)),
         Err(rejection) => {
-            let who = Requester::new(RequesterKind::Producer, user.as_deref().unwrap_or("(no user_id)"));
+            let who = Requester::new(
+                RequesterKind::Producer,
+                user.as_deref().unwrap_or("(no user_id)"),
+            );
             span.in_scope(|| intake.refused.failed("AMQP", &who.name, &rejection.message));
             (who, State::Refused(rejection))
         }
     };
-    Item { d, kind, key, requester, span, state }
+    Item {
+        d,
+        kind,
+        key,
+        requester,
+        span,
+        state,
+    }
 }
 
 /// The kind of a message: its routing key, or its `type` property when it was published
@@ -114,25 +140,43 @@ fn kind_of(d: &Delivery) -> String {
     if KINDS.contains(&key) {
         return key.to_string();
     }
-    d.properties.kind().as_ref().map(|k| k.as_str().to_string()).unwrap_or_else(|| key.to_string())
+    d.properties
+        .kind()
+        .as_ref()
+        .map(|k| k.as_str().to_string())
+        .unwrap_or_else(|| key.to_string())
 }
 
 /// Requests whose key made a task before get that task, unchecked, as they did then.
 async fn find_known(intake: &Intake, items: &mut [Item]) {
-    let keys: Vec<String> = items.iter().filter(|i| matches!(i.state, State::Named(_))).filter_map(|i| i.key.clone()).collect();
+    let keys: Vec<String> = items
+        .iter()
+        .filter(|i| matches!(i.state, State::Named(_)))
+        .filter_map(|i| i.key.clone())
+        .collect();
     if keys.is_empty() {
         return;
     }
     match control::tasks_for_keys(&intake.submitter.pool, &keys).await {
         Ok(known) => {
-            for item in items.iter_mut().filter(|i| matches!(i.state, State::Named(_))) {
+            for item in items
+                .iter_mut()
+                .filter(|i| matches!(i.state, State::Named(_)))
+            {
                 if let Some(&task_id) = item.key.as_ref().and_then(|k| known.get(k)) {
-                    item.state = State::Recorded(Created { task_id, is_new: false, recorded: None });
+                    item.state = State::Recorded(Created {
+                        task_id,
+                        is_new: false,
+                        recorded: None,
+                    });
                 }
             }
         }
         Err(e) => {
-            for item in items.iter_mut().filter(|i| matches!(i.state, State::Named(_))) {
+            for item in items
+                .iter_mut()
+                .filter(|i| matches!(i.state, State::Named(_)))
+            {
                 item.state = State::Unavailable(e.to_string());
             }
         }
@@ -154,7 +198,10 @@ async fn look_up(intake: &Intake, items: &mut [Item]) -> Option<requests::Lookup
     match requests::Lookup::load(&intake.submitter.pool, names).await {
         Ok(lookup) => Some(lookup),
         Err(e) => {
-            for item in items.iter_mut().filter(|i| matches!(i.state, State::Parsed(..))) {
+            for item in items
+                .iter_mut()
+                .filter(|i| matches!(i.state, State::Parsed(..)))
+            {
                 item.state = State::Unavailable(e.to_string());
             }
             None
@@ -169,7 +216,10 @@ fn parse(intake: &Intake, d: &Delivery, kind: &str) -> Result<Body, Rejection> {
         return Err(Rejection::new(
             RejectCode::RequestTooLarge,
             "body",
-            format!("is {} bytes; at most {max} (amqp.max_message_bytes)", d.data.len()),
+            format!(
+                "is {} bytes; at most {max} (amqp.max_message_bytes)",
+                d.data.len()
+            ),
         ));
     }
     match kind {
@@ -179,35 +229,66 @@ fn parse(intake: &Intake, d: &Delivery, kind: &str) -> Result<Body, Rejection> {
         other => Err(Rejection::new(
             RejectCode::InvalidRequest,
             "type",
-            format!("unknown message kind `{other}`; use routing key or type {}", KINDS.join(", ")),
+            format!(
+                "unknown message kind `{other}`; use routing key or type {}",
+                KINDS.join(", ")
+            ),
         )),
     }
 }
 
-async fn prepare(intake: &Intake, item: &Item, grant: &Grant, body: &Body, lookup: &requests::Lookup) -> Result<NewTask, Refusal> {
-    let origin = Origin { channel: "AMQP", requester: item.requester.clone(), grant, request_key: item.key.clone() };
+async fn prepare(
+    intake: &Intake,
+    item: &Item,
+    grant: &Grant,
+    body: &Body,
+    lookup: &requests::Lookup,
+) -> Result<NewTask, Refusal> {
+    let origin = Origin {
+        channel: "AMQP",
+        requester: item.requester.clone(),
+        grant,
+        request_key: item.key.clone(),
+    };
     let request = match body {
         Body::Spec(spec) => Request::Spec(spec),
-        Body::Rotate(b) => Request::PrivxRotate { host_id: &b.host_id, account: &b.account },
-        Body::Password(b) => Request::PrivxPassword { host_id: &b.host_id, account: &b.account, password: b.password.clone() },
+        Body::Rotate(b) => Request::PrivxRotate {
+            host_id: &b.host_id,
+            account: &b.account,
+        },
+        Body::Password(b) => Request::PrivxPassword {
+            host_id: &b.host_id,
+            account: &b.account,
+            password: b.password.clone(),
+        },
     };
-    intake.submitter.prepare(request, &origin, Some(lookup)).await
+    intake
+        .submitter
+        .prepare(request, &origin, Some(lookup))
+        .await
 }
 
 /// Records every checked request of the batch in one transaction.
 async fn record(intake: &Intake, items: &mut [Item]) {
-    let ready: Vec<usize> = (0..items.len()).filter(|&i| matches!(items[i].state, State::Ready(_))).collect();
+    let ready: Vec<usize> = (0..items.len())
+        .filter(|&i| matches!(items[i].state, State::Ready(_)))
+        .collect();
     if ready.is_empty() {
         return;
     }
     let mut tasks = Vec::with_capacity(ready.len());
     for &i in &ready {
-        if let State::Ready(task) = std::mem::replace(&mut items[i].state, State::Unavailable(String::new())) {
+        if let State::Ready(task) =
+            std::mem::replace(&mut items[i].state, State::Unavailable(String::new()))
+        {
             tasks.push(*task);
         }
     }
     // A reply shows the task as recorded, read before any worker could start it.
-    let views: Vec<bool> = ready.iter().map(|&i| items[i].d.properties.reply_to().is_some()).collect();
+    let views: Vec<bool> = ready
+        .iter()
+        .map(|&i| items[i].d.properties.reply_to().is_some())
+        .collect();
     match intake.submitter.record_many(&tasks, &views).await {
         Ok(outcomes) => {
             for (&i, outcome) in ready.iter().zip(outcomes) {
@@ -227,8 +308,15 @@ async fn record(intake: &Intake, items: &mut [Item]) {
 }
 
 /// Replies, dead-letters, requeues, then acks every recorded message at once.
-async fn settle(intake: &Intake, publisher: &Channel, items: Vec<Item>) -> Result<(), lapin::Error> {
-    if items.iter().any(|i| matches!(i.state, State::Unavailable(_))) {
+async fn settle(
+    intake: &Intake,
+    publisher: &Channel,
+    items: Vec<Item>,
+) -> Result<(), lapin::Error> {
+    if items
+        .iter()
+        .any(|i| matches!(i.state, State::Unavailable(_)))
+    {
         // Our fault, not the messages': they come back after a pause, not at once.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
@@ -237,12 +325,23 @@ async fn settle(intake: &Intake, publisher: &Channel, items: Vec<Item>) -> Resul
         let acked = async {
             match &item.state {
                 State::Recorded(created) => recorded(intake, publisher, item, created).await,
-                State::Refused(rejection) => refused(intake, publisher, item, rejection).await.map(|()| false),
+                State::Refused(rejection) => refused(intake, publisher, item, rejection)
+                    .await
+                    .map(|()| false),
                 State::Unavailable(e) => {
                     tracing::warn!(error = %e, "cannot record request now; requeueing");
-                    item.d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.map(|()| false)
+                    item.d
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|()| false)
                 }
-                State::Named(_) | State::Parsed(..) | State::Ready(_) => unreachable!("every message of a batch is recorded, refused or unavailable"),
+                State::Named(_) | State::Parsed(..) | State::Ready(_) => {
+                    unreachable!("every message of a batch is recorded, refused or unavailable")
+                }
             }
         }
         .instrument(item.span.clone())
@@ -260,45 +359,91 @@ async fn settle(intake: &Intake, publisher: &Channel, items: Vec<Item>) -> Resul
 }
 
 /// A recorded request: its reply. True when it is to be acked with the batch.
-async fn recorded(intake: &Intake, publisher: &Channel, item: &Item, created: &Created) -> Result<bool, lapin::Error> {
+async fn recorded(
+    intake: &Intake,
+    publisher: &Channel,
+    item: &Item,
+    created: &Created,
+) -> Result<bool, lapin::Error> {
     tracing::info!(task_id = %created.task_id, new = created.is_new, "request accepted");
     let d = &item.d;
     let pool = &intake.submitter.pool;
     let task = match &created.recorded {
         Some(task) => Some(task.clone()),
-        None if d.properties.reply_to().is_some() || !created.is_new => view::load(pool, created.task_id).await.ok().flatten(),
+        None if d.properties.reply_to().is_some() || !created.is_new => {
+            view::load(pool, created.task_id).await.ok().flatten()
+        }
         None => None,
     };
     // A redelivered refusal (its dead-letter copy was not confirmed last time).
-    let refusal = task.as_ref().filter(|t| !created.is_new && t.kind == control::REFUSED_TYPE).and_then(|t| t.errors.first());
+    let refusal = task
+        .as_ref()
+        .filter(|t| !created.is_new && t.kind == control::REFUSED_TYPE)
+        .and_then(|t| t.errors.first());
     if let Some(error) = refusal {
         settle_refusal(&intake.settings, publisher, d, &item.requester, error).await?;
         return Ok(false);
     }
     if let (Some(reply_to), Some(task)) = (d.properties.reply_to(), task) {
-        reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
+        reply(
+            publisher,
+            reply_to,
+            &d.properties,
+            &serde_json::to_vec(&task).expect("task serializes"),
+        )
+        .await;
     }
     Ok(true)
 }
 
 /// A refused request: recorded as a FAILED task (so the reply names a real task),
 /// answered, and dead-lettered redacted; requeued if it cannot be recorded now.
-async fn refused(intake: &Intake, publisher: &Channel, item: &Item, rejection: &Rejection) -> Result<(), lapin::Error> {
+async fn refused(
+    intake: &Intake,
+    publisher: &Channel,
+    item: &Item,
+    rejection: &Rejection,
+) -> Result<(), lapin::Error> {
     tracing::warn!(code = %rejection.code, field = %rejection.field, error = %rejection.message, "request refused; dead-lettering");
     let d = &item.d;
     let pool = &intake.submitter.pool;
     let error = rejection.to_vcf();
-    let recorded = match control::record_refused(pool, "AMQP", &item.requester, item.key.clone(), &error).await {
+    let recorded = match control::record_refused(
+        pool,
+        "AMQP",
+        &item.requester,
+        item.key.clone(),
+        &error,
+    )
+    .await
+    {
         Ok(created) => created,
         Err(e) => {
             tracing::warn!(error = %e, "cannot record the refusal now; requeueing");
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            return d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            return d
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
         }
     };
-    if let Some(reply_to) = d.properties.reply_to().as_ref().filter(|q| !intake.is_own_queue(q.as_str())) {
+    if let Some(reply_to) = d
+        .properties
+        .reply_to()
+        .as_ref()
+        .filter(|q| !intake.is_own_queue(q.as_str()))
+    {
         if let Ok(Some(task)) = view::load(pool, recorded.task_id).await {
-            reply(publisher, reply_to, &d.properties, &serde_json::to_vec(&task).expect("task serializes")).await;
+            reply(
+                publisher,
+                reply_to,
+                &d.properties,
+                &serde_json::to_vec(&task).expect("task serializes"),
+            )
+            .await;
         }
     }
     settle_refusal(&intake.settings, publisher, d, &item.requester, &error).await
@@ -306,12 +451,26 @@ async fn refused(intake: &Intake, publisher: &Channel, item: &Item, rejection: &
 
 /// Publishes a reply and waits for the broker's confirm, so that a reply is never lost
 /// behind the ack of its request.
-async fn reply(publisher: &Channel, reply_to: &ShortString, request: &BasicProperties, body: &[u8]) {
+async fn reply(
+    publisher: &Channel,
+    reply_to: &ShortString,
+    request: &BasicProperties,
+    body: &[u8],
+) {
     let mut props = BasicProperties::default().with_content_type("application/json".into());
     if let Some(c) = request.correlation_id() {
         props = props.with_correlation_id(c.clone());
     }
-    let sent = match publisher.basic_publish("", reply_to.as_str(), BasicPublishOptions::default(), body, props).await {
+    let sent = match publisher
+        .basic_publish(
+            "",
+            reply_to.as_str(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await
+    {
         Ok(confirm) => confirm.await.map(|_| ()),
         Err(e) => Err(e),
     };

@@ -30,16 +30,34 @@ pub async fn settle_refusal(
 ) -> Result<(), lapin::Error> {
     let error_json = serde_json::to_string(error).expect("error serializes");
     let mut headers = FieldTable::default();
-    headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error_json.into()));
-    headers.insert("x-rotor-producer".into(), AMQPValue::LongString(requester.name.as_str().into()));
+    headers.insert(
+        ERROR_HEADER.into(),
+        AMQPValue::LongString(error_json.into()),
+    );
+    headers.insert(
+        "x-rotor-producer".into(),
+        AMQPValue::LongString(requester.name.as_str().into()),
+    );
     let body = dead_letter_body(&d.data, settings.max_message_bytes, &mut headers);
     // Mandatory: if the dead-letter queue is gone, the broker returns the copy instead
     // of dropping it, and the request is kept (requeued) rather than acked.
     let published = publisher
-        .basic_publish("", &settings.dead_letter_queue, BasicPublishOptions { mandatory: true, ..Default::default() }, &body, copy_properties(&d.properties, headers))
+        .basic_publish(
+            "",
+            &settings.dead_letter_queue,
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &body,
+            copy_properties(&d.properties, headers),
+        )
         .await;
     let confirmed = match published {
-        Ok(confirm) => matches!(confirm.await, Ok(lapin::publisher_confirm::Confirmation::Ack(None))),
+        Ok(confirm) => matches!(
+            confirm.await,
+            Ok(lapin::publisher_confirm::Confirmation::Ack(None))
+        ),
         Err(_) => false,
     };
     if confirmed {
@@ -47,11 +65,18 @@ pub async fn settle_refusal(
     }
     tracing::warn!("cannot dead-letter the refused request now; requeueing");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+    d.acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await?;
     if publisher.status().connected() {
         Ok(())
     } else {
-        Err(lapin::Error::InvalidChannelState(publisher.status().state()))
+        Err(lapin::Error::InvalidChannelState(
+            publisher.status().state(),
+        ))
     }
 }
 
@@ -91,20 +116,40 @@ fn copy_properties(p: &BasicProperties, headers: FieldTable) -> BasicProperties 
 /// that is not JSON or is over the size limit and so cannot be searched, nothing at all
 /// (`x-rotor-body-withheld` says why; its size and SHA-256 identify it).
 fn dead_letter_body(body: &[u8], max_bytes: usize, headers: &mut FieldTable) -> Vec<u8> {
-    let kept = if body.len() > max_bytes { None } else { requests::redact_secrets(body) };
+    let kept = if body.len() > max_bytes {
+        None
+    } else {
+        requests::redact_secrets(body)
+    };
     match kept {
         Some((redacted, paths)) => {
             if !paths.is_empty() {
-                headers.insert("x-rotor-redacted".into(), AMQPValue::LongString(paths.join(",").into()));
+                headers.insert(
+                    "x-rotor-redacted".into(),
+                    AMQPValue::LongString(paths.join(",").into()),
+                );
             }
             redacted
         }
         None => {
-            let why = if body.len() > max_bytes { "over the size limit" } else { "not JSON, so it may hold a secret rotor cannot find" };
-            headers.insert("x-rotor-body-withheld".into(), AMQPValue::LongString(why.into()));
-            headers.insert("x-rotor-body-bytes".into(), AMQPValue::LongLongInt(body.len() as i64));
+            let why = if body.len() > max_bytes {
+                "over the size limit"
+            } else {
+                "not JSON, so it may hold a secret rotor cannot find"
+            };
+            headers.insert(
+                "x-rotor-body-withheld".into(),
+                AMQPValue::LongString(why.into()),
+            );
+            headers.insert(
+                "x-rotor-body-bytes".into(),
+                AMQPValue::LongLongInt(body.len() as i64),
+            );
             let digest = hex::encode(Sha256::digest(body));
-            headers.insert("x-rotor-body-sha256".into(), AMQPValue::LongString(digest.into()));
+            headers.insert(
+                "x-rotor-body-sha256".into(),
+                AMQPValue::LongString(digest.into()),
+            );
             Vec::new()
         }
     }
@@ -119,12 +164,22 @@ pub fn log_quarantined(d: &lapin::message::Delivery) {
 /// `reason` of the newest `x-death` entry (expired, maxlen, delivery_limit, rejected),
 /// at most 40 characters (a producer could forge the header).
 fn death_reason(headers: Option<&FieldTable>) -> Option<String> {
-    let AMQPValue::FieldArray(deaths) = headers?.inner().get("x-death")? else { return None };
-    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else { return None };
+    let AMQPValue::FieldArray(deaths) = headers?.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else {
+        return None;
+    };
     let reason = match first.inner().get("reason")? {
         AMQPValue::LongString(s) => s.to_string(),
         AMQPValue::ShortString(s) => s.to_string(),
         _ => return None,
     };
-    Some(reason.chars().filter(|c| c.is_ascii_graphic()).take(40).collect())
+    Some(
+        reason
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(40)
+            .collect(),
+    )
 }

@@ -35,7 +35,10 @@ pub enum Verdict {
 impl FailedAuth {
     /// A source is refused after `limit` failures in a minute.
     pub fn new(limit: u32) -> Self {
-        FailedAuth { limit: limit.max(1), sources: Mutex::default() }
+        FailedAuth {
+            limit: limit.max(1),
+            sources: Mutex::default(),
+        }
     }
 
     /// Whether to check a request from `source` at all.
@@ -56,12 +59,18 @@ impl FailedAuth {
             sources.retain(|_, (start, _)| start.elapsed() < WINDOW);
             // Still full: forget the oldest window, never every lockout at once.
             if sources.len() >= MAX_SOURCES {
-                if let Some(oldest) = sources.iter().min_by_key(|(_, (start, _))| *start).map(|(k, _)| k.clone()) {
+                if let Some(oldest) = sources
+                    .iter()
+                    .min_by_key(|(_, (start, _))| *start)
+                    .map(|(k, _)| k.clone())
+                {
                     sources.remove(&oldest);
                 }
             }
         }
-        let entry = sources.entry(source.to_string()).or_insert((Instant::now(), 0));
+        let entry = sources
+            .entry(source.to_string())
+            .or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= WINDOW {
             *entry = (Instant::now(), 0);
         }

@@ -24,21 +24,44 @@ pub struct Intake {
 
 impl Intake {
     /// The producer a message names, with what it may do; or why it may do nothing.
-    pub(super) fn producer(&self, d: &lapin::message::Delivery) -> Result<(Requester, Grant), Rejection> {
-        let denied = |field: &str, message: String| Rejection::new(RejectCode::PermissionDenied, field, message);
-        let Some(user) = d.properties.user_id().as_ref().map(|u| u.as_str().to_string()) else {
+    pub(super) fn producer(
+        &self,
+        d: &lapin::message::Delivery,
+    ) -> Result<(Requester, Grant), Rejection> {
+        let denied = |field: &str, message: String| {
+            Rejection::new(RejectCode::PermissionDenied, field, message)
+        };
+        let Some(user) = d
+            .properties
+            .user_id()
+            .as_ref()
+            .map(|u| u.as_str().to_string())
+        else {
             return Err(denied("user_id", "the message has no AMQP user_id property; set it to the user the producer connects as".into()));
         };
         let Some(p) = self.settings.producer.iter().find(|p| p.user == user) else {
-            return Err(denied("user_id", format!("producer `{user}` is not configured ([[amqp.producer]])")));
+            return Err(denied(
+                "user_id",
+                format!("producer `{user}` is not configured ([[amqp.producer]])"),
+            ));
         };
-        let grant = Grant { scopes: p.scopes.clone(), resources: p.resources.clone() };
+        let grant = Grant {
+            scopes: p.scopes.clone(),
+            resources: p.resources.clone(),
+        };
         if !grant.has(Scope::CredentialsManage) {
-            return Err(denied("user_id", format!("producer `{user}` lacks scope `credentials:manage`")));
+            return Err(denied(
+                "user_id",
+                format!("producer `{user}` lacks scope `credentials:manage`"),
+            ));
         }
         if let Some(reply_to) = d.properties.reply_to() {
             if self.is_own_queue(reply_to.as_str()) {
-                return Err(Rejection::new(RejectCode::InvalidRequest, "reply_to", format!("`{reply_to}` is one of rotor's own queues")));
+                return Err(Rejection::new(
+                    RejectCode::InvalidRequest,
+                    "reply_to",
+                    format!("`{reply_to}` is one of rotor's own queues"),
+                ));
             }
         }
         Ok((Requester::new(RequesterKind::Producer, user), grant))

@@ -4,6 +4,6 @@ pub mod amqp;
 mod batch;
 mod deadletter;
 pub mod guard;
-mod intake;
 pub mod http;
+mod intake;
 pub mod submit;

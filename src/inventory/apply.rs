@@ -83,7 +83,14 @@ pub async fn apply(
         if let Some(old) = moved {
             let new = target_of(r);
             let detail = serde_json::json!({"resourceId": r.id, "old": old, "new": new});
-            audit::record(&mut tx, applier.who, audit::Action::ResourceTargetChanged, None, detail).await?;
+            audit::record(
+                &mut tx,
+                applier.who,
+                audit::Action::ResourceTargetChanged,
+                None,
+                detail,
+            )
+            .await?;
             report.push(format!("resource {}: target changed (audited)", r.id));
         }
         for a in &r.account {
@@ -123,11 +130,18 @@ pub async fn apply(
             // an auto-rotation already in flight plans its own successor when it commits.
             let old_days = before.as_ref().and_then(|b| b.auto_rotate_days);
             let in_flight = before.as_ref().is_some_and(|b| b.auto_task_id.is_some());
-            let id = sqlx::query_scalar!("SELECT id FROM credentials WHERE resource_id = $1 AND username = $2", r.id, a.username)
-                .fetch_one(&mut *tx)
-                .await?;
+            let id = sqlx::query_scalar!(
+                "SELECT id FROM credentials WHERE resource_id = $1 AND username = $2",
+                r.id,
+                a.username
+            )
+            .fetch_one(&mut *tx)
+            .await?;
             if (before.is_none() || old_days != a.auto_rotate_days) && !in_flight {
-                let last = before.as_ref().and_then(|b| b.last_rotated_at).unwrap_or(now);
+                let last = before
+                    .as_ref()
+                    .and_then(|b| b.last_rotated_at)
+                    .unwrap_or(now);
                 lifecycle::plan_next(&mut tx, schedule, id, a.auto_rotate_days, last).await?;
             }
             if let Some(file) = &a.password_file {
@@ -138,16 +152,39 @@ pub async fn apply(
                 .fetch_one(&mut *tx)
                 .await?;
                 if known == 0 {
-                    let key = key.ok_or_else(|| invalid("vault.master_key_file", "needed to onboard passwords"))?;
-                    let bytes = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| Error::Read(file.clone(), e))?);
-                    let text = std::str::from_utf8(&bytes).map_err(|_| invalid(format!("{who}.password_file"), format!("{} is not UTF-8", file.display())))?;
-                    let password = SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned());
+                    let key = key.ok_or_else(|| {
+                        invalid("vault.master_key_file", "needed to onboard passwords")
+                    })?;
+                    let bytes = zeroize::Zeroizing::new(
+                        std::fs::read(file).map_err(|e| Error::Read(file.clone(), e))?,
+                    );
+                    let text = std::str::from_utf8(&bytes).map_err(|_| {
+                        invalid(
+                            format!("{who}.password_file"),
+                            format!("{} is not UTF-8", file.display()),
+                        )
+                    })?;
+                    let password =
+                        SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned());
                     if password.expose_secret().is_empty() {
-                        return Err(invalid(format!("{who}.password_file"), format!("{} is empty", file.display())));
+                        return Err(invalid(
+                            format!("{who}.password_file"),
+                            format!("{} is empty", file.display()),
+                        ));
                     }
-                    crate::driver::validate_password_charset(password.expose_secret())
-                        .map_err(|m| invalid(format!("{who}.password_file"), format!("password {m}")))?;
-                    let v = versions::insert(&mut tx, key, id, State::Current, Origin::Onboarded, &password, None).await?;
+                    crate::driver::validate_password_charset(password.expose_secret()).map_err(
+                        |m| invalid(format!("{who}.password_file"), format!("password {m}")),
+                    )?;
+                    let v = versions::insert(
+                        &mut tx,
+                        key,
+                        id,
+                        State::Current,
+                        Origin::Onboarded,
+                        &password,
+                        None,
+                    )
+                    .await?;
                     report.push(format!("{who}: password onboarded (version {v})"));
                 }
             }
@@ -164,7 +201,11 @@ fn target_of(r: &ResourceSpec) -> serde_json::Value {
 
 /// For an existing resource whose target the spec changes: its old target, after
 /// checking the applier may change it. Refuses a deleted resource.
-async fn check_target(tx: &mut sqlx::PgConnection, r: &ResourceSpec, applier: &Applier<'_>) -> Result<Option<serde_json::Value>, Error> {
+async fn check_target(
+    tx: &mut sqlx::PgConnection,
+    r: &ResourceSpec,
+    applier: &Applier<'_>,
+) -> Result<Option<serde_json::Value>, Error> {
     let Some(old) = sqlx::query!(
         "SELECT address, port, host_keys, insecure_accept_any_host_key, deleted_at FROM resources WHERE id = $1 FOR UPDATE",
         r.id
@@ -181,12 +222,22 @@ async fn check_target(tx: &mut sqlx::PgConnection, r: &ResourceSpec, applier: &A
         ("address", old.address != r.address),
         ("port", old.port != i32::from(r.port)),
         ("host_keys", old.host_keys != r.host_keys),
-        ("insecure_accept_any_host_key", old.insecure_accept_any_host_key != r.insecure_accept_any_host_key),
+        (
+            "insecure_accept_any_host_key",
+            old.insecure_accept_any_host_key != r.insecure_accept_any_host_key,
+        ),
     ];
-    let Some((field, _)) = changed.iter().find(|(_, c)| *c) else { return Ok(None) };
+    let Some((field, _)) = changed.iter().find(|(_, c)| *c) else {
+        return Ok(None);
+    };
     if !applier.may_retarget {
-        return Err(Error::Denied { field: field.to_string(), message: "changing where a resource points needs the `admin` scope".into() });
+        return Err(Error::Denied {
+            field: field.to_string(),
+            message: "changing where a resource points needs the `admin` scope".into(),
+        });
     }
-    Ok(Some(serde_json::json!({"address": old.address, "port": old.port, "hostKeys": old.host_keys,
-                               "insecureAcceptAnyHostKey": old.insecure_accept_any_host_key})))
+    Ok(Some(
+        serde_json::json!({"address": old.address, "port": old.port, "hostKeys": old.host_keys,
+                               "insecureAcceptAnyHostKey": old.insecure_accept_any_host_key}),
+    ))
 }

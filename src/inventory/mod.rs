@@ -8,4 +8,7 @@ mod spec;
 
 pub use apply::{apply, Applier};
 pub use retire::{purge, retire, Retired};
-pub use spec::{check_files, read, validate, AccountSpec, AdminSpec, Error, InventoryFile, ResourceSpec, RESOURCE_TYPES};
+pub use spec::{
+    check_files, read, validate, AccountSpec, AdminSpec, Error, InventoryFile, ResourceSpec,
+    RESOURCE_TYPES,
+};

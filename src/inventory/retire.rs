@@ -36,7 +36,10 @@ async fn check_idle(tx: &mut sqlx::PgConnection, id: &str) -> Result<(), Retired
     .fetch_one(&mut *tx)
     .await?;
     if busy > 0 {
-        return Err(Retired::Busy { id: id.to_string(), busy });
+        return Err(Retired::Busy {
+            id: id.to_string(),
+            busy,
+        });
     }
     Ok(())
 }
@@ -45,9 +48,12 @@ async fn check_idle(tx: &mut sqlx::PgConnection, id: &str) -> Result<(), Retired
 /// refused while any of its accounts has work in flight. Returns the accounts retired.
 pub async fn retire(pool: &PgPool, id: &str, who: &Requester) -> Result<u64, Retired> {
     let mut tx = pool.begin().await?;
-    let found = sqlx::query_scalar!("SELECT deleted_at IS NOT NULL AS \"deleted!\" FROM resources WHERE id = $1 FOR UPDATE", id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let found = sqlx::query_scalar!(
+        "SELECT deleted_at IS NOT NULL AS \"deleted!\" FROM resources WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     if found != Some(false) {
         return Err(Retired::NotFound(id.to_string()));
     }
@@ -56,8 +62,14 @@ pub async fn retire(pool: &PgPool, id: &str, who: &Requester) -> Result<u64, Ret
         .execute(&mut *tx)
         .await?;
     let accounts = lifecycle::retire_resource(&mut tx, id).await?;
-    audit::record(&mut tx, who, audit::Action::ResourceDeleted, None, serde_json::json!({"resourceId": id, "accountsRetired": accounts}))
-        .await?;
+    audit::record(
+        &mut tx,
+        who,
+        audit::Action::ResourceDeleted,
+        None,
+        serde_json::json!({"resourceId": id, "accountsRetired": accounts}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(accounts)
 }
@@ -66,9 +78,12 @@ pub async fn retire(pool: &PgPool, id: &str, who: &Requester) -> Result<u64, Ret
 /// Returns the versions removed.
 pub async fn purge(pool: &PgPool, id: &str, who: &Requester) -> Result<i64, Retired> {
     let mut tx = pool.begin().await?;
-    let found = sqlx::query_scalar!("SELECT deleted_at IS NOT NULL AS \"deleted!\" FROM resources WHERE id = $1 FOR UPDATE", id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let found = sqlx::query_scalar!(
+        "SELECT deleted_at IS NOT NULL AS \"deleted!\" FROM resources WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     match found {
         None => return Err(Retired::NotFound(id.to_string())),
         Some(false) => return Err(Retired::NotDeleted(id.to_string())),
@@ -81,9 +96,17 @@ pub async fn purge(pool: &PgPool, id: &str, who: &Requester) -> Result<i64, Reti
     )
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query!("DELETE FROM resources WHERE id = $1", id).execute(&mut *tx).await?;
-    audit::record(&mut tx, who, audit::Action::ResourcePurged, None, serde_json::json!({"resourceId": id, "versionsRemoved": versions}))
+    sqlx::query!("DELETE FROM resources WHERE id = $1", id)
+        .execute(&mut *tx)
         .await?;
+    audit::record(
+        &mut tx,
+        who,
+        audit::Action::ResourcePurged,
+        None,
+        serde_json::json!({"resourceId": id, "versionsRemoved": versions}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(versions)
 }

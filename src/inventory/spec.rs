@@ -9,8 +9,22 @@ use serde::{Deserialize, Serialize};
 use crate::policy::Policy;
 
 pub const RESOURCE_TYPES: &[&str] = &[
-    "LINUX", "ESXI", "VCENTER", "PSC", "NSX_MANAGER", "NSX_CONTROLLER", "NSX_EDGE", "NSXT_MANAGER", "NSXT_EDGE", "VRLI",
-    "VROPS", "VRA", "WSA", "VRSLCM", "VXRAIL_MANAGER", "BACKUP",
+    "LINUX",
+    "ESXI",
+    "VCENTER",
+    "PSC",
+    "NSX_MANAGER",
+    "NSX_CONTROLLER",
+    "NSX_EDGE",
+    "NSXT_MANAGER",
+    "NSXT_EDGE",
+    "VRLI",
+    "VROPS",
+    "VRA",
+    "WSA",
+    "VRSLCM",
+    "VXRAIL_MANAGER",
+    "BACKUP",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +45,17 @@ pub enum Error {
     #[error("{field}: {message}")]
     Denied { field: String, message: String },
     /// The resource was deleted; its versions wait for `rotor resource purge`.
-    #[error("resource {0} was deleted; its stored passwords are kept until `rotor resource purge {0}`")]
+    #[error(
+        "resource {0} was deleted; its stored passwords are kept until `rotor resource purge {0}`"
+    )]
     Deleted(String),
 }
 
 pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
-    Error::Invalid { field: field.into(), message: message.into() }
+    Error::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,7 +131,11 @@ pub fn read(path: &Path) -> Result<InventoryFile, Error> {
     let de = toml::Deserializer::new(&text);
     let mut inv: InventoryFile = serde_path_to_error::deserialize(de).map_err(|e| {
         let p = e.path().to_string();
-        Error::Syntax(format!("{}: {p}: {}", path.display(), e.into_inner().message()))
+        Error::Syntax(format!(
+            "{}: {p}: {}",
+            path.display(),
+            e.into_inner().message()
+        ))
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = std::fs::canonicalize(&base).unwrap_or(base);
@@ -137,12 +160,24 @@ pub fn read(path: &Path) -> Result<InventoryFile, Error> {
 /// resolved, so an inventory cannot make rotor send, say, `/etc/shadow` as a password.
 /// The paths are replaced by their resolved form, which is what gets stored.
 pub fn check_files(inv: &mut InventoryFile, allowed_dir: &Path) -> Result<(), Error> {
-    let allowed = std::fs::canonicalize(allowed_dir)
-        .map_err(|e| invalid("inventory.allowed_dir", format!("{}: {e}", allowed_dir.display())))?;
+    let allowed = std::fs::canonicalize(allowed_dir).map_err(|e| {
+        invalid(
+            "inventory.allowed_dir",
+            format!("{}: {e}", allowed_dir.display()),
+        )
+    })?;
     let check = |field: String, file: &mut PathBuf| -> Result<(), Error> {
-        let real = std::fs::canonicalize(&*file).map_err(|e| invalid(&field, format!("{}: {e}", file.display())))?;
+        let real = std::fs::canonicalize(&*file)
+            .map_err(|e| invalid(&field, format!("{}: {e}", file.display())))?;
         if !real.starts_with(&allowed) {
-            return Err(invalid(field, format!("{} is not under {} (inventory.allowed_dir)", file.display(), allowed.display())));
+            return Err(invalid(
+                field,
+                format!(
+                    "{} is not under {} (inventory.allowed_dir)",
+                    file.display(),
+                    allowed.display()
+                ),
+            ));
         }
         crate::config::check_private_file(&field, &real).map_err(|e| match e {
             crate::config::Error::Invalid { key, message } => invalid(key, message),
@@ -178,22 +213,53 @@ pub fn validate(
     let mut ids = HashSet::new();
     for (i, r) in inv.resource.iter().enumerate() {
         let at = format!("resource[{i}]");
-        if r.id.is_empty() || !r.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-            return Err(invalid(format!("{at}.id"), "must be non-empty letters, digits, '.', '_' or '-'"));
+        if r.id.is_empty()
+            || !r
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(invalid(
+                format!("{at}.id"),
+                "must be non-empty letters, digits, '.', '_' or '-'",
+            ));
         }
         if !ids.insert(&r.id) {
-            return Err(invalid(format!("{at}.id"), format!("duplicate resource id `{}`", r.id)));
+            return Err(invalid(
+                format!("{at}.id"),
+                format!("duplicate resource id `{}`", r.id),
+            ));
         }
         if !RESOURCE_TYPES.contains(&r.kind.as_str()) {
-            return Err(invalid(format!("{at}.type"), format!("unknown type `{}`; one of {}", r.kind, RESOURCE_TYPES.join(", "))));
+            return Err(invalid(
+                format!("{at}.type"),
+                format!(
+                    "unknown type `{}`; one of {}",
+                    r.kind,
+                    RESOURCE_TYPES.join(", ")
+                ),
+            ));
         }
         if r.address.is_empty() {
             return Err(invalid(format!("{at}.address"), "must not be empty"));
         }
-        let files = [r.admin.as_ref().and_then(|a| a.private_key_file.as_ref()), r.admin.as_ref().and_then(|a| a.password_file.as_ref())];
-        let texts = [("name", Some(r.name.as_str())), ("address", Some(r.address.as_str())), ("policy", r.policy.as_deref())]
-            .into_iter()
-            .chain([("admin.private_key_file", files[0]), ("admin.password_file", files[1])].map(|(k, f)| (k, f.and_then(|p| p.to_str()))));
+        let files = [
+            r.admin.as_ref().and_then(|a| a.private_key_file.as_ref()),
+            r.admin.as_ref().and_then(|a| a.password_file.as_ref()),
+        ];
+        let texts = [
+            ("name", Some(r.name.as_str())),
+            ("address", Some(r.address.as_str())),
+            ("policy", r.policy.as_deref()),
+        ]
+        .into_iter()
+        .chain(
+            [
+                ("admin.private_key_file", files[0]),
+                ("admin.password_file", files[1]),
+            ]
+            .map(|(k, f)| (k, f.and_then(|p| p.to_str()))),
+        );
         for (key, text) in texts {
             if text.is_some_and(|t| t.contains('\0')) {
                 return Err(invalid(format!("{at}.{key}"), crate::requests::NUL_MESSAGE));
@@ -203,49 +269,89 @@ pub fn validate(
             return Err(invalid(format!("{at}.port"), "must be 1 to 65535"));
         }
         for (k, key) in r.host_keys.iter().enumerate() {
-            let ok = key.strip_prefix("SHA256:").is_some_and(|b| b.len() == 43 && b.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/'));
+            let ok = key.strip_prefix("SHA256:").is_some_and(|b| {
+                b.len() == 43
+                    && b.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+            });
             if !ok {
-                return Err(invalid(format!("{at}.host_keys[{k}]"), "expected `SHA256:<43 base64 characters>` as `ssh-keygen -l -E sha256` prints"));
+                return Err(invalid(
+                    format!("{at}.host_keys[{k}]"),
+                    "expected `SHA256:<43 base64 characters>` as `ssh-keygen -l -E sha256` prints",
+                ));
             }
         }
         if r.host_keys.is_empty() && !r.insecure_accept_any_host_key {
-            return Err(invalid(format!("{at}.host_keys"), "pin at least one host key (or set insecure_accept_any_host_key = true)"));
+            return Err(invalid(
+                format!("{at}.host_keys"),
+                "pin at least one host key (or set insecure_accept_any_host_key = true)",
+            ));
         }
         if crate::driver::driver(&r.platform).is_none() {
-            return Err(invalid(format!("{at}.platform"), format!("unknown platform `{}`; one of {}", r.platform, crate::driver::PLATFORMS.join(", "))));
+            return Err(invalid(
+                format!("{at}.platform"),
+                format!(
+                    "unknown platform `{}`; one of {}",
+                    r.platform,
+                    crate::driver::PLATFORMS.join(", ")
+                ),
+            ));
         }
         let policy = r.policy.clone().unwrap_or_else(|| default_policy(&r.kind));
         if !policies.contains_key(&policy) {
-            return Err(invalid(format!("{at}.policy"), format!("unknown policy `{policy}`")));
+            return Err(invalid(
+                format!("{at}.policy"),
+                format!("unknown policy `{policy}`"),
+            ));
         }
         match &r.admin {
             Some(a) => {
-                crate::driver::validate_username(&a.username).map_err(|m| invalid(format!("{at}.admin.username"), m))?;
+                crate::driver::validate_username(&a.username)
+                    .map_err(|m| invalid(format!("{at}.admin.username"), m))?;
                 if a.private_key_file.is_some() == a.password_file.is_some() {
-                    return Err(invalid(format!("{at}.admin"), "give exactly one of private_key_file and password_file"));
+                    return Err(invalid(
+                        format!("{at}.admin"),
+                        "give exactly one of private_key_file and password_file",
+                    ));
                 }
             }
             None if r.platform == "linux-chpasswd" => {
-                return Err(invalid(format!("{at}.admin"), "platform linux-chpasswd needs an admin account"));
+                return Err(invalid(
+                    format!("{at}.admin"),
+                    "platform linux-chpasswd needs an admin account",
+                ));
             }
             None => {}
         }
         let mut names = HashSet::new();
         for (j, a) in r.account.iter().enumerate() {
             let at = format!("{at}.account[{j}]");
-            crate::driver::validate_username(&a.username).map_err(|m| invalid(format!("{at}.username"), m))?;
+            crate::driver::validate_username(&a.username)
+                .map_err(|m| invalid(format!("{at}.username"), m))?;
             if !names.insert(&a.username) {
-                return Err(invalid(format!("{at}.username"), format!("duplicate account `{}`", a.username)));
+                return Err(invalid(
+                    format!("{at}.username"),
+                    format!("duplicate account `{}`", a.username),
+                ));
             }
             if !["USER", "SYSTEM", "SERVICE"].contains(&a.account_type.as_str()) {
-                return Err(invalid(format!("{at}.account_type"), "one of USER, SYSTEM, SERVICE"));
+                return Err(invalid(
+                    format!("{at}.account_type"),
+                    "one of USER, SYSTEM, SERVICE",
+                ));
             }
             if !["SSO", "SSH", "API", "FTP", "AUDIT"].contains(&a.credential_type.as_str()) {
-                return Err(invalid(format!("{at}.credential_type"), "one of SSO, SSH, API, FTP, AUDIT"));
+                return Err(invalid(
+                    format!("{at}.credential_type"),
+                    "one of SSO, SSH, API, FTP, AUDIT",
+                ));
             }
             if let Some(d) = a.auto_rotate_days {
                 if !(1..=365).contains(&d) {
-                    return Err(invalid(format!("{at}.auto_rotate_days"), "must be 1 to 365"));
+                    return Err(invalid(
+                        format!("{at}.auto_rotate_days"),
+                        "must be 1 to 365",
+                    ));
                 }
             }
         }

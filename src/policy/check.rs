@@ -6,8 +6,8 @@
 
 use zeroize::Zeroizing;
 
-use super::spec::AMBIGUOUS;
 use super::rules::{Policy, Violation, CLASSES};
+use super::spec::AMBIGUOUS;
 
 const MIN_CODES: [&str; 4] = ["MIN_LOWER", "MIN_UPPER", "MIN_DIGIT", "MIN_SPECIAL"];
 
@@ -31,15 +31,25 @@ pub(super) fn contains_username(password: &str, lowered: &str) -> bool {
     Zeroizing::new(password.to_lowercase()).contains(lowered)
 }
 
-pub(super) fn violations(policy: &Policy, password: &str, username: Option<&str>) -> Vec<Violation> {
+pub(super) fn violations(
+    policy: &Policy,
+    password: &str,
+    username: Option<&str>,
+) -> Vec<Violation> {
     let chars = Zeroizing::new(password.chars().collect::<Vec<char>>());
     let mut out = Vec::new();
     let len = chars.len();
     if len < policy.min_length {
-        out.push(Violation::new("TOO_SHORT", format!("{len} characters, fewer than {}", policy.min_length)));
+        out.push(Violation::new(
+            "TOO_SHORT",
+            format!("{len} characters, fewer than {}", policy.min_length),
+        ));
     }
     if len > policy.max_length {
-        out.push(Violation::new("TOO_LONG", format!("{len} characters, more than {}", policy.max_length)));
+        out.push(Violation::new(
+            "TOO_LONG",
+            format!("{len} characters, more than {}", policy.max_length),
+        ));
     }
 
     let (mut forbidden, mut ambiguous, mut disallowed) = (0usize, 0usize, 0usize);
@@ -62,7 +72,10 @@ pub(super) fn violations(policy: &Policy, password: &str, username: Option<&str>
         }
     }
     if forbidden > 0 {
-        out.push(Violation::new("FORBIDDEN_CHARACTER", format!("{forbidden} character(s) from the forbidden set")));
+        out.push(Violation::new(
+            "FORBIDDEN_CHARACTER",
+            format!("{forbidden} character(s) from the forbidden set"),
+        ));
     }
     if ambiguous > 0 {
         out.push(Violation::new(
@@ -73,13 +86,22 @@ pub(super) fn violations(policy: &Policy, password: &str, username: Option<&str>
     for k in 0..4 {
         if excluded[k] > 0 {
             let class = CLASSES[k].name();
-            out.push(Violation::new("EXCLUDED_CLASS", format!("{} {class} character(s); this policy excludes {class} characters", excluded[k])));
+            out.push(Violation::new(
+                "EXCLUDED_CLASS",
+                format!(
+                    "{} {class} character(s); this policy excludes {class} characters",
+                    excluded[k]
+                ),
+            ));
         }
     }
     if disallowed > 0 {
         out.push(Violation::new(
             "DISALLOWED_CHARACTER",
-            format!("{disallowed} character(s) outside the allowed set (see `rotor policy show {}`)", policy.name),
+            format!(
+                "{disallowed} character(s) outside the allowed set (see `rotor policy show {}`)",
+                policy.name
+            ),
         ));
     }
 
@@ -87,7 +109,12 @@ pub(super) fn violations(policy: &Policy, password: &str, username: Option<&str>
         if counts[k] < policy.minimums[k] {
             out.push(Violation::new(
                 MIN_CODES[k],
-                format!("needs at least {} {} character(s), has {}", policy.minimums[k], CLASSES[k].name(), counts[k]),
+                format!(
+                    "needs at least {} {} character(s), has {}",
+                    policy.minimums[k],
+                    CLASSES[k].name(),
+                    counts[k]
+                ),
             ));
         }
     }
@@ -96,7 +123,8 @@ pub(super) fn violations(policy: &Policy, password: &str, username: Option<&str>
         let mut present = [false; 4];
         for (i, &c) in chars.iter().enumerate() {
             let k = raw_class(c);
-            let quirk = policy.esxi_class_counting && ((i == 0 && k == 1) || (i + 1 == len && k == 2));
+            let quirk =
+                policy.esxi_class_counting && ((i == 0 && k == 1) || (i + 1 == len && k == 2));
             present[k] |= !quirk;
         }
         let n = present.iter().filter(|&&p| p).count();
@@ -108,17 +136,27 @@ pub(super) fn violations(policy: &Policy, password: &str, username: Option<&str>
             };
             out.push(Violation::new(
                 "MIN_CLASSES",
-                format!("uses {n} of the 4 character classes, needs {}{how}", policy.min_classes),
+                format!(
+                    "uses {n} of the 4 character classes, needs {}{how}",
+                    policy.min_classes
+                ),
             ));
         }
     }
 
     if policy.max_identical_run > 0 {
-        let longest = chars.chunk_by(|a, b| a == b).map(<[char]>::len).max().unwrap_or(0);
+        let longest = chars
+            .chunk_by(|a, b| a == b)
+            .map(<[char]>::len)
+            .max()
+            .unwrap_or(0);
         if longest > policy.max_identical_run {
             out.push(Violation::new(
                 "MAX_IDENTICAL_RUN",
-                format!("{longest} identical characters in a row, at most {} allowed", policy.max_identical_run),
+                format!(
+                    "{longest} identical characters in a row, at most {} allowed",
+                    policy.max_identical_run
+                ),
             ));
         }
     }
@@ -130,7 +168,11 @@ pub(super) fn violations(policy: &Policy, password: &str, username: Option<&str>
         if seen.len() < policy.min_distinct {
             out.push(Violation::new(
                 "MIN_DISTINCT",
-                format!("{} different characters, needs at least {}", seen.len(), policy.min_distinct),
+                format!(
+                    "{} different characters, needs at least {}",
+                    seen.len(),
+                    policy.min_distinct
+                ),
             ));
         }
     }
@@ -138,7 +180,10 @@ pub(super) fn violations(policy: &Policy, password: &str, username: Option<&str>
     if policy.no_username {
         if let Some(u) = lowered_username(username) {
             if contains_username(password, &u) {
-                out.push(Violation::new("CONTAINS_USERNAME", "contains the username (ignoring case)".to_string()));
+                out.push(Violation::new(
+                    "CONTAINS_USERNAME",
+                    "contains the username (ignoring case)".to_string(),
+                ));
             }
         }
     }

@@ -117,7 +117,9 @@ impl Builder {
     }
 
     fn accepts(&self, s: &State) -> bool {
-        (0..4).all(|k| usize::from(s.counts[k]) >= self.rules.minimums[k]) && s.classes == SAT && s.distinct == [SAT; 4]
+        (0..4).all(|k| usize::from(s.counts[k]) >= self.rules.minimums[k])
+            && s.classes == SAT
+            && s.distinct == [SAT; 4]
     }
 
     fn expand(&mut self, s: State, last_position: bool) -> Vec<Step> {
@@ -135,14 +137,31 @@ impl Builder {
             base.counts[k] = (usize::from(s.counts[k]) + 1).min(r.minimums[k]) as u8;
             if s.classes != SAT && counted {
                 let mask = s.classes | (1 << k);
-                base.classes = if mask.count_ones() as usize >= r.min_classes { SAT } else { mask };
+                base.classes = if mask.count_ones() as usize >= r.min_classes {
+                    SAT
+                } else {
+                    mask
+                };
             }
-            let fresh = State { last: if run_tracked { k as u8 } else { NONE }, run: u8::from(run_tracked), ..base };
-            let same = State { last: k as u8, run: s.run + 1, ..base };
+            let fresh = State {
+                last: if run_tracked { k as u8 } else { NONE },
+                run: u8::from(run_tracked),
+                ..base
+            };
+            let same = State {
+                last: k as u8,
+                run: s.run + 1,
+                ..base
+            };
             let follows = run_tracked && usize::from(s.last) == k;
             let mut push = |b: &mut Builder, pick, options: usize, next: State| {
                 if options > 0 {
-                    out.push(Step { class: k as u8, pick, options: options as u32, next: b.intern(next) });
+                    out.push(Step {
+                        class: k as u8,
+                        pick,
+                        options: options as u32,
+                        next: b.intern(next),
+                    });
                 }
             };
             if s.distinct == [SAT; 4] {
@@ -161,7 +180,15 @@ impl Builder {
                 if more.iter().map(|&d| usize::from(d)).sum::<usize>() >= r.min_distinct {
                     more = [SAT; 4];
                 }
-                push(self, Pick::New, size - used, State { distinct: more, ..fresh });
+                push(
+                    self,
+                    Pick::New,
+                    size - used,
+                    State {
+                        distinct: more,
+                        ..fresh
+                    },
+                );
                 if follows {
                     push(self, Pick::UsedButLast, used.saturating_sub(1), fresh);
                     if usize::from(s.run) < r.max_run {
@@ -183,20 +210,35 @@ impl Generator {
         let start = State {
             counts: [0; 4],
             classes: if rules.min_classes == 0 { SAT } else { 0 },
-            distinct: if rules.min_distinct <= 1 { [SAT; 4] } else { [0; 4] },
+            distinct: if rules.min_distinct <= 1 {
+                [SAT; 4]
+            } else {
+                [0; 4]
+            },
             last: NONE,
             run: 0,
             start: true,
         };
-        let mut b = Builder { rules, index: HashMap::new(), states: Vec::new() };
+        let mut b = Builder {
+            rules,
+            index: HashMap::new(),
+            states: Vec::new(),
+        };
         b.intern(start);
         let mut steps = Vec::new();
-        let too_complex = |states: usize| TooComplex { states, lengths: max_length + 1 };
+        let too_complex = |states: usize| TooComplex {
+            states,
+            lengths: max_length + 1,
+        };
         while steps.len() < b.states.len() {
             let s = b.states[steps.len()];
             let normal = b.expand(s, false);
             // Only ESXi counting makes the last position differ.
-            let last = if rules.esxi && rules.min_classes > 0 { b.expand(s, true) } else { normal.clone() };
+            let last = if rules.esxi && rules.min_classes > 0 {
+                b.expand(s, true)
+            } else {
+                normal.clone()
+            };
             steps.push([normal, last]);
             if b.states.len() > MAX_STATES {
                 return Err(too_complex(b.states.len()));
@@ -207,7 +249,12 @@ impl Generator {
             return Err(too_complex(n_states));
         }
         let mut table: Vec<Vec<BigUint>> = Vec::with_capacity(max_length + 1);
-        table.push(b.states.iter().map(|s| BigUint::from(u8::from(b.accepts(s)))).collect());
+        table.push(
+            b.states
+                .iter()
+                .map(|s| BigUint::from(u8::from(b.accepts(s))))
+                .collect(),
+        );
         for n in 1..=max_length {
             let prev = &table[n - 1];
             let v = usize::from(n == 1);
@@ -226,7 +273,11 @@ impl Generator {
                 .collect();
             table.push(row);
         }
-        Ok(Generator { rules, steps, table })
+        Ok(Generator {
+            rules,
+            steps,
+            table,
+        })
     }
 
     pub fn rules(&self) -> &Rules {
@@ -240,7 +291,10 @@ impl Generator {
     /// How many compliant passwords of exactly `length` characters exist.
     pub fn count(&self, length: usize) -> &BigUint {
         static ZERO: BigUint = BigUint::ZERO;
-        self.table.get(length).map(|row| &row[START]).unwrap_or(&ZERO)
+        self.table
+            .get(length)
+            .map(|row| &row[START])
+            .unwrap_or(&ZERO)
     }
 
     /// A uniformly drawn compliant password of `length` characters, as (class, index in
@@ -339,7 +393,14 @@ mod tests {
     use super::*;
 
     fn rules(sizes: [usize; 4], minimums: [usize; 4], max_run: usize) -> Rules {
-        Rules { sizes, minimums, max_run, min_classes: 0, esxi: false, min_distinct: 0 }
+        Rules {
+            sizes,
+            minimums,
+            max_run,
+            min_classes: 0,
+            esxi: false,
+            min_distinct: 0,
+        }
     }
 
     /// Brute force over a tiny alphabet agrees with the table, and the rank decoding
@@ -372,7 +433,14 @@ mod tests {
     fn small_set_is_sampled_completely() {
         // digits {0,1,2}, 4 characters, at least 3 different, no two identical in a row:
         // every one of the compliant passwords shows up.
-        let r = Rules { sizes: [0, 0, 3, 0], minimums: [0; 4], max_run: 1, min_classes: 0, esxi: false, min_distinct: 3 };
+        let r = Rules {
+            sizes: [0, 0, 3, 0],
+            minimums: [0; 4],
+            max_run: 1,
+            min_classes: 0,
+            esxi: false,
+            min_distinct: 3,
+        };
         let g = Generator::new(r, 4).unwrap();
         // 3*2*2*2 = 24 without repeats in a row, minus the 6 using two digits only.
         assert_eq!(*g.count(4), BigUint::from(18u32));

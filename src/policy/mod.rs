@@ -46,7 +46,12 @@ impl Policy {
 
     /// Many passwords, sharing one random source.
     pub fn passwords(&self) -> Passwords<'_> {
-        Passwords { policy: self, rng: Rng::new(), buf: Vec::with_capacity(self.generated_range.1), single: None }
+        Passwords {
+            policy: self,
+            rng: Rng::new(),
+            buf: Vec::with_capacity(self.generated_range.1),
+            single: None,
+        }
     }
 
     /// Every rule the password breaks; never echoes the password or its characters.
@@ -73,14 +78,25 @@ impl Policy {
     /// password of that length.
     pub fn entropy_bits(&self) -> f64 {
         let n = self.lengths.len() as f64;
-        n.log2() + self.lengths.iter().map(|&l| self.generator.count_bits(l)).sum::<f64>() / n
+        n.log2()
+            + self
+                .lengths
+                .iter()
+                .map(|&l| self.generator.count_bits(l))
+                .sum::<f64>()
+                / n
     }
 
     /// Min-entropy in bits: what an attacker guessing the likeliest password first faces
     /// (the shortest lengths, whose passwords are the likeliest).
     pub fn min_entropy_bits(&self) -> f64 {
         let n = self.lengths.len() as f64;
-        n.log2() + self.lengths.iter().map(|&l| self.generator.count_bits(l)).fold(f64::INFINITY, f64::min)
+        n.log2()
+            + self
+                .lengths
+                .iter()
+                .map(|&l| self.generator.count_bits(l))
+                .fold(f64::INFINITY, f64::min)
     }
 
     /// Size of the generator's state space (per position).
@@ -98,11 +114,18 @@ impl Policy {
     /// cases. The worst `m` is taken; the result is clamped to 1.
     pub fn username_rejection_bound(&self, length: usize) -> f64 {
         let a = self.alphabet_size() as f64;
-        let both_cases = self.alphabet[0].iter().any(|c| self.alphabet[1].contains(&c.to_ascii_uppercase()));
+        let both_cases = self.alphabet[0]
+            .iter()
+            .any(|c| self.alphabet[1].contains(&c.to_ascii_uppercase()));
         let v = if both_cases { 2f64 } else { 1f64 };
         let total = self.generator.count_bits(length);
         (2..=length)
-            .map(|m| ((length - m + 1) as f64).log2() + m as f64 * v.log2() + (length - m) as f64 * a.log2() - total)
+            .map(|m| {
+                ((length - m + 1) as f64).log2()
+                    + m as f64 * v.log2()
+                    + (length - m) as f64 * a.log2()
+                    - total
+            })
             .fold(f64::NEG_INFINITY, f64::max)
             .exp2()
             .min(1.0)
@@ -119,10 +142,15 @@ impl Policy {
         if (0..4).any(|k| p.minimums[k] > 0 && sizes[k] == 0) {
             return None;
         }
-        let rules = Rules { sizes, ..*self.generator.rules() };
+        let rules = Rules {
+            sizes,
+            ..*self.generator.rules()
+        };
         let generator = Generator::new(rules, self.generated_range.1).ok()?;
         let (lo, hi) = self.generated_range;
-        let lengths: Vec<usize> = (lo..=hi).filter(|&l| !num_traits::Zero::is_zero(generator.count(l))).collect();
+        let lengths: Vec<usize> = (lo..=hi)
+            .filter(|&l| !num_traits::Zero::is_zero(generator.count(l)))
+            .collect();
         if lengths.is_empty() {
             return None;
         }
@@ -149,8 +177,15 @@ impl Passwords<'_> {
 
     fn of_length(&mut self, policy: &Policy, length: usize) -> SecretString {
         self.buf.clear();
-        policy.generator.generator().sample(length, &mut self.rng, &mut self.buf);
-        let s: String = self.buf.iter().map(|&(k, i)| policy.alphabet[usize::from(k)][usize::from(i)]).collect();
+        policy
+            .generator
+            .generator()
+            .sample(length, &mut self.rng, &mut self.buf);
+        let s: String = self
+            .buf
+            .iter()
+            .map(|&(k, i)| policy.alphabet[usize::from(k)][usize::from(i)])
+            .collect();
         self.buf.zeroize();
         SecretString::from(s)
     }
@@ -164,7 +199,13 @@ impl Passwords<'_> {
             _ => return Ok(self.next_password()),
         };
         // A username with a character the alphabet lacks can never appear.
-        let appears = lowered.chars().all(|u| policy.alphabet.iter().flatten().any(|c| c.to_lowercase().eq(std::iter::once(u))));
+        let appears = lowered.chars().all(|u| {
+            policy
+                .alphabet
+                .iter()
+                .flatten()
+                .any(|c| c.to_lowercase().eq(std::iter::once(u)))
+        });
         if !appears {
             return Ok(self.next_password());
         }
@@ -173,7 +214,9 @@ impl Passwords<'_> {
                 self.single = Some((lowered.clone(), policy.without(&lowered)));
             }
             let Some((_, Some(reduced))) = self.single.take() else {
-                return Err(GenerateError::UsernameUnavoidable { policy: policy.name.clone() });
+                return Err(GenerateError::UsernameUnavoidable {
+                    policy: policy.name.clone(),
+                });
             };
             let length = reduced.lengths[self.rng.below(reduced.lengths.len() as u64) as usize];
             let pw = self.of_length(&reduced, length);
@@ -187,7 +230,10 @@ impl Passwords<'_> {
                 return Ok(pw);
             }
         }
-        Err(GenerateError::UsernameTries { policy: policy.name.clone(), tries: USERNAME_TRIES })
+        Err(GenerateError::UsernameTries {
+            policy: policy.name.clone(),
+            tries: USERNAME_TRIES,
+        })
     }
 }
 

@@ -89,7 +89,12 @@ pub fn presets() -> BTreeMap<String, Policy> {
         .get_or_init(|| {
             specs()
                 .into_iter()
-                .map(|(name, spec)| (name.to_string(), Policy::from_spec(name, &spec).expect("presets are feasible")))
+                .map(|(name, spec)| {
+                    (
+                        name.to_string(),
+                        Policy::from_spec(name, &spec).expect("presets are feasible"),
+                    )
+                })
                 .collect()
         })
         .clone()

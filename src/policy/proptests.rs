@@ -11,7 +11,11 @@ use secrecy::{ExposeSecret, SecretString};
 use super::*;
 
 fn config(cases: u32) -> Config {
-    Config { cases, failure_persistence: None, ..Config::default() }
+    Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    }
 }
 
 /// Characters a small policy may keep per class; `l`, `O`, `0`, `|` are ambiguous.
@@ -27,48 +31,65 @@ struct Small {
 
 fn small() -> impl Strategy<Value = Small> {
     // Mostly one or two characters kept; sometimes none, to exercise emptied classes.
-    let class = (prop::sample::select(vec![-1, 0, 0, 1, 1, 2]), prop_oneof![9 => 1usize..=2, 1 => Just(0usize)]);
+    let class = (
+        prop::sample::select(vec![-1, 0, 0, 1, 1, 2]),
+        prop_oneof![9 => 1usize..=2, 1 => Just(0usize)],
+    );
     (
         (4usize..=5, 0usize..=1, any::<bool>()),
         [class.clone(), class.clone(), class.clone(), class],
-        (0usize..=3, 0usize..=4, any::<bool>(), 0usize..=5, prop::bool::weighted(0.3)),
+        (
+            0usize..=3,
+            0usize..=4,
+            any::<bool>(),
+            0usize..=5,
+            prop::bool::weighted(0.3),
+        ),
     )
-        .prop_filter("brute force stays small", |(_, classes, _)| classes.iter().map(|c| c.1).sum::<usize>() <= 6)
-        .prop_map(|((min, extra, fixed), classes, (run, min_classes, esxi, distinct, ambiguous))| {
-            let raw = [('a'..='z').collect::<String>(), ('A'..='Z').collect(), ('0'..='9').collect()];
-            let mut forbidden = String::new();
-            let mut pool = Vec::new();
-            for k in 0..3 {
-                let keep: Vec<char> = POOLS[k].chars().take(classes[k].1).collect();
-                forbidden.extend(raw[k].chars().filter(|c| !keep.contains(c)));
-                pool.extend(keep);
-            }
-            let specials: String = POOLS[3].chars().take(classes[3].1.max(1)).collect();
-            if classes[3].1 == 0 {
-                forbidden.push_str(&specials);
-            } else {
-                pool.extend(specials.chars());
-            }
-            let mins = classes.map(|c| c.0);
-            let spec = PolicySpec {
-                length: fixed.then_some(min),
-                min_length: (!fixed).then_some(min),
-                max_length: (!fixed).then_some(min + extra),
-                min_lower: mins[0],
-                min_upper: mins[1],
-                min_digit: mins[2],
-                min_special: mins[3],
-                special_chars: Some(specials),
-                forbidden_chars: forbidden,
-                max_identical_run: run,
-                min_distinct: distinct,
-                exclude_ambiguous: ambiguous,
-                min_classes,
-                esxi_class_counting: esxi && min_classes > 0,
-                ..Default::default()
-            };
-            Small { spec, pool }
+        .prop_filter("brute force stays small", |(_, classes, _)| {
+            classes.iter().map(|c| c.1).sum::<usize>() <= 6
         })
+        .prop_map(
+            |((min, extra, fixed), classes, (run, min_classes, esxi, distinct, ambiguous))| {
+                let raw = [
+                    ('a'..='z').collect::<String>(),
+                    ('A'..='Z').collect(),
+                    ('0'..='9').collect(),
+                ];
+                let mut forbidden = String::new();
+                let mut pool = Vec::new();
+                for k in 0..3 {
+                    let keep: Vec<char> = POOLS[k].chars().take(classes[k].1).collect();
+                    forbidden.extend(raw[k].chars().filter(|c| !keep.contains(c)));
+                    pool.extend(keep);
+                }
+                let specials: String = POOLS[3].chars().take(classes[3].1.max(1)).collect();
+                if classes[3].1 == 0 {
+                    forbidden.push_str(&specials);
+                } else {
+                    pool.extend(specials.chars());
+                }
+                let mins = classes.map(|c| c.0);
+                let spec = PolicySpec {
+                    length: fixed.then_some(min),
+                    min_length: (!fixed).then_some(min),
+                    max_length: (!fixed).then_some(min + extra),
+                    min_lower: mins[0],
+                    min_upper: mins[1],
+                    min_digit: mins[2],
+                    min_special: mins[3],
+                    special_chars: Some(specials),
+                    forbidden_chars: forbidden,
+                    max_identical_run: run,
+                    min_distinct: distinct,
+                    exclude_ambiguous: ambiguous,
+                    min_classes,
+                    esxi_class_counting: esxi && min_classes > 0,
+                    ..Default::default()
+                };
+                Small { spec, pool }
+            },
+        )
 }
 
 /// How many strings of `length` over `pool` pass `check_for`.
@@ -82,7 +103,9 @@ fn brute(p: &Policy, pool: &[char], length: usize, username: Option<&str>) -> u6
             s.push(pool[code % pool.len()]);
             code /= pool.len();
         }
-        if p.check_for(&SecretString::from(s.clone()), username).is_empty() {
+        if p.check_for(&SecretString::from(s.clone()), username)
+            .is_empty()
+        {
             n += 1;
         }
     }
@@ -104,7 +127,13 @@ fn lenient(spec: &PolicySpec) -> Policy {
         ..spec.clone()
     };
     let mut p = Policy::from_spec("lenient", &loose).expect("lengths and alphabet alone are fine");
-    p.minimums = [spec.min_lower, spec.min_upper, spec.min_digit, spec.min_special].map(|m| m.max(0) as usize);
+    p.minimums = [
+        spec.min_lower,
+        spec.min_upper,
+        spec.min_digit,
+        spec.min_special,
+    ]
+    .map(|m| m.max(0) as usize);
     p.max_identical_run = spec.max_identical_run;
     p.min_distinct = spec.min_distinct;
     p.min_classes = spec.min_classes;
@@ -172,34 +201,58 @@ proptest! {
 
 fn large() -> impl Strategy<Value = (PolicySpec, String)> {
     (
-        (4usize..=40, 0usize..=24, any::<bool>(), prop::option::of(0usize..=40)),
+        (
+            4usize..=40,
+            0usize..=24,
+            any::<bool>(),
+            prop::option::of(0usize..=40),
+        ),
         [-1i32..=3, -1i32..=3, -1i32..=3, -1i32..=3],
-        (prop::sample::subsequence("!@#$%^&*-_=+?~|".chars().collect::<Vec<_>>(), 1..=15), prop::collection::vec(33u8..127, 0..20)),
-        (0usize..=3, 0usize..=4, any::<bool>(), prop_oneof![3 => Just(0usize), 2 => 2usize..=8], any::<bool>(), any::<bool>()),
+        (
+            prop::sample::subsequence("!@#$%^&*-_=+?~|".chars().collect::<Vec<_>>(), 1..=15),
+            prop::collection::vec(33u8..127, 0..20),
+        ),
+        (
+            0usize..=3,
+            0usize..=4,
+            any::<bool>(),
+            prop_oneof![3 => Just(0usize), 2 => 2usize..=8],
+            any::<bool>(),
+            any::<bool>(),
+        ),
         "[a-zA-Z0-9]{0,4}",
     )
-        .prop_map(|((min, extra, fixed, generated), mins, (specials, forbidden), (run, classes, esxi, distinct, amb, user), username)| {
-            let spec = PolicySpec {
-                length: fixed.then_some(min),
-                min_length: (!fixed).then_some(min),
-                max_length: (!fixed).then_some(min + extra),
-                generated_length: generated.filter(|g| !fixed && (min..=min + extra).contains(g)),
-                min_lower: mins[0],
-                min_upper: mins[1],
-                min_digit: mins[2],
-                min_special: mins[3],
-                special_chars: Some(specials.into_iter().collect()),
-                forbidden_chars: forbidden.into_iter().map(char::from).collect(),
-                max_identical_run: run,
-                min_distinct: distinct,
-                exclude_ambiguous: amb,
-                no_username: user,
-                min_classes: classes,
-                esxi_class_counting: esxi && classes > 0,
-                ..Default::default()
-            };
-            (spec, username)
-        })
+        .prop_map(
+            |(
+                (min, extra, fixed, generated),
+                mins,
+                (specials, forbidden),
+                (run, classes, esxi, distinct, amb, user),
+                username,
+            )| {
+                let spec = PolicySpec {
+                    length: fixed.then_some(min),
+                    min_length: (!fixed).then_some(min),
+                    max_length: (!fixed).then_some(min + extra),
+                    generated_length: generated
+                        .filter(|g| !fixed && (min..=min + extra).contains(g)),
+                    min_lower: mins[0],
+                    min_upper: mins[1],
+                    min_digit: mins[2],
+                    min_special: mins[3],
+                    special_chars: Some(specials.into_iter().collect()),
+                    forbidden_chars: forbidden.into_iter().map(char::from).collect(),
+                    max_identical_run: run,
+                    min_distinct: distinct,
+                    exclude_ambiguous: amb,
+                    no_username: user,
+                    min_classes: classes,
+                    esxi_class_counting: esxi && classes > 0,
+                    ..Default::default()
+                };
+                (spec, username)
+            },
+        )
 }
 
 proptest! {

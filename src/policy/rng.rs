@@ -30,13 +30,18 @@ impl Default for Rng {
 
 impl Rng {
     pub fn new() -> Rng {
-        Rng { buf: [0; BLOCK], pos: BLOCK }
+        Rng {
+            buf: [0; BLOCK],
+            pos: BLOCK,
+        }
     }
 
     fn fill(&mut self, out: &mut [u8]) {
         for b in out.iter_mut() {
             if self.pos == BLOCK {
-                OsRng.try_fill_bytes(&mut self.buf).expect("the OS random source works");
+                OsRng
+                    .try_fill_bytes(&mut self.buf)
+                    .expect("the OS random source works");
                 self.pos = 0;
             }
             *b = self.buf[self.pos];
@@ -52,7 +57,11 @@ impl Rng {
             return 0;
         }
         let bits = 64 - (n - 1).leading_zeros();
-        let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        let mask = if bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
         let mut bytes = [0u8; 8];
         for _ in 0..MAX_DRAWS {
             self.fill(&mut bytes[..(bits as usize).div_ceil(8)]);

@@ -80,4 +80,3 @@ pub enum GenerateError {
     #[error("policy {policy}: {tries} passwords in a row contained the username; the alphabet is too small to avoid it reliably")]
     UsernameTries { policy: String, tries: u32 },
 }
-

@@ -73,7 +73,9 @@ pub enum SpecError {
     EsxiWithoutMinClasses,
     #[error("special character {0:?} is not printable ASCII or is a letter/digit")]
     BadSpecial(char),
-    #[error("class {0} is required but has no characters left after forbidden_chars/exclude_ambiguous")]
+    #[error(
+        "class {0} is required but has no characters left after forbidden_chars/exclude_ambiguous"
+    )]
     EmptyClass(&'static str),
     #[error("every class is excluded or emptied by forbidden_chars/exclude_ambiguous")]
     NoAlphabet,
@@ -91,13 +93,17 @@ pub enum SpecError {
     RunTooTight(usize),
     #[error("with ESXi class counting (a leading uppercase letter and a trailing digit do not count), `min_classes` {0} cannot be met at the allowed lengths")]
     EsxiCounting(usize),
-    #[error("`min_distinct` {0} cannot be met together with the other rules at the allowed lengths")]
+    #[error(
+        "`min_distinct` {0} cannot be met together with the other rules at the allowed lengths"
+    )]
     DistinctUnreachable(usize),
     #[error("no password of the generated length {0} meets every rule (other allowed lengths do)")]
     GeneratedLengthInfeasible(usize),
     #[error("no password can satisfy every rule together")]
     Infeasible,
-    #[error("the policy is too complex to generate exactly: {0}; lower `min_distinct` or the length")]
+    #[error(
+        "the policy is too complex to generate exactly: {0}; lower `min_distinct` or the length"
+    )]
     TooComplex(TooComplex),
 }
 
@@ -108,11 +114,16 @@ impl SpecError {
         match self {
             LengthConflict | LengthRange(_) | LengthOrder(..) => ".length",
             GeneratedLengthRange(..) | GeneratedLengthInfeasible(_) => ".generated_length",
-            MinClassesRange(_) | ClassesUnavailable(..) | ClassesExceedLength(..) | EsxiCounting(_) => ".min_classes",
+            MinClassesRange(_)
+            | ClassesUnavailable(..)
+            | ClassesExceedLength(..)
+            | EsxiCounting(_) => ".min_classes",
             EsxiWithoutMinClasses => ".esxi_class_counting",
             BadSpecial(_) => ".special_chars",
             EmptyClass(_) => ".forbidden_chars",
-            DistinctExceedsAlphabet(..) | DistinctExceedsLength(..) | DistinctUnreachable(_) => ".min_distinct",
+            DistinctExceedsAlphabet(..) | DistinctExceedsLength(..) | DistinctUnreachable(_) => {
+                ".min_distinct"
+            }
             RunTooTight(_) => ".max_identical_run",
             Minimum(_) | NoAlphabet | MinimumsExceedLength(..) | Infeasible | TooComplex(_) => "",
         }
@@ -151,14 +162,28 @@ impl Policy {
             return Err(SpecError::EsxiWithoutMinClasses);
         }
         let specials = spec.special_chars.as_deref().unwrap_or(DEFAULT_SPECIALS);
-        if let Some(c) = specials.chars().find(|c| !c.is_ascii_graphic() || c.is_ascii_alphanumeric()) {
+        if let Some(c) = specials
+            .chars()
+            .find(|c| !c.is_ascii_graphic() || c.is_ascii_alphanumeric())
+        {
             return Err(SpecError::BadSpecial(c));
         }
         let forbidden = dedup(spec.forbidden_chars.chars());
-        let keep = |c: &char| !forbidden.contains(c) && !(spec.exclude_ambiguous && AMBIGUOUS.contains(*c));
-        let raw: [Vec<char>; 4] =
-            [('a'..='z').collect(), ('A'..='Z').collect(), ('0'..='9').collect(), dedup(specials.chars())];
-        let requested = [spec.min_lower, spec.min_upper, spec.min_digit, spec.min_special];
+        let keep = |c: &char| {
+            !forbidden.contains(c) && !(spec.exclude_ambiguous && AMBIGUOUS.contains(*c))
+        };
+        let raw: [Vec<char>; 4] = [
+            ('a'..='z').collect(),
+            ('A'..='Z').collect(),
+            ('0'..='9').collect(),
+            dedup(specials.chars()),
+        ];
+        let requested = [
+            spec.min_lower,
+            spec.min_upper,
+            spec.min_digit,
+            spec.min_special,
+        ];
         let mut minimums = [0usize; 4];
         let mut excluded = [false; 4];
         let mut alphabet: [Vec<char>; 4] = Default::default();
@@ -193,13 +218,20 @@ impl Policy {
         let with_minimum = minimums.iter().filter(|&&m| m > 0).count();
         let needed = sum + spec.min_classes.saturating_sub(with_minimum);
         if needed > max_length {
-            return Err(SpecError::ClassesExceedLength(spec.min_classes, needed, max_length));
+            return Err(SpecError::ClassesExceedLength(
+                spec.min_classes,
+                needed,
+                max_length,
+            ));
         }
         if spec.min_distinct > size {
             return Err(SpecError::DistinctExceedsAlphabet(spec.min_distinct, size));
         }
         if spec.min_distinct > max_length {
-            return Err(SpecError::DistinctExceedsLength(spec.min_distinct, max_length));
+            return Err(SpecError::DistinctExceedsLength(
+                spec.min_distinct,
+                max_length,
+            ));
         }
         if needed.max(spec.min_distinct) > gen_max {
             return Err(SpecError::GeneratedLengthInfeasible(gen_min));
@@ -208,15 +240,26 @@ impl Policy {
             sizes,
             minimums,
             // A limit no password of these lengths can reach is no rule for the table.
-            max_run: if spec.max_identical_run >= gen_max { 0 } else { spec.max_identical_run },
+            max_run: if spec.max_identical_run >= gen_max {
+                0
+            } else {
+                spec.max_identical_run
+            },
             min_classes: spec.min_classes,
             esxi: spec.esxi_class_counting,
             min_distinct: spec.min_distinct,
         };
         let generator = Generator::new(rules, gen_max).map_err(SpecError::TooComplex)?;
-        let lengths: Vec<usize> = (gen_min..=gen_max).filter(|&l| !num_traits::Zero::is_zero(generator.count(l))).collect();
+        let lengths: Vec<usize> = (gen_min..=gen_max)
+            .filter(|&l| !num_traits::Zero::is_zero(generator.count(l)))
+            .collect();
         if lengths.is_empty() {
-            return Err(diagnose(rules, spec, (gen_min, gen_max), (min_length, max_length)));
+            return Err(diagnose(
+                rules,
+                spec,
+                (gen_min, gen_max),
+                (min_length, max_length),
+            ));
         }
         Ok(Policy {
             name: name.to_string(),
@@ -241,21 +284,62 @@ impl Policy {
 
 /// Names the rule that makes a policy impossible: the first one whose removal leaves
 /// passwords (only run when the policy is already refused).
-fn diagnose(rules: Rules, spec: &PolicySpec, generated: (usize, usize), allowed: (usize, usize)) -> SpecError {
+fn diagnose(
+    rules: Rules,
+    spec: &PolicySpec,
+    generated: (usize, usize),
+    allowed: (usize, usize),
+) -> SpecError {
     let feasible = |r: Rules, (lo, hi): (usize, usize)| {
-        let r = Rules { max_run: if r.max_run >= hi { 0 } else { r.max_run }, ..r };
-        Generator::new(r, hi).is_ok_and(|g| (lo..=hi).any(|l| !num_traits::Zero::is_zero(g.count(l))))
+        let r = Rules {
+            max_run: if r.max_run >= hi { 0 } else { r.max_run },
+            ..r
+        };
+        Generator::new(r, hi)
+            .is_ok_and(|g| (lo..=hi).any(|l| !num_traits::Zero::is_zero(g.count(l))))
     };
-    if generated != allowed && feasible(Rules { max_run: spec.max_identical_run, ..rules }, allowed) {
+    if generated != allowed
+        && feasible(
+            Rules {
+                max_run: spec.max_identical_run,
+                ..rules
+            },
+            allowed,
+        )
+    {
         return SpecError::GeneratedLengthInfeasible(generated.0);
     }
-    if rules.max_run > 0 && feasible(Rules { max_run: 0, ..rules }, generated) {
+    if rules.max_run > 0
+        && feasible(
+            Rules {
+                max_run: 0,
+                ..rules
+            },
+            generated,
+        )
+    {
         return SpecError::RunTooTight(rules.max_run);
     }
-    if rules.esxi && feasible(Rules { esxi: false, ..rules }, generated) {
+    if rules.esxi
+        && feasible(
+            Rules {
+                esxi: false,
+                ..rules
+            },
+            generated,
+        )
+    {
         return SpecError::EsxiCounting(rules.min_classes);
     }
-    if rules.min_distinct > 1 && feasible(Rules { min_distinct: 0, ..rules }, generated) {
+    if rules.min_distinct > 1
+        && feasible(
+            Rules {
+                min_distinct: 0,
+                ..rules
+            },
+            generated,
+        )
+    {
         return SpecError::DistinctUnreachable(rules.min_distinct);
     }
     SpecError::Infeasible

@@ -84,7 +84,11 @@ pub fn chi2_sf(stat: f64, df: usize) -> f64 {
 
 /// Pearson's statistic of observed counts against expected counts (same length).
 pub fn pearson(observed: &[f64], expected: &[f64]) -> f64 {
-    observed.iter().zip(expected).map(|(o, e)| (o - e) * (o - e) / e).sum()
+    observed
+        .iter()
+        .zip(expected)
+        .map(|(o, e)| (o - e) * (o - e) / e)
+        .sum()
 }
 
 /// Pools cells until every expected count is at least `min`: the smallest cells go into
@@ -128,10 +132,17 @@ mod tests {
     fn ln_gamma_matches_factorials() {
         let mut f = 1f64;
         for n in 1..60u32 {
-            assert!(close(ln_gamma(f64::from(n)), f.ln(), 1e-13) || n <= 2, "{n}");
+            assert!(
+                close(ln_gamma(f64::from(n)), f.ln(), 1e-13) || n <= 2,
+                "{n}"
+            );
             f *= f64::from(n);
         }
-        assert!(close(ln_gamma(0.5), std::f64::consts::PI.sqrt().ln(), 1e-13));
+        assert!(close(
+            ln_gamma(0.5),
+            std::f64::consts::PI.sqrt().ln(),
+            1e-13
+        ));
     }
 
     #[test]
@@ -140,17 +151,32 @@ mod tests {
         for x in [0.5, 3.0, 10.0, 60.0] {
             assert!(close(chi2_sf(x, 2), (-x / 2.0).exp(), 1e-12), "{x}");
         }
-        for (df, x) in [(20usize, 5.0f64), (20, 31.41), (20, 80.0), (200, 180.0), (200, 300.0), (1600, 1800.0)] {
+        for (df, x) in [
+            (20usize, 5.0f64),
+            (20, 31.41),
+            (20, 80.0),
+            (200, 180.0),
+            (200, 300.0),
+            (1600, 1800.0),
+        ] {
             // Q(k, m) = sum_{i<k} e^-m m^i / i!, added in logs (e^-m underflows for large m).
             let (k, m) = (df / 2, x / 2.0);
             let mut log_sum = f64::NEG_INFINITY;
             for i in 0..k {
                 let t = -m + i as f64 * m.ln() - ln_gamma(i as f64 + 1.0);
-                let (hi, lo) = if t > log_sum { (t, log_sum) } else { (log_sum, t) };
+                let (hi, lo) = if t > log_sum {
+                    (t, log_sum)
+                } else {
+                    (log_sum, t)
+                };
                 log_sum = hi + (lo - hi).exp().ln_1p();
             }
             let sum = log_sum.exp();
-            assert!(close(chi2_sf(x, df), sum, 1e-9), "df {df} x {x}: {} vs {sum}", chi2_sf(x, df));
+            assert!(
+                close(chi2_sf(x, df), sum, 1e-9),
+                "df {df} x {x}: {} vs {sum}",
+                chi2_sf(x, df)
+            );
         }
         // Textbook critical values.
         assert!(close(chi2_sf(3.841_458_820_694_124, 1), 0.05, 1e-9));
@@ -160,7 +186,13 @@ mod tests {
 
     #[test]
     fn pooling_keeps_totals() {
-        let cells = [(10.0, 12.0), (3.0, 2.0), (1.0, 1.5), (40.0, 38.0), (0.0, 0.5)];
+        let cells = [
+            (10.0, 12.0),
+            (3.0, 2.0),
+            (1.0, 1.5),
+            (40.0, 38.0),
+            (0.0, 0.5),
+        ];
         let (o, e) = pool(&cells, 5.0);
         assert_eq!(o.iter().sum::<f64>(), 54.0);
         assert_eq!(e.iter().sum::<f64>(), 54.0);

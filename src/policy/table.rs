@@ -31,7 +31,12 @@ impl Table {
         let built = OnceLock::new();
         let rules = *generator.rules();
         let _ = built.set(generator);
-        Table { rules, max_length, bits, built }
+        Table {
+            rules,
+            max_length,
+            bits,
+            built,
+        }
     }
 
     pub(super) fn rules(&self) -> &Rules {
@@ -48,6 +53,8 @@ impl Table {
 
     /// The table, built on first use; the same rules built it before, within limits.
     pub(super) fn generator(&self) -> &Generator {
-        self.built.get_or_init(|| Generator::new(self.rules, self.max_length).expect("these rules were built before"))
+        self.built.get_or_init(|| {
+            Generator::new(self.rules, self.max_length).expect("these rules were built before")
+        })
     }
 }

@@ -17,7 +17,10 @@ fn spec(length: usize, mins: [i32; 4]) -> PolicySpec {
 }
 
 fn codes(p: &Policy, pw: &str) -> Vec<&'static str> {
-    p.check(&SecretString::from(pw.to_string())).iter().map(|v| v.code).collect()
+    p.check(&SecretString::from(pw.to_string()))
+        .iter()
+        .map(|v| v.code)
+        .collect()
 }
 
 fn all_pass(p: &Policy, n: usize) {
@@ -41,13 +44,22 @@ fn presets_generate_compliant_passwords() {
 fn presets_follow_their_sources() {
     let p = presets();
     let vcf = &p["vcf"];
-    assert_eq!((vcf.min_length, vcf.max_length, vcf.max_identical_run), (20, 20, 2));
+    assert_eq!(
+        (vcf.min_length, vcf.max_length, vcf.max_identical_run),
+        (20, 20, 2)
+    );
     assert_eq!(vcf.alphabet[3], "!@#$^*".chars().collect::<Vec<_>>());
     let esxi = &p["esxi"];
-    assert_eq!((esxi.min_length, esxi.max_length, esxi.lengths.clone()), (7, 39, vec![20]));
+    assert_eq!(
+        (esxi.min_length, esxi.max_length, esxi.lengths.clone()),
+        (7, 39, vec![20])
+    );
     assert!(esxi.esxi_class_counting && esxi.min_classes == 3);
     let nsx = &p["nsx"];
-    assert_eq!((nsx.min_length, nsx.max_length, nsx.min_distinct), (12, 127, 5));
+    assert_eq!(
+        (nsx.min_length, nsx.max_length, nsx.min_distinct),
+        (12, 127, 5)
+    );
     assert_eq!(nsx.lengths, (12..=127).collect::<Vec<_>>());
     for c in "*{}[]()/\\'\"`~,;:.<>".chars() {
         assert!(!nsx.alphabet[3].contains(&c), "{c}");
@@ -60,7 +72,11 @@ fn presets_follow_their_sources() {
     assert_eq!(preset_for_type("VCENTER"), "vcf");
     assert_eq!(preset_for_type("LINUX"), "linux");
     for (name, policy) in &p {
-        assert!(policy.min_entropy_bits() > 80.0, "{name}: {}", policy.min_entropy_bits());
+        assert!(
+            policy.min_entropy_bits() > 80.0,
+            "{name}: {}",
+            policy.min_entropy_bits()
+        );
     }
 }
 
@@ -87,14 +103,29 @@ fn tight_policies_always_succeed() {
     all_pass(&p, 500);
     // ESXi counting at the shortest length, all four classes needed: the uppercase letter
     // cannot lead and the digit cannot close.
-    let e = PolicySpec { length: Some(7), min_classes: 4, esxi_class_counting: true, ..Default::default() };
+    let e = PolicySpec {
+        length: Some(7),
+        min_classes: 4,
+        esxi_class_counting: true,
+        ..Default::default()
+    };
     let p = Policy::from_spec("esxi7", &e).unwrap();
     for pw in p.passwords().take(2000) {
         let pw = pw.expose_secret().to_string();
-        assert!(!pw.starts_with(|c: char| c.is_ascii_uppercase()) || pw[1..].contains(|c: char| c.is_ascii_uppercase()));
+        assert!(
+            !pw.starts_with(|c: char| c.is_ascii_uppercase())
+                || pw[1..].contains(|c: char| c.is_ascii_uppercase())
+        );
         assert!(p.check(&SecretString::from(pw)).is_empty());
     }
-    let short = Policy::from_spec("esxi-short", &PolicySpec { generated_length: Some(7), ..esxi_spec() }).unwrap();
+    let short = Policy::from_spec(
+        "esxi-short",
+        &PolicySpec {
+            generated_length: Some(7),
+            ..esxi_spec()
+        },
+    )
+    .unwrap();
     all_pass(&short, 2000);
 }
 
@@ -122,7 +153,10 @@ fn esxi_counting_ignores_leading_upper_and_trailing_digit() {
 #[test]
 fn infeasible_policies_are_refused_with_a_reason() {
     let refused = |s: &PolicySpec| Policy::from_spec("x", s).unwrap_err();
-    assert_eq!(refused(&spec(5, [2, 2, 2, 0])), SpecError::MinimumsExceedLength(6, 5));
+    assert_eq!(
+        refused(&spec(5, [2, 2, 2, 0])),
+        SpecError::MinimumsExceedLength(6, 5)
+    );
     let mut s = spec(8, [0, 0, 2, -1]);
     s.forbidden_chars = "0123456789".into();
     assert_eq!(refused(&s), SpecError::EmptyClass("digit"));
@@ -143,11 +177,28 @@ fn infeasible_policies_are_refused_with_a_reason() {
     let mut s = spec(8, [0, 0, -1, -1]);
     s.min_classes = 3;
     assert_eq!(refused(&s), SpecError::ClassesUnavailable(3, 2));
-    let g = PolicySpec { min_length: Some(8), max_length: Some(12), generated_length: Some(13), ..Default::default() };
+    let g = PolicySpec {
+        min_length: Some(8),
+        max_length: Some(12),
+        generated_length: Some(13),
+        ..Default::default()
+    };
     assert_eq!(refused(&g), SpecError::GeneratedLengthRange(13, 8, 12));
-    let g = PolicySpec { length: None, min_length: Some(8), max_length: Some(12), generated_length: Some(8), ..spec(0, [3, 3, 3, 0]) };
+    let g = PolicySpec {
+        length: None,
+        min_length: Some(8),
+        max_length: Some(12),
+        generated_length: Some(8),
+        ..spec(0, [3, 3, 3, 0])
+    };
     assert_eq!(refused(&g), SpecError::GeneratedLengthInfeasible(8));
-    assert_eq!(refused(&PolicySpec { esxi_class_counting: true, ..spec(8, [0; 4]) }), SpecError::EsxiWithoutMinClasses);
+    assert_eq!(
+        refused(&PolicySpec {
+            esxi_class_counting: true,
+            ..spec(8, [0; 4])
+        }),
+        SpecError::EsxiWithoutMinClasses
+    );
     assert_eq!(refused(&spec(8, [-1, -1, -1, -1])), SpecError::NoAlphabet);
 }
 
@@ -156,15 +207,30 @@ fn check_names_every_broken_rule_without_the_password() {
     let p = presets().remove("vcf").unwrap();
     let v = p.check(&SecretString::from("zzzq"));
     let c: Vec<_> = v.iter().map(|v| v.code).collect();
-    assert_eq!(c, ["TOO_SHORT", "MIN_UPPER", "MIN_DIGIT", "MIN_SPECIAL", "MAX_IDENTICAL_RUN"]);
+    assert_eq!(
+        c,
+        [
+            "TOO_SHORT",
+            "MIN_UPPER",
+            "MIN_DIGIT",
+            "MIN_SPECIAL",
+            "MAX_IDENTICAL_RUN"
+        ]
+    );
     assert!(v.iter().all(|v| !v.message.contains(['z', 'q'])), "{v:?}");
     let nsx = presets().remove("nsx").unwrap();
     assert_eq!(codes(&nsx, "Aa1!aaaaaaaa"), ["MIN_DISTINCT"]);
-    assert_eq!(codes(&nsx, "Aa1!bcdefgh(é"), ["FORBIDDEN_CHARACTER", "DISALLOWED_CHARACTER"]);
+    assert_eq!(
+        codes(&nsx, "Aa1!bcdefgh(é"),
+        ["FORBIDDEN_CHARACTER", "DISALLOWED_CHARACTER"]
+    );
     let mut s = spec(12, [1, 1, 1, -1]);
     s.exclude_ambiguous = true;
     let p = Policy::from_spec("amb", &s).unwrap();
-    assert_eq!(codes(&p, "Aa2bcdefghl!"), ["AMBIGUOUS_CHARACTER", "EXCLUDED_CLASS"]);
+    assert_eq!(
+        codes(&p, "Aa2bcdefghl!"),
+        ["AMBIGUOUS_CHARACTER", "EXCLUDED_CLASS"]
+    );
 }
 
 #[test]
@@ -173,7 +239,10 @@ fn username_is_refused_and_avoided() {
     let pw = SecretString::from("xxROOTxx1!Aaaaaaaaaaaaaa");
     assert_eq!(linux.check(&pw), vec![]);
     let v = linux.check_for(&pw, Some("root"));
-    assert_eq!(v.iter().map(|v| v.code).collect::<Vec<_>>(), ["CONTAINS_USERNAME"]);
+    assert_eq!(
+        v.iter().map(|v| v.code).collect::<Vec<_>>(),
+        ["CONTAINS_USERNAME"]
+    );
     assert!(!v[0].message.contains("root"));
     assert!(linux.check_for(&pw, Some("")).is_empty());
     // A one-letter username leaves that letter out in both cases, exactly.
@@ -191,8 +260,14 @@ fn username_is_refused_and_avoided() {
     s.max_identical_run = 1;
     s.no_username = true;
     let p = Policy::from_spec("ab", &s).unwrap();
-    assert!(matches!(p.generate_for(Some("AB")), Err(GenerateError::UsernameTries { .. })));
-    assert!(matches!(p.generate_for(Some("a")), Err(GenerateError::UsernameUnavoidable { .. })));
+    assert!(matches!(
+        p.generate_for(Some("AB")),
+        Err(GenerateError::UsernameTries { .. })
+    ));
+    assert!(matches!(
+        p.generate_for(Some("a")),
+        Err(GenerateError::UsernameUnavoidable { .. })
+    ));
     assert!(p.generate_for(Some("zz")).is_ok());
     assert!(p.generate_for(None).is_ok());
 }

@@ -49,12 +49,18 @@ fn collect(policy: &Policy, passwords: impl Iterator<Item = String>) -> Sample {
         }
         *class_counts.entry(v).or_insert(0) += 1;
     }
-    Sample { per_position, class_counts }
+    Sample {
+        per_position,
+        class_counts,
+    }
 }
 
 fn generated(policy: &Policy) -> Sample {
     let mut batch = policy.passwords();
-    collect(policy, (0..N).map(|_| batch.next_password().expose_secret().to_string()))
+    collect(
+        policy,
+        (0..N).map(|_| batch.next_password().expose_secret().to_string()),
+    )
 }
 
 /// One test's outcome: what, the statistic, its degrees of freedom and the p-value.
@@ -98,8 +104,11 @@ fn every_position_has_the_same_exact_class_law() {
 /// from the exact class-count law), so this test's false-alarm rate is at most about
 /// 1.5e-7 instead of 1e-7.
 fn homogeneity(name: &str, s: &Sample) -> Outcome {
-    let rows: Vec<Vec<f64>> =
-        s.per_position.iter().map(|p| p.iter().flatten().map(|&c| c as f64).collect()).collect();
+    let rows: Vec<Vec<f64>> = s
+        .per_position
+        .iter()
+        .map(|p| p.iter().flatten().map(|&c| c as f64).collect())
+        .collect();
     let cols = rows[0].len();
     let total: f64 = rows.iter().flatten().sum();
     let col_sums: Vec<f64> = (0..cols).map(|j| rows.iter().map(|r| r[j]).sum()).collect();
@@ -111,7 +120,12 @@ fn homogeneity(name: &str, s: &Sample) -> Outcome {
             exp.push(row_sum * col_sums[j] / total);
         }
     }
-    fit(format!("{name}: homogeneity across positions"), &obs, &exp, (rows.len() - 1) * (cols - 1))
+    fit(
+        format!("{name}: homogeneity across positions"),
+        &obs,
+        &exp,
+        (rows.len() - 1) * (cols - 1),
+    )
 }
 
 /// Within each class every character is equally likely (all positions pooled).
@@ -122,9 +136,16 @@ fn within_classes(name: &str, s: &Sample) -> Vec<Outcome> {
         if size < 2 {
             continue;
         }
-        let obs: Vec<f64> = (0..size).map(|i| s.per_position.iter().map(|p| p[k][i] as f64).sum()).collect();
+        let obs: Vec<f64> = (0..size)
+            .map(|i| s.per_position.iter().map(|p| p[k][i] as f64).sum())
+            .collect();
         let mean = obs.iter().sum::<f64>() / size as f64;
-        out.push(fit(format!("{name}: {} characters equally likely", class.name()), &obs, &vec![mean; size], size - 1));
+        out.push(fit(
+            format!("{name}: {} characters equally likely", class.name()),
+            &obs,
+            &vec![mean; size],
+            size - 1,
+        ));
     }
     out
 }
@@ -135,7 +156,11 @@ fn within_classes(name: &str, s: &Sample) -> Vec<Outcome> {
 /// fillings with no run over the limit, and blocks fill independently.
 fn exact_class_counts(policy: &Policy) -> HashMap<[usize; 4], BigUint> {
     let length = policy.max_length;
-    let limit = if policy.max_identical_run == 0 { length } else { policy.max_identical_run };
+    let limit = if policy.max_identical_run == 0 {
+        length
+    } else {
+        policy.max_identical_run
+    };
     let fillings: Vec<Vec<BigUint>> = policy
         .alphabet
         .iter()
@@ -146,14 +171,25 @@ fn exact_class_counts(policy: &Policy) -> HashMap<[usize; 4], BigUint> {
             let mut f = vec![BigUint::from(0u32); length + 1];
             for l in 1..=length {
                 f[l] = (1..=limit.min(l))
-                    .map(|j| if j == l { BigUint::from(s) } else { &f[l - j] * (s.saturating_sub(1)) })
+                    .map(|j| {
+                        if j == l {
+                            BigUint::from(s)
+                        } else {
+                            &f[l - j] * (s.saturating_sub(1))
+                        }
+                    })
                     .sum();
             }
             f
         })
         .collect();
     let mut memo: HashMap<([usize; 4], usize), BigUint> = HashMap::new();
-    fn blocks(rest: [usize; 4], last: usize, f: &[Vec<BigUint>], memo: &mut HashMap<([usize; 4], usize), BigUint>) -> BigUint {
+    fn blocks(
+        rest: [usize; 4],
+        last: usize,
+        f: &[Vec<BigUint>],
+        memo: &mut HashMap<([usize; 4], usize), BigUint>,
+    ) -> BigUint {
         if rest == [0; 4] {
             return BigUint::from(1u32);
         }
@@ -176,7 +212,9 @@ fn exact_class_counts(policy: &Policy) -> HashMap<[usize; 4], BigUint> {
         for b in 0..=length - a {
             for c in 0..=length - a - b {
                 let v = [a, b, c, length - a - b - c];
-                if (0..4).all(|k| v[k] >= policy.minimums[k] && (v[k] == 0 || !policy.alphabet[k].is_empty())) {
+                if (0..4).all(|k| {
+                    v[k] >= policy.minimums[k] && (v[k] == 0 || !policy.alphabet[k].is_empty())
+                }) {
                     out.insert(v, blocks(v, 4, &fillings, &mut memo));
                 }
             }
@@ -189,16 +227,41 @@ fn exact_class_counts(policy: &Policy) -> HashMap<[usize; 4], BigUint> {
 fn class_counts(name: &str, policy: &Policy, s: &Sample) -> Vec<Outcome> {
     let exact = exact_class_counts(policy);
     let total: BigUint = exact.values().sum();
-    assert_eq!(total, policy.count(policy.max_length), "{name}: block counting agrees with the generator's table");
+    assert_eq!(
+        total,
+        policy.count(policy.max_length),
+        "{name}: block counting agrees with the generator's table"
+    );
     let log_total = log2(&total);
-    let prob = |w: &BigUint| if w.bits() == 0 { 0.0 } else { (log2(w) - log_total).exp2() };
+    let prob = |w: &BigUint| {
+        if w.bits() == 0 {
+            0.0
+        } else {
+            (log2(w) - log_total).exp2()
+        }
+    };
     let n = N as f64;
-    let cells: Vec<(f64, f64)> =
-        exact.iter().map(|(v, w)| (*s.class_counts.get(v).unwrap_or(&0) as f64, n * prob(w))).collect();
-    let unexpected: u64 = s.class_counts.iter().filter(|(v, _)| !exact.contains_key(*v)).map(|(_, c)| c).sum();
-    assert_eq!(unexpected, 0, "{name}: class-count vectors outside the compliant set");
+    let cells: Vec<(f64, f64)> = exact
+        .iter()
+        .map(|(v, w)| (*s.class_counts.get(v).unwrap_or(&0) as f64, n * prob(w)))
+        .collect();
+    let unexpected: u64 = s
+        .class_counts
+        .iter()
+        .filter(|(v, _)| !exact.contains_key(*v))
+        .map(|(_, c)| c)
+        .sum();
+    assert_eq!(
+        unexpected, 0,
+        "{name}: class-count vectors outside the compliant set"
+    );
     let (obs, exp) = pool(&cells, MIN_EXPECTED);
-    let mut out = vec![fit(format!("{name}: joint class counts ({} cells)", obs.len()), &obs, &exp, obs.len() - 1)];
+    let mut out = vec![fit(
+        format!("{name}: joint class counts ({} cells)", obs.len()),
+        &obs,
+        &exp,
+        obs.len() - 1,
+    )];
     for (k, class) in CLASSES.iter().enumerate() {
         let mut marginal = vec![(0.0, 0.0); policy.max_length + 1];
         for (v, w) in &exact {
@@ -206,7 +269,12 @@ fn class_counts(name: &str, policy: &Policy, s: &Sample) -> Vec<Outcome> {
             marginal[v[k]].1 += n * prob(w);
         }
         let (obs, exp) = pool(&marginal, MIN_EXPECTED);
-        out.push(fit(format!("{name}: {} characters per password", class.name()), &obs, &exp, obs.len() - 1));
+        out.push(fit(
+            format!("{name}: {} characters per password", class.name()),
+            &obs,
+            &exp,
+            obs.len() - 1,
+        ));
     }
     out
 }
@@ -218,7 +286,11 @@ fn uniform(name: &str) {
     let mut outcomes = vec![homogeneity(name, &s)];
     outcomes.extend(within_classes(name, &s));
     outcomes.extend(class_counts(name, &policy, &s));
-    assert_eq!(outcomes.len(), 10, "the false-alarm budget counts 10 tests per policy");
+    assert_eq!(
+        outcomes.len(),
+        10,
+        "the false-alarm budget counts 10 tests per policy"
+    );
     assert_all_pass(&outcomes);
 }
 
@@ -251,6 +323,12 @@ fn required_first_then_shuffle_is_caught() {
         pw.into_iter().collect::<String>()
     });
     let s = collect(&policy, biased.collect::<Vec<_>>().into_iter());
-    let worst = class_counts("biased", &policy, &s).into_iter().map(|o| o.p).fold(1.0, f64::min);
-    assert!(worst < ALPHA, "a 10,000-password sample of the biased generator passes (p = {worst:e})");
+    let worst = class_counts("biased", &policy, &s)
+        .into_iter()
+        .map(|o| o.p)
+        .fold(1.0, f64::min);
+    assert!(
+        worst < ALPHA,
+        "a 10,000-password sample of the biased generator passes (p = {worst:e})"
+    );
 }

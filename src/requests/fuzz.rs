@@ -18,7 +18,9 @@ fn passwords(v: &Value, out: &mut Vec<String>) {
         Value::Object(m) => {
             for (k, v) in m {
                 match v {
-                    Value::String(s) if k.to_lowercase().contains("password") && s.chars().count() >= 10 => {
+                    Value::String(s)
+                        if k.to_lowercase().contains("password") && s.chars().count() >= 10 =>
+                    {
                         out.push(s.clone());
                         let escaped = Value::from(s.as_str()).to_string();
                         out.push(escaped[1..escaped.len() - 1].to_string());
@@ -37,7 +39,13 @@ fn without_passwords(v: Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.into_iter()
-                .map(|(k, v)| if k.to_lowercase().contains("password") && v.is_string() { (k, Value::from("")) } else { (k, without_passwords(v)) })
+                .map(|(k, v)| {
+                    if k.to_lowercase().contains("password") && v.is_string() {
+                        (k, Value::from(""))
+                    } else {
+                        (k, without_passwords(v))
+                    }
+                })
                 .collect(),
         ),
         Value::Array(a) => Value::Array(a.into_iter().map(without_passwords).collect()),
@@ -48,13 +56,19 @@ fn without_passwords(v: Value) -> Value {
 fn check_refusal(r: &Rejection, secrets: &[String]) {
     assert!(!r.field.is_empty() && !r.message.is_empty(), "{r:?}");
     for s in secrets {
-        assert!(!r.message.contains(s.as_str()) && !r.field.contains(s.as_str()), "a refusal echoes a password: {r:?}");
+        assert!(
+            !r.message.contains(s.as_str()) && !r.field.contains(s.as_str()),
+            "a refusal echoes a password: {r:?}"
+        );
     }
 }
 
 #[test]
 fn a_hundred_thousand_mutated_requests_are_parsed_refused_or_taken_safely() {
-    let cases: usize = std::env::var("ROTOR_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let cases: usize = std::env::var("ROTOR_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let mut generator = fuzzgen::Gen::new(0x5eed, vec!["web-01".into(), "esxi-7".into()], vec![]);
     let (mut taken, mut refused, mut checked) = (0usize, 0usize, 0usize);
     let started = std::time::Instant::now();
@@ -66,7 +80,10 @@ fn a_hundred_thousand_mutated_requests_are_parsed_refused_or_taken_safely() {
             passwords(v, &mut secrets);
         }
         // A value that is also somewhere else (a username equal to a password) may be named there.
-        let elsewhere = json.as_ref().map(|v| without_passwords(v.clone()).to_string()).unwrap_or_default();
+        let elsewhere = json
+            .as_ref()
+            .map(|v| without_passwords(v.clone()).to_string())
+            .unwrap_or_default();
         secrets.retain(|s| !elsewhere.contains(s.as_str()));
         checked += usize::from(!secrets.is_empty());
         let outcome = match kind {
@@ -95,12 +112,25 @@ fn a_hundred_thousand_mutated_requests_are_parsed_refused_or_taken_safely() {
         if let Some((redacted, _)) = redact_secrets(&body) {
             let text = String::from_utf8_lossy(&redacted);
             for s in &secrets {
-                assert!(!text.contains(s.as_str()), "a password survived redaction: {} -> {text}", String::from_utf8_lossy(&body).chars().take(300).collect::<String>());
+                assert!(
+                    !text.contains(s.as_str()),
+                    "a password survived redaction: {} -> {text}",
+                    String::from_utf8_lossy(&body)
+                        .chars()
+                        .take(300)
+                        .collect::<String>()
+                );
             }
         }
     }
-    assert!(checked > cases / 5, "passwords were searched for in {checked} cases");
-    assert!(taken > cases / 20 && refused > cases / 2, "the generator reaches both outcomes: {taken} taken, {refused} refused");
+    assert!(
+        checked > cases / 5,
+        "passwords were searched for in {checked} cases"
+    );
+    assert!(
+        taken > cases / 20 && refused > cases / 2,
+        "the generator reaches both outcomes: {taken} taken, {refused} refused"
+    );
     eprintln!(
         "fuzzed intake: {cases} requests, {taken} parsed, {refused} refused with a field, {checked} carrying passwords searched for, in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -29,9 +29,12 @@ pub struct Names {
 impl Names {
     pub fn note_spec(&mut self, spec: &CredentialsUpdateSpec) {
         for element in &spec.elements {
-            self.resource_ids.extend(element.resource_id.iter().cloned());
-            self.resource_names.extend(element.resource_name.iter().cloned());
-            self.usernames.extend(element.credentials.iter().map(|c| c.username.clone()));
+            self.resource_ids
+                .extend(element.resource_id.iter().cloned());
+            self.resource_names
+                .extend(element.resource_name.iter().cloned());
+            self.usernames
+                .extend(element.credentials.iter().map(|c| c.username.clone()));
         }
     }
 
@@ -73,9 +76,17 @@ impl Lookup {
         .await?;
         let mut lookup = Lookup::default();
         for r in rows {
-            let resource = ResourceRef { id: r.id.clone(), kind: r.r#type, policy: r.policy };
+            let resource = ResourceRef {
+                id: r.id.clone(),
+                kind: r.r#type,
+                policy: r.policy,
+            };
             if names.resource_names.contains(&r.name) {
-                lookup.by_name.entry(r.name).or_default().push(resource.clone());
+                lookup
+                    .by_name
+                    .entry(r.name)
+                    .or_default()
+                    .push(resource.clone());
             }
             lookup.by_id.insert(r.id, resource);
         }
@@ -90,7 +101,11 @@ impl Lookup {
         .fetch_all(pool)
         .await?;
         for a in accounts {
-            let row = AccountRow { id: a.id, account_type: a.account_type, credential_type: a.credential_type };
+            let row = AccountRow {
+                id: a.id,
+                account_type: a.account_type,
+                credential_type: a.credential_type,
+            };
             lookup.accounts.insert((a.resource_id, a.username), row);
         }
         lookup.names = names;
@@ -99,17 +114,30 @@ impl Lookup {
 
     /// The live resource with this id, when the batch named it (else None: not covered).
     pub(super) fn resource_by_id(&self, id: &str) -> Option<Option<ResourceRef>> {
-        self.names.resource_ids.contains(id).then(|| self.by_id.get(id).cloned())
+        self.names
+            .resource_ids
+            .contains(id)
+            .then(|| self.by_id.get(id).cloned())
     }
 
     /// The live resources with this name (by id, at most the first two), when covered.
     pub(super) fn resources_by_name(&self, name: &str) -> Option<Vec<ResourceRef>> {
-        self.names.resource_names.contains(name).then(|| self.by_name.get(name).map(|v| v.iter().take(2).cloned().collect()).unwrap_or_default())
+        self.names.resource_names.contains(name).then(|| {
+            self.by_name
+                .get(name)
+                .map(|v| v.iter().take(2).cloned().collect())
+                .unwrap_or_default()
+        })
     }
 
     /// The account `username` of a resource this lookup read, when covered.
     pub(super) fn account(&self, resource_id: &str, username: &str) -> Option<Option<AccountRow>> {
-        let covered = self.by_id.contains_key(resource_id) && self.names.usernames.contains(username);
-        covered.then(|| self.accounts.get(&(resource_id.to_string(), username.to_string())).cloned())
+        let covered =
+            self.by_id.contains_key(resource_id) && self.names.usernames.contains(username);
+        covered.then(|| {
+            self.accounts
+                .get(&(resource_id.to_string(), username.to_string()))
+                .cloned()
+        })
     }
 }

@@ -64,16 +64,34 @@ fn json_rejection(e: serde_path_to_error::Error<serde_json::Error>) -> Rejection
         _ => path,
     };
     // A key of 70,000 characters must not make a refusal of that size.
-    let field = if field.chars().count() > 200 { field.chars().take(200).collect::<String>() + "..." } else { field };
+    let field = if field.chars().count() > 200 {
+        field.chars().take(200).collect::<String>() + "..."
+    } else {
+        field
+    };
     if inner.is_syntax() || inner.is_eof() {
-        return Rejection::new(RejectCode::InvalidRequest, field, format!("is not valid JSON ({inner})"));
+        return Rejection::new(
+            RejectCode::InvalidRequest,
+            field,
+            format!("is not valid JSON ({inner})"),
+        );
     }
     // serde's message ends with " at line 1 column N"; the path already says where.
     let m = inner.to_string();
-    let m = m.rsplit_once(" at line ").map(|(head, _)| head.to_string()).unwrap_or(m);
-    if let Some(name) = m.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+    let m = m
+        .rsplit_once(" at line ")
+        .map(|(head, _)| head.to_string())
+        .unwrap_or(m);
+    if let Some(name) = m
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
         // Name the missing field itself, not the object it is missing from.
-        let field = if field == "body" { name.to_string() } else { format!("{field}.{name}") };
+        let field = if field == "body" {
+            name.to_string()
+        } else {
+            format!("{field}.{name}")
+        };
         return Rejection::new(RejectCode::RequiredValueMissing, field, "is required");
     }
     let code = if m.starts_with("invalid type") {
@@ -82,7 +100,11 @@ fn json_rejection(e: serde_path_to_error::Error<serde_json::Error>) -> Rejection
         RejectCode::InvalidRequest
     };
     let m = without_value(&m);
-    let m = if m.chars().count() > 300 { m.chars().take(300).collect::<String>() + "..." } else { m };
+    let m = if m.chars().count() > 300 {
+        m.chars().take(300).collect::<String>() + "..."
+    } else {
+        m
+    };
     Rejection::new(code, field, m)
 }
 
@@ -110,7 +132,6 @@ fn without_value(message: &str) -> String {
     message.to_string()
 }
 
-
 /// PrivX "initiate rotation": `{"host_id", "account"}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,13 +150,18 @@ pub struct PrivxPassword {
 }
 
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
-    let text = std::str::from_utf8(body).map_err(|_| Rejection::new(RejectCode::InvalidRequest, "body", "is not UTF-8"))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Rejection::new(RejectCode::InvalidRequest, "body", "is not UTF-8"))?;
     // A NUL can only arrive escaped; no name, id or password may hold one (PostgreSQL
     // text cannot, and a target would cut the line there).
     if text.contains("\\u0000") {
         if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
             if let Some(field) = nul_in(&value, String::new()) {
-                return Err(Rejection::new(RejectCode::ValueIncorrectFormat, field, NUL_MESSAGE));
+                return Err(Rejection::new(
+                    RejectCode::ValueIncorrectFormat,
+                    field,
+                    NUL_MESSAGE,
+                ));
             }
         }
     }

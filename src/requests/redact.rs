@@ -33,7 +33,10 @@ pub fn redact_secrets(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
     let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let mut found = Vec::new();
     walk(&mut value, "", &mut found);
-    Some((serde_json::to_vec(&value).expect("a parsed value serializes"), found))
+    Some((
+        serde_json::to_vec(&value).expect("a parsed value serializes"),
+        found,
+    ))
 }
 
 /// The path of key `key` inside the value at path `at` (`""` is the body itself).
@@ -49,10 +52,19 @@ pub const NUL_MESSAGE: &str = "must not contain a NUL character (\\u0000)";
 
 /// The path (`elements[0].resourceId`) of the first key or string holding a NUL.
 pub fn nul_in(value: &serde_json::Value, at: String) -> Option<String> {
-    let named = |at: &str| if at.is_empty() { "body".to_string() } else { at.to_string() };
+    let named = |at: &str| {
+        if at.is_empty() {
+            "body".to_string()
+        } else {
+            at.to_string()
+        }
+    };
     match value {
         serde_json::Value::String(s) if s.contains('\0') => Some(named(&at)),
-        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_in(v, format!("{at}[{i}]"))),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_in(v, format!("{at}[{i}]"))),
         serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
             let path = key_path(&at, k);
             if k.contains('\0') {

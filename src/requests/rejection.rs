@@ -30,7 +30,6 @@ impl RejectCode {
     }
 }
 
-
 /// Why a request was refused; nothing was recorded or changed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -43,11 +42,19 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: RejectCode, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Rejection { code, field: field.into(), message: message.into() }
+        Rejection {
+            code,
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn to_vcf(&self) -> VcfError {
-        let mut e = VcfError::new(self.code.as_str(), format!("{}: {}", self.field, self.message)).argument(self.field.clone());
+        let mut e = VcfError::new(
+            self.code.as_str(),
+            format!("{}: {}", self.field, self.message),
+        )
+        .argument(self.field.clone());
         e.context.insert("field".into(), self.field.clone());
         e
     }

@@ -8,7 +8,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::lookup::{AccountRow, Lookup, ResourceRef};
-use super::parse::{AutoRotatePolicy, CredentialSpec, CredentialsUpdateSpec, Element, OperationType};
+use super::parse::{
+    AutoRotatePolicy, CredentialSpec, CredentialsUpdateSpec, Element, OperationType,
+};
 use super::redact::{NUL_MESSAGE, REDACTED};
 use super::rejection::{Refusal, RejectCode, Rejection};
 use crate::access::{Grant, Requester};
@@ -43,7 +45,10 @@ impl Origin<'_> {
             Err(Rejection::new(
                 RejectCode::PermissionDenied,
                 field,
-                format!("resource `{id}` is outside what {} `{}` may touch", self.requester.kind, self.requester.name),
+                format!(
+                    "resource `{id}` is outside what {} `{}` may touch",
+                    self.requester.kind, self.requester.name
+                ),
             ))
         }
     }
@@ -51,7 +56,11 @@ impl Origin<'_> {
 
 /// Turns a parsed request into a task, checking every element against the inventory
 /// and every supplied password against its account's policy (UPDATE).
-pub async fn resolve(ctx: &Context<'_>, spec: &CredentialsUpdateSpec, origin: &Origin<'_>) -> Result<NewTask, Refusal> {
+pub async fn resolve(
+    ctx: &Context<'_>,
+    spec: &CredentialsUpdateSpec,
+    origin: &Origin<'_>,
+) -> Result<NewTask, Refusal> {
     let operation = match spec.operation_type {
         OperationType::Rotate => Operation::Rotate,
         OperationType::Update => Operation::Update,
@@ -60,23 +69,41 @@ pub async fn resolve(ctx: &Context<'_>, spec: &CredentialsUpdateSpec, origin: &O
     };
     let params = match (operation, &spec.auto_rotate_policy) {
         (Operation::UpdateAutoRotatePolicy, None) => {
-            return Err(Rejection::new(RejectCode::InvalidRequest, "autoRotatePolicy", "is required for UPDATE_AUTO_ROTATE_POLICY").into())
+            return Err(Rejection::new(
+                RejectCode::InvalidRequest,
+                "autoRotatePolicy",
+                "is required for UPDATE_AUTO_ROTATE_POLICY",
+            )
+            .into())
         }
         (Operation::UpdateAutoRotatePolicy, Some(p)) => auto_rotate_params(p)?,
         (_, Some(_)) => {
-            return Err(Rejection::new(RejectCode::InvalidRequest, "autoRotatePolicy", "is only allowed with UPDATE_AUTO_ROTATE_POLICY").into())
+            return Err(Rejection::new(
+                RejectCode::InvalidRequest,
+                "autoRotatePolicy",
+                "is only allowed with UPDATE_AUTO_ROTATE_POLICY",
+            )
+            .into())
         }
         (_, None) => serde_json::json!({}),
     };
     if spec.elements.is_empty() {
-        return Err(Rejection::new(RejectCode::InvalidRequest, "elements", "must name at least one resource").into());
+        return Err(Rejection::new(
+            RejectCode::InvalidRequest,
+            "elements",
+            "must name at least one resource",
+        )
+        .into());
     }
     let total: usize = spec.elements.iter().map(|e| e.credentials.len()).sum();
     if total > ctx.max_credentials {
         return Err(Rejection::new(
             RejectCode::RequestTooLarge,
             "elements",
-            format!("names {total} credentials; at most {} per request", ctx.max_credentials),
+            format!(
+                "names {total} credentials; at most {} per request",
+                ctx.max_credentials
+            ),
         )
         .into());
     }
@@ -85,27 +112,47 @@ pub async fn resolve(ctx: &Context<'_>, spec: &CredentialsUpdateSpec, origin: &O
     for (i, element) in spec.elements.iter().enumerate() {
         let at = format!("elements[{i}]");
         let resource = find_resource(ctx, element, &at).await?;
-        let named_by = if element.resource_id.is_some() { "resourceId" } else { "resourceName" };
+        let named_by = if element.resource_id.is_some() {
+            "resourceId"
+        } else {
+            "resourceName"
+        };
         origin.check_resource(&format!("{at}.{named_by}"), &resource.id)?;
         if element.credentials.is_empty() {
-            return Err(Rejection::new(RejectCode::InvalidRequest, format!("{at}.credentials"), "must name at least one credential").into());
+            return Err(Rejection::new(
+                RejectCode::InvalidRequest,
+                format!("{at}.credentials"),
+                "must name at least one credential",
+            )
+            .into());
         }
         for (j, cred) in element.credentials.iter().enumerate() {
             let at = format!("{at}.credentials[{j}]");
             let credential_id = find_credential(ctx, &resource, cred, &at).await?;
             if subtasks.iter().any(|s| s.credential_id == credential_id) {
-                return Err(Rejection::new(RejectCode::ValueDuplicate, format!("{at}.username"), "names the same credential twice").into());
+                return Err(Rejection::new(
+                    RejectCode::ValueDuplicate,
+                    format!("{at}.username"),
+                    "names the same credential twice",
+                )
+                .into());
             }
             let password = check_password(ctx, operation, &resource, cred, &at)?;
             let mut params = params.clone();
             if operation == Operation::Remediate && password.is_none() {
                 params = serde_json::json!({"reconcile": true});
             }
-            subtasks.push(NewSubTask { credential_id, resource_id: resource.id.clone(), password, params });
+            subtasks.push(NewSubTask {
+                credential_id,
+                resource_id: resource.id.clone(),
+                password,
+                params,
+            });
             labels.push(format!("{}@{}", cred.username, resource.id));
         }
     }
     Ok(NewTask {
+        id: Uuid::new_v4(),
         operation,
         name: task_name(operation, &labels),
         source: origin.channel,
@@ -129,10 +176,18 @@ fn auto_rotate_params(p: &AutoRotatePolicy) -> Result<serde_json::Value, Rejecti
         return Ok(serde_json::json!({"enable": false}));
     }
     let days = p.frequency_in_days.ok_or_else(|| {
-        Rejection::new(RejectCode::RequiredValueMissing, "autoRotatePolicy.frequencyInDays", "is required when enableAutoRotatePolicy is true")
+        Rejection::new(
+            RejectCode::RequiredValueMissing,
+            "autoRotatePolicy.frequencyInDays",
+            "is required when enableAutoRotatePolicy is true",
+        )
     })?;
     if !(1..=365).contains(&days) {
-        return Err(Rejection::new(RejectCode::ValueOutOfBounds, "autoRotatePolicy.frequencyInDays", format!("must be 1 to 365, got {days}")));
+        return Err(Rejection::new(
+            RejectCode::ValueOutOfBounds,
+            "autoRotatePolicy.frequencyInDays",
+            format!("must be 1 to 365, got {days}"),
+        ));
     }
     Ok(serde_json::json!({"enable": true, "frequencyInDays": days}))
 }
@@ -147,18 +202,34 @@ fn check_password(
 ) -> Result<Option<SecretString>, Rejection> {
     let field = format!("{at}.password");
     match (operation, &cred.password) {
-        (Operation::Rotate | Operation::UpdateAutoRotatePolicy, Some(_)) => {
-            Err(Rejection::new(RejectCode::InvalidRequest, field, format!("must not be given for {operation}")))
-        }
-        (Operation::Update, None) => Err(Rejection::new(RejectCode::RequiredValueMissing, field, "is required for UPDATE")),
+        (Operation::Rotate | Operation::UpdateAutoRotatePolicy, Some(_)) => Err(Rejection::new(
+            RejectCode::InvalidRequest,
+            field,
+            format!("must not be given for {operation}"),
+        )),
+        (Operation::Update, None) => Err(Rejection::new(
+            RejectCode::RequiredValueMissing,
+            field,
+            "is required for UPDATE",
+        )),
         (Operation::Update, Some(pw)) => {
             check_charset(pw, &field)?;
             let policy = ctx.policies.get(&resource.policy).ok_or_else(|| {
-                Rejection::new(RejectCode::PolicyNotFound, field.clone(), format!("resource `{}` names unknown policy `{}`", resource.id, resource.policy))
+                Rejection::new(
+                    RejectCode::PolicyNotFound,
+                    field.clone(),
+                    format!(
+                        "resource `{}` names unknown policy `{}`",
+                        resource.id, resource.policy
+                    ),
+                )
             })?;
             let broken = policy.check_for(pw, Some(&cred.username));
             if !broken.is_empty() {
-                let rules: Vec<String> = broken.iter().map(|v| format!("{} ({})", v.code, v.message)).collect();
+                let rules: Vec<String> = broken
+                    .iter()
+                    .map(|v| format!("{} ({})", v.code, v.message))
+                    .collect();
                 return Err(Rejection::new(
                     RejectCode::PasswordPolicyViolation,
                     field,
@@ -177,7 +248,11 @@ fn check_password(
 
 pub(super) fn check_charset(pw: &SecretString, field: &str) -> Result<(), Rejection> {
     if pw.expose_secret().is_empty() {
-        return Err(Rejection::new(RejectCode::RequiredValueMissing, field, "must not be empty"));
+        return Err(Rejection::new(
+            RejectCode::RequiredValueMissing,
+            field,
+            "must not be empty",
+        ));
     }
     if pw.expose_secret() == REDACTED {
         return Err(Rejection::new(
@@ -186,11 +261,18 @@ pub(super) fn check_charset(pw: &SecretString, field: &str) -> Result<(), Reject
             "is the placeholder rotor writes into dead-lettered copies; send the real password",
         ));
     }
-    crate::driver::validate_password_charset(pw.expose_secret()).map_err(|m| Rejection::new(RejectCode::ValueIncorrectFormat, field, m))
+    crate::driver::validate_password_charset(pw.expose_secret())
+        .map_err(|m| Rejection::new(RejectCode::ValueIncorrectFormat, field, m))
 }
 
-async fn find_credential(ctx: &Context<'_>, resource: &ResourceRef, cred: &CredentialSpec, at: &str) -> Result<Uuid, Refusal> {
-    crate::driver::validate_username(&cred.username).map_err(|m| Rejection::new(RejectCode::InvalidUsername, format!("{at}.username"), m))?;
+async fn find_credential(
+    ctx: &Context<'_>,
+    resource: &ResourceRef,
+    cred: &CredentialSpec,
+    at: &str,
+) -> Result<Uuid, Refusal> {
+    crate::driver::validate_username(&cred.username)
+        .map_err(|m| Rejection::new(RejectCode::InvalidUsername, format!("{at}.username"), m))?;
     let row = match ctx.lookup.and_then(|l| l.account(&resource.id, &cred.username)) {
         Some(row) => row,
         None => sqlx::query!(
@@ -206,13 +288,28 @@ async fn find_credential(ctx: &Context<'_>, resource: &ResourceRef, cred: &Crede
         Rejection::new(
             RejectCode::CredentialNotFound,
             format!("{at}.username"),
-            format!("no account `{}` on resource `{}`", cred.username, resource.id),
+            format!(
+                "no account `{}` on resource `{}`",
+                cred.username, resource.id
+            ),
         )
     })?;
-    for (field, given, actual) in [("accountType", &cred.account_type, &row.account_type), ("credentialType", &cred.credential_type, &row.credential_type)] {
+    for (field, given, actual) in [
+        ("accountType", &cred.account_type, &row.account_type),
+        (
+            "credentialType",
+            &cred.credential_type,
+            &row.credential_type,
+        ),
+    ] {
         if let Some(given) = given {
             if given != actual {
-                return Err(Rejection::new(RejectCode::InvalidRequest, format!("{at}.{field}"), format!("is {given}, but the account's is {actual}")).into());
+                return Err(Rejection::new(
+                    RejectCode::InvalidRequest,
+                    format!("{at}.{field}"),
+                    format!("is {given}, but the account's is {actual}"),
+                )
+                .into());
             }
         }
     }
@@ -229,7 +326,9 @@ pub async fn resolve_privx(
 ) -> Result<NewTask, Refusal> {
     for (field, value) in [("host_id", host_id), ("account", account)] {
         if value.contains('\0') {
-            return Err(Rejection::new(RejectCode::ValueIncorrectFormat, field, NUL_MESSAGE).into());
+            return Err(
+                Rejection::new(RejectCode::ValueIncorrectFormat, field, NUL_MESSAGE).into(),
+            );
         }
     }
     let element = Element {
@@ -240,39 +339,68 @@ pub async fn resolve_privx(
     };
     let resource = find_resource_any_type(ctx, &element, "host_id", "host_id").await?;
     origin.check_resource("host_id", &resource.id)?;
-    let cred = CredentialSpec { username: account.to_string(), password: None, account_type: None, credential_type: None };
-    let credential_id = find_credential(ctx, &resource, &cred, "").await.map_err(|r| match r {
-        Refusal::Invalid(mut r) => {
-            r.field = "account".into();
-            Refusal::Invalid(r)
-        }
-        unavailable => unavailable,
-    })?;
-    let operation = if password.is_some() { Operation::SetPassword } else { Operation::Rotate };
+    let cred = CredentialSpec {
+        username: account.to_string(),
+        password: None,
+        account_type: None,
+        credential_type: None,
+    };
+    let credential_id = find_credential(ctx, &resource, &cred, "")
+        .await
+        .map_err(|r| match r {
+            Refusal::Invalid(mut r) => {
+                r.field = "account".into();
+                Refusal::Invalid(r)
+            }
+            unavailable => unavailable,
+        })?;
+    let operation = if password.is_some() {
+        Operation::SetPassword
+    } else {
+        Operation::Rotate
+    };
     if let Some(pw) = &password {
         check_charset(pw, "password")?;
     }
     let label = format!("{account}@{}", resource.id);
     Ok(NewTask {
+        id: Uuid::new_v4(),
         operation,
         name: task_name(operation, &[label]),
         source: origin.channel,
         requested_by: origin.requester.clone(),
         request_key: origin.request_key.clone(),
         is_auto_rotate: false,
-        subtasks: vec![NewSubTask { credential_id, resource_id: resource.id.clone(), password, params: serde_json::json!({}) }],
+        subtasks: vec![NewSubTask {
+            credential_id,
+            resource_id: resource.id.clone(),
+            password,
+            params: serde_json::json!({}),
+        }],
     })
 }
 
-
 /// The element's resource, by `resourceId`, else by `resourceName`; its type must match.
-async fn find_resource(ctx: &Context<'_>, element: &Element, at: &str) -> Result<ResourceRef, Refusal> {
-    let found = find_resource_any_type(ctx, element, &format!("{at}.resourceId"), &format!("{at}.resourceName")).await?;
+async fn find_resource(
+    ctx: &Context<'_>,
+    element: &Element,
+    at: &str,
+) -> Result<ResourceRef, Refusal> {
+    let found = find_resource_any_type(
+        ctx,
+        element,
+        &format!("{at}.resourceId"),
+        &format!("{at}.resourceName"),
+    )
+    .await?;
     if found.kind != element.resource_type {
         return Err(Rejection::new(
             RejectCode::InvalidRequest,
             format!("{at}.resourceType"),
-            format!("is {}, but resource `{}` is {}", element.resource_type, found.id, found.kind),
+            format!(
+                "is {}, but resource `{}` is {}",
+                element.resource_type, found.id, found.kind
+            ),
         )
         .into());
     }
@@ -280,16 +408,28 @@ async fn find_resource(ctx: &Context<'_>, element: &Element, at: &str) -> Result
 }
 
 /// `id_field`/`name_field`: how the request names those fields, for errors.
-async fn find_resource_any_type(ctx: &Context<'_>, element: &Element, id_field: &str, name_field: &str) -> Result<ResourceRef, Refusal> {
+async fn find_resource_any_type(
+    ctx: &Context<'_>,
+    element: &Element,
+    id_field: &str,
+    name_field: &str,
+) -> Result<ResourceRef, Refusal> {
     let (field, row) = match (&element.resource_id, &element.resource_name) {
         (Some(id), _) => match ctx.lookup.and_then(|l| l.resource_by_id(id)) {
             Some(found) => (id_field, found),
             None => (
                 id_field,
-                sqlx::query!("SELECT id, type, policy FROM resources WHERE id = $1 AND deleted_at IS NULL", id)
-                    .fetch_optional(ctx.pool)
-                    .await?
-                    .map(|r| ResourceRef { id: r.id, kind: r.r#type, policy: r.policy }),
+                sqlx::query!(
+                    "SELECT id, type, policy FROM resources WHERE id = $1 AND deleted_at IS NULL",
+                    id
+                )
+                .fetch_optional(ctx.pool)
+                .await?
+                .map(|r| ResourceRef {
+                    id: r.id,
+                    kind: r.r#type,
+                    policy: r.policy,
+                }),
             ),
         },
         (None, Some(name)) => {
@@ -303,12 +443,22 @@ async fn find_resource_any_type(ctx: &Context<'_>, element: &Element, id_field: 
                     .collect(),
             };
             if found.len() > 1 {
-                return Err(Rejection::new(RejectCode::InvalidRequest, name_field, format!("`{name}` names more than one resource; name it by resourceId")).into());
+                return Err(Rejection::new(
+                    RejectCode::InvalidRequest,
+                    name_field,
+                    format!("`{name}` names more than one resource; name it by resourceId"),
+                )
+                .into());
             }
             (name_field, found.pop())
         }
         (None, None) => {
-            return Err(Rejection::new(RejectCode::RequiredValueMissing, id_field, "give resourceId or resourceName").into())
+            return Err(Rejection::new(
+                RejectCode::RequiredValueMissing,
+                id_field,
+                "give resourceId or resourceName",
+            )
+            .into())
         }
     };
     Ok(row.ok_or_else(|| Rejection::new(RejectCode::ResourceNotFound, field, "no such resource"))?)

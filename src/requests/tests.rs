@@ -37,8 +37,13 @@ fn password_is_never_in_a_rejection() {
             assert!(!r.to_string().contains(leak), "{r}");
         }
     }
-    let r: Rejection = parse_json::<PrivxPassword>(br#"{"host_id":"h","account":"a","password":123456789}"#).unwrap_err();
-    assert_eq!((r.field.as_str(), r.message.as_str()), ("password", "invalid type: integer, expected a string"));
+    let r: Rejection =
+        parse_json::<PrivxPassword>(br#"{"host_id":"h","account":"a","password":123456789}"#)
+            .unwrap_err();
+    assert_eq!(
+        (r.field.as_str(), r.message.as_str()),
+        ("password", "invalid type: integer, expected a string")
+    );
 }
 
 #[test]
@@ -47,7 +52,13 @@ fn dead_letter_copies_hold_no_password() {
     let (kept, paths) = redact_secrets(body).unwrap();
     let kept = String::from_utf8(kept).unwrap();
     assert!(!kept.contains("S3cret"), "{kept}");
-    assert_eq!(paths, ["elements[0].credentials[0].password", "elements[0].credentials[1].Password"]);
+    assert_eq!(
+        paths,
+        [
+            "elements[0].credentials[0].password",
+            "elements[0].credentials[1].Password"
+        ]
+    );
     // Everything else is kept as it was, so the copy still shows what was wrong.
     let value: serde_json::Value = serde_json::from_str(&kept).unwrap();
     assert_eq!(value["elements"][0]["credentials"][1]["username"], "b");
@@ -59,5 +70,8 @@ fn dead_letter_copies_hold_no_password() {
     assert!(redact_secrets(b"\xff").is_none());
     // The placeholder itself is refused as a password.
     let pw = SecretString::from(REDACTED.to_string());
-    assert_eq!(check_charset(&pw, "password").unwrap_err().code, RejectCode::ValueIncorrectFormat);
+    assert_eq!(
+        check_charset(&pw, "password").unwrap_err().code,
+        RejectCode::ValueIncorrectFormat
+    );
 }

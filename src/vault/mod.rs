@@ -28,7 +28,11 @@ pub enum Error {
     #[error("master key: {0}")]
     Key(String),
     #[error("ciphertext of version {version} was sealed with key {found}, which is not among the loaded keys ({loaded})")]
-    WrongKey { version: i32, found: String, loaded: String },
+    WrongKey {
+        version: i32,
+        found: String,
+        loaded: String,
+    },
     #[error("version {0} failed to decrypt: wrong key or tampered row")]
     Decrypt(i32),
     #[error("no pending version to promote")]
@@ -48,7 +52,9 @@ pub struct MasterKey {
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MasterKey").field("key_ids", &self.key_ids()).finish_non_exhaustive()
+        f.debug_struct("MasterKey")
+            .field("key_ids", &self.key_ids())
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,18 +85,28 @@ impl MasterKey {
     /// the one `master_key` or `master_key_file`.
     pub fn load(settings: &VaultSettings) -> Result<Self, Error> {
         if settings.master_key_files.is_empty() {
-            let text = crate::config::secret("vault.master_key", &settings.master_key, &settings.master_key_file)
-                .map_err(|e| Error::Key(e.to_string()))?;
+            let text = crate::config::secret(
+                "vault.master_key",
+                &settings.master_key,
+                &settings.master_key_file,
+            )
+            .map_err(|e| Error::Key(e.to_string()))?;
             return Self::from_base64(text.expose_secret().trim());
         }
-        let mut keys: Vec<(String, Aes256Gcm)> = Vec::with_capacity(settings.master_key_files.len());
+        let mut keys: Vec<(String, Aes256Gcm)> =
+            Vec::with_capacity(settings.master_key_files.len());
         for (i, file) in settings.master_key_files.iter().enumerate() {
             let key = format!("vault.master_key_files[{i}]");
-            let text = crate::config::secret_file(&key, file).map_err(|e| Error::Key(e.to_string()))?;
-            let one = Self::from_base64(text.expose_secret().trim()).map_err(|e| Error::Key(format!("{key} ({}): {e}", file.display())))?;
+            let text =
+                crate::config::secret_file(&key, file).map_err(|e| Error::Key(e.to_string()))?;
+            let one = Self::from_base64(text.expose_secret().trim())
+                .map_err(|e| Error::Key(format!("{key} ({}): {e}", file.display())))?;
             let (id, cipher) = one.keys.into_iter().next().expect("one key");
             if keys.iter().any(|(k, _)| *k == id) {
-                return Err(Error::Key(format!("{key} ({}) repeats key {id}", file.display())));
+                return Err(Error::Key(format!(
+                    "{key} ({}) repeats key {id}",
+                    file.display()
+                )));
             }
             keys.push((id, cipher));
         }
@@ -101,13 +117,26 @@ impl MasterKey {
         let bytes = Zeroizing::new(
             base64::engine::general_purpose::STANDARD
                 .decode(text)
-                .map_err(|_| Error::Key("not base64 (write one with `rotor keygen --out FILE`)".into()))?,
+                .map_err(|_| {
+                    Error::Key("not base64 (write one with `rotor keygen --out FILE`)".into())
+                })?,
         );
         if bytes.len() != 32 {
-            return Err(Error::Key(format!("must be 32 bytes, found {}", bytes.len())));
+            return Err(Error::Key(format!(
+                "must be 32 bytes, found {}",
+                bytes.len()
+            )));
         }
-        let digest = Sha256::new().chain_update(b"rotor key id").chain_update(&bytes[..]).finalize();
-        Ok(MasterKey { keys: vec![(hex::encode(&digest[..8]), Aes256Gcm::new_from_slice(&bytes).expect("32-byte key"))] })
+        let digest = Sha256::new()
+            .chain_update(b"rotor key id")
+            .chain_update(&bytes[..])
+            .finalize();
+        Ok(MasterKey {
+            keys: vec![(
+                hex::encode(&digest[..8]),
+                Aes256Gcm::new_from_slice(&bytes).expect("32-byte key"),
+            )],
+        })
     }
 
     /// The id of the key that seals.
@@ -123,7 +152,9 @@ impl MasterKey {
     /// Writes a fresh random key, base64 on one line, mode 0600; never overwrites.
     pub fn generate_file(path: &Path) -> Result<String, Error> {
         let mut bytes = Zeroizing::new([0u8; 32]);
-        OsRng.try_fill_bytes(&mut bytes[..]).map_err(|e| Error::Key(format!("OS random source: {e}")))?;
+        OsRng
+            .try_fill_bytes(&mut bytes[..])
+            .map_err(|e| Error::Key(format!("OS random source: {e}")))?;
         let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&bytes[..]));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -131,8 +162,10 @@ impl MasterKey {
             .mode(0o600)
             .open(path)
             .map_err(|e| Error::Key(format!("cannot create {}: {e}", path.display())))?;
-        writeln!(file, "{}", text.as_str()).map_err(|e| Error::Key(format!("cannot write {}: {e}", path.display())))?;
-        file.sync_all().map_err(|e| Error::Key(format!("cannot sync {}: {e}", path.display())))?;
+        writeln!(file, "{}", text.as_str())
+            .map_err(|e| Error::Key(format!("cannot write {}: {e}", path.display())))?;
+        file.sync_all()
+            .map_err(|e| Error::Key(format!("cannot sync {}: {e}", path.display())))?;
         Ok(Self::from_base64(&text)?.key_id().to_string())
     }
 
@@ -148,44 +181,94 @@ impl MasterKey {
     }
 
     /// Seals under `key_id` (which must be in the ring: see `sealing::key_id`).
-    pub fn seal_with(&self, key_id: &str, credential_id: Uuid, version: i32, secret: &SecretString) -> Result<Sealed, Error> {
-        let i = self.keys.iter().position(|(id, _)| id == key_id).ok_or_else(|| Error::SealingKeyNotLoaded(key_id.to_string()))?;
+    pub fn seal_with(
+        &self,
+        key_id: &str,
+        credential_id: Uuid,
+        version: i32,
+        secret: &SecretString,
+    ) -> Result<Sealed, Error> {
+        let i = self
+            .keys
+            .iter()
+            .position(|(id, _)| id == key_id)
+            .ok_or_else(|| Error::SealingKeyNotLoaded(key_id.to_string()))?;
         Ok(self.seal_bound(i, &aad(credential_id, version), secret))
     }
 
-    pub fn seal_for_subtask_with(&self, key_id: &str, subtask_id: Uuid, secret: &SecretString) -> Result<Sealed, Error> {
-        let i = self.keys.iter().position(|(id, _)| id == key_id).ok_or_else(|| Error::SealingKeyNotLoaded(key_id.to_string()))?;
+    pub fn seal_for_subtask_with(
+        &self,
+        key_id: &str,
+        subtask_id: Uuid,
+        secret: &SecretString,
+    ) -> Result<Sealed, Error> {
+        let i = self
+            .keys
+            .iter()
+            .position(|(id, _)| id == key_id)
+            .ok_or_else(|| Error::SealingKeyNotLoaded(key_id.to_string()))?;
         Ok(self.seal_bound(i, &subtask_aad(subtask_id), secret))
     }
 
     fn seal_bound(&self, key: usize, aad: &[u8], secret: &SecretString) -> Sealed {
         let mut nonce = [0u8; 12];
-        OsRng.try_fill_bytes(&mut nonce).expect("the OS random source works");
+        OsRng
+            .try_fill_bytes(&mut nonce)
+            .expect("the OS random source works");
         let (key_id, cipher) = &self.keys[key];
         let ciphertext = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret.expose_secret().as_bytes(), aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: secret.expose_secret().as_bytes(),
+                    aad,
+                },
+            )
             .expect("AES-GCM encryption of a short message cannot fail");
-        Sealed { key_id: key_id.clone(), nonce: nonce.to_vec(), ciphertext }
+        Sealed {
+            key_id: key_id.clone(),
+            nonce: nonce.to_vec(),
+            ciphertext,
+        }
     }
 
-    pub fn open(&self, credential_id: Uuid, version: i32, sealed: &Sealed) -> Result<SecretString, Error> {
+    pub fn open(
+        &self,
+        credential_id: Uuid,
+        version: i32,
+        sealed: &Sealed,
+    ) -> Result<SecretString, Error> {
         self.open_bound(&aad(credential_id, version), version, sealed)
     }
 
-    pub fn open_for_subtask(&self, subtask_id: Uuid, sealed: &Sealed) -> Result<SecretString, Error> {
+    pub fn open_for_subtask(
+        &self,
+        subtask_id: Uuid,
+        sealed: &Sealed,
+    ) -> Result<SecretString, Error> {
         self.open_bound(&subtask_aad(subtask_id), 0, sealed)
     }
 
     fn open_bound(&self, aad: &[u8], version: i32, sealed: &Sealed) -> Result<SecretString, Error> {
         let Some((_, cipher)) = self.keys.iter().find(|(id, _)| *id == sealed.key_id) else {
-            return Err(Error::WrongKey { version, found: sealed.key_id.clone(), loaded: self.key_ids().join(", ") });
+            return Err(Error::WrongKey {
+                version,
+                found: sealed.key_id.clone(),
+                loaded: self.key_ids().join(", "),
+            });
         };
         if sealed.nonce.len() != 12 {
             return Err(Error::Decrypt(version));
         }
         let plain = Zeroizing::new(
             cipher
-                .decrypt(Nonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad })
+                .decrypt(
+                    Nonce::from_slice(&sealed.nonce),
+                    Payload {
+                        msg: &sealed.ciphertext,
+                        aad,
+                    },
+                )
                 .map_err(|_| Error::Decrypt(version))?,
         );
         let text = std::str::from_utf8(&plain).map_err(|_| Error::Decrypt(version))?;
@@ -199,11 +282,16 @@ mod tests {
 
     #[test]
     fn sealed_password_opens_only_for_its_row() {
-        let key = MasterKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([7u8; 32])).unwrap();
+        let key =
+            MasterKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([7u8; 32]))
+                .unwrap();
         let id = Uuid::new_v4();
         let sealed = key.seal(id, 3, &SecretString::from("hunter2-Secret!"));
         assert!(!sealed.ciphertext.windows(7).any(|w| w == b"hunter2"));
-        assert_eq!(key.open(id, 3, &sealed).unwrap().expose_secret(), "hunter2-Secret!");
+        assert_eq!(
+            key.open(id, 3, &sealed).unwrap().expose_secret(),
+            "hunter2-Secret!"
+        );
         assert!(matches!(key.open(id, 4, &sealed), Err(Error::Decrypt(4))));
         assert!(key.open(Uuid::new_v4(), 3, &sealed).is_err());
     }
@@ -215,12 +303,20 @@ mod tests {
         let new = MasterKey::from_base64(&b64(2)).unwrap();
         let id = Uuid::new_v4();
         let under_old = old.seal(id, 1, &SecretString::from("old-Secret-1"));
-        let ring = MasterKey { keys: new.keys.into_iter().chain(old.keys).collect() };
-        assert_eq!(ring.open(id, 1, &under_old).unwrap().expose_secret(), "old-Secret-1");
+        let ring = MasterKey {
+            keys: new.keys.into_iter().chain(old.keys).collect(),
+        };
+        assert_eq!(
+            ring.open(id, 1, &under_old).unwrap().expose_secret(),
+            "old-Secret-1"
+        );
         let under_new = ring.seal(id, 2, &SecretString::from("new-Secret-2"));
         assert_eq!(under_new.key_id, ring.key_ids()[0]);
         let only_old = MasterKey::from_base64(&b64(1)).unwrap();
-        assert!(matches!(only_old.open(id, 2, &under_new), Err(Error::WrongKey { version: 2, .. })));
+        assert!(matches!(
+            only_old.open(id, 2, &under_new),
+            Err(Error::WrongKey { version: 2, .. })
+        ));
     }
 
     #[test]
@@ -228,7 +324,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let path = std::env::temp_dir().join(format!("rotor-key-{}", Uuid::new_v4()));
         let id = MasterKey::generate_file(&path).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(MasterKey::from_base64(text.trim()).unwrap().key_id(), id);
         assert!(MasterKey::generate_file(&path).is_err());

@@ -25,11 +25,21 @@ pub struct Rekeyed {
 
 /// Re-encrypts up to `batch` rows of each kind per transaction until none is left under
 /// another key; `progress` is called after each committed batch.
-pub async fn rekey(pool: &PgPool, key: &MasterKey, batch: i64, mut progress: impl FnMut(&Rekeyed)) -> Result<Rekeyed, Error> {
+pub async fn rekey(
+    pool: &PgPool,
+    key: &MasterKey,
+    batch: i64,
+    mut progress: impl FnMut(&Rekeyed),
+) -> Result<Rekeyed, Error> {
     let target = key.key_id().to_string();
     // From now on every process seals under the new key (or refuses to seal at all).
     super::sealing::set(&mut *pool.acquire().await?, key).await?;
-    let others: Vec<String> = key.key_ids().into_iter().skip(1).map(String::from).collect();
+    let others: Vec<String> = key
+        .key_ids()
+        .into_iter()
+        .skip(1)
+        .map(String::from)
+        .collect();
     let mut done = Rekeyed::default();
     let mut skipped: Vec<(uuid::Uuid, i32)> = Vec::new();
     let mut waited = false;
@@ -48,10 +58,17 @@ pub async fn rekey(pool: &PgPool, key: &MasterKey, batch: i64, mut progress: imp
         .await?;
         let mut moved = 0;
         for r in &versions {
-            let sealed = Sealed { key_id: r.key_id.clone(), nonce: r.nonce.clone(), ciphertext: r.ciphertext.clone() };
+            let sealed = Sealed {
+                key_id: r.key_id.clone(),
+                nonce: r.nonce.clone(),
+                ciphertext: r.ciphertext.clone(),
+            };
             let Ok(password) = key.open(r.credential_id, r.version, &sealed) else {
                 skipped.push((r.credential_id, r.version));
-                done.unopenable.push(format!("credential {} version {} (key {}) does not open", r.credential_id, r.version, r.key_id));
+                done.unopenable.push(format!(
+                    "credential {} version {} (key {}) does not open",
+                    r.credential_id, r.version, r.key_id
+                ));
                 continue;
             };
             moved += 1;
@@ -76,7 +93,11 @@ pub async fn rekey(pool: &PgPool, key: &MasterKey, batch: i64, mut progress: imp
         .fetch_all(&mut *tx)
         .await?;
         for r in &supplied {
-            let sealed = Sealed { key_id: r.key_id.clone(), nonce: r.nonce.clone(), ciphertext: r.ciphertext.clone() };
+            let sealed = Sealed {
+                key_id: r.key_id.clone(),
+                nonce: r.nonce.clone(),
+                ciphertext: r.ciphertext.clone(),
+            };
             let password = key.open_for_subtask(r.subtask_id, &sealed)?;
             let again = key.seal_for_subtask_with(&target, r.subtask_id, &password)?;
             sqlx::query!(
@@ -107,7 +128,10 @@ pub async fn rekey(pool: &PgPool, key: &MasterKey, batch: i64, mut progress: imp
                 return Ok(done);
             }
             if !waited {
-                tracing::warn!(rows = left, "waiting for rotations that hold rows to finish");
+                tracing::warn!(
+                    rows = left,
+                    "waiting for rotations that hold rows to finish"
+                );
                 waited = true;
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -140,5 +164,8 @@ pub async fn status(pool: &PgPool) -> Result<Vec<(String, i64, i64)>, sqlx::Erro
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.key_id, r.versions, r.supplied)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.key_id, r.versions, r.supplied))
+        .collect())
 }

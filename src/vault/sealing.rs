@@ -10,12 +10,19 @@ use super::{Error, MasterKey};
 /// sealed under an old key once a rekey has begun. Set to this ring's first key when
 /// nothing is recorded yet. Refuses when this process does not hold the key.
 pub async fn key_id(conn: &mut PgConnection, key: &MasterKey) -> Result<String, Error> {
-    let mut found = sqlx::query_scalar!("SELECT key_id FROM vault_sealing_key FOR SHARE").fetch_optional(&mut *conn).await?;
+    let mut found = sqlx::query_scalar!("SELECT key_id FROM vault_sealing_key FOR SHARE")
+        .fetch_optional(&mut *conn)
+        .await?;
     if found.is_none() {
-        sqlx::query!("INSERT INTO vault_sealing_key (key_id) VALUES ($1) ON CONFLICT (one) DO NOTHING", key.key_id())
-            .execute(&mut *conn)
+        sqlx::query!(
+            "INSERT INTO vault_sealing_key (key_id) VALUES ($1) ON CONFLICT (one) DO NOTHING",
+            key.key_id()
+        )
+        .execute(&mut *conn)
+        .await?;
+        found = sqlx::query_scalar!("SELECT key_id FROM vault_sealing_key FOR SHARE")
+            .fetch_optional(&mut *conn)
             .await?;
-        found = sqlx::query_scalar!("SELECT key_id FROM vault_sealing_key FOR SHARE").fetch_optional(&mut *conn).await?;
     }
     let id = found.unwrap_or_else(|| key.key_id().to_string());
     if key.holds(&id) {
@@ -38,5 +45,7 @@ pub async fn set(conn: &mut PgConnection, key: &MasterKey) -> Result<(), Error> 
 
 /// The recorded sealing key, if any.
 pub async fn current(conn: &mut PgConnection) -> Result<Option<String>, Error> {
-    Ok(sqlx::query_scalar!("SELECT key_id FROM vault_sealing_key").fetch_optional(&mut *conn).await?)
+    Ok(sqlx::query_scalar!("SELECT key_id FROM vault_sealing_key")
+        .fetch_optional(&mut *conn)
+        .await?)
 }

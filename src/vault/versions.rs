@@ -84,16 +84,32 @@ pub async fn insert(
 }
 
 /// The version in `state`, decrypted.
-pub async fn get(conn: &mut PgConnection, key: &MasterKey, credential_id: Uuid, state: State) -> Result<Option<Version>, Error> {
+pub async fn get(
+    conn: &mut PgConnection,
+    key: &MasterKey,
+    credential_id: Uuid,
+    state: State,
+) -> Result<Option<Version>, Error> {
     fetch(conn, key, credential_id, Some(state.as_str()), None).await
 }
 
 /// A version by number, whatever its state.
-pub async fn get_number(conn: &mut PgConnection, key: &MasterKey, credential_id: Uuid, version: i32) -> Result<Option<Version>, Error> {
+pub async fn get_number(
+    conn: &mut PgConnection,
+    key: &MasterKey,
+    credential_id: Uuid,
+    version: i32,
+) -> Result<Option<Version>, Error> {
     fetch(conn, key, credential_id, None, Some(version)).await
 }
 
-async fn fetch(conn: &mut PgConnection, key: &MasterKey, credential_id: Uuid, state: Option<&str>, version: Option<i32>) -> Result<Option<Version>, Error> {
+async fn fetch(
+    conn: &mut PgConnection,
+    key: &MasterKey,
+    credential_id: Uuid,
+    state: Option<&str>,
+    version: Option<i32>,
+) -> Result<Option<Version>, Error> {
     let row = sqlx::query!(
         "SELECT version, key_id, nonce, ciphertext, subtask_id FROM credential_versions
          WHERE credential_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::int IS NULL OR version = $3)",
@@ -104,15 +120,27 @@ async fn fetch(conn: &mut PgConnection, key: &MasterKey, credential_id: Uuid, st
     .fetch_optional(&mut *conn)
     .await?;
     row.map(|r| {
-        let sealed = Sealed { key_id: r.key_id, nonce: r.nonce, ciphertext: r.ciphertext };
-        Ok(Version { version: r.version, subtask_id: r.subtask_id, password: key.open(credential_id, r.version, &sealed)? })
+        let sealed = Sealed {
+            key_id: r.key_id,
+            nonce: r.nonce,
+            ciphertext: r.ciphertext,
+        };
+        Ok(Version {
+            version: r.version,
+            subtask_id: r.subtask_id,
+            password: key.open(credential_id, r.version, &sealed)?,
+        })
     })
     .transpose()
 }
 
 /// PENDING becomes CURRENT, CURRENT becomes PREVIOUS, PREVIOUS is retired, and only the
 /// newest `keep` versions survive. Run inside the committing transaction.
-pub async fn promote_pending(conn: &mut PgConnection, credential_id: Uuid, keep: i64) -> Result<(), Error> {
+pub async fn promote_pending(
+    conn: &mut PgConnection,
+    credential_id: Uuid,
+    keep: i64,
+) -> Result<(), Error> {
     let pending = sqlx::query_scalar!(
         "SELECT version FROM credential_versions WHERE credential_id = $1 AND state = 'PENDING'",
         credential_id
@@ -123,7 +151,11 @@ pub async fn promote_pending(conn: &mut PgConnection, credential_id: Uuid, keep:
         return Err(Error::NoPending);
     }
     // One state at a time, oldest first: the partial unique indexes are checked per row.
-    for (from, to) in [("PREVIOUS", "RETIRED"), ("CURRENT", "PREVIOUS"), ("PENDING", "CURRENT")] {
+    for (from, to) in [
+        ("PREVIOUS", "RETIRED"),
+        ("CURRENT", "PREVIOUS"),
+        ("PENDING", "CURRENT"),
+    ] {
         sqlx::query!(
             "UPDATE credential_versions SET state = $3, state_changed_at = now()
               WHERE credential_id = $1 AND state = $2",
@@ -149,7 +181,10 @@ pub async fn promote_pending(conn: &mut PgConnection, credential_id: Uuid, keep:
 
 /// The target was found to hold the PREVIOUS version: it becomes CURRENT again and the
 /// current one becomes PREVIOUS, so the vault agrees with the target.
-pub async fn restore_previous(conn: &mut PgConnection, credential_id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn restore_previous(
+    conn: &mut PgConnection,
+    credential_id: Uuid,
+) -> Result<(), sqlx::Error> {
     // One state at a time: the partial unique indexes are checked per row.
     let current = sqlx::query_scalar!(
         "UPDATE credential_versions SET state = 'RETIRED', state_changed_at = now()
@@ -177,7 +212,12 @@ pub async fn restore_previous(conn: &mut PgConnection, credential_id: Uuid) -> R
 }
 
 /// Stores a password supplied in a request, encrypted and bound to its subtask.
-pub async fn put_supplied(conn: &mut PgConnection, key: &MasterKey, subtask_id: Uuid, password: &SecretString) -> Result<(), Error> {
+pub async fn put_supplied(
+    conn: &mut PgConnection,
+    key: &MasterKey,
+    subtask_id: Uuid,
+    password: &SecretString,
+) -> Result<(), Error> {
     let sealing = super::sealing::key_id(conn, key).await?;
     let sealed = key.seal_for_subtask_with(&sealing, subtask_id, password)?;
     sqlx::query!(
@@ -193,12 +233,28 @@ pub async fn put_supplied(conn: &mut PgConnection, key: &MasterKey, subtask_id: 
 }
 
 /// The password supplied for a subtask, if any.
-pub async fn get_supplied(conn: &mut PgConnection, key: &MasterKey, subtask_id: Uuid) -> Result<Option<SecretString>, Error> {
-    let row = sqlx::query!("SELECT key_id, nonce, ciphertext FROM subtask_secrets WHERE subtask_id = $1", subtask_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.map(|r| key.open_for_subtask(subtask_id, &Sealed { key_id: r.key_id, nonce: r.nonce, ciphertext: r.ciphertext }))
-        .transpose()
+pub async fn get_supplied(
+    conn: &mut PgConnection,
+    key: &MasterKey,
+    subtask_id: Uuid,
+) -> Result<Option<SecretString>, Error> {
+    let row = sqlx::query!(
+        "SELECT key_id, nonce, ciphertext FROM subtask_secrets WHERE subtask_id = $1",
+        subtask_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        key.open_for_subtask(
+            subtask_id,
+            &Sealed {
+                key_id: r.key_id,
+                nonce: r.nonce,
+                ciphertext: r.ciphertext,
+            },
+        )
+    })
+    .transpose()
 }
 
 /// Stores `password` as the credential's CURRENT version without touching the target
@@ -218,7 +274,16 @@ pub async fn replace_current(
     )
     .execute(&mut *conn)
     .await?;
-    let version = insert(conn, key, credential_id, State::Pending, Origin::Supplied, password, Some(subtask_id)).await?;
+    let version = insert(
+        conn,
+        key,
+        credential_id,
+        State::Pending,
+        Origin::Supplied,
+        password,
+        Some(subtask_id),
+    )
+    .await?;
     promote_pending(conn, credential_id, keep).await?;
     Ok(version)
 }

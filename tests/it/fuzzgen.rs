@@ -16,20 +16,48 @@ pub struct Gen {
 }
 
 const NASTY: &[&str] = &[
-    "", " ", "\u{202e}gnp.exe", "a\u{200b}b", "\u{feff}", "🦀🔑", "\\", "\"", "'; DROP TABLE tasks; --", "%s%n", "../../etc/shadow",
-    "-rf", "a:b", "x\ny", "\t", "\u{0000}", "ROTATE", "null", "Ünïcødé", "\u{10ffff}", "[REDACTED]", "${jndi:ldap://x}",
+    "",
+    " ",
+    "\u{202e}gnp.exe",
+    "a\u{200b}b",
+    "\u{feff}",
+    "🦀🔑",
+    "\\",
+    "\"",
+    "'; DROP TABLE tasks; --",
+    "%s%n",
+    "../../etc/shadow",
+    "-rf",
+    "a:b",
+    "x\ny",
+    "\t",
+    "\u{0000}",
+    "ROTATE",
+    "null",
+    "Ünïcødé",
+    "\u{10ffff}",
+    "[REDACTED]",
+    "${jndi:ldap://x}",
 ];
 
 impl Gen {
     pub fn new(seed: u64, resources: Vec<String>, avoid: Vec<String>) -> Self {
-        Gen { rng: StdRng::seed_from_u64(seed), resources, avoid }
+        Gen {
+            rng: StdRng::seed_from_u64(seed),
+            resources,
+            avoid,
+        }
     }
 
     fn text(&mut self) -> String {
         match self.rng.random_range(0..6) {
             0 => NASTY[self.rng.random_range(0..NASTY.len())].to_string(),
-            1 => char::from(self.rng.random_range(b'a'..=b'z')).to_string().repeat(self.rng.random_range(1000..70_000)),
-            2 => (0..self.rng.random_range(1..40)).map(|_| char::from_u32(self.rng.random_range(0x20..0x3000)).unwrap_or('?')).collect(),
+            1 => char::from(self.rng.random_range(b'a'..=b'z'))
+                .to_string()
+                .repeat(self.rng.random_range(1000..70_000)),
+            2 => (0..self.rng.random_range(1..40))
+                .map(|_| char::from_u32(self.rng.random_range(0x20..0x3000)).unwrap_or('?'))
+                .collect(),
             _ => format!("fz{}", self.rng.random_range(0..100_000)),
         }
     }
@@ -37,7 +65,11 @@ impl Gen {
     /// A password: half of them long and unmistakable, so a leak of one is found.
     fn password(&mut self) -> String {
         if self.rng.random_bool(0.5) {
-            format!("Pw{:016x}Mk{:016x}", self.rng.random::<u64>(), self.rng.random::<u64>())
+            format!(
+                "Pw{:016x}Mk{:016x}",
+                self.rng.random::<u64>(),
+                self.rng.random::<u64>()
+            )
         } else {
             self.text()
         }
@@ -59,7 +91,11 @@ impl Gen {
             2 => json!(self.rng.random::<i64>()),
             3 => json!(self.rng.random::<f64>() * 1e300),
             4 => json!(self.text()),
-            5 => Value::Array((0..self.rng.random_range(0..4)).map(|_| self.any_value(depth + 1)).collect()),
+            5 => Value::Array(
+                (0..self.rng.random_range(0..4))
+                    .map(|_| self.any_value(depth + 1))
+                    .collect(),
+            ),
             _ => {
                 let mut m = Map::new();
                 for _ in 0..self.rng.random_range(0..4) {
@@ -75,8 +111,14 @@ impl Gen {
     fn well_formed(&mut self) -> (&'static str, Value) {
         let ops = ["ROTATE", "UPDATE", "REMEDIATE", "UPDATE_AUTO_ROTATE_POLICY"];
         match self.rng.random_range(0..10) {
-            0 => ("privx.rotate", json!({"host_id": self.resource(), "account": self.username()})),
-            1 => ("privx.password", json!({"host_id": self.resource(), "account": self.username(), "password": self.password()})),
+            0 => (
+                "privx.rotate",
+                json!({"host_id": self.resource(), "account": self.username()}),
+            ),
+            1 => (
+                "privx.password",
+                json!({"host_id": self.resource(), "account": self.username(), "password": self.password()}),
+            ),
             _ => {
                 let op = ops[self.rng.random_range(0..ops.len())];
                 let elements: Vec<Value> = (0..self.rng.random_range(1..4))
@@ -125,11 +167,23 @@ impl Gen {
             }
             Value::Object(m) => match self.rng.random_range(0..3) {
                 0 if !m.is_empty() => {
-                    let k = m.keys().nth(self.rng.random_range(0..m.len())).cloned().unwrap();
+                    let k = m
+                        .keys()
+                        .nth(self.rng.random_range(0..m.len()))
+                        .cloned()
+                        .unwrap();
                     m.remove(&k);
                 }
                 1 => {
-                    let k = ["password", "username", "extra", "resourceName", "elements", "operationType"][self.rng.random_range(0..6)].to_string();
+                    let k = [
+                        "password",
+                        "username",
+                        "extra",
+                        "resourceName",
+                        "elements",
+                        "operationType",
+                    ][self.rng.random_range(0..6)]
+                    .to_string();
                     let val = self.any_value(depth);
                     m.insert(k, val);
                 }
@@ -143,7 +197,14 @@ impl Gen {
     pub fn next(&mut self) -> (&'static str, Vec<u8>) {
         let (kind, mut v) = self.well_formed();
         match self.rng.random_range(0..20) {
-            0 => return (kind, (0..self.rng.random_range(0..300)).map(|_| self.rng.random::<u8>()).collect()),
+            0 => {
+                return (
+                    kind,
+                    (0..self.rng.random_range(0..300))
+                        .map(|_| self.rng.random::<u8>())
+                        .collect(),
+                )
+            }
             1 => {
                 let text = v.to_string();
                 let cut = self.rng.random_range(0..text.len().max(1));

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
@@ -40,7 +43,11 @@ pub fn testbed() -> &'static TestBed {
             .stdin(Stdio::null())
             .output()
             .expect("run scripts/testbed.sh");
-        assert!(out.status.success(), "testbed.sh up failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "testbed.sh up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         let get = |k: &str| {
             text.lines()
@@ -78,10 +85,17 @@ pub fn tls_bed() -> &'static TlsBed {
             .stdin(Stdio::null())
             .output()
             .expect("run scripts/tls.sh");
-        assert!(out.status.success(), "tls.sh up failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tls.sh up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         let get = |k: &str| {
-            text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_else(|| panic!("tls.sh printed no {k}")).to_string()
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("tls.sh printed no {k}"))
+                .to_string()
         };
         let password_file = get("ROTOR_TLS_PRODUCER_PASSWORD_FILE");
         TlsBed {
@@ -91,7 +105,10 @@ pub fn tls_bed() -> &'static TlsBed {
             key: get("ROTOR_TLS_KEY"),
             amqps_port: get("ROTOR_TLS_AMQPS_PORT").parse().unwrap(),
             producer_user: get("ROTOR_TLS_PRODUCER_USER"),
-            producer_password: std::fs::read_to_string(password_file).unwrap().trim().to_string(),
+            producer_password: std::fs::read_to_string(password_file)
+                .unwrap()
+                .trim()
+                .to_string(),
         }
     })
 }
@@ -117,7 +134,13 @@ pub fn strong_token(prefix: &str) -> String {
 /// Writes a file only its owner may read, as rotor demands of token and key files.
 pub fn write_private(path: &std::path::Path, text: &str) {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
 
@@ -141,7 +164,10 @@ impl Account {
     pub fn create(prefix: &str) -> Account {
         testbed();
         let username = format!("{prefix}{}", &unique()[..6]);
-        let account = Account { username, password: initial_password() };
+        let account = Account {
+            username,
+            password: initial_password(),
+        };
         account.set_password_on_host(&account.password);
         account
     }
@@ -160,13 +186,21 @@ impl Account {
             .unwrap();
         writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "testbed.sh account {}: {}", self.username, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "testbed.sh account {}: {}",
+            self.username,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 impl Drop for Account {
     fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.username).stderr(Stdio::null()).status();
+        let _ = Command::new("userdel")
+            .arg(&self.username)
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -176,8 +210,20 @@ pub fn ssh_login(username: &str, password: &str) -> bool {
     let status = Command::new("sshpass")
         .arg("-e")
         .args(["ssh", "-p", &bed.port.to_string()])
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
-        .args(["-o", "PreferredAuthentications=password,keyboard-interactive", "-o", "PubkeyAuthentication=no"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .args([
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+            "-o",
+            "PubkeyAuthentication=no",
+        ])
         .args(["-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=10"])
         .arg(format!("{username}@127.0.0.1"))
         .arg("true")
@@ -259,7 +305,8 @@ impl Default for Options {
             tls: None,
             extra: String::new(),
             http: String::new(),
-            producers: "[[amqp.producer]]\nuser = \"guest\"\nscopes = [\"credentials:manage\"]\n".into(),
+            producers: "[[amqp.producer]]\nuser = \"guest\"\nscopes = [\"credentials:manage\"]\n"
+                .into(),
         }
     }
 }
@@ -272,7 +319,9 @@ impl TestApp {
     pub async fn spawn_with(opts: Options) -> TestApp {
         testbed();
         let id = unique();
-        let dir = PathBuf::from(FILES_DIR).join("it").join(format!("rotor-it-{id}"));
+        let dir = PathBuf::from(FILES_DIR)
+            .join("it")
+            .join(format!("rotor-it-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let db_name = format!("rotor_it_{id}");
         runtime_role();
@@ -281,7 +330,11 @@ impl TestApp {
         let view_token = strong_token("view");
         write_private(&dir.join("admin.token"), &token);
         write_private(&dir.join("view.token"), &view_token);
-        let (exchange, queue, dead_queue) = (format!("rotor-{id}"), format!("rotor.requests-{id}"), format!("rotor.requests.dead-{id}"));
+        let (exchange, queue, dead_queue) = (
+            format!("rotor-{id}"),
+            format!("rotor.requests-{id}"),
+            format!("rotor.requests.dead-{id}"),
+        );
         let config = dir.join("rotor.toml");
         let (pg_url, amqp_url, http_tls, ca_lines) = match &opts.tls {
             Some(ca) => {
@@ -289,11 +342,19 @@ impl TestApp {
                 (
                     format!("postgres://postgres@127.0.0.1:5432/{db_name}?sslmode=verify-full"),
                     format!("amqps://guest:guest@127.0.0.1:{}/%2f", bed.amqps_port),
-                    format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n", bed.cert, bed.key),
+                    format!(
+                        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+                        bed.cert, bed.key
+                    ),
                     format!("ca_file = \"{ca}\"\n"),
                 )
             }
-            None => (format!("{PG}/{db_name}"), AMQP_URL.to_string(), String::new(), String::new()),
+            None => (
+                format!("{PG}/{db_name}"),
+                AMQP_URL.to_string(),
+                String::new(),
+                String::new(),
+            ),
         };
         std::fs::write(
             &config,
@@ -350,7 +411,11 @@ allowed_dir = "{FILES_DIR}"
                 lease_seconds = opts.lease_seconds,
                 per_host = opts.per_host,
                 scheduler = opts.scheduler,
-                instance = if opts.instance_id { format!("instance_id = \"it-{id}\"") } else { String::new() },
+                instance = if opts.instance_id {
+                    format!("instance_id = \"it-{id}\"")
+                } else {
+                    String::new()
+                },
             ),
         )
         .unwrap();
@@ -369,7 +434,10 @@ allowed_dir = "{FILES_DIR}"
             client: match &opts.tls {
                 Some(ca) => {
                     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
-                    reqwest::Client::builder().add_root_certificate(ca).build().unwrap()
+                    reqwest::Client::builder()
+                        .add_root_certificate(ca)
+                        .build()
+                        .unwrap()
                 }
                 None => reqwest::Client::new(),
             },
@@ -378,7 +446,11 @@ allowed_dir = "{FILES_DIR}"
             logs: Arc::new(Mutex::new(Vec::new())),
             faketime: None,
         };
-        let out = app.cli(&["keygen", "--out", app.dir.join("master.key").to_str().unwrap()]);
+        let out = app.cli(&[
+            "keygen",
+            "--out",
+            app.dir.join("master.key").to_str().unwrap(),
+        ]);
         assert_eq!(out.code, 0, "keygen: {}", out.stderr);
         app.start().await;
         app
@@ -397,12 +469,19 @@ allowed_dir = "{FILES_DIR}"
         // The daemon says where it serves through systemd's notify protocol: READY=1 with
         // STATUS=serving HTTP[S] on ADDR[, ops on ADDR], the addresses it bound.
         let notify_path = self.dir.join(format!("notify-{}.sock", unique()));
-        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+        let notify =
+            std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind the notify socket");
         notify.set_nonblocking(true).unwrap();
         let mut command = Command::new(ROTOR);
         if let Some(offset) = &self.faketime {
-            assert!(std::path::Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} is missing: run scripts/testbed.sh up (it installs faketime)");
-            command.env("LD_PRELOAD", LIBFAKETIME).env("FAKETIME", offset).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            assert!(
+                std::path::Path::new(LIBFAKETIME).exists(),
+                "{LIBFAKETIME} is missing: run scripts/testbed.sh up (it installs faketime)"
+            );
+            command
+                .env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         let mut child = command
             .args(["--config", self.config.to_str().unwrap(), "run"])
@@ -427,7 +506,10 @@ allowed_dir = "{FILES_DIR}"
         let addr = loop {
             if let Ok(n) = notify.recv(&mut buf) {
                 let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let status = message.lines().find_map(|l| l.strip_prefix("STATUS=serving ")).map(String::from);
+                let status = message
+                    .lines()
+                    .find_map(|l| l.strip_prefix("STATUS=serving "))
+                    .map(String::from);
                 if let (true, Some(status)) = (message.lines().any(|l| l == "READY=1"), status) {
                     break status;
                 }
@@ -442,7 +524,9 @@ allowed_dir = "{FILES_DIR}"
             Some((main, ops)) => (main.to_string(), Some(format!("http://{ops}"))),
             None => (addr, None),
         };
-        let (scheme, at) = main.split_once(" on ").expect("STATUS names the scheme and address");
+        let (scheme, at) = main
+            .split_once(" on ")
+            .expect("STATUS names the scheme and address");
         self.http = format!("{}://{at}", scheme.to_lowercase());
         self.ops = ops;
         let health = self.ops.clone().unwrap_or_else(|| self.http.clone());
@@ -467,9 +551,16 @@ allowed_dir = "{FILES_DIR}"
     /// Panics with the daemon's log when it exited or `deadline` passed.
     fn check_alive(&mut self, deadline: Instant) {
         if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("rotor run exited with {status}:\n{}", self.logs().join("\n"));
+            panic!(
+                "rotor run exited with {status}:\n{}",
+                self.logs().join("\n")
+            );
         }
-        assert!(Instant::now() < deadline, "rotor run did not come up:\n{}", self.logs().join("\n"));
+        assert!(
+            Instant::now() < deadline,
+            "rotor run did not come up:\n{}",
+            self.logs().join("\n")
+        );
     }
 
     /// Starts another `rotor run` on the same configuration (database, broker, queue).
@@ -488,7 +579,11 @@ allowed_dir = "{FILES_DIR}"
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "rotor did not exit within {timeout:?}:\n{}", self.logs().join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "rotor did not exit within {timeout:?}:\n{}",
+                self.logs().join("\n")
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -509,8 +604,19 @@ allowed_dir = "{FILES_DIR}"
     /// Waits for a log line containing `text` among the lines after the first `from`.
     pub async fn wait_log(&self, from: usize, text: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while !self.logs.lock().unwrap().iter().skip(from).any(|l| l.contains(text)) {
-            assert!(Instant::now() < deadline, "no log line with `{text}`:\n{}", self.logs().join("\n"));
+        while !self
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .skip(from)
+            .any(|l| l.contains(text))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no log line with `{text}`:\n{}",
+                self.logs().join("\n")
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -539,13 +645,22 @@ allowed_dir = "{FILES_DIR}"
             .arg(&self.config)
             .args(args)
             .envs(env.iter().copied())
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         if let Some(text) = stdin {
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
         }
         let out = child.wait_with_output().unwrap();
         Output {
@@ -557,12 +672,23 @@ allowed_dir = "{FILES_DIR}"
 
     /// Writes an inventory with one LINUX resource on the test sshd and applies it.
     /// Each account's initial password is onboarded from a file.
-    pub fn apply_inventory(&self, resource_id: &str, host_key: &str, accounts: &[&Account]) -> Output {
+    pub fn apply_inventory(
+        &self,
+        resource_id: &str,
+        host_key: &str,
+        accounts: &[&Account],
+    ) -> Output {
         self.apply_inventory_at(resource_id, testbed().port, host_key, accounts)
     }
 
     /// The same, for a resource whose sshd listens on `port`.
-    pub fn apply_inventory_at(&self, resource_id: &str, port: u16, host_key: &str, accounts: &[&Account]) -> Output {
+    pub fn apply_inventory_at(
+        &self,
+        resource_id: &str,
+        port: u16,
+        host_key: &str,
+        accounts: &[&Account],
+    ) -> Output {
         let text = resource_toml(resource_id, port, host_key) + &self.accounts_toml(accounts, "");
         let file = self.dir.join(format!("inventory-{resource_id}.toml"));
         std::fs::write(&file, text).unwrap();
@@ -592,14 +718,36 @@ allowed_dir = "{FILES_DIR}"
         let conn = self.amqp().await;
         let ch = conn.create_channel().await.unwrap();
         let q = ch
-            .queue_declare("", QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                "",
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
-        ch.queue_bind(q.name().as_str(), &format!("rotor.events-{}", self.id), binding, QueueBindOptions::default(), FieldTable::default())
-            .await
-            .unwrap();
+        ch.queue_bind(
+            q.name().as_str(),
+            &format!("rotor.events-{}", self.id),
+            binding,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
         let consumer = ch
-            .basic_consume(q.name().as_str(), "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .basic_consume(
+                q.name().as_str(),
+                "",
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         (conn, consumer)
@@ -609,25 +757,36 @@ allowed_dir = "{FILES_DIR}"
         let props = ConnectionProperties::default()
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio);
-        Connection::connect(AMQP_URL, props).await.expect("connect to RabbitMQ")
+        Connection::connect(AMQP_URL, props)
+            .await
+            .expect("connect to RabbitMQ")
     }
 
     /// Publishes each (message_id, body) as `credentials.update`, persistent, with
     /// publisher confirms; reconnects and publishes again whatever was not confirmed
     /// (the broker may restart meanwhile). Returns the confirmed message ids.
     pub async fn publish_confirmed(&self, messages: &[(String, Vec<u8>)]) -> Vec<String> {
-        self.publish_confirmed_paced(messages, Duration::ZERO).await.0
+        self.publish_confirmed_paced(messages, Duration::ZERO)
+            .await
+            .0
     }
 
     /// The same, waiting `pace` after each confirm; also returns how many times the
     /// publisher had to connect again.
-    pub async fn publish_confirmed_paced(&self, messages: &[(String, Vec<u8>)], pace: Duration) -> (Vec<String>, usize) {
+    pub async fn publish_confirmed_paced(
+        &self,
+        messages: &[(String, Vec<u8>)],
+        pace: Duration,
+    ) -> (Vec<String>, usize) {
         let mut confirmed = Vec::new();
         let mut next = 0;
         let mut connects = 0;
         let deadline = Instant::now() + Duration::from_secs(600);
         while next < messages.len() {
-            assert!(Instant::now() < deadline, "could not publish within 10 minutes");
+            assert!(
+                Instant::now() < deadline,
+                "could not publish within 10 minutes"
+            );
             connects += 1;
             let props = ConnectionProperties::default()
                 .with_executor(tokio_executor_trait::Tokio::current())
@@ -636,14 +795,31 @@ allowed_dir = "{FILES_DIR}"
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
-            let Ok(ch) = conn.create_channel().await else { continue };
-            if ch.confirm_select(ConfirmSelectOptions::default()).await.is_err() {
+            let Ok(ch) = conn.create_channel().await else {
+                continue;
+            };
+            if ch
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .is_err()
+            {
                 continue;
             }
             while next < messages.len() {
                 let (id, body) = &messages[next];
-                let props = BasicProperties::default().with_message_id(id.clone().into()).with_user_id("guest".into()).with_delivery_mode(2);
-                let sent = ch.basic_publish(&self.exchange, "credentials.update", BasicPublishOptions::default(), body, props).await;
+                let props = BasicProperties::default()
+                    .with_message_id(id.clone().into())
+                    .with_user_id("guest".into())
+                    .with_delivery_mode(2);
+                let sent = ch
+                    .basic_publish(
+                        &self.exchange,
+                        "credentials.update",
+                        BasicPublishOptions::default(),
+                        body,
+                        props,
+                    )
+                    .await;
                 let ok = match sent {
                     Ok(confirm) => matches!(confirm.await, Ok(c) if c.is_ack()),
                     Err(_) => false,
@@ -666,11 +842,17 @@ allowed_dir = "{FILES_DIR}"
     pub async fn wait_all_tasks(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let open = psql_value(&self.db_name, "SELECT count(*) FROM tasks WHERE status IN ('PENDING', 'IN_PROGRESS')");
+            let open = psql_value(
+                &self.db_name,
+                "SELECT count(*) FROM tasks WHERE status IN ('PENDING', 'IN_PROGRESS')",
+            );
             if open == "0" {
                 return;
             }
-            assert!(Instant::now() < deadline, "{open} tasks still open after {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{open} tasks still open after {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -678,7 +860,8 @@ allowed_dir = "{FILES_DIR}"
     /// Publishes a message (confirmed) with a fresh message_id and reply queue; returns
     /// the daemon's reply (a Task JSON).
     pub async fn publish_and_reply(&self, routing_key: &str, body: &[u8]) -> Value {
-        self.publish_with_id(routing_key, body, &uuid::Uuid::new_v4().to_string()).await
+        self.publish_with_id(routing_key, body, &uuid::Uuid::new_v4().to_string())
+            .await
     }
 
     /// The same with a given message_id (the idempotency key).
@@ -686,14 +869,32 @@ allowed_dir = "{FILES_DIR}"
         let conn = self.amqp().await;
         let ch = conn.create_channel().await.unwrap();
         let reply = ch
-            .queue_declare("", QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                "",
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         let mut replies = ch
-            .basic_consume(reply.name().as_str(), "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .basic_consume(
+                reply.name().as_str(),
+                "",
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
         let msg_id = msg_id.to_string();
         let props = BasicProperties::default()
             .with_message_id(msg_id.clone().into())
@@ -701,7 +902,13 @@ allowed_dir = "{FILES_DIR}"
             .with_correlation_id(msg_id.clone().into())
             .with_reply_to(reply.name().clone());
         let confirm = ch
-            .basic_publish(&self.exchange, routing_key, BasicPublishOptions::default(), body, props)
+            .basic_publish(
+                &self.exchange,
+                routing_key,
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
             .await
             .unwrap()
             .await
@@ -712,7 +919,10 @@ allowed_dir = "{FILES_DIR}"
             .expect("a reply within 30 s")
             .unwrap()
             .unwrap();
-        assert_eq!(d.properties.correlation_id().as_ref().map(|c| c.as_str()), Some(msg_id.as_str()));
+        assert_eq!(
+            d.properties.correlation_id().as_ref().map(|c| c.as_str()),
+            Some(msg_id.as_str())
+        );
         let _ = conn.close(200, "bye").await;
         serde_json::from_slice(&d.data).unwrap()
     }
@@ -720,21 +930,42 @@ allowed_dir = "{FILES_DIR}"
     /// Publishes one message on this daemon's exchange as the broker user of `url`, with
     /// the `user_id` and `reply_to` given; Ok when the broker confirmed it, Err with the
     /// broker's reason when it refused it (e.g. a `user_id` not the connection's user).
-    pub async fn publish_as(&self, url: &str, routing_key: &str, body: &[u8], user_id: Option<&str>, reply_to: Option<&str>) -> Result<(), String> {
+    pub async fn publish_as(
+        &self,
+        url: &str,
+        routing_key: &str,
+        body: &[u8],
+        user_id: Option<&str>,
+        reply_to: Option<&str>,
+    ) -> Result<(), String> {
         let props = ConnectionProperties::default()
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio);
-        let conn = Connection::connect(url, props).await.map_err(|e| e.to_string())?;
+        let conn = Connection::connect(url, props)
+            .await
+            .map_err(|e| e.to_string())?;
         let ch = conn.create_channel().await.unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        let mut props = BasicProperties::default().with_message_id(uuid::Uuid::new_v4().to_string().into());
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let mut props =
+            BasicProperties::default().with_message_id(uuid::Uuid::new_v4().to_string().into());
         if let Some(u) = user_id {
             props = props.with_user_id(u.into());
         }
         if let Some(r) = reply_to {
             props = props.with_reply_to(r.into());
         }
-        let result = match ch.basic_publish(&self.exchange, routing_key, BasicPublishOptions::default(), body, props).await {
+        let result = match ch
+            .basic_publish(
+                &self.exchange,
+                routing_key,
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+        {
             Ok(confirm) => match confirm.await {
                 Ok(c) if c.is_ack() => Ok(()),
                 Ok(c) => Err(format!("not confirmed: {c:?}")),
@@ -752,7 +983,11 @@ allowed_dir = "{FILES_DIR}"
         let ch = conn.create_channel().await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(m) = ch.basic_get(&self.dead_queue, BasicGetOptions { no_ack: true }).await.unwrap() {
+            if let Some(m) = ch
+                .basic_get(&self.dead_queue, BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
                 let headers: BTreeMap<String, String> = m
                     .delivery
                     .properties
@@ -769,12 +1004,22 @@ allowed_dir = "{FILES_DIR}"
                         (k.to_string(), text)
                     })
                     .collect();
-                let error = headers.get("x-rotor-error").expect("dead letter carries x-rotor-error");
+                let error = headers
+                    .get("x-rotor-error")
+                    .expect("dead letter carries x-rotor-error");
                 let error = serde_json::from_str(error).unwrap();
                 let _ = conn.close(200, "bye").await;
-                return DeadLetter { body: m.delivery.data.clone(), error, headers };
+                return DeadLetter {
+                    body: m.delivery.data.clone(),
+                    error,
+                    headers,
+                };
             }
-            assert!(Instant::now() < deadline, "nothing dead-lettered within 20 s; the daemon logged:\n{}", self.logs().join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "nothing dead-lettered within 20 s; the daemon logged:\n{}",
+                self.logs().join("\n")
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -787,11 +1032,20 @@ allowed_dir = "{FILES_DIR}"
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Any HTTP request with a JSON body; returns (status, JSON or text).
-    pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.client.request(method, format!("{}{path}", self.http));
         if let Some(t) = token {
@@ -803,13 +1057,24 @@ allowed_dir = "{FILES_DIR}"
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// A counter or gauge from `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
         let at = self.ops.clone().unwrap_or_else(|| self.http.clone());
-        let text = self.client.get(format!("{at}/metrics")).send().await.unwrap().text().await.unwrap();
+        let text = self
+            .client
+            .get(format!("{at}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
             .map(|v| v.trim().parse().unwrap())
@@ -821,7 +1086,11 @@ allowed_dir = "{FILES_DIR}"
         let start = self.metric("rotor_scheduler_ticks_total").await;
         let deadline = Instant::now() + Duration::from_secs(30 + 5 * u64::from(n));
         while self.metric("rotor_scheduler_ticks_total").await < start + f64::from(n) {
-            assert!(Instant::now() < deadline, "the scheduler did not tick {n} times:\n{}", self.logs().join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "the scheduler did not tick {n} times:\n{}",
+                self.logs().join("\n")
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -837,20 +1106,37 @@ allowed_dir = "{FILES_DIR}"
     pub async fn wait_task(&self, id: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let (status, task) = self.get(&format!("/v1/credentials/tasks/{id}"), Some(&self.token)).await;
+            let (status, task) = self
+                .get(&format!("/v1/credentials/tasks/{id}"), Some(&self.token))
+                .await;
             assert_eq!(status, 200, "{task}");
             if ["SUCCESSFUL", "FAILED", "CANCELLED"].contains(&task["status"].as_str().unwrap()) {
                 return task;
             }
-            assert!(Instant::now() < deadline, "task {id} did not end in {timeout:?}: {task:#}\n{}", self.logs().join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "task {id} did not end in {timeout:?}: {task:#}\n{}",
+                self.logs().join("\n")
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     pub fn reveal(&self, resource: &str, username: &str) -> String {
-        let out = self.cli(&["credential", "reveal", "--resource", resource, "--username", username]);
+        let out = self.cli(&[
+            "credential",
+            "reveal",
+            "--resource",
+            resource,
+            "--username",
+            username,
+        ]);
         assert_eq!(out.code, 0, "reveal: {}", out.stderr);
-        assert_eq!(out.stdout.lines().count(), 1, "reveal prints the password alone");
+        assert_eq!(
+            out.stdout.lines().count(),
+            1,
+            "reveal prints the password alone"
+        );
         out.stdout.trim_end_matches('\n').to_string()
     }
 
@@ -859,7 +1145,10 @@ allowed_dir = "{FILES_DIR}"
         let logs = self.logs();
         assert!(!logs.is_empty());
         for s in secrets {
-            assert!(!logs.iter().any(|l| l.contains(s)), "a password appears in the logs");
+            assert!(
+                !logs.iter().any(|l| l.contains(s)),
+                "a password appears in the logs"
+            );
         }
     }
 
@@ -881,7 +1170,9 @@ allowed_dir = "{FILES_DIR}"
 }
 
 fn unsafe_kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status();
 }
 
 impl Drop for TestApp {
@@ -890,7 +1181,10 @@ impl Drop for TestApp {
         // Never panic in drop: a second panic would abort and orphan other tests' daemons.
         let _ = Command::new("psql")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
         delete_amqp_names(&self.id);
@@ -900,17 +1194,32 @@ impl Drop for TestApp {
 fn delete_amqp_names(id: &str) {
     let id = id.to_string();
     let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let props = ConnectionProperties::default()
                 .with_executor(tokio_executor_trait::Tokio::current())
                 .with_reactor(tokio_reactor_trait::Tokio);
-            let Ok(conn) = Connection::connect(AMQP_URL, props).await else { return };
-            let Ok(ch) = conn.create_channel().await else { return };
-            for q in [format!("rotor.requests-{id}"), format!("rotor.requests.dead-{id}"), format!("rotor.requests-{id}.quarantine")] {
+            let Ok(conn) = Connection::connect(AMQP_URL, props).await else {
+                return;
+            };
+            let Ok(ch) = conn.create_channel().await else {
+                return;
+            };
+            for q in [
+                format!("rotor.requests-{id}"),
+                format!("rotor.requests.dead-{id}"),
+                format!("rotor.requests-{id}.quarantine"),
+            ] {
                 let _ = ch.queue_delete(&q, Default::default()).await;
             }
-            for x in [format!("rotor-{id}"), format!("rotor.dlx-{id}"), format!("rotor.events-{id}")] {
+            for x in [
+                format!("rotor-{id}"),
+                format!("rotor.dlx-{id}"),
+                format!("rotor.events-{id}"),
+            ] {
                 let _ = ch.exchange_delete(&x, Default::default()).await;
             }
             let _ = conn.close(200, "bye").await;
@@ -959,31 +1268,64 @@ sudo = true
 
 pub fn psql(db: &str, sql: &str) {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            sql,
+        ])
         .output()
         .expect("run psql");
-    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs SQL in the app's database and returns the single value printed.
 pub fn psql_value(db: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
         .output()
         .expect("run psql");
-    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub fn rotate_spec(resource: &str, usernames: &[&str]) -> Vec<u8> {
-    let creds: Vec<Value> = usernames.iter().map(|u| serde_json::json!({"username": u})).collect();
+    let creds: Vec<Value> = usernames
+        .iter()
+        .map(|u| serde_json::json!({"username": u}))
+        .collect();
     serde_json::to_vec(&serde_json::json!({
         "operationType": "ROTATE",
         "elements": [{"resourceId": resource, "resourceType": "LINUX", "credentials": creds}]
     }))
     .unwrap()
 }
-
 
 /// Another sshd on its own port, state dir and host key: a second "host" (same
 /// accounts, as they share this machine). Stopped and removed when dropped.
@@ -996,7 +1338,11 @@ pub struct ExtraSshd {
 impl ExtraSshd {
     pub fn start() -> ExtraSshd {
         testbed();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let dir = std::env::temp_dir().join(format!("rotor-it-sshd-{}", unique()));
         let out = Command::new("bash")
             .arg(repo_root().join("scripts/testbed.sh"))
@@ -1006,10 +1352,22 @@ impl ExtraSshd {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(out.status.success(), "second sshd: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "second sshd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
-        let fpr = text.lines().find_map(|l| l.strip_prefix("ROTOR_TESTBED_HOST_KEY_FPR=")).unwrap().to_string();
-        ExtraSshd { port, host_key_fpr: fpr, dir }
+        let fpr = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ROTOR_TESTBED_HOST_KEY_FPR="))
+            .unwrap()
+            .to_string();
+        ExtraSshd {
+            port,
+            host_key_fpr: fpr,
+            dir,
+        }
     }
 
     /// Starts it again on the same port with the same host key.
@@ -1022,7 +1380,11 @@ impl ExtraSshd {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(out.status.success(), "restart second sshd: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "restart second sshd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn stop(&self) {
@@ -1033,7 +1395,11 @@ impl ExtraSshd {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(out.status.success(), "stop second sshd: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "stop second sshd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -30,7 +30,10 @@ fn fleet(app: &TestApp, hosts: usize, per_host: usize) -> Fleet {
         accounts.extend(mine.into_iter().map(|a| (resource.clone(), a)));
         all_hosts.push(sshd);
     }
-    Fleet { _hosts: all_hosts, accounts }
+    Fleet {
+        _hosts: all_hosts,
+        accounts,
+    }
 }
 
 /// Checks every account on the target (16 at a time: a refused login waits ~3 s).
@@ -39,8 +42,14 @@ fn check_all(app: &TestApp, fleet: &Fleet) -> Vec<String> {
     let mut problems = Vec::new();
     for chunk in fleet.accounts.chunks(16) {
         problems.extend(std::thread::scope(|s| {
-            let handles: Vec<_> = chunk.iter().map(|(r, a)| s.spawn(move || check_account(app, r, a).err())).collect();
-            handles.into_iter().filter_map(|h| h.join().unwrap()).collect::<Vec<_>>()
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|(r, a)| s.spawn(move || check_account(app, r, a).err()))
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
         }));
     }
     problems
@@ -50,7 +59,10 @@ fn rotations(fleet: &Fleet, n: usize) -> Vec<(String, Vec<u8>)> {
     (0..n)
         .map(|i| {
             let (resource, account) = &fleet.accounts[i % fleet.accounts.len()];
-            (uuid::Uuid::new_v4().to_string(), rotate_spec(resource, &[&account.username]))
+            (
+                uuid::Uuid::new_v4().to_string(),
+                rotate_spec(resource, &[&account.username]),
+            )
         })
         .collect()
 }
@@ -71,14 +83,24 @@ fn overlapping_applies(app: &TestApp) -> String {
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: scripts/reliability.sh"]
 async fn random_kills_during_a_batch_lose_no_password() {
     let n = env_usize("ROTOR_PROOF_ROTATIONS", 200);
-    let mut app = TestApp::spawn_with(Options { instance_id: true, lease_seconds: 10, concurrency: 16, max_attempts: 5, ..Default::default() }).await;
+    let mut app = TestApp::spawn_with(Options {
+        instance_id: true,
+        lease_seconds: 10,
+        concurrency: 16,
+        max_attempts: 5,
+        ..Default::default()
+    })
+    .await;
     let fleet = fleet(&app, 4, 10);
     let started = Instant::now();
     let confirmed = app.publish_confirmed(&rotations(&fleet, n)).await;
@@ -86,12 +108,19 @@ async fn random_kills_during_a_batch_lose_no_password() {
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
-        let open = psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status IN ('PENDING', 'IN_PROGRESS')");
+        let open = psql_value(
+            &app.db_name,
+            "SELECT count(*) FROM tasks WHERE status IN ('PENDING', 'IN_PROGRESS')",
+        );
         let made = psql_value(&app.db_name, "SELECT count(*) FROM tasks");
         if open == "0" && made == n.to_string() {
             break;
         }
-        assert!(Instant::now() < deadline, "tasks still open: {}", task_counts(&app));
+        assert!(
+            Instant::now() < deadline,
+            "tasks still open: {}",
+            task_counts(&app)
+        );
         let wait = rand::rngs::OsRng.unwrap_err().random_range(1_000..6_000);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         app.kill9();
@@ -107,7 +136,15 @@ async fn random_kills_during_a_batch_lose_no_password() {
         started.elapsed()
     );
     assert!(problems.is_empty(), "{problems:#?}");
-    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status <> 'SUCCESSFUL'"), "0", "{}", task_counts(&app));
+    assert_eq!(
+        psql_value(
+            &app.db_name,
+            "SELECT count(*) FROM tasks WHERE status <> 'SUCCESSFUL'"
+        ),
+        "0",
+        "{}",
+        task_counts(&app)
+    );
     assert_eq!(overlapping_applies(&app), "0");
 }
 
@@ -115,7 +152,12 @@ async fn random_kills_during_a_batch_lose_no_password() {
 #[ignore = "long: scripts/reliability.sh"]
 async fn two_processes_share_the_work_without_overlapping() {
     let n = env_usize("ROTOR_PROOF_REQUESTS", 500);
-    let mut app = TestApp::spawn_with(Options { concurrency: 16, max_attempts: 5, ..Default::default() }).await;
+    let mut app = TestApp::spawn_with(Options {
+        concurrency: 16,
+        max_attempts: 5,
+        ..Default::default()
+    })
+    .await;
     app.start_sibling().await;
     let fleet = fleet(&app, 2, 10);
     let mut messages = rotations(&fleet, n - n / 10);
@@ -139,7 +181,15 @@ async fn two_processes_share_the_work_without_overlapping() {
     assert_eq!(tasks, unique.to_string(), "one task per message_id");
     assert_eq!(overlaps, "0");
     assert!(problems.is_empty(), "{problems:#?}");
-    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status <> 'SUCCESSFUL'"), "0", "{}", task_counts(&app));
+    assert_eq!(
+        psql_value(
+            &app.db_name,
+            "SELECT count(*) FROM tasks WHERE status <> 'SUCCESSFUL'"
+        ),
+        "0",
+        "{}",
+        task_counts(&app)
+    );
     // Both processes did part of the work, and every rotation was committed exactly once.
     let commits: Vec<String> = app
         .logs()
@@ -149,15 +199,26 @@ async fn two_processes_share_the_work_without_overlapping() {
         .filter_map(|v| v["span"]["worker_id"].as_str().map(String::from))
         .collect();
     let processes: std::collections::HashSet<&String> = commits.iter().collect();
-    eprintln!("PROOF two-processes: commits={} by {} processes", commits.len(), processes.len());
+    eprintln!(
+        "PROOF two-processes: commits={} by {} processes",
+        commits.len(),
+        processes.len()
+    );
     assert_eq!(commits.len(), unique, "every rotation committed once");
     assert_eq!(processes.len(), 2, "both processes rotated");
 }
 
 fn rabbitmq_restart() {
     for args in [["stop_app"], ["start_app"]] {
-        let out = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl");
-        assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .expect("rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -165,7 +226,12 @@ fn rabbitmq_restart() {
 #[ignore = "long, restarts RabbitMQ: scripts/reliability.sh"]
 async fn broker_restarts_lose_no_confirmed_request() {
     let n = env_usize("ROTOR_PROOF_REQUESTS", 1000);
-    let app = TestApp::spawn_with(Options { concurrency: 16, max_attempts: 5, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        concurrency: 16,
+        max_attempts: 5,
+        ..Default::default()
+    })
+    .await;
     let fleet = fleet(&app, 2, 25);
     let messages = rotations(&fleet, n);
     let started = Instant::now();
@@ -183,10 +249,18 @@ async fn broker_restarts_lose_no_confirmed_request() {
     // Every confirmed message becomes exactly one task (unconfirmed ones were published again).
     let deadline = Instant::now() + Duration::from_secs(300);
     while psql_value(&app.db_name, "SELECT count(*) FROM tasks") != confirmed.len().to_string() {
-        assert!(Instant::now() < deadline, "only {} tasks for {} confirmed messages", psql_value(&app.db_name, "SELECT count(*) FROM tasks"), confirmed.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} tasks for {} confirmed messages",
+            psql_value(&app.db_name, "SELECT count(*) FROM tasks"),
+            confirmed.len()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let keys = psql_value(&app.db_name, "SELECT count(DISTINCT request_key) FROM tasks");
+    let keys = psql_value(
+        &app.db_name,
+        "SELECT count(DISTINCT request_key) FROM tasks",
+    );
     app.wait_all_tasks(Duration::from_secs(1800)).await;
     let problems = check_all(&app, &fleet);
     eprintln!(
@@ -198,8 +272,17 @@ async fn broker_restarts_lose_no_confirmed_request() {
     );
     assert_eq!(confirmed.len(), n);
     assert_eq!(keys, n.to_string());
-    assert!(reconnects >= 2, "the restarts missed the publishing ({reconnects} reconnects)");
-    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status = 'SUCCESSFUL'"), n.to_string());
+    assert!(
+        reconnects >= 2,
+        "the restarts missed the publishing ({reconnects} reconnects)"
+    );
+    assert_eq!(
+        psql_value(
+            &app.db_name,
+            "SELECT count(*) FROM tasks WHERE status = 'SUCCESSFUL'"
+        ),
+        n.to_string()
+    );
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
@@ -207,18 +290,38 @@ async fn broker_restarts_lose_no_confirmed_request() {
 #[ignore = "long, restarts PostgreSQL: scripts/reliability.sh"]
 async fn a_database_restart_mid_batch_loses_nothing() {
     let n = env_usize("ROTOR_PROOF_ROTATIONS", 100);
-    let app = TestApp::spawn_with(Options { concurrency: 16, max_attempts: 5, lease_seconds: 10, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        concurrency: 16,
+        max_attempts: 5,
+        lease_seconds: 10,
+        ..Default::default()
+    })
+    .await;
     let fleet = fleet(&app, 2, 10);
     let started = Instant::now();
     let confirmed = app.publish_confirmed(&rotations(&fleet, n)).await;
     assert_eq!(confirmed.len(), n);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let version = std::fs::read_dir("/etc/postgresql").unwrap().next().unwrap().unwrap().file_name();
+    let version = std::fs::read_dir("/etc/postgresql")
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
     let out = Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", version.to_str().unwrap(), "main", "restart"])
+        .args([
+            "--skip-systemctl-redirect",
+            version.to_str().unwrap(),
+            "main",
+            "restart",
+        ])
         .output()
         .expect("pg_ctlcluster");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     app.wait_all_tasks(Duration::from_secs(1800)).await;
     let problems = check_all(&app, &fleet);
     eprintln!(
@@ -228,6 +331,14 @@ async fn a_database_restart_mid_batch_loses_nothing() {
         started.elapsed()
     );
     assert!(problems.is_empty(), "{problems:#?}");
-    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM tasks WHERE status <> 'SUCCESSFUL'"), "0", "{}", task_counts(&app));
+    assert_eq!(
+        psql_value(
+            &app.db_name,
+            "SELECT count(*) FROM tasks WHERE status <> 'SUCCESSFUL'"
+        ),
+        "0",
+        "{}",
+        task_counts(&app)
+    );
     assert!(app.logs().iter().any(|l| l.contains("rotation committed")));
 }

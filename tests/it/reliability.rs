@@ -26,7 +26,10 @@ const POINTS: [&str; 15] = [
 ];
 
 fn trials() -> usize {
-    std::env::var("ROTOR_RELIABILITY_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+    std::env::var("ROTOR_RELIABILITY_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 /// The vault's current password logs in and its previous one is refused; nothing is
@@ -34,7 +37,10 @@ fn trials() -> usize {
 pub fn check_account(app: &TestApp, resource: &str, account: &Account) -> Result<(), String> {
     let current = app.reveal(resource, &account.username);
     if !ssh_login(&account.username, &current) {
-        return Err(format!("{}: the vault's current password does not log in (LOST)", account.username));
+        return Err(format!(
+            "{}: the vault's current password does not log in (LOST)",
+            account.username
+        ));
     }
     let previous = psql_value(
         &app.db_name,
@@ -45,9 +51,21 @@ pub fn check_account(app: &TestApp, resource: &str, account: &Account) -> Result
         ),
     );
     if !previous.is_empty() {
-        let out = app.cli(&["credential", "reveal", "--resource", resource, "--username", &account.username, "--version", &previous]);
+        let out = app.cli(&[
+            "credential",
+            "reveal",
+            "--resource",
+            resource,
+            "--username",
+            &account.username,
+            "--version",
+            &previous,
+        ]);
         if ssh_login(&account.username, out.stdout.trim_end_matches('\n')) {
-            return Err(format!("{}: the previous password still logs in", account.username));
+            return Err(format!(
+                "{}: the previous password still logs in",
+                account.username
+            ));
         }
     }
     let pending = psql_value(
@@ -67,7 +85,12 @@ pub fn check_account(app: &TestApp, resource: &str, account: &Account) -> Result
 /// One trial: rotor is SIGKILLed at `point`, restarted, and must finish the rotation
 /// with the vault agreeing with the target.
 async fn crash_at(point: &str) -> Result<(), String> {
-    let mut app = TestApp::spawn_with(Options { instance_id: true, lease_seconds: 10, ..Default::default() }).await;
+    let mut app = TestApp::spawn_with(Options {
+        instance_id: true,
+        lease_seconds: 10,
+        ..Default::default()
+    })
+    .await;
     let account = Account::create("rtitk");
     let resource = format!("crash-{}", app.id);
     let out = app.apply_inventory(&resource, &testbed().host_key_fpr, &[&account]);
@@ -78,12 +101,25 @@ async fn crash_at(point: &str) -> Result<(), String> {
     // The producer waits for its reply while rotor dies and comes back: a request whose
     // ack was lost is redelivered, and the reply names the one task it made.
     let enqueue = {
-        let (config, resource, username) = (app.config.clone(), resource.clone(), account.username.clone());
+        let (config, resource, username) = (
+            app.config.clone(),
+            resource.clone(),
+            account.username.clone(),
+        );
         std::thread::spawn(move || {
             std::process::Command::new(ROTOR)
                 .arg("--config")
                 .arg(config)
-                .args(["enqueue", "rotate", "--resource", &resource, "--username", &username, "--timeout", "60"])
+                .args([
+                    "enqueue",
+                    "rotate",
+                    "--resource",
+                    &resource,
+                    "--username",
+                    &username,
+                    "--timeout",
+                    "60",
+                ])
                 .output()
                 .unwrap()
         })
@@ -91,12 +127,17 @@ async fn crash_at(point: &str) -> Result<(), String> {
     let status = app.wait_exit(Duration::from_secs(60)).await;
     use std::os::unix::process::ExitStatusExt;
     if status.signal() != Some(9) {
-        return Err(format!("{point}: rotor was not killed at the failpoint ({status})"));
+        return Err(format!(
+            "{point}: rotor was not killed at the failpoint ({status})"
+        ));
     }
     app.start().await;
     let out = enqueue.join().unwrap();
     if !out.status.success() {
-        return Err(format!("{point}: enqueue failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "{point}: enqueue failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let task_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if psql_value(&app.db_name, "SELECT count(*) FROM tasks") != "1" {
@@ -104,7 +145,10 @@ async fn crash_at(point: &str) -> Result<(), String> {
     }
     let task = app.wait_task(&task_id, Duration::from_secs(90)).await;
     if task["status"] != "SUCCESSFUL" {
-        return Err(format!("{point}: task ended {} {}", task["status"], task["errors"]));
+        return Err(format!(
+            "{point}: task ended {} {}",
+            task["status"], task["errors"]
+        ));
     }
     check_account(&app, &resource, &account).map_err(|e| format!("{point}: {e}"))?;
     if ssh_login(&account.username, &account.password) {
@@ -124,45 +168,93 @@ fn a_crash_at_any_stage_boundary_loses_no_password() {
                 .iter()
                 .map(|point| {
                     s.spawn(move || {
-                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                        (0..trials).filter_map(|_| rt.block_on(crash_at(point)).err()).collect::<Vec<_>>()
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .unwrap();
+                        (0..trials)
+                            .filter_map(|_| rt.block_on(crash_at(point)).err())
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("trial thread")).collect::<Vec<_>>()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("trial thread"))
+                .collect::<Vec<_>>()
         }));
     }
-    eprintln!("crash points: {} x {trials} trials, {} failed", POINTS.len(), failures.len());
+    eprintln!(
+        "crash points: {} x {trials} trials, {} failed",
+        POINTS.len(),
+        failures.len()
+    );
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_host_fails_cleanly_and_other_hosts_still_rotate() {
-    let app = TestApp::spawn_with(Options { max_attempts: 3, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        max_attempts: 3,
+        ..Default::default()
+    })
+    .await;
     let dead = ExtraSshd::start();
-    let (on_dead, on_live, on_live2) = (Account::create("rtitx"), Account::create("rtitx"), Account::create("rtitx"));
+    let (on_dead, on_live, on_live2) = (
+        Account::create("rtitx"),
+        Account::create("rtitx"),
+        Account::create("rtitx"),
+    );
     let (dead_id, live_id) = (format!("dead-{}", app.id), format!("live-{}", app.id));
-    assert_eq!(app.apply_inventory_at(&dead_id, dead.port, &dead.host_key_fpr, &[&on_dead]).code, 0);
-    assert_eq!(app.apply_inventory(&live_id, &testbed().host_key_fpr, &[&on_live, &on_live2]).code, 0);
+    assert_eq!(
+        app.apply_inventory_at(&dead_id, dead.port, &dead.host_key_fpr, &[&on_dead])
+            .code,
+        0
+    );
+    assert_eq!(
+        app.apply_inventory(&live_id, &testbed().host_key_fpr, &[&on_live, &on_live2])
+            .code,
+        0
+    );
     dead.stop();
 
     // One element per host; the live host's names two credentials: three subtasks.
     let spec = serde_json::json!({"operationType": "ROTATE", "elements": [
         {"resourceId": dead_id, "resourceType": "LINUX", "credentials": [{"username": on_dead.username}]},
         {"resourceId": live_id, "resourceType": "LINUX", "credentials": [{"username": on_live.username}, {"username": on_live2.username}]}]});
-    let reply = app.publish_and_reply("credentials.update", spec.to_string().as_bytes()).await;
-    let task = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90)).await;
+    let reply = app
+        .publish_and_reply("credentials.update", spec.to_string().as_bytes())
+        .await;
+    let task = app
+        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
+        .await;
     assert_eq!(task["status"], "FAILED", "{task:#}");
-    assert_eq!(task["resolutionStatus"], "RESOLVED", "nothing reached the dead host: {task:#}");
+    assert_eq!(
+        task["resolutionStatus"], "RESOLVED",
+        "nothing reached the dead host: {task:#}"
+    );
     let subs = task["subTasks"].as_array().unwrap();
     assert_eq!(subs[0]["status"], "FAILED");
-    assert_eq!(subs[0]["errors"][0]["errorCode"], "CONNECTION_FAILED", "{task:#}");
+    assert_eq!(
+        subs[0]["errors"][0]["errorCode"], "CONNECTION_FAILED",
+        "{task:#}"
+    );
     assert_eq!(subs.len(), 3, "{task:#}");
-    assert_eq!((subs[1]["status"].as_str(), subs[2]["status"].as_str()), (Some("SUCCESSFUL"), Some("SUCCESSFUL")), "the live host is unaffected");
+    assert_eq!(
+        (subs[1]["status"].as_str(), subs[2]["status"].as_str()),
+        (Some("SUCCESSFUL"), Some("SUCCESSFUL")),
+        "the live host is unaffected"
+    );
     assert_eq!(task["errors"].as_array().unwrap().len(), 1, "{task:#}");
-    assert_eq!(task["errors"][0]["context"]["subtaskId"], subs[0]["id"], "the task's error names the failed subtask");
+    assert_eq!(
+        task["errors"][0]["context"]["subtaskId"], subs[0]["id"],
+        "the task's error names the failed subtask"
+    );
     // It was retried before giving up.
-    assert_eq!(psql_value(&app.db_name, "SELECT max(attempts) FROM subtasks"), "3");
+    assert_eq!(
+        psql_value(&app.db_name, "SELECT max(attempts) FROM subtasks"),
+        "3"
+    );
     // The dead host's account keeps the password rotor has as current.
     assert_eq!(app.reveal(&dead_id, &on_dead.username), on_dead.password);
     assert!(ssh_login(&on_dead.username, &on_dead.password));
@@ -186,7 +278,13 @@ async fn an_unresolved_linux_passwd_rotation_retried_keeps_the_live_password() {
 
 async fn unresolved_then_retried(platform: &str) {
     // Rotor dies right after the target changed; when it comes back the host is gone.
-    let mut app = TestApp::spawn_with(Options { instance_id: true, lease_seconds: 10, max_attempts: 2, ..Default::default() }).await;
+    let mut app = TestApp::spawn_with(Options {
+        instance_id: true,
+        lease_seconds: 10,
+        max_attempts: 2,
+        ..Default::default()
+    })
+    .await;
     let host = ExtraSshd::start();
     let account = Account::create("rtitu");
     let resource = format!("flaky-{}", app.id);
@@ -194,8 +292,14 @@ async fn unresolved_then_retried(platform: &str) {
         + &app.accounts_toml(&[&account], "");
     assert_eq!(app.apply_inventory_text(&resource, &inventory).code, 0);
     app.stop();
-    app.start_with_env(&[("ROTOR_FAILPOINT", "APPLY:target")]).await;
-    let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
+    app.start_with_env(&[("ROTOR_FAILPOINT", "APPLY:target")])
+        .await;
+    let reply = app
+        .publish_and_reply(
+            "credentials.update",
+            &rotate_spec(&resource, &[&account.username]),
+        )
+        .await;
     let task_id = reply["id"].as_str().unwrap().to_string();
     app.wait_exit(Duration::from_secs(60)).await;
     host.stop();
@@ -204,26 +308,68 @@ async fn unresolved_then_retried(platform: &str) {
     assert_eq!(task["status"], "FAILED", "{task:#}");
     assert_eq!(task["resolutionStatus"], "UNRESOLVED", "{task:#}");
     let error = &task["errors"][0];
-    assert!(error["remediationMessage"].as_str().unwrap().contains("REMEDIATE"), "{error:#}");
+    assert!(
+        error["remediationMessage"]
+            .as_str()
+            .unwrap()
+            .contains("REMEDIATE"),
+        "{error:#}"
+    );
     // The password the target really has is still in the vault, as the pending version.
-    assert_eq!(psql_value(&app.db_name, "SELECT string_agg(state, ',' ORDER BY version) FROM credential_versions"), "CURRENT,PENDING");
-    let pending = app.cli(&["credential", "reveal", "--resource", &resource, "--username", &account.username, "--version", "2"]);
+    assert_eq!(
+        psql_value(
+            &app.db_name,
+            "SELECT string_agg(state, ',' ORDER BY version) FROM credential_versions"
+        ),
+        "CURRENT,PENDING"
+    );
+    let pending = app.cli(&[
+        "credential",
+        "reveal",
+        "--resource",
+        &resource,
+        "--username",
+        &account.username,
+        "--version",
+        "2",
+    ]);
     assert_eq!(pending.code, 0);
     let pending = pending.stdout.trim_end().to_string();
-    assert!(ssh_login(&account.username, &pending), "the pending version is what the target holds");
+    assert!(
+        ssh_login(&account.username, &pending),
+        "the pending version is what the target holds"
+    );
     assert!(!ssh_login(&account.username, &account.password));
     // A later rotation of the same credential refuses to stack a second pending password on it.
     host.restart();
-    let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
-    let again = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(60)).await;
-    assert_eq!(again["errors"][0]["errorCode"], "CREDENTIAL_UNRESOLVED", "{again:#}");
+    let reply = app
+        .publish_and_reply(
+            "credentials.update",
+            &rotate_spec(&resource, &[&account.username]),
+        )
+        .await;
+    let again = app
+        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        again["errors"][0]["errorCode"], "CREDENTIAL_UNRESOLVED",
+        "{again:#}"
+    );
     assert!(ssh_login(&account.username, &pending));
 
     // A reconcile whose admin cannot log in sets that pending password aside, changes
     // nothing, and must put it back: the credential stays unresolved, the password kept.
     let wrong_key = app.dir.join("wrong_admin_key");
     let keygen = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f", wrong_key.to_str().unwrap()])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            wrong_key.to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(keygen.success());
@@ -231,20 +377,44 @@ async fn unresolved_then_retried(platform: &str) {
     assert_eq!(app.apply_inventory_text(&resource, &broken).code, 0);
     let reconcile = serde_json::json!({"operationType": "REMEDIATE", "elements": [{"resourceId": resource, "resourceType": "LINUX",
         "credentials": [{"username": account.username}]}]});
-    let reply = app.publish_and_reply("credentials.update", reconcile.to_string().as_bytes()).await;
-    let failed = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(60)).await;
-    assert_eq!(failed["subTasks"][0]["errors"][0]["errorCode"], "AUTHENTICATION_FAILED", "{failed:#}");
+    let reply = app
+        .publish_and_reply("credentials.update", reconcile.to_string().as_bytes())
+        .await;
+    let failed = app
+        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        failed["subTasks"][0]["errors"][0]["errorCode"], "AUTHENTICATION_FAILED",
+        "{failed:#}"
+    );
     assert_eq!(failed["resolutionStatus"], "UNRESOLVED", "{failed:#}");
-    assert_eq!(psql_value(&app.db_name, "SELECT string_agg(state, ',' ORDER BY version) FROM credential_versions"), "CURRENT,PENDING,ABANDONED");
+    assert_eq!(
+        psql_value(
+            &app.db_name,
+            "SELECT string_agg(state, ',' ORDER BY version) FROM credential_versions"
+        ),
+        "CURRENT,PENDING,ABANDONED"
+    );
     assert!(ssh_login(&account.username, &pending));
     assert_eq!(app.apply_inventory_text(&resource, &inventory).code, 0);
 
     // The host is back: the operator retries the first task. It finds its pending password
     // live, finishes the rotation with it, and the vault agrees with the target again.
-    let (status, body) = app.send("PATCH", &format!("/v1/credentials/tasks/{task_id}"), Some(&app.token), None).await;
+    let (status, body) = app
+        .send(
+            "PATCH",
+            &format!("/v1/credentials/tasks/{task_id}"),
+            Some(&app.token),
+            None,
+        )
+        .await;
     assert_eq!(status, 202, "{body:#}");
     let task = app.wait_task(&task_id, Duration::from_secs(90)).await;
-    assert_eq!((task["status"].as_str(), task["resolutionStatus"].as_str()), (Some("SUCCESSFUL"), Some("RESOLVED")), "{task:#}");
+    assert_eq!(
+        (task["status"].as_str(), task["resolutionStatus"].as_str()),
+        (Some("SUCCESSFUL"), Some("RESOLVED")),
+        "{task:#}"
+    );
     assert_eq!(app.reveal(&resource, &account.username), pending);
     assert!(ssh_login(&account.username, &pending));
     assert!(!ssh_login(&account.username, &account.password));
@@ -257,26 +427,57 @@ async fn unresolved_then_retried(platform: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_worker_loses_its_lease_to_another_process_and_never_touches_the_target_again() {
     // No instance_id: only the lease's expiry lets another process take the work.
-    let mut app = TestApp::spawn_with(Options { lease_seconds: 10, ..Default::default() }).await;
+    let mut app = TestApp::spawn_with(Options {
+        lease_seconds: 10,
+        ..Default::default()
+    })
+    .await;
     let account = Account::create("rtitfz");
     let resource = format!("frozen-{}", app.id);
-    assert_eq!(app.apply_inventory(&resource, &testbed().host_key_fpr, &[&account]).code, 0);
+    assert_eq!(
+        app.apply_inventory(&resource, &testbed().host_key_fpr, &[&account])
+            .code,
+        0
+    );
     app.stop();
-    app.start_with_env(&[("ROTOR_FAILPOINT", "APPLY:before:stop")]).await;
-    let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
+    app.start_with_env(&[("ROTOR_FAILPOINT", "APPLY:before:stop")])
+        .await;
+    let reply = app
+        .publish_and_reply(
+            "credentials.update",
+            &rotate_spec(&resource, &[&account.username]),
+        )
+        .await;
     let first = reply["id"].as_str().unwrap().to_string();
-    app.wait_log(0, "failpoint reached: SIGSTOP", Duration::from_secs(30)).await;
+    app.wait_log(0, "failpoint reached: SIGSTOP", Duration::from_secs(30))
+        .await;
 
     // A second process takes the subtask over once the frozen one's lease has expired.
     app.start_sibling().await; // app.http is now the sibling's: the frozen one answers nothing
     let task = app.wait_task(&first, Duration::from_secs(60)).await;
     assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
-    assert_eq!(psql_value(&app.db_name, &format!("SELECT attempts FROM subtasks WHERE task_id = '{first}'")), "2", "claimed by the frozen process, then taken over");
+    assert_eq!(
+        psql_value(
+            &app.db_name,
+            &format!("SELECT attempts FROM subtasks WHERE task_id = '{first}'")
+        ),
+        "2",
+        "claimed by the frozen process, then taken over"
+    );
     let taken_over = app.reveal(&resource, &account.username);
     // And rotates the account again, while the first process is still frozen.
-    let (status, body) = app.send("PATCH", "/v1/credentials", Some(&app.token), Some(serde_json::from_slice(&rotate_spec(&resource, &[&account.username])).unwrap())).await;
+    let (status, body) = app
+        .send(
+            "PATCH",
+            "/v1/credentials",
+            Some(&app.token),
+            Some(serde_json::from_slice(&rotate_spec(&resource, &[&account.username])).unwrap()),
+        )
+        .await;
     assert_eq!(status, 202, "{body:#}");
-    let second = app.wait_task(body["id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    let second = app
+        .wait_task(body["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
     assert_eq!(second["status"], "SUCCESSFUL", "{second:#}");
     let latest = app.reveal(&resource, &account.username);
     assert_ne!(latest, taken_over);
@@ -285,11 +486,21 @@ async fn a_frozen_worker_loses_its_lease_to_another_process_and_never_touches_th
     // password: its lease is gone, so it must stop without touching the target.
     let from = app.logs().len();
     app.signal("CONT");
-    app.wait_log(from, "was taken over", Duration::from_secs(30)).await;
-    assert!(ssh_login(&account.username, &latest), "the target holds rotor's current password");
+    app.wait_log(from, "was taken over", Duration::from_secs(30))
+        .await;
+    assert!(
+        ssh_login(&account.username, &latest),
+        "the target holds rotor's current password"
+    );
     assert!(!ssh_login(&account.username, &taken_over));
     assert!(!ssh_login(&account.username, &account.password));
-    assert_eq!(psql_value(&app.db_name, "SELECT count(*) FROM credential_versions WHERE state = 'PENDING'"), "0");
+    assert_eq!(
+        psql_value(
+            &app.db_name,
+            "SELECT count(*) FROM credential_versions WHERE state = 'PENDING'"
+        ),
+        "0"
+    );
     app.assert_logs_free_of(&[&account.password, &taken_over, &latest]);
 }
 
@@ -297,32 +508,78 @@ async fn a_frozen_worker_loses_its_lease_to_another_process_and_never_touches_th
 /// again, so that the vault agrees with the target.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_target_holds_the_previous_password_it_is_made_current_again() {
-    let mut app = TestApp::spawn_with(Options { instance_id: true, ..Default::default() }).await;
+    let mut app = TestApp::spawn_with(Options {
+        instance_id: true,
+        ..Default::default()
+    })
+    .await;
     let account = Account::create("rtitpv");
     let resource = format!("prev-{}", app.id);
-    let inventory = resource_toml_on("linux-passwd", &resource, testbed().port, &testbed().host_key_fpr)
-        + &app.accounts_toml(&[&account], "");
+    let inventory = resource_toml_on(
+        "linux-passwd",
+        &resource,
+        testbed().port,
+        &testbed().host_key_fpr,
+    ) + &app.accounts_toml(&[&account], "");
     assert_eq!(app.apply_inventory_text(&resource, &inventory).code, 0);
     // PrivX's "set latest password" stores a password the target does not have: the
     // target's real one is now rotor's PREVIOUS version.
     let stored = format!("Not-Live-{}-7a!", unique());
-    let path = format!("/secrets-manager/api/v1/password/{resource}/{}", account.username);
-    let (status, body) = app.send("PUT", &path, Some(&app.token), Some(serde_json::json!({"password": stored}))).await;
+    let path = format!(
+        "/secrets-manager/api/v1/password/{resource}/{}",
+        account.username
+    );
+    let (status, body) = app
+        .send(
+            "PUT",
+            &path,
+            Some(&app.token),
+            Some(serde_json::json!({"password": stored})),
+        )
+        .await;
     assert_eq!(status, 200, "{body:#}");
     // A rotation is cut off as APPLY starts and resumed: linux-passwd cannot log in with
     // the stored current password, and the attempt may have changed the target, so rotor
     // finds out which password the target holds.
     app.stop();
-    app.start_with_env(&[("ROTOR_FAILPOINT", "APPLY:before")]).await;
-    let reply = app.publish_and_reply("credentials.update", &rotate_spec(&resource, &[&account.username])).await;
+    app.start_with_env(&[("ROTOR_FAILPOINT", "APPLY:before")])
+        .await;
+    let reply = app
+        .publish_and_reply(
+            "credentials.update",
+            &rotate_spec(&resource, &[&account.username]),
+        )
+        .await;
     app.wait_exit(Duration::from_secs(60)).await;
     app.start().await;
-    let task = app.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90)).await;
-    assert_eq!((task["status"].as_str(), task["resolutionStatus"].as_str()), (Some("FAILED"), Some("RESOLVED")), "{task:#}");
+    let task = app
+        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
+        .await;
+    assert_eq!(
+        (task["status"].as_str(), task["resolutionStatus"].as_str()),
+        (Some("FAILED"), Some("RESOLVED")),
+        "{task:#}"
+    );
     let error = &task["subTasks"][0]["errors"][0];
-    assert!(error["remediationMessage"].as_str().unwrap().contains("previous password"), "{error:#}");
-    assert_eq!(app.reveal(&resource, &account.username), account.password, "the live password is current again");
+    assert!(
+        error["remediationMessage"]
+            .as_str()
+            .unwrap()
+            .contains("previous password"),
+        "{error:#}"
+    );
+    assert_eq!(
+        app.reveal(&resource, &account.username),
+        account.password,
+        "the live password is current again"
+    );
     assert!(ssh_login(&account.username, &account.password));
-    assert_eq!(psql_value(&app.db_name, "SELECT string_agg(state, ',' ORDER BY version) FROM credential_versions"), "CURRENT,PREVIOUS,ABANDONED");
+    assert_eq!(
+        psql_value(
+            &app.db_name,
+            "SELECT string_agg(state, ',' ORDER BY version) FROM credential_versions"
+        ),
+        "CURRENT,PREVIOUS,ABANDONED"
+    );
     app.assert_logs_free_of(&[&account.password, &stored]);
 }

@@ -16,17 +16,29 @@ pub struct Body(pub Bytes);
 impl FromRequest<Arc<ApiState>> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(req: axum::extract::Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
-        Bytes::from_request(req, state).await.map(Body).map_err(|e| {
-            let mut err = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                let message = format!("body: is larger than {} bytes (amqp.max_message_bytes)", state.max_body_bytes);
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_TOO_LARGE", message)
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("body: {}", e.body_text()))
-            };
-            err.body = err.body.argument("body").context("field", "body");
-            err
-        })
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|e| {
+                let mut err = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    let message = format!(
+                        "body: is larger than {} bytes (amqp.max_message_bytes)",
+                        state.max_body_bytes
+                    );
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_TOO_LARGE", message)
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "INVALID_REQUEST",
+                        format!("body: {}", e.body_text()),
+                    )
+                };
+                err.body = err.body.argument("body").context("field", "body");
+                err
+            })
     }
 }
-

@@ -17,11 +17,19 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError { status, body: VcfError::new(code, message), retry_after: None }
+        ApiError {
+            status,
+            body: VcfError::new(code, message),
+            retry_after: None,
+        }
     }
 
     pub fn bad_request(field: &str, message: &str) -> Self {
-        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("{field}: {message}"));
+        let mut e = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            format!("{field}: {message}"),
+        );
         e.body = e.body.argument(field).context("field", field);
         e
     }
@@ -31,8 +39,16 @@ impl ApiError {
     pub fn refusal(r: Refusal) -> Self {
         match r {
             Refusal::Invalid(rej) => {
-                let status = if rej.code == RejectCode::PermissionDenied { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
-                ApiError { status, body: rej.to_vcf(), retry_after: None }
+                let status = if rej.code == RejectCode::PermissionDenied {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                ApiError {
+                    status,
+                    body: rej.to_vcf(),
+                    retry_after: None,
+                }
             }
             Refusal::Unavailable(e) => e.into(),
         }
@@ -40,14 +56,22 @@ impl ApiError {
 
     /// The database is away: the caller should try again.
     pub fn unavailable(e: impl std::fmt::Display) -> Self {
-        let err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "the database is not reachable; try again");
+        let err = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "the database is not reachable; try again",
+        );
         tracing::error!(error = %e, reference = %err.body.reference_token, "HTTP request failed: database unavailable");
         err
     }
 
     /// Anything else that failed inside rotor; the log has the detail under the reference.
     pub fn internal(e: impl std::fmt::Display) -> Self {
-        let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "rotor could not complete the request; its log has the detail");
+        let err = ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "rotor could not complete the request; its log has the detail",
+        );
         tracing::error!(error = %e, reference = %err.body.reference_token, "HTTP request failed");
         err
     }
@@ -73,10 +97,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, Json(self.body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         if let Some(seconds) = self.retry_after {
-            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
         r
     }

@@ -17,4 +17,3 @@ pub use error::ApiError;
 pub use routes::{ops_router, router};
 pub use serve::Listeners;
 pub use state::{load_tokens, ApiState, Token};
-

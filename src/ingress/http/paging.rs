@@ -26,7 +26,12 @@ impl<T> PageOf<T> {
     pub fn new(elements: Vec<T>, (number, size): (i64, i64), total: i64) -> Self {
         PageOf {
             elements,
-            page_metadata: PageMetadata { page_number: number, page_size: size, total_elements: total, total_pages: (total + size - 1) / size },
+            page_metadata: PageMetadata {
+                page_number: number,
+                page_size: size,
+                total_elements: total,
+                total_pages: (total + size - 1) / size,
+            },
         }
     }
 }
@@ -57,5 +62,7 @@ pub fn text_param(name: &str, value: Option<&str>) -> Result<(), ApiError> {
 
 /// Parses a path id as a UUID, naming the parameter when it is not one.
 pub fn uuid_param(name: &str, value: &str) -> Result<Uuid, ApiError> {
-    value.parse().map_err(|_| ApiError::bad_request(name, "is not a UUID"))
+    value
+        .parse()
+        .map_err(|_| ApiError::bad_request(name, "is not a UUID"))
 }

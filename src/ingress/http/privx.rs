@@ -22,8 +22,14 @@ use crate::requests::{self, Refusal, RejectCode, Rejection};
 
 pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
-        .route("/secrets-manager/api/v1/rotate/{host_id}/{account}", post(rotate))
-        .route("/secrets-manager/api/v1/password/{host_id}/{account}", put(set_password))
+        .route(
+            "/secrets-manager/api/v1/rotate/{host_id}/{account}",
+            post(rotate),
+        )
+        .route(
+            "/secrets-manager/api/v1/password/{host_id}/{account}",
+            put(set_password),
+        )
 }
 
 #[derive(Debug, Serialize)]
@@ -37,8 +43,19 @@ pub struct PrivxError {
 }
 
 impl PrivxError {
-    fn new(status: StatusCode, code: &'static str, property: &str, message: impl Into<String>) -> Self {
-        PrivxError { error_code: code, error_message: message.into(), property: property.to_string(), details: vec![], status }
+    fn new(
+        status: StatusCode,
+        code: &'static str,
+        property: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        PrivxError {
+            error_code: code,
+            error_message: message.into(),
+            property: property.to_string(),
+            details: vec![],
+            status,
+        }
     }
 
     fn from_rejection(r: &Rejection) -> Self {
@@ -48,14 +65,25 @@ impl PrivxError {
             RequiredValueMissing => (StatusCode::BAD_REQUEST, "REQUIRED_VALUE_MISSING"),
             ValueOutOfBounds | RequestTooLarge => (StatusCode::BAD_REQUEST, "VALUE_OUT_OF_BOUNDS"),
             ValueIncorrectType => (StatusCode::BAD_REQUEST, "VALUE_INCORRECT_TYPE"),
-            ValueIncorrectFormat | InvalidUsername => (StatusCode::BAD_REQUEST, "VALUE_INCORRECT_FORMAT"),
+            ValueIncorrectFormat | InvalidUsername => {
+                (StatusCode::BAD_REQUEST, "VALUE_INCORRECT_FORMAT")
+            }
             ValueDuplicate => (StatusCode::BAD_REQUEST, "VALUE_DUPLICATE"),
-            ResourceNotFound | CredentialNotFound => (StatusCode::NOT_FOUND, "INVALID_REQUEST_DATA"),
+            ResourceNotFound | CredentialNotFound => {
+                (StatusCode::NOT_FOUND, "INVALID_REQUEST_DATA")
+            }
             InvalidRequest => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
-            PolicyNotFound | PasswordPolicyViolation => (StatusCode::BAD_REQUEST, "INVALID_REQUEST_DATA"),
+            PolicyNotFound | PasswordPolicyViolation => {
+                (StatusCode::BAD_REQUEST, "INVALID_REQUEST_DATA")
+            }
             PermissionDenied => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
         };
-        PrivxError::new(status, code, &r.field, format!("{}: {}", r.field, r.message))
+        PrivxError::new(
+            status,
+            code,
+            &r.field,
+            format!("{}: {}", r.field, r.message),
+        )
     }
 
     fn refusal(r: Refusal) -> Self {
@@ -63,7 +91,12 @@ impl PrivxError {
             Refusal::Invalid(r) => Self::from_rejection(&r),
             Refusal::Unavailable(e) => {
                 tracing::error!(error = %e, "PrivX request failed");
-                PrivxError::new(StatusCode::SERVICE_UNAVAILABLE, "DATABASE_ERROR", "", "the database is not reachable; try again")
+                PrivxError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "DATABASE_ERROR",
+                    "",
+                    "the database is not reachable; try again",
+                )
             }
         }
     }
@@ -81,13 +114,31 @@ pub struct PrivxCaller(Caller);
 impl FromRequestParts<Arc<ApiState>> for PrivxCaller {
     type Rejection = PrivxError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, PrivxError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, PrivxError> {
         let caller = authenticate(parts, state).map_err(|failure| match failure {
-            AuthFailure::TooMany(_) => PrivxError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", "Authorization", "too many failed authentications from this address; try later"),
-            AuthFailure::Unknown => PrivxError::new(StatusCode::UNAUTHORIZED, "PERMISSION_DENIED", "Authorization", "missing or invalid bearer token"),
+            AuthFailure::TooMany(_) => PrivxError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS",
+                "Authorization",
+                "too many failed authentications from this address; try later",
+            ),
+            AuthFailure::Unknown => PrivxError::new(
+                StatusCode::UNAUTHORIZED,
+                "PERMISSION_DENIED",
+                "Authorization",
+                "missing or invalid bearer token",
+            ),
         })?;
         if caller.require(Scope::CredentialsManage).is_err() {
-            return Err(PrivxError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", "", "this token lacks scope `credentials:manage`"));
+            return Err(PrivxError::new(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                "",
+                "this token lacks scope `credentials:manage`",
+            ));
         }
         Ok(PrivxCaller(caller))
     }
@@ -99,14 +150,26 @@ struct Id {
 }
 
 /// Initiate rotation: the request joins the rotation queue.
-async fn rotate(PrivxCaller(caller): PrivxCaller, State(state): State<Arc<ApiState>>, Path((host_id, account)): Path<(String, String)>) -> Result<Json<Id>, PrivxError> {
+async fn rotate(
+    PrivxCaller(caller): PrivxCaller,
+    State(state): State<Arc<ApiState>>,
+    Path((host_id, account)): Path<(String, String)>,
+) -> Result<Json<Id>, PrivxError> {
     let created = state
         .submitter
-        .submit(Request::PrivxRotate { host_id: &host_id, account: &account }, &caller.origin(None))
+        .submit(
+            Request::PrivxRotate {
+                host_id: &host_id,
+                account: &account,
+            },
+            &caller.origin(None),
+        )
         .await
         .map_err(PrivxError::refusal)?;
     tracing::info!(caller = %caller.name, task_id = %created.task_id, "PrivX rotation queued");
-    Ok(Json(Id { id: created.task_id }))
+    Ok(Json(Id {
+        id: created.task_id,
+    }))
 }
 
 /// Set latest password, no policy checking done: stored as current, target untouched.
@@ -123,25 +186,59 @@ async fn set_password(
         password: secrecy::SecretString,
     }
     let Body(body) = body.map_err(|e| {
-        let code = if e.status == StatusCode::PAYLOAD_TOO_LARGE { "VALUE_OUT_OF_BOUNDS" } else { "BAD_REQUEST" };
+        let code = if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+            "VALUE_OUT_OF_BOUNDS"
+        } else {
+            "BAD_REQUEST"
+        };
         PrivxError::new(e.status, code, "body", e.body.message)
     })?;
     let body: Password = requests::parse_json(&body).map_err(|r| PrivxError::from_rejection(&r))?;
-    let request = Request::PrivxPassword { host_id: &host_id, account: &account, password: body.password };
-    let created = state.submitter.submit(request, &caller.origin(None)).await.map_err(PrivxError::refusal)?;
+    let request = Request::PrivxPassword {
+        host_id: &host_id,
+        account: &account,
+        password: body.password,
+    };
+    let created = state
+        .submitter
+        .submit(request, &caller.origin(None))
+        .await
+        .map_err(PrivxError::refusal)?;
     tracing::info!(caller = %caller.name, task_id = %created.task_id, "PrivX set-password accepted");
     // The store runs as a two-stage task (VALIDATE, COMMIT) on a worker: wait for it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let task = crate::engine::view::load(&state.pool, created.task_id).await.ok().flatten();
+        let task = crate::engine::view::load(&state.pool, created.task_id)
+            .await
+            .ok()
+            .flatten();
         match task.as_ref().map(|t| t.status) {
-            Some(TaskStatus::Successful) => return Ok(Json(Id { id: created.task_id })),
+            Some(TaskStatus::Successful) => {
+                return Ok(Json(Id {
+                    id: created.task_id,
+                }))
+            }
             Some(TaskStatus::Failed | TaskStatus::Cancelled) => {
-                let message = task.and_then(|t| t.errors.first().map(|e| e.message.clone())).unwrap_or_default();
-                return Err(PrivxError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST_DATA", "", message));
+                let message = task
+                    .and_then(|t| t.errors.first().map(|e| e.message.clone()))
+                    .unwrap_or_default();
+                return Err(PrivxError::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_REQUEST_DATA",
+                    "",
+                    message,
+                ));
             }
             _ if tokio::time::Instant::now() > deadline => {
-                return Err(PrivxError::new(StatusCode::SERVICE_UNAVAILABLE, "MAX_LOAD", "", format!("queued as task {} but not stored within 30 s", created.task_id)));
+                return Err(PrivxError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "MAX_LOAD",
+                    "",
+                    format!(
+                        "queued as task {} but not stored within 30 s",
+                        created.task_id
+                    ),
+                ));
             }
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }

@@ -21,13 +21,20 @@ use crate::inventory::{self, InventoryFile, ResourceSpec};
 pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/v1/resources", get(list).post(create))
-        .route("/v1/resources/{id}", get(get_one).put(replace).delete(remove))
+        .route(
+            "/v1/resources/{id}",
+            get(get_one).put(replace).delete(remove),
+        )
 }
 
 /// Renames every object key with `f`, recursively.
 fn rename_keys(v: Value, f: &dyn Fn(&str) -> String) -> Value {
     match v {
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (f(&k), rename_keys(v, f))).collect::<Map<_, _>>()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (f(&k), rename_keys(v, f)))
+                .collect::<Map<_, _>>(),
+        ),
         Value::Array(items) => Value::Array(items.into_iter().map(|v| rename_keys(v, f)).collect()),
         other => other,
     }
@@ -93,7 +100,12 @@ async fn load(state: &ApiState, caller: &Caller, id: Option<&str>) -> Result<Vec
             insecure_accept_any_host_key: r.insecure_accept_any_host_key,
             platform: r.platform,
             policy: Some(r.policy),
-            admin: r.admin_username.map(|username| inventory::AdminSpec { username, private_key_file: None, password_file: None, sudo: r.admin_sudo }),
+            admin: r.admin_username.map(|username| inventory::AdminSpec {
+                username,
+                private_key_file: None,
+                password_file: None,
+                sudo: r.admin_sudo,
+            }),
             account: accounts
                 .into_iter()
                 .map(|a| inventory::AccountSpec {
@@ -105,29 +117,51 @@ async fn load(state: &ApiState, caller: &Caller, id: Option<&str>) -> Result<Vec
                 })
                 .collect(),
         };
-        out.push(rename_keys(serde_json::to_value(spec).expect("resource serializes"), &camel));
+        out.push(rename_keys(
+            serde_json::to_value(spec).expect("resource serializes"),
+            &camel,
+        ));
     }
     Ok(out)
 }
 
-async fn list(caller: Caller, State(state): State<Arc<ApiState>>) -> Result<Json<Vec<Value>>, ApiError> {
+async fn list(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<Vec<Value>>, ApiError> {
     caller.require(Scope::ResourcesManage)?;
     Ok(Json(load(&state, &caller, None).await?))
 }
 
-async fn get_one(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_one(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::ResourcesManage)?;
     text_param("id", Some(&id))?;
     load(&state, &caller, Some(&id))
         .await?
         .pop()
         .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", format!("no resource {id}")))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "RESOURCE_NOT_FOUND",
+                format!("no resource {id}"),
+            )
+        })
 }
 
 /// The first field that names a file (`admin.privateKeyFile`, `account[0].passwordFile`).
 fn file_field(v: &Value, at: &str) -> Option<String> {
-    let join = |k: &str| if at.is_empty() { k.to_string() } else { format!("{at}.{k}") };
+    let join = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
     match v {
         Value::Object(map) => map.iter().find_map(|(k, v)| {
             if (k.ends_with("File") || k.ends_with("_file")) && !v.is_null() {
@@ -136,14 +170,19 @@ fn file_field(v: &Value, at: &str) -> Option<String> {
                 file_field(v, &join(k))
             }
         }),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| file_field(v, &format!("{at}[{i}]"))),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| file_field(v, &format!("{at}[{i}]"))),
         _ => None,
     }
 }
 
 /// The admin files the stored resource has, kept when the JSON names the same admin.
 async fn keep_admin_files(state: &ApiState, spec: &mut ResourceSpec) -> Result<(), ApiError> {
-    let Some(admin) = spec.admin.as_mut() else { return Ok(()) };
+    let Some(admin) = spec.admin.as_mut() else {
+        return Ok(());
+    };
     let stored = sqlx::query!("SELECT admin_username, admin_private_key_file, admin_password_file FROM resources WHERE id = $1", spec.id)
         .fetch_optional(&state.pool)
         .await
@@ -162,18 +201,28 @@ async fn keep_admin_files(state: &ApiState, spec: &mut ResourceSpec) -> Result<(
 }
 
 /// Parses, validates and upserts one resource, as `rotor resource apply` would.
-async fn upsert(state: &ApiState, caller: &Caller, body: &[u8], path_id: Option<&str>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let json: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request("body", &format!("is not valid JSON ({e})")))?;
+async fn upsert(
+    state: &ApiState,
+    caller: &Caller,
+    body: &[u8],
+    path_id: Option<&str>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("body", &format!("is not valid JSON ({e})")))?;
     if let Some(field) = crate::requests::nul_in(&json, String::new()) {
         return Err(ApiError::bad_request(&field, crate::requests::NUL_MESSAGE));
     }
     if let Some(field) = file_field(&json, "") {
         return Err(ApiError::bad_request(&field, "the HTTP inventory names no files; files are set by the TOML inventory (`rotor resource apply` as root)"));
     }
-    let mut spec: ResourceSpec = serde_path_to_error::deserialize(rename_keys(json, &snake)).map_err(|e| {
-        let field = camel(&e.path().to_string());
-        ApiError::bad_request(if field == "." { "body" } else { &field }, &e.into_inner().to_string())
-    })?;
+    let mut spec: ResourceSpec = serde_path_to_error::deserialize(rename_keys(json, &snake))
+        .map_err(|e| {
+            let field = camel(&e.path().to_string());
+            ApiError::bad_request(
+                if field == "." { "body" } else { &field },
+                &e.into_inner().to_string(),
+            )
+        })?;
     if let Some(id) = path_id {
         if spec.id != id {
             return Err(ApiError::bad_request("id", "must match the id in the path"));
@@ -181,48 +230,107 @@ async fn upsert(state: &ApiState, caller: &Caller, body: &[u8], path_id: Option<
     }
     // Whatever the key's spelling (`passwordFile`, `password_file`), no file gets through.
     let smuggled = spec.admin.as_ref().and_then(|a| {
-        a.private_key_file.as_ref().map(|_| "admin.privateKeyFile".to_string()).or_else(|| a.password_file.as_ref().map(|_| "admin.passwordFile".to_string()))
+        a.private_key_file
+            .as_ref()
+            .map(|_| "admin.privateKeyFile".to_string())
+            .or_else(|| {
+                a.password_file
+                    .as_ref()
+                    .map(|_| "admin.passwordFile".to_string())
+            })
     });
-    let smuggled = smuggled.or_else(|| spec.account.iter().position(|a| a.password_file.is_some()).map(|i| format!("account[{i}].passwordFile")));
+    let smuggled = smuggled.or_else(|| {
+        spec.account
+            .iter()
+            .position(|a| a.password_file.is_some())
+            .map(|i| format!("account[{i}].passwordFile"))
+    });
     if let Some(field) = smuggled {
         return Err(ApiError::bad_request(&field, "the HTTP inventory names no files; files are set by the TOML inventory (`rotor resource apply` as root)"));
     }
     caller.require_resource("id", &spec.id)?;
     keep_admin_files(state, &mut spec).await?;
-    let inv = InventoryFile { resource: vec![spec] };
-    let default_policy = |t: &str| state.type_policy.get(t).cloned().unwrap_or_else(|| crate::policy::preset_for_type(t).to_string());
+    let inv = InventoryFile {
+        resource: vec![spec],
+    };
+    let default_policy = |t: &str| {
+        state
+            .type_policy
+            .get(t)
+            .cloned()
+            .unwrap_or_else(|| crate::policy::preset_for_type(t).to_string())
+    };
     inventory::validate(&inv, &state.submitter.policies, default_policy).map_err(|e| match e {
-        inventory::Error::Invalid { field, message } => ApiError::bad_request(&camel(&field.replacen("resource[0].", "", 1)), &message),
+        inventory::Error::Invalid { field, message } => {
+            ApiError::bad_request(&camel(&field.replacen("resource[0].", "", 1)), &message)
+        }
         other => ApiError::bad_request("body", &other.to_string()),
     })?;
     let who = caller.requester();
-    let applier = inventory::Applier { who: &who, may_retarget: caller.grant.is_admin() };
-    let report = inventory::apply(&state.pool, Some(&state.submitter.key), &inv, default_policy, &state.submitter.schedule, &applier)
-        .await
-        .map_err(|e| match e {
-            inventory::Error::Db(e) => ApiError::from(e),
-            inventory::Error::Store(e) => ApiError::from(e),
-            inventory::Error::Denied { field, message } => {
-                let field = camel(&field);
-                let mut e = ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", format!("{field}: {message}"));
-                e.body = e.body.argument(&field).context("field", &field);
-                e
-            }
-            e @ inventory::Error::Deleted(_) => ApiError::new(StatusCode::CONFLICT, "RESOURCE_DELETED", e.to_string()),
-            other => ApiError::bad_request("body", &other.to_string()),
-        })?;
-    let created = report.iter().any(|l| l.starts_with("resource ") && l.ends_with("created"));
+    let applier = inventory::Applier {
+        who: &who,
+        may_retarget: caller.grant.is_admin(),
+    };
+    let report = inventory::apply(
+        &state.pool,
+        Some(&state.submitter.key),
+        &inv,
+        default_policy,
+        &state.submitter.schedule,
+        &applier,
+    )
+    .await
+    .map_err(|e| match e {
+        inventory::Error::Db(e) => ApiError::from(e),
+        inventory::Error::Store(e) => ApiError::from(e),
+        inventory::Error::Denied { field, message } => {
+            let field = camel(&field);
+            let mut e = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                format!("{field}: {message}"),
+            );
+            e.body = e.body.argument(&field).context("field", &field);
+            e
+        }
+        e @ inventory::Error::Deleted(_) => {
+            ApiError::new(StatusCode::CONFLICT, "RESOURCE_DELETED", e.to_string())
+        }
+        other => ApiError::bad_request("body", &other.to_string()),
+    })?;
+    let created = report
+        .iter()
+        .any(|l| l.starts_with("resource ") && l.ends_with("created"));
     let id = &inv.resource[0].id;
-    let body = load(state, caller, Some(id)).await?.pop().unwrap_or(Value::Null);
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(body)))
+    let body = load(state, caller, Some(id))
+        .await?
+        .pop()
+        .unwrap_or(Value::Null);
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(body),
+    ))
 }
 
-async fn create(caller: Caller, State(state): State<Arc<ApiState>>, Body(body): Body) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn create(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Scope::ResourcesManage)?;
     upsert(&state, &caller, &body, None).await
 }
 
-async fn replace(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>, Body(body): Body) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn replace(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Scope::ResourcesManage)?;
     text_param("id", Some(&id))?;
     upsert(&state, &caller, &body, Some(&id)).await
@@ -230,7 +338,11 @@ async fn replace(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): P
 
 /// Retires a resource: its accounts stop rotating, their stored passwords stay until
 /// `rotor resource purge`. Refused while any of its accounts has work in flight.
-async fn remove(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     caller.require(Scope::ResourcesManage)?;
     text_param("id", Some(&id))?;
     caller.require_resource("id", &id)?;
@@ -239,8 +351,16 @@ async fn remove(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Pa
             tracing::warn!(target: "rotor::security", caller = %caller.name, resource_id = %id, accounts, "resource deleted; its passwords are kept until purged");
             Ok(StatusCode::NO_CONTENT)
         }
-        Err(e @ inventory::Retired::NotFound(_)) => Err(ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", e.to_string())),
-        Err(e @ inventory::Retired::Busy { .. }) => Err(ApiError::new(StatusCode::CONFLICT, "RESOURCE_BUSY", e.to_string())),
+        Err(e @ inventory::Retired::NotFound(_)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            e.to_string(),
+        )),
+        Err(e @ inventory::Retired::Busy { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "RESOURCE_BUSY",
+            e.to_string(),
+        )),
         Err(inventory::Retired::Db(e)) => Err(ApiError::from(e)),
         Err(other) => Err(ApiError::internal(other)),
     }

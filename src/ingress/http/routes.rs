@@ -13,7 +13,11 @@ use super::{ops, privx, resources, vcf};
 /// `ops_listen` serves them).
 pub fn router(state: Arc<ApiState>, with_health: bool) -> Router {
     let limit = axum::extract::DefaultBodyLimit::max(state.max_body_bytes);
-    let health = if with_health { ops::health_routes() } else { Router::new() };
+    let health = if with_health {
+        ops::health_routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(health)
         .merge(ops::routes())
@@ -31,4 +35,3 @@ pub fn ops_router(state: Arc<ApiState>) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
         .with_state(state)
 }
-

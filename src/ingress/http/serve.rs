@@ -21,8 +21,11 @@ pub struct Listeners {
 }
 
 fn bind(addr: &str, key: &str) -> anyhow::Result<std::net::TcpListener> {
-    let addr: SocketAddr = addr.parse().map_err(|e| anyhow::anyhow!("configuration key `{key}`: {e}"))?;
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({key}): {e}"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("configuration key `{key}`: {e}"))?;
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({key}): {e}"))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
@@ -43,7 +46,11 @@ impl Listeners {
             None => None,
         };
         let api = bind(&settings.listen, "http.listen")?;
-        let ops = settings.ops_listen.as_deref().map(|a| bind(a, "http.ops_listen")).transpose()?;
+        let ops = settings
+            .ops_listen
+            .as_deref()
+            .map(|a| bind(a, "http.ops_listen"))
+            .transpose()?;
         Ok(Listeners { api, tls, ops })
     }
 
@@ -62,14 +69,17 @@ impl Listeners {
     /// Serves until `stop`; requests in flight get a few seconds to finish.
     pub async fn serve(self, state: Arc<ApiState>, stop: CancellationToken) -> anyhow::Result<()> {
         let with_ops = self.ops.is_none();
-        let api = super::routes::router(state.clone(), with_ops).into_make_service_with_connect_info::<SocketAddr>();
+        let api = super::routes::router(state.clone(), with_ops)
+            .into_make_service_with_connect_info::<SocketAddr>();
         let handle = axum_server::Handle::new();
         let ops_task = self.ops.map(|listener| {
             let router: Router = super::routes::ops_router(state);
             let stop = stop.clone();
             tokio::spawn(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
             })
         });
         let stopper = {
@@ -80,8 +90,18 @@ impl Listeners {
             })
         };
         let served = match self.tls {
-            Some(tls) => axum_server::from_tcp_rustls(self.api, tls).handle(handle).serve(api).await,
-            None => axum_server::from_tcp(self.api).handle(handle).serve(api).await,
+            Some(tls) => {
+                axum_server::from_tcp_rustls(self.api, tls)
+                    .handle(handle)
+                    .serve(api)
+                    .await
+            }
+            None => {
+                axum_server::from_tcp(self.api)
+                    .handle(handle)
+                    .serve(api)
+                    .await
+            }
         };
         stopper.abort();
         if let Some(task) = ops_task {

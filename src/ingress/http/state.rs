@@ -48,8 +48,15 @@ pub fn load_tokens(settings: &HttpSettings) -> Result<Vec<Token>, crate::config:
             let key = format!("http.token[{i}].token");
             let secret = crate::config::secret(&key, &t.token, &t.token_file)?;
             crate::config::check_token_strength(&key, secret.expose_secret())?;
-            let grant = Grant { scopes: t.scopes.clone(), resources: t.resources.clone() };
-            Ok(Token { name: t.name.clone(), digest: Sha256::digest(secret.expose_secret().as_bytes()).into(), grant })
+            let grant = Grant {
+                scopes: t.scopes.clone(),
+                resources: t.resources.clone(),
+            };
+            Ok(Token {
+                name: t.name.clone(),
+                digest: Sha256::digest(secret.expose_secret().as_bytes()).into(),
+                grant,
+            })
         })
         .collect()
 }
@@ -65,7 +72,11 @@ impl Caller {
         if self.grant.has(scope) {
             Ok(())
         } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", format!("this token lacks scope `{}`", scope.as_str())))
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                format!("this token lacks scope `{}`", scope.as_str()),
+            ))
         }
     }
 
@@ -74,7 +85,11 @@ impl Caller {
         if self.grant.allows_resource(id) {
             return Ok(());
         }
-        let mut e = ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", format!("{field}: resource `{id}` is outside this token's resources"));
+        let mut e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            format!("{field}: resource `{id}` is outside this token's resources"),
+        );
         e.body = e.body.argument(field).context("field", field);
         Err(e)
     }
@@ -85,12 +100,20 @@ impl Caller {
 
     /// The tasks this caller may see.
     pub fn visibility(&self) -> crate::engine::view::Visibility {
-        crate::engine::view::Visibility { patterns: self.grant.resource_patterns(), requester: self.requester() }
+        crate::engine::view::Visibility {
+            patterns: self.grant.resource_patterns(),
+            requester: self.requester(),
+        }
     }
 
     /// A request this caller makes over HTTP.
     pub fn origin(&self, request_key: Option<String>) -> Origin<'_> {
-        Origin { channel: "HTTP", requester: self.requester(), grant: &self.grant, request_key }
+        Origin {
+            channel: "HTTP",
+            requester: self.requester(),
+            grant: &self.grant,
+            request_key,
+        }
     }
 }
 
@@ -106,7 +129,10 @@ fn find_token(parts: &Parts, state: &ApiState) -> Option<Caller> {
             found = Some(t);
         }
     }
-    found.map(|t| Caller { name: t.name.clone(), grant: t.grant.clone() })
+    found.map(|t| Caller {
+        name: t.name.clone(),
+        grant: t.grant.clone(),
+    })
 }
 
 /// Why a request has no caller.
@@ -125,7 +151,11 @@ pub fn authenticate(parts: &Parts, state: &ApiState) -> Result<Caller, AuthFailu
         return Err(AuthFailure::TooMany(seconds));
     }
     find_token(parts, state).ok_or_else(|| {
-        let reason = if parts.headers.contains_key(header::AUTHORIZATION) { "unknown bearer token" } else { "no bearer token" };
+        let reason = if parts.headers.contains_key(header::AUTHORIZATION) {
+            "unknown bearer token"
+        } else {
+            "no bearer token"
+        };
         state.failed_auth.failed("HTTP", &source, reason);
         AuthFailure::Unknown
     })
@@ -134,7 +164,11 @@ pub fn authenticate(parts: &Parts, state: &ApiState) -> Result<Caller, AuthFailu
 /// The peer's address, as the listener saw it; an IPv6 peer by its /64, which one
 /// client can fill with addresses of its own.
 fn source(parts: &Parts) -> String {
-    match parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical()) {
+    match parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical())
+    {
         Some(std::net::IpAddr::V6(v6)) => {
             let s = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
@@ -147,15 +181,25 @@ fn source(parts: &Parts) -> String {
 impl FromRequestParts<Arc<ApiState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
         authenticate(parts, state).map_err(|failure| match failure {
             AuthFailure::TooMany(seconds) => {
-                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", "too many failed authentications from this address; try later");
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOO_MANY_REQUESTS",
+                    "too many failed authentications from this address; try later",
+                );
                 e.retry_after = Some(seconds);
                 e
             }
-            AuthFailure::Unknown => ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "missing or invalid bearer token"),
+            AuthFailure::Unknown => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "missing or invalid bearer token",
+            ),
         })
     }
 }
-

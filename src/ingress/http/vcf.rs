@@ -14,18 +14,27 @@ use super::error::ApiError;
 use super::paging::{page_params, text_param, uuid_param, PageOf};
 use super::state::{ApiState, Caller};
 use crate::config::Scope;
-use crate::engine::model::TaskStatus;
 use crate::engine::control::{self, Change};
+use crate::engine::model::TaskStatus;
 use crate::engine::view;
 use crate::ingress::submit::Request;
 
 pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
-        .route("/v1/credentials", get(list_credentials).patch(update_credentials))
+        .route(
+            "/v1/credentials",
+            get(list_credentials).patch(update_credentials),
+        )
         .route("/v1/credentials/{id}", get(get_credential))
         .route("/v1/credentials/tasks", get(list_tasks))
-        .route("/v1/credentials/tasks/{id}", get(get_task).patch(retry_task).delete(cancel_task))
-        .route("/v1/credentials/tasks/{id}/subtasks/{subtask_id}", get(get_subtask))
+        .route(
+            "/v1/credentials/tasks/{id}",
+            get(get_task).patch(retry_task).delete(cancel_task),
+        )
+        .route(
+            "/v1/credentials/tasks/{id}/subtasks/{subtask_id}",
+            get(get_subtask),
+        )
 }
 
 /// `PATCH /v1/credentials`: the same pipeline as AMQP `credentials.update`. An
@@ -38,12 +47,22 @@ async fn update_credentials(
 ) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
     // Keys are kept per token: another caller's key finds nothing of theirs.
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(|k| format!("http:{}:{k}", caller.name));
-    let created = state.submitter.submit(Request::CredentialsUpdate(&body), &caller.origin(key)).await.map_err(ApiError::refusal)?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| format!("http:{}:{k}", caller.name));
+    let created = state
+        .submitter
+        .submit(Request::CredentialsUpdate(&body), &caller.origin(key))
+        .await
+        .map_err(ApiError::refusal)?;
     tracing::info!(caller = %caller.name, task_id = %created.task_id, "credentials update accepted");
     let task = match created.recorded {
         Some(task) => task,
-        None => view::load(&state.pool, created.task_id).await.map_err(ApiError::from)?.ok_or_else(|| ApiError::internal("task vanished"))?,
+        None => view::load(&state.pool, created.task_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::internal("task vanished"))?,
     };
     Ok((StatusCode::ACCEPTED, Json(task)))
 }
@@ -93,8 +112,15 @@ macro_rules! credential_of {
             username: $r.username,
             account_type: $r.account_type,
             credential_type: $r.credential_type,
-            resource: CredentialResource { resource_id: $r.resource_id, resource_name: $r.resource_name, resource_type: $r.resource_type },
-            auto_rotate_policy: $r.auto_rotate_days.map(|d| AutoRotate { frequency_in_days: d, next_schedule: $r.next_rotation_at.filter(|_| !$r.auto_paused) }),
+            resource: CredentialResource {
+                resource_id: $r.resource_id,
+                resource_name: $r.resource_name,
+                resource_type: $r.resource_type,
+            },
+            auto_rotate_policy: $r.auto_rotate_days.map(|d| AutoRotate {
+                frequency_in_days: d,
+                next_schedule: $r.next_rotation_at.filter(|_| !$r.auto_paused),
+            }),
             status: $r.status,
             last_rotated: $r.last_rotated_at,
         }
@@ -111,8 +137,14 @@ async fn list_credentials(
     let page = page_params(q.page_number, q.page_size)?;
     text_param("resourceName", q.resource_name.as_deref())?;
     text_param("resourceType", q.resource_type.as_deref())?;
-    if q.account_type.as_deref().is_some_and(|t| !["USER", "SYSTEM", "SERVICE"].contains(&t)) {
-        return Err(ApiError::bad_request("accountType", "one of USER, SYSTEM, SERVICE"));
+    if q.account_type
+        .as_deref()
+        .is_some_and(|t| !["USER", "SYSTEM", "SERVICE"].contains(&t))
+    {
+        return Err(ApiError::bad_request(
+            "accountType",
+            "one of USER, SYSTEM, SERVICE",
+        ));
     }
     let rows = sqlx::query!(
         r#"SELECT c.id, c.username, c.account_type, c.credential_type, c.status, c.auto_rotate_days,
@@ -141,7 +173,11 @@ async fn list_credentials(
 }
 
 /// The total when the page itself is empty (past the last page).
-async fn count_credentials(state: &ApiState, q: &CredentialQuery, caller: &Caller) -> Result<i64, ApiError> {
+async fn count_credentials(
+    state: &ApiState,
+    q: &CredentialQuery,
+    caller: &Caller,
+) -> Result<i64, ApiError> {
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM credentials c JOIN resources r ON r.id = c.resource_id
             WHERE ($1::text IS NULL OR r.name = $1) AND ($2::text IS NULL OR r.type = $2)
@@ -156,7 +192,11 @@ async fn count_credentials(state: &ApiState, q: &CredentialQuery, caller: &Calle
     .map_err(ApiError::from)
 }
 
-async fn get_credential(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<Credential>, ApiError> {
+async fn get_credential(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Credential>, ApiError> {
     caller.require(Scope::CredentialsView)?;
     let id = uuid_param("id", &id)?;
     let r = sqlx::query!(
@@ -195,26 +235,56 @@ async fn list_tasks(
         .as_deref()
         .map(str::parse::<TaskStatus>)
         .transpose()
-        .map_err(|_| ApiError::bad_request("status", "one of PENDING, IN_PROGRESS, SUCCESSFUL, FAILED, CANCELLED"))?;
-    let found = view::page(&state.pool, status, page.0, page.1, &caller.visibility()).await.map_err(ApiError::from)?;
+        .map_err(|_| {
+            ApiError::bad_request(
+                "status",
+                "one of PENDING, IN_PROGRESS, SUCCESSFUL, FAILED, CANCELLED",
+            )
+        })?;
+    let found = view::page(&state.pool, status, page.0, page.1, &caller.visibility())
+        .await
+        .map_err(ApiError::from)?;
     Ok(Json(PageOf::new(found.tasks, page, found.total)))
 }
 
 /// The task, when the caller may see it (a token limited to some resources sees the
 /// tasks it asked for and those on its resources only).
-async fn load_task(state: &ApiState, caller: &Caller, id: uuid::Uuid) -> Result<view::Task, ApiError> {
-    if !view::is_visible(&state.pool, id, &caller.visibility()).await.map_err(ApiError::from)? {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "TASK_NOT_FOUND", format!("no task {id}")));
+async fn load_task(
+    state: &ApiState,
+    caller: &Caller,
+    id: uuid::Uuid,
+) -> Result<view::Task, ApiError> {
+    if !view::is_visible(&state.pool, id, &caller.visibility())
+        .await
+        .map_err(ApiError::from)?
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "TASK_NOT_FOUND",
+            format!("no task {id}"),
+        ));
     }
     view::load(&state.pool, id)
         .await
         .map_err(ApiError::from)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "TASK_NOT_FOUND", format!("no task {id}")))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "TASK_NOT_FOUND",
+                format!("no task {id}"),
+            )
+        })
 }
 
-async fn get_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Json<view::Task>, ApiError> {
+async fn get_task(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<view::Task>, ApiError> {
     caller.require(Scope::TasksView)?;
-    Ok(Json(load_task(&state, &caller, uuid_param("id", &id)?).await?))
+    Ok(Json(
+        load_task(&state, &caller, uuid_param("id", &id)?).await?,
+    ))
 }
 
 async fn get_subtask(
@@ -229,37 +299,71 @@ async fn get_subtask(
         .into_iter()
         .find(|s| s.id == subtask_id)
         .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "SUBTASK_NOT_FOUND", format!("task {id} has no subtask {subtask_id}")))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "SUBTASK_NOT_FOUND",
+                format!("task {id} has no subtask {subtask_id}"),
+            )
+        })
 }
 
 /// Answers a retry or cancel: 202 with the task, 404 or 409 with why not.
-async fn changed(state: &ApiState, caller: &Caller, id: uuid::Uuid, change: Change) -> Result<(StatusCode, Json<view::Task>), ApiError> {
+async fn changed(
+    state: &ApiState,
+    caller: &Caller,
+    id: uuid::Uuid,
+    change: Change,
+) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     match change {
         Change::Done(status) => {
             if let Some(status) = status {
                 state.submitter.events.task(id, status);
             }
-            Ok((StatusCode::ACCEPTED, Json(load_task(state, caller, id).await?)))
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(load_task(state, caller, id).await?),
+            ))
         }
-        Change::NotFound => Err(ApiError::new(StatusCode::NOT_FOUND, "TASK_NOT_FOUND", format!("no task {id}"))),
-        Change::Conflict(why) => Err(ApiError::new(StatusCode::CONFLICT, "TASK_STATE_CONFLICT", why)),
+        Change::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "TASK_NOT_FOUND",
+            format!("no task {id}"),
+        )),
+        Change::Conflict(why) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "TASK_STATE_CONFLICT",
+            why,
+        )),
     }
 }
 
-async fn retry_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<(StatusCode, Json<view::Task>), ApiError> {
+async fn retry_task(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
     let id = uuid_param("id", &id)?;
     load_task(&state, &caller, id).await?;
-    let change = control::retry_task(&state.pool, id).await.map_err(ApiError::from)?;
+    let change = control::retry_task(&state.pool, id)
+        .await
+        .map_err(ApiError::from)?;
     tracing::info!(caller = %caller.name, task_id = %id, ?change, "retry requested");
     changed(&state, &caller, id, change).await
 }
 
-async fn cancel_task(caller: Caller, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<(StatusCode, Json<view::Task>), ApiError> {
+async fn cancel_task(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
     let id = uuid_param("id", &id)?;
     load_task(&state, &caller, id).await?;
-    let change = control::cancel_task(&state.pool, id).await.map_err(ApiError::from)?;
+    let change = control::cancel_task(&state.pool, id)
+        .await
+        .map_err(ApiError::from)?;
     tracing::info!(caller = %caller.name, task_id = %id, ?change, "cancel requested");
     changed(&state, &caller, id, change).await
 }
