@@ -75,6 +75,7 @@ pub struct Application {
     settings: Settings,
     link: crate::broker::Link,
     tokens: Vec<http::Token>,
+    users: http::Users,
     pool: PgPool,
     engine: Arc<Engine>,
     submitter: Arc<Submitter>,
@@ -97,6 +98,7 @@ impl Application {
         let key = Arc::new(MasterKey::load(&settings.vault)?);
         tracing::info!(key_id = key.key_id(), keyring = %key.key_ids().join(","), "master keys loaded; the first seals");
         let tokens = http::load_tokens(&settings.http)?;
+        let users = http::Users::load(&settings.http, key.clone())?;
         let link = crate::broker::Link::from_settings(&settings.amqp)?;
         link.probe().await?;
         let flush_events = CancellationToken::new();
@@ -136,6 +138,7 @@ impl Application {
             settings,
             link,
             tokens,
+            users,
             pool,
             engine,
             submitter,
@@ -158,6 +161,7 @@ impl Application {
             settings,
             link,
             tokens,
+            users,
             pool,
             engine,
             submitter,
@@ -220,6 +224,7 @@ impl Application {
             max_body_bytes: settings.amqp.max_message_bytes,
             type_policy: settings.type_policy.clone(),
             failed_auth: crate::ingress::guard::FailedAuth::new(settings.http.failed_login_limit),
+            users,
         });
         let http_task = spawn_named("http api", listeners.serve(api, stop_http.clone()));
         let watchdog = spawn_watchdog(stop_http.clone());

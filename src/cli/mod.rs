@@ -72,6 +72,15 @@ enum Command {
     /// The vault's keyring: status, rekey.
     #[command(subcommand)]
     Vault(vault::Command),
+    /// API users who log in with a password (`[[http.user]]`).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Read a password from stdin and print its argon2id hash, for a `password_hash_file`.
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +149,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(c) => policy::run(&settings, c),
         Command::Scheduler(c) => scheduler::run(&settings, c).await,
         Command::Vault(c) => vault::run(&settings, c).await,
+        Command::User(UserCommand::HashPassword) => hash_password(),
         Command::Audit(AuditCommand::Verify) => {
             let pool = crate::db::connect(&settings.database).await?;
             match crate::audit::verify(&pool).await {
@@ -161,12 +171,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// One line of stdin (the password, never an argument) to its PHC hash on stdout.
+fn hash_password() -> anyhow::Result<ExitCode> {
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.chars().count() < 12 {
+        eprintln!("rotor: the password must be at least 12 characters (read from stdin, one line)");
+        return Ok(ExitCode::from(2));
+    }
+    println!(
+        "{}",
+        crate::ingress::http::hash_password(&secrecy::SecretString::from(password))
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Settings already parsed and validated; now every secret must be readable too.
 fn config_check(settings: &Settings, file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     settings.database.connect_options()?;
     crate::broker::Link::from_settings(&settings.amqp)?;
     crate::ingress::http::load_tokens(&settings.http)?;
-    let keyring = crate::vault::MasterKey::load(&settings.vault)?;
+    let keyring = std::sync::Arc::new(crate::vault::MasterKey::load(&settings.vault)?);
+    crate::ingress::http::Users::load(&settings.http, keyring.clone())?;
     println!(
         "master keys: {} (the first seals)",
         keyring.key_ids().join(", ")
@@ -176,9 +203,10 @@ fn config_check(settings: &Settings, file: Option<&std::path::Path>) -> anyhow::
         .map(|f| f.display().to_string())
         .unwrap_or_else(|| "defaults and environment".into());
     println!(
-        "configuration OK ({where_}): {} policies, {} HTTP tokens",
+        "configuration OK ({where_}): {} policies, {} HTTP tokens, {} API users",
         policies.len(),
-        settings.http.token.len()
+        settings.http.token.len(),
+        settings.http.user.len()
     );
     let dumps = if crate::hygiene::can_dump_core() {
         "ON: this process could be dumped"

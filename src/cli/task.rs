@@ -53,7 +53,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                 patterns: vec!["%".into()],
                 requester: crate::access::Requester::os_user(),
             };
-            let page = view::page(&pool, status, 1, limit.clamp(1, 1000), &all).await?;
+            let page = view::page(&pool, status, 0, limit.clamp(1, 1000), &all).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&page.tasks)?);
             } else {

@@ -6,7 +6,7 @@ mod sections;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -165,6 +165,11 @@ impl Settings {
         for t in &mut self.http.token {
             resolve(base, &mut t.token_file);
         }
+        for u in &mut self.http.user {
+            if let (Some(base), true) = (base, u.password_hash_file.is_relative()) {
+                u.password_hash_file = base.join(&u.password_hash_file);
+            }
+        }
     }
 
     fn validate(&self) -> Result<(), Error> {
@@ -286,6 +291,24 @@ impl Settings {
                 "http.listen",
                 format!("{listen} is not loopback and no TLS is configured: set tls_cert_file and tls_key_file (or allow_plaintext = true)"),
             ));
+        }
+        // Each user named once, and not as a token is (the audit log tells callers apart
+        // by name alone).
+        let mut names: HashSet<&str> = http.token.iter().map(|t| t.name.as_str()).collect();
+        for (i, u) in http.user.iter().enumerate() {
+            let key = format!("http.user[{i}].username");
+            if u.username.is_empty()
+                || u.username.len() > 128
+                || u.username.chars().any(char::is_control)
+            {
+                return Err(Error::invalid(key, "must be 1 to 128 printable characters"));
+            }
+            if !names.insert(u.username.as_str()) {
+                return Err(Error::invalid(
+                    key,
+                    "names a user or token already configured",
+                ));
+            }
         }
         Ok(())
     }

@@ -133,6 +133,8 @@ pub struct HttpSettings {
     /// Failed logins from one address within a minute before it is refused unheard (429).
     pub failed_login_limit: u32,
     pub token: Vec<TokenSettings>,
+    /// API users who log in (`POST /v1/tokens`) for short-lived access tokens.
+    pub user: Vec<UserSettings>,
 }
 
 impl Default for HttpSettings {
@@ -145,6 +147,7 @@ impl Default for HttpSettings {
             allow_plaintext: false,
             failed_login_limit: 10,
             token: Vec::new(),
+            user: Vec::new(),
         }
     }
 }
@@ -163,6 +166,18 @@ pub struct TokenSettings {
     pub token_file: Option<PathBuf>,
     pub scopes: Vec<Scope>,
     /// Globs on resource ids this token may touch; empty: all.
+    #[serde(default)]
+    pub resources: Vec<Glob>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSettings {
+    pub username: String,
+    /// A file holding the password's argon2 hash in PHC form (`rotor user hash-password`).
+    pub password_hash_file: PathBuf,
+    pub scopes: Vec<Scope>,
+    /// Globs on resource ids this user may touch; empty: all.
     #[serde(default)]
     pub resources: Vec<Glob>,
 }

@@ -53,6 +53,14 @@ pub struct SubTask {
     pub name: String,
     pub description: String,
     pub status: SubtaskStatus,
+    /// VCF's CredentialsSubTask fields: the account, its type, and its resource's name
+    /// and type (`entityType`).
+    pub username: String,
+    pub credential_type: String,
+    pub resource_name: String,
+    pub entity_type: String,
+    pub creation_timestamp: DateTime<Utc>,
+    pub completion_timestamp: Option<DateTime<Utc>>,
     pub resources: Vec<Resource>,
     pub errors: Vec<VcfError>,
     pub stages: Vec<StageView>,
@@ -134,8 +142,8 @@ pub async fn load_many_in(
     }
     let found: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
     let subs = sqlx::query!(
-        "SELECT s.id, s.task_id, s.status, s.errors, s.params, c.username, r.id AS resource_id, r.name AS resource_name,
-                r.type AS resource_type
+        "SELECT s.id, s.task_id, s.status, s.errors, s.params, s.created_at, s.completed_at, c.username, c.credential_type,
+                r.id AS resource_id, r.name AS resource_name, r.type AS resource_type
            FROM subtasks s JOIN credentials c ON c.id = s.credential_id JOIN resources r ON r.id = c.resource_id
           WHERE s.task_id = ANY($1) ORDER BY s.task_id, s.seq",
         &found
@@ -196,6 +204,12 @@ pub async fn load_many_in(
                     s.username, s.resource_name
                 ),
                 status,
+                credential_type: s.credential_type,
+                resource_name: s.resource_name.clone(),
+                entity_type: s.resource_type.clone(),
+                creation_timestamp: s.created_at,
+                completion_timestamp: s.completed_at,
+                username: s.username,
                 resources: vec![resource],
                 errors: errors(s.errors),
                 stages: stages
@@ -289,7 +303,7 @@ pub async fn is_visible(pool: &PgPool, id: Uuid, v: &Visibility) -> Result<bool,
 pub async fn page(
     pool: &PgPool,
     status: Option<TaskStatus>,
-    page_number: i64,
+    offset: i64,
     page_size: i64,
     v: &Visibility,
 ) -> Result<Page, sqlx::Error> {
@@ -315,7 +329,7 @@ pub async fn page(
         name,
         &v.patterns,
         page_size,
-        page_number.saturating_sub(1).saturating_mul(page_size)
+        offset
     )
     .fetch_one(pool)
     .await?;

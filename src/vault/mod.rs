@@ -14,6 +14,7 @@ use std::path::Path;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::TryRngCore;
 use secrecy::{ExposeSecret, SecretString};
@@ -48,6 +49,9 @@ pub enum Error {
 /// The keyring: the first key seals; any key opens what it sealed.
 pub struct MasterKey {
     keys: Vec<(String, Aes256Gcm)>,
+    /// Per key, in the same order: the key that signs API access tokens, derived from it
+    /// (so every instance holding the keyring accepts the others' tokens).
+    token_keys: Vec<Zeroizing<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -95,12 +99,14 @@ impl MasterKey {
         }
         let mut keys: Vec<(String, Aes256Gcm)> =
             Vec::with_capacity(settings.master_key_files.len());
+        let mut token_keys = Vec::with_capacity(settings.master_key_files.len());
         for (i, file) in settings.master_key_files.iter().enumerate() {
             let key = format!("vault.master_key_files[{i}]");
             let text =
                 crate::config::secret_file(&key, file).map_err(|e| Error::Key(e.to_string()))?;
             let one = Self::from_base64(text.expose_secret().trim())
                 .map_err(|e| Error::Key(format!("{key} ({}): {e}", file.display())))?;
+            token_keys.extend(one.token_keys);
             let (id, cipher) = one.keys.into_iter().next().expect("one key");
             if keys.iter().any(|(k, _)| *k == id) {
                 return Err(Error::Key(format!(
@@ -110,7 +116,7 @@ impl MasterKey {
             }
             keys.push((id, cipher));
         }
-        Ok(MasterKey { keys })
+        Ok(MasterKey { keys, token_keys })
     }
 
     pub fn from_base64(text: &str) -> Result<Self, Error> {
@@ -131,11 +137,32 @@ impl MasterKey {
             .chain_update(b"rotor key id")
             .chain_update(&bytes[..])
             .finalize();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&bytes).expect("any key length");
+        mac.update(b"rotor/v1/access-token");
+        let token_key = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
         Ok(MasterKey {
             keys: vec![(
                 hex::encode(&digest[..8]),
                 Aes256Gcm::new_from_slice(&bytes).expect("32-byte key"),
             )],
+            token_keys: vec![token_key],
+        })
+    }
+
+    /// Signs an access token's payload with the sealing key's token key.
+    pub fn sign_token(&self, payload: &[u8]) -> [u8; 32] {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.token_keys[0][..]).expect("any key length");
+        mac.update(payload);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether any loaded key signed `payload` with `tag` (compared in constant time).
+    pub fn verify_token(&self, payload: &[u8], tag: &[u8]) -> bool {
+        self.token_keys.iter().any(|k| {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&k[..]).expect("any key length");
+            mac.update(payload);
+            mac.verify_slice(tag).is_ok()
         })
     }
 
@@ -303,9 +330,15 @@ mod tests {
         let new = MasterKey::from_base64(&b64(2)).unwrap();
         let id = Uuid::new_v4();
         let under_old = old.seal(id, 1, &SecretString::from("old-Secret-1"));
+        let (old_tag, new_tag) = (old.sign_token(b"claims"), new.sign_token(b"claims"));
         let ring = MasterKey {
             keys: new.keys.into_iter().chain(old.keys).collect(),
+            token_keys: new.token_keys.into_iter().chain(old.token_keys).collect(),
         };
+        // Access tokens too: the first key signs, every key verifies.
+        assert_eq!(ring.sign_token(b"claims"), new_tag);
+        assert!(ring.verify_token(b"claims", &old_tag) && ring.verify_token(b"claims", &new_tag));
+        assert!(!ring.verify_token(b"claimz", &old_tag));
         assert_eq!(
             ring.open(id, 1, &under_old).unwrap().expose_secret(),
             "old-Secret-1"

@@ -16,3 +16,4 @@ mod scheduler;
 mod tls;
 mod trust;
 mod vault;
+mod vcf_client;

@@ -642,6 +642,9 @@ async fn http_patch_credentials_resources_and_ops_routes() {
         ),
         ("/v1/resources", &["get", "post"]),
         ("/v1/resources/{id}", &["get", "put", "delete"]),
+        ("/v1/tokens", &["post"]),
+        ("/v1/tokens/access-token/refresh", &["patch"]),
+        ("/v1/tokens/refresh-token", &["delete"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
         ("/metrics", &["get"]),
@@ -656,7 +659,7 @@ async fn http_patch_credentials_resources_and_ops_routes() {
     }
     assert_eq!(
         api["paths"].as_object().unwrap().len(),
-        13,
+        16,
         "no route described that the server lacks"
     );
 }

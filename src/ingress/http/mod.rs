@@ -4,6 +4,7 @@
 
 mod body;
 mod error;
+mod login;
 mod ops;
 mod paging;
 mod privx;
@@ -11,9 +12,11 @@ mod resources;
 mod routes;
 mod serve;
 mod state;
+mod users;
 mod vcf;
 
 pub use error::ApiError;
 pub use routes::{ops_router, router};
 pub use serve::Listeners;
 pub use state::{load_tokens, ApiState, Token};
+pub use users::{hash_password, Users};

@@ -23,14 +23,14 @@ pub struct PageOf<T> {
 }
 
 impl<T> PageOf<T> {
-    pub fn new(elements: Vec<T>, (number, size): (i64, i64), total: i64) -> Self {
+    pub fn new(elements: Vec<T>, page: Page, total: i64) -> Self {
         PageOf {
             elements,
             page_metadata: PageMetadata {
-                page_number: number,
-                page_size: size,
+                page_number: page.number,
+                page_size: page.size,
                 total_elements: total,
-                total_pages: (total + size - 1) / size,
+                total_pages: (total + page.size - 1) / page.size,
             },
         }
     }
@@ -39,17 +39,34 @@ impl<T> PageOf<T> {
 /// Highest page number asked for; keeps the offset arithmetic far from overflow.
 pub const MAX_PAGE_NUMBER: i64 = 1_000_000;
 
-/// (pageNumber, pageSize): 1-based, 20 by default, at most 100.
-pub fn page_params(number: Option<i64>, size: Option<i64>) -> Result<(i64, i64), ApiError> {
-    let number = number.unwrap_or(1);
+/// A page asked for: VCF counts pages from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub number: i64,
+    pub size: i64,
+}
+
+impl Page {
+    /// Rows before this page.
+    pub fn offset(self) -> i64 {
+        self.number * self.size
+    }
+}
+
+/// (pageNumber, pageSize): from 0, 20 by default, at most 100.
+pub fn page_params(number: Option<i64>, size: Option<i64>) -> Result<Page, ApiError> {
+    let number = number.unwrap_or(0);
     let size = size.unwrap_or(20);
-    if !(1..=MAX_PAGE_NUMBER).contains(&number) {
-        return Err(ApiError::bad_request("pageNumber", "must be 1 to 1000000"));
+    if !(0..=MAX_PAGE_NUMBER).contains(&number) {
+        return Err(ApiError::bad_request(
+            "pageNumber",
+            "must be 0 to 1000000 (pages count from 0)",
+        ));
     }
     if !(1..=100).contains(&size) {
         return Err(ApiError::bad_request("pageSize", "must be 1 to 100"));
     }
-    Ok((number, size))
+    Ok(Page { number, size })
 }
 
 /// Refuses a query or path value PostgreSQL could not store (a NUL), naming it.

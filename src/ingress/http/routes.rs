@@ -7,7 +7,7 @@ use axum::Router;
 
 use super::error::ApiError;
 use super::state::ApiState;
-use super::{ops, privx, resources, vcf};
+use super::{login, ops, privx, resources, vcf};
 
 /// The API's routes; with `with_health`, also /healthz, /readyz and /metrics (when no
 /// `ops_listen` serves them).
@@ -22,6 +22,7 @@ pub fn router(state: Arc<ApiState>, with_health: bool) -> Router {
         .merge(health)
         .merge(ops::routes())
         .merge(vcf::routes())
+        .merge(login::routes())
         .merge(privx::routes())
         .merge(resources::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })

@@ -36,6 +36,8 @@ pub struct ApiState {
     pub type_policy: std::collections::BTreeMap<String, String>,
     /// Failed authentications per source address.
     pub failed_auth: FailedAuth,
+    /// API users who log in for access tokens.
+    pub users: super::users::Users,
 }
 
 /// Reads the configured tokens (inline or from their files).
@@ -61,9 +63,11 @@ pub fn load_tokens(settings: &HttpSettings) -> Result<Vec<Token>, crate::config:
         .collect()
 }
 
-/// The caller, authenticated by its bearer token.
+/// The caller, authenticated by its bearer token: a static token, or an access token
+/// a logged-in user was given.
 pub struct Caller {
     pub name: String,
+    pub kind: RequesterKind,
     pub grant: Grant,
 }
 
@@ -95,7 +99,7 @@ impl Caller {
     }
 
     pub fn requester(&self) -> Requester {
-        Requester::new(RequesterKind::Token, &self.name)
+        Requester::new(self.kind, &self.name)
     }
 
     /// The tasks this caller may see.
@@ -121,6 +125,14 @@ impl Caller {
 fn find_token(parts: &Parts, state: &ApiState) -> Option<Caller> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value.strip_prefix("Bearer ")?.trim();
+    if super::users::is_access_token(token) {
+        let user = state.users.verify(token, chrono::Utc::now()).ok()?;
+        return Some(Caller {
+            name: user.username.clone(),
+            kind: RequesterKind::User,
+            grant: user.grant.clone(),
+        });
+    }
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     // Compare against every token in constant time, so timing tells nothing.
     let mut found = None;
@@ -131,6 +143,7 @@ fn find_token(parts: &Parts, state: &ApiState) -> Option<Caller> {
     }
     found.map(|t| Caller {
         name: t.name.clone(),
+        kind: RequesterKind::Token,
         grant: t.grant.clone(),
     })
 }
@@ -146,7 +159,12 @@ pub enum AuthFailure {
 /// The caller of a request. A source address that keeps failing is refused unheard
 /// for a while; every failure is logged on `rotor::security`.
 pub fn authenticate(parts: &Parts, state: &ApiState) -> Result<Caller, AuthFailure> {
-    let source = source(parts);
+    let source = client_source(
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+    );
     if let Verdict::Refuse(seconds) = state.failed_auth.verdict(&source) {
         return Err(AuthFailure::TooMany(seconds));
     }
@@ -163,18 +181,30 @@ pub fn authenticate(parts: &Parts, state: &ApiState) -> Result<Caller, AuthFailu
 
 /// The peer's address, as the listener saw it; an IPv6 peer by its /64, which one
 /// client can fill with addresses of its own.
-fn source(parts: &Parts) -> String {
-    match parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_canonical())
-    {
+pub fn client_source(peer: Option<SocketAddr>) -> String {
+    match peer.map(|p| p.ip().to_canonical()) {
         Some(std::net::IpAddr::V6(v6)) => {
             let s = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
         Some(v4) => v4.to_string(),
         None => "unknown".into(),
+    }
+}
+
+/// The peer's address as `client_source` names it (what failed authentications count by).
+pub struct Source(pub String);
+
+impl<S: Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(client_source(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        )))
     }
 }
 

@@ -157,8 +157,8 @@ async fn list_credentials(
         q.resource_name,
         q.resource_type,
         q.account_type,
-        page.1,
-        (page.0 - 1) * page.1,
+        page.size,
+        page.offset(),
         &caller.grant.resource_patterns()
     )
     .fetch_all(&state.pool)
@@ -241,9 +241,15 @@ async fn list_tasks(
                 "one of PENDING, IN_PROGRESS, SUCCESSFUL, FAILED, CANCELLED",
             )
         })?;
-    let found = view::page(&state.pool, status, page.0, page.1, &caller.visibility())
-        .await
-        .map_err(ApiError::from)?;
+    let found = view::page(
+        &state.pool,
+        status,
+        page.offset(),
+        page.size,
+        &caller.visibility(),
+    )
+    .await
+    .map_err(ApiError::from)?;
     Ok(Json(PageOf::new(found.tasks, page, found.total)))
 }
 

@@ -1,0 +1,187 @@
+//! VCF's token routes: `POST /v1/tokens` (log in), `PATCH /v1/tokens/access-token/refresh`
+//! (a new access token for a refresh token) and `DELETE /v1/tokens/refresh-token` (log
+//! out). No scope is needed to call them; a failed log-in counts against the source
+//! address like a bad bearer token, and every log-in is logged on `rotor::security`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, patch, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::body::Body;
+use super::error::ApiError;
+use super::state::{ApiState, Source};
+use super::users::{self, REFRESH_TTL};
+use crate::ingress::guard::Verdict;
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v1/tokens", post(log_in))
+        .route("/v1/tokens/access-token/refresh", patch(refresh))
+        .route("/v1/tokens/refresh-token", delete(log_out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenCreationSpec {
+    username: String,
+    password: SecretString,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenPair {
+    access_token: String,
+    refresh_token: RefreshToken,
+}
+
+#[derive(Serialize)]
+struct RefreshToken {
+    id: String,
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+}
+
+/// Refuses a source that failed too often lately, before any work.
+fn hear(state: &ApiState, source: &str) -> Result<(), ApiError> {
+    if let Verdict::Refuse(seconds) = state.failed_auth.verdict(source) {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_REQUESTS",
+            "too many failed authentications from this address; try later",
+        );
+        e.retry_after = Some(seconds);
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn log_in(
+    State(state): State<Arc<ApiState>>,
+    Source(source): Source,
+    Body(body): Body,
+) -> Result<Json<TokenPair>, ApiError> {
+    hear(&state, &source)?;
+    // The body holds a password: a parse error names the field, never echoes the value.
+    let spec: TokenCreationSpec = serde_json::from_slice(&body).map_err(|e| {
+        let field = if e.to_string().contains("password") {
+            "password"
+        } else {
+            "body"
+        };
+        ApiError::bad_request(
+            field,
+            "expected {\"username\": string, \"password\": string}",
+        )
+    })?;
+    let checker = state.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        checker
+            .users
+            .check_password(&spec.username, &spec.password)
+            .map(|u| u.username.clone())
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let Ok(username) = checked else {
+        state
+            .failed_auth
+            .failed("HTTP", &source, "bad username or password");
+        return Err(unauthorized("wrong username or password"));
+    };
+    let now = Utc::now();
+    let refresh = users::new_refresh_token();
+    let mut tx = state.pool.begin().await.map_err(ApiError::from)?;
+    sqlx::query!("DELETE FROM api_refresh_tokens WHERE expires_at < now()")
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+    sqlx::query!(
+        "INSERT INTO api_refresh_tokens (digest, username, expires_at) VALUES ($1, $2, $3)",
+        users::refresh_digest(refresh.expose_secret()),
+        username,
+        now + REFRESH_TTL
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(ApiError::from)?;
+    tx.commit().await.map_err(ApiError::from)?;
+    tracing::info!(target: "rotor::security", user = %username, source, "API user logged in");
+    Ok(Json(TokenPair {
+        access_token: state
+            .users
+            .access_token(&username, now)
+            .expose_secret()
+            .to_string(),
+        refresh_token: RefreshToken {
+            id: refresh.expose_secret().to_string(),
+        },
+    }))
+}
+
+/// The body of the refresh and log-out routes: the refresh token id as a JSON string (what
+/// VCF's clients send), or bare.
+fn refresh_id(body: &[u8]) -> Result<SecretString, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("body", "expected the refresh token id"))?;
+    let id = serde_json::from_str::<String>(text).unwrap_or_else(|_| text.trim().to_string());
+    if id.is_empty() || id.len() > 128 {
+        return Err(ApiError::bad_request(
+            "body",
+            "expected the refresh token id",
+        ));
+    }
+    Ok(SecretString::from(id))
+}
+
+async fn refresh(
+    State(state): State<Arc<ApiState>>,
+    Source(source): Source,
+    Body(body): Body,
+) -> Result<Json<String>, ApiError> {
+    hear(&state, &source)?;
+    let id = refresh_id(&body)?;
+    let username = sqlx::query_scalar!(
+        "SELECT username FROM api_refresh_tokens WHERE digest = $1 AND expires_at > now()",
+        users::refresh_digest(id.expose_secret())
+    )
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(ApiError::from)?;
+    // A user removed from the configuration keeps no way in.
+    let Some(user) = username.as_deref().and_then(|u| state.users.find(u)) else {
+        state
+            .failed_auth
+            .failed("HTTP", &source, "unknown or expired refresh token");
+        return Err(unauthorized("unknown or expired refresh token"));
+    };
+    Ok(Json(
+        state
+            .users
+            .access_token(&user.username, Utc::now())
+            .expose_secret()
+            .to_string(),
+    ))
+}
+
+async fn log_out(
+    State(state): State<Arc<ApiState>>,
+    Body(body): Body,
+) -> Result<StatusCode, ApiError> {
+    let id = refresh_id(&body)?;
+    sqlx::query!(
+        "DELETE FROM api_refresh_tokens WHERE digest = $1",
+        users::refresh_digest(id.expose_secret())
+    )
+    .execute(&state.pool)
+    .await
+    .map_err(ApiError::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
