@@ -67,6 +67,18 @@ def main():
         usernames=[c.username for c in page.elements],
         resource_names=[c.resource.resource_name for c in page.elements])
 
+    by_ip = credentials.get_credentials(resource_ip="127.0.0.1", page_number="0")
+    first = by_ip.elements[0]
+    say("list_by_ip", total=by_ip.page_metadata.total_elements, resource_ip=first.resource.resource_ip,
+        created=first.creation_timestamp, modified=first.modification_timestamp)
+    try:
+        credentials.get_credentials(domain_name="mgmt-domain", page_number="0")
+        say("domain", raised=False)
+    except (Error, UnresolvedError) as e:
+        status, code = status_of(e)
+        say("domain", raised=True, status=status, error_code=code,
+            message=e.message if isinstance(e, Error) else None)
+
     spec = CredentialsUpdateSpec(operation_type="ROTATE", elements=[ResourceCredentials(
         resource_name=os.environ["RESOURCE_NAME"], resource_type=os.environ["RESOURCE_TYPE"],
         credentials=[BaseCredential(username=os.environ["ACCOUNT"], credential_type="SSH")])])
@@ -86,6 +98,10 @@ def main():
                  "credentialType": sub.credential_type, "entityType": sub.entity_type,
                  "status": sub.status, "creationTimestamp": sub.creation_timestamp,
                  "completionTimestamp": sub.completion_timestamp})
+
+    newest = tasks.get_credentials_tasks(limit=1)
+    say("tasks", count=len(newest.elements), first=newest.elements[0].id,
+        page_size=newest.page_metadata.page_size)
 
     bad = CredentialsUpdateSpec(operation_type="ROTATE", elements=[ResourceCredentials(
         resource_name=os.environ["RESOURCE_NAME"], resource_type=os.environ["RESOURCE_TYPE"],

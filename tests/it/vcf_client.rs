@@ -121,6 +121,41 @@ async fn the_official_vcf_client_logs_in_rotates_polls_and_reads_errors() {
         serde_json::json!([format!("{resource}.test")])
     );
 
+    let by_ip = step("list_by_ip");
+    assert_eq!(
+        (by_ip["total"].as_i64(), by_ip["resource_ip"].as_str()),
+        (Some(1), Some("127.0.0.1")),
+        "{by_ip}"
+    );
+    assert!(
+        by_ip["created"].is_string() && by_ip["modified"].is_string(),
+        "{by_ip}"
+    );
+    let domain = step("domain");
+    assert_eq!(
+        (domain["raised"].as_bool(), domain["status"].as_i64()),
+        (Some(true), Some(400)),
+        "{domain}"
+    );
+    assert!(
+        domain["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("domainName:"),
+        "{domain}"
+    );
+    let tasks = step("tasks");
+    assert_eq!(
+        (tasks["count"].as_i64(), tasks["page_size"].as_i64()),
+        (Some(1), Some(1)),
+        "{tasks}"
+    );
+    assert_eq!(
+        tasks["first"],
+        step("rotate")["id"],
+        "the newest task first"
+    );
+
     let poll = step("poll");
     assert_eq!(
         poll["status"],

@@ -71,7 +71,10 @@ async fn update_credentials(
 #[serde(rename_all = "camelCase")]
 struct CredentialQuery {
     resource_name: Option<String>,
+    resource_ip: Option<String>,
     resource_type: Option<String>,
+    /// VCF's workload domain: rotor has none, so a filter on one is refused, not ignored.
+    domain_name: Option<String>,
     account_type: Option<String>,
     page_number: Option<i64>,
     page_size: Option<i64>,
@@ -88,6 +91,8 @@ pub struct Credential {
     auto_rotate_policy: Option<AutoRotate>,
     status: String,
     last_rotated: Option<DateTime<Utc>>,
+    creation_timestamp: DateTime<Utc>,
+    modification_timestamp: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,6 +100,7 @@ pub struct Credential {
 struct CredentialResource {
     resource_id: String,
     resource_name: String,
+    resource_ip: String,
     resource_type: String,
 }
 
@@ -115,6 +121,7 @@ macro_rules! credential_of {
             resource: CredentialResource {
                 resource_id: $r.resource_id,
                 resource_name: $r.resource_name,
+                resource_ip: $r.resource_ip,
                 resource_type: $r.resource_type,
             },
             auto_rotate_policy: $r.auto_rotate_days.map(|d| AutoRotate {
@@ -123,6 +130,8 @@ macro_rules! credential_of {
             }),
             status: $r.status,
             last_rotated: $r.last_rotated_at,
+            creation_timestamp: $r.created_at,
+            modification_timestamp: $r.updated_at,
         }
     };
 }
@@ -137,6 +146,13 @@ async fn list_credentials(
     let page = page_params(q.page_number, q.page_size)?;
     text_param("resourceName", q.resource_name.as_deref())?;
     text_param("resourceType", q.resource_type.as_deref())?;
+    text_param("resourceIp", q.resource_ip.as_deref())?;
+    if q.domain_name.is_some() {
+        return Err(ApiError::bad_request(
+            "domainName",
+            "rotor has no workload domains; filter by resourceName, resourceIp or resourceType",
+        ));
+    }
     if q.account_type
         .as_deref()
         .is_some_and(|t| !["USER", "SYSTEM", "SERVICE"].contains(&t))
@@ -148,18 +164,20 @@ async fn list_credentials(
     }
     let rows = sqlx::query!(
         r#"SELECT c.id, c.username, c.account_type, c.credential_type, c.status, c.auto_rotate_days,
-                  c.next_rotation_at, c.auto_paused, c.last_rotated_at, r.id AS resource_id, r.name AS resource_name,
-                  r.type AS resource_type, count(*) OVER () AS "total!"
+                  c.next_rotation_at, c.auto_paused, c.last_rotated_at, c.created_at, c.updated_at, r.id AS resource_id,
+                  r.name AS resource_name, r.address AS resource_ip, r.type AS resource_type, count(*) OVER () AS "total!"
              FROM credentials c JOIN resources r ON r.id = c.resource_id
             WHERE ($1::text IS NULL OR r.name = $1) AND ($2::text IS NULL OR r.type = $2)
-              AND ($3::text IS NULL OR c.account_type = $3) AND r.deleted_at IS NULL AND r.id LIKE ANY($6)
+              AND ($3::text IS NULL OR c.account_type = $3) AND ($7::text IS NULL OR r.address = $7)
+              AND r.deleted_at IS NULL AND r.id LIKE ANY($6)
             ORDER BY r.id, c.username LIMIT $4 OFFSET $5"#,
         q.resource_name,
         q.resource_type,
         q.account_type,
         page.size,
         page.offset(),
-        &caller.grant.resource_patterns()
+        &caller.grant.resource_patterns(),
+        q.resource_ip
     )
     .fetch_all(&state.pool)
     .await
@@ -181,11 +199,13 @@ async fn count_credentials(
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM credentials c JOIN resources r ON r.id = c.resource_id
             WHERE ($1::text IS NULL OR r.name = $1) AND ($2::text IS NULL OR r.type = $2)
-              AND ($3::text IS NULL OR c.account_type = $3) AND r.deleted_at IS NULL AND r.id LIKE ANY($4)"#,
+              AND ($3::text IS NULL OR c.account_type = $3) AND ($5::text IS NULL OR r.address = $5)
+              AND r.deleted_at IS NULL AND r.id LIKE ANY($4)"#,
         q.resource_name,
         q.resource_type,
         q.account_type,
-        &caller.grant.resource_patterns()
+        &caller.grant.resource_patterns(),
+        q.resource_ip
     )
     .fetch_one(&state.pool)
     .await
@@ -201,7 +221,8 @@ async fn get_credential(
     let id = uuid_param("id", &id)?;
     let r = sqlx::query!(
         "SELECT c.id, c.username, c.account_type, c.credential_type, c.status, c.auto_rotate_days,
-                c.next_rotation_at, c.auto_paused, c.last_rotated_at, r.id AS resource_id, r.name AS resource_name, r.type AS resource_type
+                c.next_rotation_at, c.auto_paused, c.last_rotated_at, c.created_at, c.updated_at, r.id AS resource_id,
+                r.name AS resource_name, r.address AS resource_ip, r.type AS resource_type
            FROM credentials c JOIN resources r ON r.id = c.resource_id WHERE c.id = $1 AND r.deleted_at IS NULL",
         id
     )
@@ -220,6 +241,8 @@ struct TaskQuery {
     // Not `#[serde(flatten)]`: query strings carry no types, and flatten loses the numbers.
     page_number: Option<i64>,
     page_size: Option<i64>,
+    /// VCF's clients ask for the newest `limit` tasks: the page size, when none is given.
+    limit: Option<i64>,
 }
 
 async fn list_tasks(
@@ -229,7 +252,10 @@ async fn list_tasks(
 ) -> Result<Json<PageOf<view::Task>>, ApiError> {
     caller.require(Scope::TasksView)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("query", &e.body_text()))?;
-    let page = page_params(q.page_number, q.page_size)?;
+    if q.page_size.is_none() && q.limit.is_some_and(|l| !(1..=100).contains(&l)) {
+        return Err(ApiError::bad_request("limit", "must be 1 to 100"));
+    }
+    let page = page_params(q.page_number, q.page_size.or(q.limit))?;
     let status = q
         .status
         .as_deref()
