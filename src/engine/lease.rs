@@ -75,7 +75,8 @@ async fn try_claim(
                 WHERE c.lease_subtask IS NOT NULL AND c.lease_expires_at > now() AND t.operation <> ALL($2)
                 GROUP BY c.resource_id HAVING count(*) >= $1
            )
-           SELECT s.id, s.task_id, s.credential_id, s.params, c.resource_id, t.operation, t.is_auto_rotate
+           SELECT s.id, s.task_id, s.credential_id, s.params, c.resource_id, t.operation, t.is_auto_rotate,
+                  c.lease_expires_at IS NOT NULL AS "taken_over!"
              FROM subtasks s JOIN credentials c ON c.id = s.credential_id JOIN tasks t ON t.id = s.task_id
             WHERE s.status IN ('PENDING', 'IN_PROGRESS')
               AND s.not_before <= now()
@@ -157,6 +158,10 @@ async fn try_claim(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    if row.taken_over {
+        tracing::warn!(subtask_id = %row.id, "took over a subtask whose worker's lease expired");
+        crate::metrics::lease_taken_over();
+    }
     Ok(Some(Some(Claim {
         subtask_id: row.id,
         task_id: row.task_id,

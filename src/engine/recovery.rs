@@ -28,6 +28,7 @@ pub(super) async fn give_up_or_retry(
         let mut tx = fenced(&engine.pool, claim).await?;
         repo::retry_later(&mut tx, claim, stage, &e.error, delay, !touched).await?;
         tx.commit().await?;
+        crate::metrics::rotation("RETRY", &e.error.error_code);
         return Ok(());
     }
     fail(engine, claim, account, stage, e, touched).await
@@ -176,6 +177,7 @@ pub(super) async fn fail(
     }
     tracing::error!(stage = %stage, code = %e.error.error_code, error = %e.error.message, unresolved = e.unresolved,
         "subtask failed");
+    crate::metrics::rotation("FAILED", &e.error.error_code);
     let error = e
         .error
         .context("stage", stage.as_str())

@@ -70,6 +70,7 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), Error> {
                 return Err(Error::LostLease(claim.credential_id));
             }
         }
+        let started = std::time::Instant::now();
         let outcome = run_stage(
             engine,
             claim,
@@ -79,6 +80,7 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), Error> {
             &mut attempt,
         )
         .await;
+        crate::metrics::stage_finished(stage.as_str(), &account.platform, started.elapsed());
         match outcome {
             Ok(Done::Recorded) => {}
             Ok(done) => {

@@ -443,6 +443,7 @@ async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Don
     let task_status =
         repo::finish_subtask(&mut tx, claim, SubtaskStatus::Successful, None, false).await?;
     tx.commit().await.map_err(Error::from)?;
+    crate::metrics::rotation("SUCCESSFUL", "");
     engine
         .events
         .subtask_ended(claim.task_id, SubtaskStatus::Successful, task_status);

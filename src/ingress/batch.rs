@@ -322,6 +322,21 @@ async fn settle(
     }
     let mut last_recorded: Option<&Delivery> = None;
     for item in &items {
+        let kind = kind_of(&item.d);
+        let outcome = match &item.state {
+            State::Recorded(created) if created.is_new => "accepted",
+            State::Recorded(_) => "duplicate",
+            State::Refused(_) => "refused",
+            _ => "requeued",
+        };
+        crate::metrics::intake(
+            if KINDS.contains(&kind.as_str()) {
+                &kind
+            } else {
+                "unknown"
+            },
+            outcome,
+        );
         let acked = async {
             match &item.state {
                 State::Recorded(created) => recorded(intake, publisher, item, created).await,

@@ -7,6 +7,7 @@ mod fuzz;
 mod helpers;
 mod intake;
 mod leaks;
+mod metrics;
 mod operations;
 mod platforms;
 mod proofs;

@@ -1,6 +1,5 @@
 //! Operations routes without a token: health, readiness, metrics, the OpenAPI document.
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -47,75 +46,57 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     )
 }
 
-/// Prometheus text format.
+/// Every metric, in the OpenMetrics text format (`crate::metrics`).
 async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP rotor_up 1 while the process runs.\n# TYPE rotor_up gauge\nrotor_up 1"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP rotor_uptime_seconds Seconds since start.\n# TYPE rotor_uptime_seconds gauge"
-    );
-    let _ = writeln!(
-        out,
-        "rotor_uptime_seconds {}",
-        state.started.elapsed().as_secs()
-    );
-    let _ = writeln!(out, "# HELP rotor_broker_connected 1 while the AMQP intake is connected.\n# TYPE rotor_broker_connected gauge");
-    let _ = writeln!(
-        out,
-        "rotor_broker_connected {}",
-        u8::from(state.broker_up.load(Ordering::Relaxed))
-    );
-    if let Ok(rows) = sqlx::query!(r#"SELECT status, count(*) AS "n!" FROM tasks GROUP BY status"#)
-        .fetch_all(&state.pool)
-        .await
-    {
-        let _ = writeln!(
-            out,
-            "# HELP rotor_tasks Tasks by status.\n# TYPE rotor_tasks gauge"
-        );
-        for r in rows {
-            let _ = writeln!(out, "rotor_tasks{{status=\"{}\"}} {}", r.status, r.n);
-        }
-    }
-    if let Ok(rows) =
-        sqlx::query!(r#"SELECT status, count(*) AS "n!" FROM subtasks GROUP BY status"#)
-            .fetch_all(&state.pool)
-            .await
-    {
-        let _ = writeln!(
-            out,
-            "# HELP rotor_subtasks Subtasks by status.\n# TYPE rotor_subtasks gauge"
-        );
-        for r in rows {
-            let _ = writeln!(out, "rotor_subtasks{{status=\"{}\"}} {}", r.status, r.n);
-        }
-    }
-    if let Ok(rows) =
+    let snapshot = crate::metrics::Snapshot {
+        uptime_seconds: state.started.elapsed().as_secs() as i64,
+        broker_connected: state.broker_up.load(Ordering::Relaxed),
+        database: database_snapshot(&state.pool).await.ok(),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::render(&snapshot),
+    )
+}
+
+/// The gauges that describe the database, read in four queries.
+async fn database_snapshot(pool: &sqlx::PgPool) -> Result<crate::metrics::Database, sqlx::Error> {
+    let tasks = sqlx::query!(r#"SELECT status, count(*) AS "n!" FROM tasks GROUP BY status"#)
+        .fetch_all(pool)
+        .await?;
+    let subtasks = sqlx::query!(r#"SELECT status, count(*) AS "n!" FROM subtasks GROUP BY status"#)
+        .fetch_all(pool)
+        .await?;
+    let credentials =
         sqlx::query!(r#"SELECT status, count(*) AS "n!" FROM credentials GROUP BY status"#)
-            .fetch_all(&state.pool)
-            .await
-    {
-        let _ = writeln!(
-            out,
-            "# HELP rotor_credentials Credentials by status.\n# TYPE rotor_credentials gauge"
-        );
-        for r in rows {
-            let _ = writeln!(out, "rotor_credentials{{status=\"{}\"}} {}", r.status, r.n);
-        }
-    }
-    let (ticks, led) = crate::metrics::scheduler_ticks();
-    let _ = writeln!(out, "# HELP rotor_scheduler_ticks_total Scheduler ticks run by this process.\n# TYPE rotor_scheduler_ticks_total counter");
-    let _ = writeln!(out, "rotor_scheduler_ticks_total {ticks}");
-    let _ = writeln!(out, "# HELP rotor_scheduler_leader_ticks_total Ticks in which this process held the scheduler lock.\n# TYPE rotor_scheduler_leader_ticks_total counter");
-    let _ = writeln!(out, "rotor_scheduler_leader_ticks_total {led}");
-    let (beats, drifted) = crate::metrics::heartbeats();
-    let _ = writeln!(out, "# HELP rotor_heartbeat_checks_total Stored passwords checked by the heartbeat in this process.\n# TYPE rotor_heartbeat_checks_total counter");
-    let _ = writeln!(out, "rotor_heartbeat_checks_total {beats}");
-    let _ = writeln!(out, "# HELP rotor_heartbeat_out_of_sync_total Credentials this process found changed behind rotor's back.\n# TYPE rotor_heartbeat_out_of_sync_total counter");
-    let _ = writeln!(out, "rotor_heartbeat_out_of_sync_total {drifted}");
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+            .fetch_all(pool)
+            .await?;
+    let one = sqlx::query!(
+        r#"SELECT
+             (SELECT count(*) FROM tasks WHERE resolution_status = 'UNRESOLVED') AS "unresolved!",
+             (SELECT count(*) FROM subtasks s JOIN credentials c ON c.id = s.credential_id
+               WHERE s.status IN ('PENDING', 'IN_PROGRESS') AND s.not_before <= now()
+                 AND CASE WHEN c.lease_subtask IS NULL THEN s.status = 'PENDING'
+                          WHEN c.lease_subtask = s.id THEN c.lease_expires_at IS NULL OR c.lease_expires_at < now()
+                          ELSE false END) AS "runnable!",
+             (SELECT count(*) FROM credentials
+               WHERE auto_rotate_days IS NOT NULL AND auto_failures > 0 AND next_rotation_at IS NULL
+                 AND auto_task_id IS NULL AND NOT auto_paused AND status = 'ACTIVE') AS "stopped!",
+             (SELECT COALESCE(GREATEST(0, EXTRACT(EPOCH FROM now() - min(next_rotation_at))), 0)::int8 FROM credentials
+               WHERE next_rotation_at <= now() AND auto_rotate_days IS NOT NULL AND NOT auto_paused AND status = 'ACTIVE') AS "lag!""#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(crate::metrics::Database {
+        tasks: tasks.into_iter().map(|r| (r.status, r.n)).collect(),
+        tasks_unresolved: one.unresolved,
+        subtasks: subtasks.into_iter().map(|r| (r.status, r.n)).collect(),
+        subtasks_runnable: one.runnable,
+        credentials: credentials.into_iter().map(|r| (r.status, r.n)).collect(),
+        auto_rotate_stopped: one.stopped,
+        scheduler_lag_seconds: one.lag,
+    })
 }
