@@ -15,6 +15,9 @@ if ! command -v curl >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
 fi
 
+say "PostgreSQL and RabbitMQ on 127.0.0.1 (installed and started if they are not)"
+bash scripts/services.sh up
+
 say "test bed: local sshd on 127.0.0.1 with an admin account (key + sudo chpasswd)"
 eval "$(bash scripts/testbed.sh up)"
 

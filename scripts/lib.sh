@@ -7,7 +7,7 @@ die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
 
 # need_root SUBCOMMAND WHY
 need_root() {
-    [[ $(id -u) == 0 ]] || die "'$1' needs root ($2): run it with sudo"
+    [[ $(id -u) == 0 ]] || die "'$1' needs root ($2): run it as root"
 }
 
 # Serialises the mutating subcommands of one script (fd 9 holds the lock).

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "test.sh: $1 is required" >&2; exit 1; }; }
 need cargo
-need psql
 [ "$(id -u)" = 0 ] || { echo "test.sh: run as root (the tests create Linux accounts)" >&2; exit 1; }
 
+# PostgreSQL and RabbitMQ: installed, started and set up as assumed when they are not.
+bash scripts/services.sh up
 bash scripts/testbed.sh up >/dev/null
 # Tests delete their accounts; this catches any a failed or killed test left behind.
 # A test process that died hard may also have left its daemons running.
