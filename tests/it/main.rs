@@ -9,6 +9,7 @@ mod intake;
 mod leaks;
 mod metrics;
 mod operations;
+mod package;
 mod platforms;
 mod proofs;
 pub mod reliability;
