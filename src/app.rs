@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::engine::{self, Engine, Events};
+use crate::engine::{self, Engine};
 use crate::ingress::submit::Submitter;
 use crate::ingress::{amqp, http};
 use crate::scheduler::Scheduler;
@@ -102,22 +102,19 @@ impl Application {
         let link = crate::broker::Link::from_settings(&settings.amqp)?;
         link.probe().await?;
         let flush_events = CancellationToken::new();
-        let (events, events_task) = Events::start(
+        let webhooks = crate::engine::webhooks::Webhooks::load(&settings.webhook)?;
+        let events_task = crate::engine::events::start(
             pool.clone(),
             link.clone(),
             settings.amqp.events_exchange.clone(),
+            webhooks,
             flush_events.clone(),
         );
         let events_task = Named {
             name: "event publisher",
             handle: events_task,
         };
-        let engine = Arc::new(Engine::new(
-            pool.clone(),
-            key.clone(),
-            &settings,
-            events.clone(),
-        )?);
+        let engine = Arc::new(Engine::new(pool.clone(), key.clone(), &settings)?);
         // Requests are recorded through a pool of their own: 64 workers busy on the
         // shared one never hold intake up (nor the other way round).
         let intake_pool =
@@ -127,7 +124,6 @@ impl Application {
             key,
             policies: engine.policies.clone(),
             max_credentials: settings.amqp.max_credentials_per_request,
-            events,
             schedule: engine.schedule.clone(),
         });
         let listeners = http::Listeners::bind(&settings.http).await?;

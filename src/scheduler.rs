@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SchedulerSettings;
 use crate::driver::Login;
-use crate::engine::events::CredentialAlert;
 use crate::engine::lifecycle;
 use crate::engine::model::{Operation, TaskStatus};
+use crate::engine::outbox;
+use crate::engine::outbox::CredentialAlert;
 use crate::engine::record::{self, NewSubTask, NewTask};
 use crate::engine::{Engine, Error};
 
@@ -139,11 +140,9 @@ impl Scheduler {
             &unmade.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
         )
         .await?;
-        tx.commit().await?;
         let made: Vec<uuid::Uuid> = made.iter().map(|(d, _)| d.task_id).collect();
-        for task_id in &made {
-            self.engine.events.task(*task_id, TaskStatus::Pending);
-        }
+        outbox::tasks(&mut tx, &made, TaskStatus::Pending).await?;
+        tx.commit().await?;
         let created = made.len();
         if created > 0 {
             tracing::info!(due, created, "auto-rotations scheduled");
@@ -191,19 +190,16 @@ impl Scheduler {
             match crate::engine::check_current(&self.engine, *id).await {
                 Ok(Some((version, Login::Refused))) => {
                     let mut tx = self.pool().begin().await?;
-                    let (marked, withdrawn) =
+                    let (marked, _withdrawn) =
                         lifecycle::mark_out_of_sync(&mut tx, *id, version, now).await?;
-                    tx.commit().await?;
-                    if let Some((task_id, Some(status))) = withdrawn {
-                        self.engine.events.task(task_id, status);
+                    if marked {
+                        outbox::credential(&mut tx, *id, CredentialAlert::OutOfSync).await?;
                     }
+                    tx.commit().await?;
                     if marked {
                         drifted += 1;
                         tracing::warn!(target: "rotor::security", credential_id = %id,
                             "heartbeat: the stored password no longer logs in; marked OUT_OF_SYNC (REMEDIATE repairs it)");
-                        self.engine
-                            .events
-                            .credential(*id, CredentialAlert::OutOfSync);
                     }
                 }
                 Ok(_) => {

@@ -28,12 +28,7 @@ pub enum Command {
 pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
     let pool = crate::db::connect(&settings.database).await?;
     let key = Arc::new(crate::vault::MasterKey::load(&settings.vault)?);
-    let engine = Arc::new(Engine::new(
-        pool,
-        key,
-        settings,
-        crate::engine::Events::disabled(),
-    )?);
+    let engine = Arc::new(Engine::new(pool, key, settings)?);
     let scheduler = Scheduler {
         engine,
         settings: settings.scheduler.clone(),

@@ -165,6 +165,12 @@ impl Settings {
         for t in &mut self.http.token {
             resolve(base, &mut t.token_file);
         }
+        for w in &mut self.webhook {
+            if let (Some(base), true) = (base, w.secret_file.is_relative()) {
+                w.secret_file = base.join(&w.secret_file);
+            }
+            resolve(base, &mut w.ca_file);
+        }
         for u in &mut self.http.user {
             if let (Some(base), true) = (base, u.password_hash_file.is_relative()) {
                 u.password_hash_file = base.join(&u.password_hash_file);

@@ -27,6 +27,26 @@ pub struct Settings {
     /// Policy name per resource type, overriding the built-in mapping.
     pub type_policy: BTreeMap<String, String>,
     pub policy_settings: PolicySettings,
+    /// Where events are POSTed besides the `rotor.events` exchange.
+    pub webhook: Vec<WebhookSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// https:// (plain http only to a loopback address); no credentials in it.
+    pub url: String,
+    /// The HMAC-SHA256 key each request is signed with (`X-Rotor-Signature`).
+    pub secret_file: PathBuf,
+    /// Globs on routing keys (`task.*`, `subtask.FAILED`, `credential.*`); default: all.
+    #[serde(default = "all_events")]
+    pub events: Vec<String>,
+    /// The CA the webhook's certificate must chain to, instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+fn all_events() -> Vec<String> {
+    vec!["*".into()]
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::events::Events;
 use crate::config::{SchedulerSettings, Settings};
 use crate::policy::Policy;
 use crate::schedule::Schedule;
@@ -30,7 +29,6 @@ pub struct Engine {
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
     pub max_versions: i64,
-    pub events: Events,
     pub per_host: i64,
     pub schedule: Schedule,
     pub scheduler: SchedulerSettings,
@@ -45,7 +43,6 @@ impl Engine {
         pool: PgPool,
         key: Arc<MasterKey>,
         settings: &Settings,
-        events: Events,
     ) -> Result<Self, crate::config::Error> {
         let host = crate::hygiene::hostname();
         let instance = settings
@@ -74,7 +71,6 @@ impl Engine {
             connect_timeout: Duration::from_millis(settings.ssh.connect_timeout_ms),
             io_timeout: Duration::from_millis(settings.ssh.io_timeout_ms),
             max_versions: i64::from(settings.vault.max_versions),
-            events,
             per_host: settings.worker.per_host,
             schedule: settings.scheduler.schedule()?,
             scheduler: settings.scheduler.clone(),

@@ -7,7 +7,8 @@ use uuid::Uuid;
 use super::error::Error;
 use super::lease::{self, WORK_CHANNEL};
 use super::lifecycle;
-use super::model::{stored, TaskStatus};
+use super::model::{stored, SubtaskStatus, TaskStatus};
+use super::outbox;
 use super::record::Created;
 use super::repo::{cancel_unstarted, roll_up};
 use crate::access::Requester;
@@ -133,7 +134,8 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
             "resource {resource} was deleted; its passwords are kept until `rotor resource purge`"
         )));
     }
-    let runnable = subtasks.len().to_string();
+    let retried = subtasks.len();
+    let runnable = retried.to_string();
     for s in subtasks {
         // With its pending password kept, an APPLY that ran may have set it on the target:
         // APPLY keeps its status so the retry checks that password before changing anything.
@@ -166,6 +168,10 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
     .execute(&mut *tx)
     .await?;
     let status = roll_up(&mut tx, task_id).await?;
+    outbox::subtasks(&mut tx, task_id, SubtaskStatus::Pending, retried).await?;
+    if let Some(status) = status {
+        outbox::task(&mut tx, task_id, status).await?;
+    }
     sqlx::query!("SELECT pg_notify($1, $2)", WORK_CHANNEL, runnable)
         .execute(&mut *tx)
         .await?;
@@ -193,6 +199,9 @@ pub async fn cancel_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> 
             .await?;
     }
     let status = roll_up(&mut tx, task_id).await?;
+    if let Some(status) = status {
+        outbox::task(&mut tx, task_id, status).await?;
+    }
     tx.commit().await?;
     Ok(Change::Done(status))
 }

@@ -1,202 +1,54 @@
-//! Task and subtask status changes, published to the `rotor.events` topic exchange as
-//! the Task JSON with routing key `task.<STATUS>` or `subtask.<STATUS>`; credential
-//! alerts as `credential.<ALERT>`.
-//! Best effort and at most once: a change made while the broker is away is buffered
-//! (up to `BUFFER` events) and published when it returns; beyond that it is dropped and
-//! counted, never blocking a rotation. The database remains the record.
-//! On shutdown the publisher is stopped last of the engine's parts (`flush`): what the
-//! draining workers reported is published before it closes.
+//! Publishing the outbox (`outbox`): every row goes to the `rotor.events` topic exchange
+//! (the Task JSON, or `{credentialId, resourceId, username, status}` for a credential
+//! alert; routing key `task.<STATUS>`, `subtask.<STATUS>` or `credential.<ALERT>`;
+//! `message_id` the event id) with publisher confirms, and to every matching webhook
+//! (`webhooks`). At least once: a row is marked only after the broker confirmed it, in
+//! the transaction that holds it, so a crash or a broker outage at any point leaves it
+//! to be sent again; consumers tell repeats apart by event id. Several rotor processes
+//! share the outbox: one of them publishes at a time (an advisory lock), in order.
+//! A body is rendered once, at the first delivery, and kept: every sink and every retry
+//! sends the same bytes.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use lapin::options::BasicPublishOptions;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::publisher_confirm::Confirmation;
 use lapin::BasicProperties;
 use sqlx::PgPool;
-use strum::{Display, IntoStaticStr};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use super::model::{SubtaskStatus, TaskStatus};
+use super::outbox::{listen, rows, wait};
+use super::webhooks::Webhooks;
 
-const BUFFER: usize = 10_000;
-/// How long the flush on shutdown may take when the broker is slow or away.
+/// How long publishing goes on at shutdown when there is a backlog; what is left stays in
+/// the outbox for the next start.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A credential's state changed in a way an operator must hear of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, IntoStaticStr)]
-#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
-pub enum CredentialAlert {
-    /// The heartbeat found the stored password no longer logs in.
-    OutOfSync,
-    /// Auto-rotation failed `scheduler.max_failures` times in a row and stopped.
-    AutoRotateStopped,
-}
-
-#[derive(Debug)]
-enum Event {
-    /// Published as the Task JSON.
-    Task { task_id: Uuid, routing_key: String },
-    /// Published as `{credentialId, resourceId, username, status}`.
-    Credential {
-        credential_id: Uuid,
-        routing_key: String,
-    },
-}
-
-impl Event {
-    fn routing_key(&self) -> &str {
-        match self {
-            Event::Task { routing_key, .. } | Event::Credential { routing_key, .. } => routing_key,
-        }
-    }
-}
-
-/// The sending side, cheap to clone; `Events::disabled()` sends nowhere (CLI, tests).
-#[derive(Clone)]
-pub struct Events {
-    tx: Option<mpsc::Sender<Event>>,
-}
-
-impl Events {
-    pub fn disabled() -> Self {
-        Events { tx: None }
-    }
-
-    /// Starts the publisher; it runs until `flush` is cancelled, then publishes what is
-    /// buffered (for up to `FLUSH_TIMEOUT`) and closes its connection.
-    pub fn start(
-        pool: PgPool,
-        link: crate::broker::Link,
-        exchange: String,
-        flush: CancellationToken,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(BUFFER);
-        let task = tokio::spawn(publish_loop(pool, link, exchange, rx, flush));
-        (Events { tx: Some(tx) }, task)
-    }
-
-    pub fn task(&self, task_id: Uuid, status: TaskStatus) {
-        self.send(Event::Task {
-            task_id,
-            routing_key: format!("task.{status}"),
-        });
-    }
-
-    pub fn subtask(&self, task_id: Uuid, status: SubtaskStatus) {
-        self.send(Event::Task {
-            task_id,
-            routing_key: format!("subtask.{status}"),
-        });
-    }
-
-    /// A subtask ended: its event, and the task's when the task's status changed.
-    pub fn subtask_ended(
-        &self,
-        task_id: Uuid,
-        status: SubtaskStatus,
-        task_status: Option<TaskStatus>,
-    ) {
-        self.subtask(task_id, status);
-        if let Some(status) = task_status {
-            self.task(task_id, status);
-        }
-    }
-
-    pub fn credential(&self, credential_id: Uuid, alert: CredentialAlert) {
-        self.send(Event::Credential {
-            credential_id,
-            routing_key: format!("credential.{alert}"),
-        });
-    }
-
-    fn send(&self, event: Event) {
-        if let Some(tx) = &self.tx {
-            if tx.try_send(event).is_err() {
-                tracing::warn!("event buffer full; event dropped");
-            }
-        }
-    }
-}
-
-/// Between attempts to reach the broker.
+/// Between attempts to reach the broker, and the poll when no notification comes.
 const RECONNECT_DELAY: Duration = Duration::from_secs(2);
-/// Events taken from the buffer at once: their tasks are read in one go.
-const BATCH: usize = 256;
+/// Rows taken at once: their tasks are read in one go.
+const BATCH: i64 = 256;
+const PUBLISHER_LOCK: i64 = 0x726f_746f_7203; // "rotor" 3
+/// Published rows are kept this long, then deleted.
+const RETENTION_DAYS: i32 = 7;
 
-async fn publish_loop(
+/// Starts the publishers (to the broker, and to the webhooks when there are any); they
+/// run until `flush` is cancelled, then publish the backlog for up to `FLUSH_TIMEOUT`.
+pub fn start(
     pool: PgPool,
     link: crate::broker::Link,
     exchange: String,
-    mut rx: mpsc::Receiver<Event>,
+    webhooks: Webhooks,
     flush: CancellationToken,
-) {
-    // Taken from the buffer and not yet published, oldest first.
-    let mut pending: Vec<Event> = Vec::new();
-    'connect: while !flush.is_cancelled() {
-        let conn = match link
-            .connect_framed("rotor events", Some(crate::broker::SMALL_FRAMES))
-            .await
-        {
-            Ok(c) => c,
-            Err(_) => {
-                tokio::select! { _ = tokio::time::sleep(RECONNECT_DELAY) => continue, _ = flush.cancelled() => break }
-            }
-        };
-        let Ok(ch) = conn.create_channel().await else {
-            continue;
-        };
-        loop {
-            if pending.is_empty() {
-                tokio::select! {
-                    n = rx.recv_many(&mut pending, BATCH) => if n == 0 { return },
-                    _ = flush.cancelled() => {
-                        let left = drain(&pool, &ch, &exchange, &mut rx).await;
-                        if left > 0 {
-                            tracing::warn!(events = left, "shutdown: events not published within the flush timeout");
-                        }
-                        let _ = conn.close(200, "bye").await;
-                        return;
-                    }
-                }
-            }
-            match publish(&pool, &ch, &exchange, &mut pending).await {
-                Ok(()) => {}
-                Err(Retry::Database) => tokio::time::sleep(Duration::from_secs(1)).await,
-                Err(Retry::Broker) => continue 'connect,
-            }
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let hooks_done = webhooks.is_empty();
+        let broker = amqp_loop(pool.clone(), link, exchange, hooks_done, flush.clone());
+        if hooks_done {
+            broker.await;
+        } else {
+            tokio::join!(broker, super::webhooks::run(pool, webhooks, flush));
         }
-    }
-    let left = rx.len() + pending.len();
-    if left > 0 {
-        tracing::warn!(
-            events = left,
-            "shutdown: the broker is away; buffered events were not published"
-        );
-    }
-}
-
-/// Publishes everything buffered, within `FLUSH_TIMEOUT`; returns how many are left.
-async fn drain(
-    pool: &PgPool,
-    ch: &lapin::Channel,
-    exchange: &str,
-    rx: &mut mpsc::Receiver<Event>,
-) -> usize {
-    rx.close();
-    let mut pending = Vec::new();
-    let work = async {
-        while rx.recv_many(&mut pending, BATCH).await > 0 {
-            if publish(pool, ch, exchange, &mut pending).await.is_err() {
-                return rx.len() + pending.len();
-            }
-        }
-        0
-    };
-    tokio::time::timeout(FLUSH_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| rx.len())
+    })
 }
 
 enum Retry {
@@ -204,87 +56,153 @@ enum Retry {
     Broker,
 }
 
-/// Publishes `events` in order, removing each one published; their tasks are read once
-/// each, as they are now.
-async fn publish(
+async fn amqp_loop(
+    pool: PgPool,
+    link: crate::broker::Link,
+    exchange: String,
+    hooks_done: bool,
+    flush: CancellationToken,
+) {
+    let mut listener = listen(&pool).await;
+    let mut flushing: Option<tokio::time::Instant> = None;
+    'connect: loop {
+        if flushing.is_some_and(|until| tokio::time::Instant::now() >= until) {
+            break;
+        }
+        let conn = match link
+            .connect_framed("rotor events", Some(crate::broker::SMALL_FRAMES))
+            .await
+        {
+            Ok(c) => c,
+            Err(_) => {
+                if flushing.is_some()
+                    || tokio::select! { _ = tokio::time::sleep(RECONNECT_DELAY) => false, _ = flush.cancelled() => true }
+                {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Ok(ch) = conn.create_channel().await else {
+            continue;
+        };
+        if ch
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        loop {
+            match publish_batch(&pool, &ch, &exchange, hooks_done).await {
+                Ok(0) if flushing.is_some() => break 'connect,
+                Ok(0) => {
+                    if wait(&mut listener, &flush).await {
+                        flushing = Some(tokio::time::Instant::now() + FLUSH_TIMEOUT);
+                    }
+                }
+                Ok(_) => {}
+                Err(Retry::Database) => tokio::time::sleep(Duration::from_secs(1)).await,
+                Err(Retry::Broker) => continue 'connect,
+            }
+            if flushing.is_none() && flush.is_cancelled() {
+                flushing = Some(tokio::time::Instant::now() + FLUSH_TIMEOUT);
+            }
+            if flushing.is_some_and(|until| tokio::time::Instant::now() >= until) {
+                let _ = conn.close(200, "bye").await;
+                break 'connect;
+            }
+        }
+    }
+    if let Ok(left) =
+        sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM outbox WHERE published_at IS NULL"#)
+            .fetch_one(&pool)
+            .await
+    {
+        if left > 0 {
+            tracing::info!(
+                events = left,
+                "shutdown: events left in the outbox are published at the next start"
+            );
+        }
+    }
+}
+
+/// Publishes up to `BATCH` unpublished rows, oldest first; how many.
+async fn publish_batch(
     pool: &PgPool,
     ch: &lapin::Channel,
     exchange: &str,
-    events: &mut Vec<Event>,
-) -> Result<(), Retry> {
-    let mut ids: Vec<Uuid> = events
-        .iter()
-        .filter_map(|e| {
-            if let Event::Task { task_id, .. } = e {
-                Some(*task_id)
-            } else {
-                None
-            }
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let tasks: HashMap<Uuid, Vec<u8>> = super::view::load_many(pool, &ids)
-        .await
-        .map_err(|_| Retry::Database)?
-        .into_iter()
-        .map(|t| (t.id, serde_json::to_vec(&t).expect("task serializes")))
-        .collect();
-    let props = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2);
-    let mut sent = 0;
-    let mut outcome = Ok(());
-    for event in events.iter() {
-        let body = match event {
-            Event::Task { task_id, .. } => tasks.get(task_id).cloned(),
-            Event::Credential { credential_id, .. } => {
-                match credential_body(pool, *credential_id).await {
-                    Ok(body) => body,
-                    Err(_) => {
-                        outcome = Err(Retry::Database);
-                        break;
-                    }
-                }
-            }
-        };
-        if let Some(body) = body {
-            if ch
-                .basic_publish(
-                    exchange,
-                    event.routing_key(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    props.clone(),
-                )
-                .await
-                .is_err()
-            {
-                outcome = Err(Retry::Broker);
-                break;
-            }
-        }
-        sent += 1;
-    }
-    events.drain(..sent);
-    outcome
-}
-
-async fn credential_body(
-    pool: &PgPool,
-    credential_id: Uuid,
-) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    let row = sqlx::query!(
-        "SELECT resource_id, username, status FROM credentials WHERE id = $1",
-        credential_id
+    hooks_done: bool,
+) -> Result<usize, Retry> {
+    let db = |_| Retry::Database;
+    let mut tx = pool.begin().await.map_err(db)?;
+    // One publisher at a time over all processes, so events go out in order.
+    if !sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock($1) AS "ok!""#,
+        PUBLISHER_LOCK
     )
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| {
-        serde_json::to_vec(
-            &serde_json::json!({"credentialId": credential_id, "resourceId": r.resource_id,
-            "username": r.username, "status": r.status}),
-        )
-        .expect("json serializes")
-    }))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db)?
+    {
+        return Ok(0);
+    }
+    let ids = sqlx::query_scalar!(
+        "SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        BATCH
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let rows = rows(pool, &ids).await.map_err(db)?;
+    let mut confirms = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Some(body) = &row.body else { continue };
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_message_id(row.event_id.to_string().into())
+            .with_type(row.routing_key.clone().into());
+        let bytes = serde_json::to_vec(body).expect("json serializes");
+        let confirm = ch
+            .basic_publish(
+                exchange,
+                &row.routing_key,
+                BasicPublishOptions::default(),
+                &bytes,
+                props,
+            )
+            .await
+            .map_err(|_| Retry::Broker)?;
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        match confirm.await {
+            Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {}
+            _ => return Err(Retry::Broker),
+        }
+    }
+    sqlx::query!(
+        "UPDATE outbox SET published_at = now(), hooks_done_at = CASE WHEN $2 THEN COALESCE(hooks_done_at, now()) ELSE hooks_done_at END
+          WHERE id = ANY($1)",
+        &ids,
+        hooks_done
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    sqlx::query!(
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at IS NOT NULL AND hooks_done_at IS NOT NULL
+                                           AND created_at < now() - make_interval(days => $1) LIMIT 1000)",
+        RETENTION_DAYS
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(ids.len())
 }

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::error::Error;
-use super::model::{stages_of, stored, Operation};
+use super::model::{stages_of, stored, Operation, SubtaskStatus, TaskStatus};
 
 /// The channel workers LISTEN on; intake NOTIFYs it when it adds work.
 pub const WORK_CHANNEL: &str = "rotor_work";
@@ -156,6 +156,13 @@ async fn try_claim(
         &names as &[&str]
     )
     .execute(&mut *tx)
+    .await?;
+    super::outbox::subtask(
+        &mut tx,
+        row.task_id,
+        SubtaskStatus::InProgress,
+        task_started.then_some(TaskStatus::InProgress),
+    )
     .await?;
     tx.commit().await?;
     if row.taken_over {

@@ -322,7 +322,11 @@ pub async fn withdraw_auto_rotation(
     )
     .execute(&mut *conn)
     .await?;
-    Ok(Some((task_id, repo::roll_up(conn, task_id).await?)))
+    let status = repo::roll_up(conn, task_id).await?;
+    if let Some(status) = status {
+        super::outbox::task(conn, task_id, status).await?;
+    }
+    Ok(Some((task_id, status)))
 }
 
 /// The resource's accounts are retired with it: no more rotations or heartbeats, and

@@ -14,16 +14,17 @@ pub mod events;
 pub mod lease;
 pub mod lifecycle;
 pub mod model;
+pub mod outbox;
 pub mod record;
 mod recovery;
 pub mod repo;
 mod rotation;
 mod stages;
 pub mod view;
+pub mod webhooks;
 mod workers;
 
 pub use account::{check_current, CheckError};
 pub use context::Engine;
 pub use error::Error;
-pub use events::Events;
 pub use workers::run_workers;

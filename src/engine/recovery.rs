@@ -5,10 +5,11 @@
 use super::account::{login, Account};
 use super::context::Engine;
 use super::error::{Error, StageError};
-use super::events::CredentialAlert;
 use super::lease::{fenced, Claim};
 use super::lifecycle;
 use super::model::{Stage, SubtaskStatus};
+use super::outbox;
+use super::outbox::CredentialAlert;
 use super::repo;
 use crate::driver::Login;
 use crate::vault::versions::{self, State};
@@ -201,16 +202,19 @@ pub(super) async fn fail(
     } else {
         false
     };
+    outbox::subtask(&mut tx, claim.task_id, SubtaskStatus::Failed, task_status).await?;
+    if stopped {
+        outbox::credential(
+            &mut tx,
+            claim.credential_id,
+            CredentialAlert::AutoRotateStopped,
+        )
+        .await?;
+    }
     tx.commit().await?;
     if stopped {
         tracing::error!(target: "rotor::security", credential_id = %claim.credential_id,
             "auto-rotation failed scheduler.max_failures times in a row; stopped until someone acts (rotor credential resume)");
-        engine
-            .events
-            .credential(claim.credential_id, CredentialAlert::AutoRotateStopped);
     }
-    engine
-        .events
-        .subtask_ended(claim.task_id, SubtaskStatus::Failed, task_status);
     Ok(())
 }

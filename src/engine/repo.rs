@@ -185,6 +185,7 @@ pub async fn cancel_unstarted(conn: &mut PgConnection, task_id: Uuid) -> Result<
             .execute(&mut *conn)
             .await?;
         lease::release_subtasks(conn, &cancelled).await?;
+        super::outbox::subtasks(conn, task_id, SubtaskStatus::Cancelled, cancelled.len()).await?;
         // A supplied password no cancelled subtask will use is not kept, even encrypted.
         sqlx::query!(
             "DELETE FROM subtask_secrets WHERE subtask_id = ANY($1)",

@@ -11,6 +11,7 @@ use super::error::{Error, StageError};
 use super::lease::{fenced, Claim};
 use super::lifecycle;
 use super::model::{Operation, Stage, StageStatus, SubtaskStatus};
+use super::outbox;
 use super::repo;
 use crate::driver::{self, Login};
 use crate::vault::versions::{self, Origin, State};
@@ -388,7 +389,6 @@ async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Don
         _ => None,
     };
     let mut tx = fenced(&engine.pool, claim).await?;
-    let mut withdrawn = None;
     match claim.operation {
         Operation::Rotate | Operation::Update | Operation::Remediate if supplied.is_none() => {
             lifecycle::record_rotation(
@@ -426,10 +426,10 @@ async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Don
                 .and_then(serde_json::Value::as_i64)
                 .map(|d| d as i32)
                 .filter(|_| enable);
-            // While an auto-rotation is in flight its COMMIT plans the next one, with these days.
-            withdrawn =
-                lifecycle::set_frequency(&mut tx, &engine.schedule, account.credential_id, days)
-                    .await?;
+            // While an auto-rotation is in flight its COMMIT plans the next one, with these
+            // days; one withdrawn says so in its own events (lifecycle).
+            lifecycle::set_frequency(&mut tx, &engine.schedule, account.credential_id, days)
+                .await?;
         }
         Operation::Rotate | Operation::Update => unreachable!("matched above"),
     }
@@ -442,14 +442,15 @@ async fn commit(engine: &Engine, claim: &Claim, account: &Account) -> Result<Don
     repo::stage_finished(&mut tx, claim, Stage::Commit, StageStatus::Successful).await?;
     let task_status =
         repo::finish_subtask(&mut tx, claim, SubtaskStatus::Successful, None, false).await?;
+    outbox::subtask(
+        &mut tx,
+        claim.task_id,
+        SubtaskStatus::Successful,
+        task_status,
+    )
+    .await?;
     tx.commit().await.map_err(Error::from)?;
     crate::metrics::rotation("SUCCESSFUL", "");
-    engine
-        .events
-        .subtask_ended(claim.task_id, SubtaskStatus::Successful, task_status);
-    if let Some((task_id, Some(status))) = withdrawn {
-        engine.events.task(task_id, status);
-    }
     if claim.operation == Operation::UpdateAutoRotatePolicy {
         tracing::info!(username = %account.username, resource_id = %account.resource_id, "auto-rotate policy committed");
     } else {

@@ -15,7 +15,6 @@ use tracing::Instrument;
 
 use super::context::Engine;
 use super::lease::{self, WORK_CHANNEL};
-use super::model::{SubtaskStatus, TaskStatus};
 use super::rotation;
 
 /// Runs `concurrency` workers until `shutdown`; a running subtask is allowed to finish.
@@ -131,12 +130,6 @@ async fn worker_loop(
                 // There may be more: the next idle worker looks. Claims run one after
                 // another this way, each waking one more, never all workers at once.
                 wake.notify_one();
-                engine
-                    .events
-                    .subtask(claim.task_id, SubtaskStatus::InProgress);
-                if claim.task_started {
-                    engine.events.task(claim.task_id, TaskStatus::InProgress);
-                }
                 let span = tracing::info_span!("subtask", worker_id = %engine.worker_id, worker = n, task_id = %claim.task_id,
                     subtask_id = %claim.subtask_id, credential_id = %claim.credential_id, attempt = claim.attempts);
                 load.running.fetch_add(1, Ordering::Relaxed);

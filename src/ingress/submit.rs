@@ -11,7 +11,6 @@ use sqlx::PgPool;
 use crate::engine::control;
 use crate::engine::model::TaskStatus;
 use crate::engine::record::{self, Created, NewTask};
-use crate::engine::Events;
 use crate::policy::Policy;
 use crate::requests::{self, Origin, Refusal};
 use crate::schedule::Schedule;
@@ -22,7 +21,6 @@ pub struct Submitter {
     pub key: Arc<MasterKey>,
     pub policies: Arc<BTreeMap<String, Policy>>,
     pub max_credentials: usize,
-    pub events: Events,
     /// Plans next rotations for accounts onboarded through the API.
     pub schedule: Schedule,
 }
@@ -132,10 +130,14 @@ impl Submitter {
                 Err(e) => return Err(e),
             });
         }
+        let new: Vec<uuid::Uuid> = recorded
+            .iter()
+            .flatten()
+            .filter(|c| c.is_new)
+            .map(|c| c.task_id)
+            .collect();
+        crate::engine::outbox::tasks(&mut tx, &new, TaskStatus::Pending).await?;
         tx.commit().await?;
-        for created in recorded.iter().flatten().filter(|c| c.is_new) {
-            self.events.task(created.task_id, TaskStatus::Pending);
-        }
         Ok(recorded)
     }
 }

@@ -19,3 +19,4 @@ mod tls;
 mod trust;
 mod vault;
 mod vcf_client;
+mod webhooks;

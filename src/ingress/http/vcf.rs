@@ -348,15 +348,10 @@ async fn changed(
     change: Change,
 ) -> Result<(StatusCode, Json<view::Task>), ApiError> {
     match change {
-        Change::Done(status) => {
-            if let Some(status) = status {
-                state.submitter.events.task(id, status);
-            }
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(load_task(state, caller, id).await?),
-            ))
-        }
+        Change::Done(_) => Ok((
+            StatusCode::ACCEPTED,
+            Json(load_task(state, caller, id).await?),
+        )),
         Change::NotFound => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "TASK_NOT_FOUND",

@@ -1,0 +1,246 @@
+//! The outbox: every task, subtask and credential event is written here in the same
+//! transaction as the change it reports, so no event is lost to a crash, a broker outage
+//! or a shutdown. `events` publishes the rows and posts them to webhooks. The one writer
+//! of outbox rows, and what its readers (`events`, `webhooks`) share: the rows with
+//! their bodies, and the wake-up.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use strum::{Display, IntoStaticStr};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::model::{SubtaskStatus, TaskStatus};
+
+/// NOTIFY channel that wakes the publishers (one notification per transaction).
+pub const CHANNEL: &str = "rotor_outbox";
+/// The publishers' poll when no notification comes.
+const POLL: Duration = Duration::from_secs(1);
+
+/// A credential's state changed in a way an operator must hear of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, IntoStaticStr)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum CredentialAlert {
+    /// The heartbeat found the stored password no longer logs in.
+    OutOfSync,
+    /// Auto-rotation failed `scheduler.max_failures` times in a row and stopped.
+    AutoRotateStopped,
+}
+
+/// One row per (routing key, task, credential).
+async fn insert(
+    conn: &mut PgConnection,
+    keys: &[String],
+    tasks: &[Option<Uuid>],
+    credentials: &[Option<Uuid>],
+) -> Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        r#"WITH written AS (
+               INSERT INTO outbox (routing_key, task_id, credential_id)
+               SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[])
+               RETURNING 1
+           )
+           SELECT pg_notify($4, '') AS "notified!" FROM (SELECT count(*) FROM written) w"#,
+        keys,
+        tasks as &[Option<Uuid>],
+        credentials as &[Option<Uuid>],
+        CHANNEL
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// `task.<STATUS>` for each of `tasks`.
+pub async fn tasks(
+    conn: &mut PgConnection,
+    tasks: &[Uuid],
+    status: TaskStatus,
+) -> Result<(), sqlx::Error> {
+    let keys = vec![format!("task.{status}"); tasks.len()];
+    let ids: Vec<Option<Uuid>> = tasks.iter().copied().map(Some).collect();
+    insert(conn, &keys, &ids, &vec![None; tasks.len()]).await
+}
+
+pub async fn task(
+    conn: &mut PgConnection,
+    task_id: Uuid,
+    status: TaskStatus,
+) -> Result<(), sqlx::Error> {
+    tasks(conn, &[task_id], status).await
+}
+
+/// `subtask.<STATUS>`, `count` times (one per subtask), carrying the task.
+pub async fn subtasks(
+    conn: &mut PgConnection,
+    task_id: Uuid,
+    status: SubtaskStatus,
+    count: usize,
+) -> Result<(), sqlx::Error> {
+    insert(
+        conn,
+        &vec![format!("subtask.{status}"); count],
+        &vec![Some(task_id); count],
+        &vec![None; count],
+    )
+    .await
+}
+
+/// A subtask started or ended: its event, and the task's when the task's status changed.
+pub async fn subtask(
+    conn: &mut PgConnection,
+    task_id: Uuid,
+    status: SubtaskStatus,
+    task_status: Option<TaskStatus>,
+) -> Result<(), sqlx::Error> {
+    let mut keys = vec![format!("subtask.{status}")];
+    keys.extend(task_status.map(|s| format!("task.{s}")));
+    insert(
+        conn,
+        &keys,
+        &vec![Some(task_id); keys.len()],
+        &vec![None; keys.len()],
+    )
+    .await
+}
+
+/// `credential.<ALERT>`.
+pub async fn credential(
+    conn: &mut PgConnection,
+    credential_id: Uuid,
+    alert: CredentialAlert,
+) -> Result<(), sqlx::Error> {
+    insert(
+        conn,
+        &[format!("credential.{alert}")],
+        &[None],
+        &[Some(credential_id)],
+    )
+    .await
+}
+
+/// An outbox row as the sinks see it.
+pub(super) struct Row {
+    pub id: i64,
+    pub event_id: Uuid,
+    pub routing_key: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// None when its task or credential is gone: nothing to send.
+    pub body: Option<serde_json::Value>,
+}
+
+/// Waits for a notification of new rows, the poll interval, or `flush`; true on flush.
+pub(super) async fn wait(listener: &mut Option<PgListener>, flush: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = async {
+            match listener {
+                Some(l) => { if l.recv().await.is_err() { *listener = None; } }
+                None => tokio::time::sleep(POLL).await,
+            }
+        } => false,
+        _ = tokio::time::sleep(POLL) => false,
+        _ = flush.cancelled() => true,
+    }
+}
+
+pub(super) async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut l = PgListener::connect_with(pool).await.ok()?;
+    l.listen(super::outbox::CHANNEL).await.ok()?;
+    Some(l)
+}
+
+/// The rows `ids`, in order, with their bodies. A body not rendered yet is rendered and
+/// kept (committed at once, on a connection of its own, so no sink's transaction holds
+/// the row), then read back: whoever rendered it first, every sink sends those bytes.
+pub(super) async fn rows(pool: &PgPool, ids: &[i64]) -> Result<Vec<Row>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let found = sqlx::query!(
+        "SELECT id, event_id, routing_key, task_id, credential_id, created_at, body FROM outbox WHERE id = ANY($1) ORDER BY id",
+        ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut tasks: Vec<Uuid> = found
+        .iter()
+        .filter(|r| r.body.is_none())
+        .filter_map(|r| r.task_id)
+        .collect();
+    tasks.sort_unstable();
+    tasks.dedup();
+    let views: HashMap<Uuid, serde_json::Value> = super::view::load_many_in(&mut conn, &tasks)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, serde_json::to_value(&t).expect("task serializes")))
+        .collect();
+    let mut rendered: Vec<(i64, serde_json::Value)> = Vec::new();
+    let mut rows = Vec::with_capacity(found.len());
+    for r in found {
+        let body = match (r.body, r.task_id, r.credential_id) {
+            (Some(body), _, _) => Some(body),
+            (None, task, credential) => {
+                let body = match (task, credential) {
+                    (Some(task), _) => views.get(&task).cloned(),
+                    (None, Some(credential)) => credential_body(&mut conn, credential).await?,
+                    (None, None) => None,
+                };
+                if let Some(b) = &body {
+                    rendered.push((r.id, b.clone()));
+                }
+                body
+            }
+        };
+        rows.push(Row {
+            id: r.id,
+            event_id: r.event_id,
+            routing_key: r.routing_key,
+            created_at: r.created_at,
+            body,
+        });
+    }
+    if !rendered.is_empty() {
+        let (ids, bodies): (Vec<i64>, Vec<serde_json::Value>) = rendered.into_iter().unzip();
+        sqlx::query!(
+            "UPDATE outbox o SET body = b.body FROM unnest($1::int8[], $2::jsonb[]) AS b(id, body) WHERE o.id = b.id AND o.body IS NULL",
+            &ids,
+            &bodies
+        )
+        .execute(&mut *conn)
+        .await?;
+        let kept: HashMap<i64, serde_json::Value> = sqlx::query!(
+            r#"SELECT id, body AS "body!" FROM outbox WHERE id = ANY($1) AND body IS NOT NULL"#,
+            &ids
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r.body))
+        .collect();
+        for row in &mut rows {
+            if let Some(body) = kept.get(&row.id) {
+                row.body = Some(body.clone());
+            }
+        }
+    }
+    Ok(rows)
+}
+
+async fn credential_body(
+    conn: &mut sqlx::PgConnection,
+    credential_id: Uuid,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let row = sqlx::query!(
+        "SELECT resource_id, username, status FROM credentials WHERE id = $1",
+        credential_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| {
+        serde_json::json!({"credentialId": credential_id, "resourceId": r.resource_id, "username": r.username, "status": r.status})
+    }))
+}
