@@ -32,6 +32,8 @@ export ROTOR_VCF_PYTHON
 
 # The architecture's rule: no import circle in src/, no file over 500 lines.
 python3 scripts/check-imports.py
+# One layout for all the code: rustfmt's defaults.
+cargo fmt --check
 
 # The build needs no database: query metadata is committed in .sqlx/.
 export SQLX_OFFLINE=true
