@@ -103,8 +103,10 @@ impl Application {
         link.probe().await?;
         let flush_events = CancellationToken::new();
         let webhooks = crate::engine::webhooks::Webhooks::load(&settings.webhook)?;
+        // The publishers have a pool of their own: a LISTEN connection and one a sink.
+        let events_pool = crate::db::connect_sized(&settings.database, 3).await?;
         let events_task = crate::engine::events::start(
-            pool.clone(),
+            events_pool,
             link.clone(),
             settings.amqp.events_exchange.clone(),
             webhooks,

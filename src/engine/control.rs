@@ -183,6 +183,14 @@ pub async fn retry_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
 /// password become CANCELLED; one past STAGE_PENDING runs to a safe end.
 pub async fn cancel_task(pool: &PgPool, task_id: Uuid) -> Result<Change, Error> {
     let mut tx = pool.begin().await?;
+    // Subtasks before their task, the order a claim and a finishing subtask take them in:
+    // a cancel that came the other way round deadlocked with a claim made at that moment.
+    sqlx::query!(
+        "SELECT id FROM subtasks WHERE task_id = $1 ORDER BY seq FOR NO KEY UPDATE",
+        task_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     let Some(status) = task_status(&mut tx, task_id).await? else {
         return Ok(Change::NotFound);
     };

@@ -17,7 +17,7 @@ use lapin::BasicProperties;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::{listen, rows, wait};
+use super::outbox::{discard, lock, rows, unlock, Wake};
 use super::webhooks::Webhooks;
 
 /// How long publishing goes on at shutdown when there is a backlog; what is left stays in
@@ -31,8 +31,10 @@ const PUBLISHER_LOCK: i64 = 0x726f_746f_7203; // "rotor" 3
 /// Published rows are kept this long, then deleted.
 const RETENTION_DAYS: i32 = 7;
 
-/// Starts the publishers (to the broker, and to the webhooks when there are any); they
-/// run until `flush` is cancelled, then publish the backlog for up to `FLUSH_TIMEOUT`.
+/// Starts the publishers (to the broker, and to the webhooks when there are any) on
+/// `pool` (a small pool of their own: they never wait for the workers' connections, nor
+/// the workers for theirs); they run until `flush` is cancelled, then publish the backlog
+/// for up to `FLUSH_TIMEOUT`.
 pub fn start(
     pool: PgPool,
     link: crate::broker::Link,
@@ -41,13 +43,28 @@ pub fn start(
     flush: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let wake = Wake::default();
+        let stop_listening = CancellationToken::new();
+        let listening = tokio::spawn({
+            let (wake, pool, stop) = (wake.clone(), pool.clone(), stop_listening.clone());
+            async move { wake.listen(pool, stop).await }
+        });
         let hooks_done = webhooks.is_empty();
-        let broker = amqp_loop(pool.clone(), link, exchange, hooks_done, flush.clone());
+        let broker = amqp_loop(
+            pool.clone(),
+            link,
+            exchange,
+            hooks_done,
+            wake.clone(),
+            flush.clone(),
+        );
         if hooks_done {
             broker.await;
         } else {
-            tokio::join!(broker, super::webhooks::run(pool, webhooks, flush));
+            tokio::join!(broker, super::webhooks::run(pool, webhooks, wake, flush));
         }
+        stop_listening.cancel();
+        let _ = listening.await;
     })
 }
 
@@ -61,9 +78,9 @@ async fn amqp_loop(
     link: crate::broker::Link,
     exchange: String,
     hooks_done: bool,
+    wake: Wake,
     flush: CancellationToken,
 ) {
-    let mut listener = listen(&pool).await;
     let mut flushing: Option<tokio::time::Instant> = None;
     'connect: loop {
         if flushing.is_some_and(|until| tokio::time::Instant::now() >= until) {
@@ -97,7 +114,7 @@ async fn amqp_loop(
             match publish_batch(&pool, &ch, &exchange, hooks_done).await {
                 Ok(0) if flushing.is_some() => break 'connect,
                 Ok(0) => {
-                    if wait(&mut listener, &flush).await {
+                    if wake.wait(&flush).await {
                         flushing = Some(tokio::time::Instant::now() + FLUSH_TIMEOUT);
                     }
                 }
@@ -128,37 +145,46 @@ async fn amqp_loop(
     }
 }
 
-/// Publishes up to `BATCH` unpublished rows, oldest first; how many.
+/// Publishes up to `BATCH` unpublished rows, oldest first; how many. One publisher at a
+/// time over all processes (a session lock), so events go out in order.
 async fn publish_batch(
     pool: &PgPool,
     ch: &lapin::Channel,
     exchange: &str,
     hooks_done: bool,
 ) -> Result<usize, Retry> {
-    let db = |_| Retry::Database;
-    let mut tx = pool.begin().await.map_err(db)?;
-    // One publisher at a time over all processes, so events go out in order.
-    if !sqlx::query_scalar!(
-        r#"SELECT pg_try_advisory_xact_lock($1) AS "ok!""#,
-        PUBLISHER_LOCK
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db)?
-    {
+    let Some(mut conn) = lock(pool, PUBLISHER_LOCK)
+        .await
+        .map_err(|_| Retry::Database)?
+    else {
         return Ok(0);
+    };
+    let outcome = publish_locked(&mut conn, ch, exchange, hooks_done).await;
+    match outcome {
+        Ok(_) => unlock(conn, PUBLISHER_LOCK).await,
+        Err(_) => discard(conn),
     }
+    outcome
+}
+
+async fn publish_locked(
+    conn: &mut sqlx::PgConnection,
+    ch: &lapin::Channel,
+    exchange: &str,
+    hooks_done: bool,
+) -> Result<usize, Retry> {
+    let db = |_| Retry::Database;
     let ids = sqlx::query_scalar!(
         "SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
         BATCH
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
     if ids.is_empty() {
         return Ok(0);
     }
-    let rows = rows(pool, &ids).await.map_err(db)?;
+    let rows = rows(conn, &ids).await.map_err(db)?;
     let mut confirms = Vec::with_capacity(rows.len());
     for row in &rows {
         let Some(body) = &row.body else { continue };
@@ -192,7 +218,7 @@ async fn publish_batch(
         &ids,
         hooks_done
     )
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await
     .map_err(db)?;
     sqlx::query!(
@@ -200,9 +226,8 @@ async fn publish_batch(
                                            AND created_at < now() - make_interval(days => $1) LIMIT 1000)",
         RETENTION_DAYS
     )
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await
     .map_err(db)?;
-    tx.commit().await.map_err(db)?;
     Ok(ids.len())
 }

@@ -7,9 +7,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgListener;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres};
 use strum::{Display, IntoStaticStr};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -135,31 +139,72 @@ pub(super) struct Row {
     pub body: Option<serde_json::Value>,
 }
 
-/// Waits for a notification of new rows, the poll interval, or `flush`; true on flush.
-pub(super) async fn wait(listener: &mut Option<PgListener>, flush: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = async {
-            match listener {
-                Some(l) => { if l.recv().await.is_err() { *listener = None; } }
-                None => tokio::time::sleep(POLL).await,
+/// Wakes the publishers when rows are written (one LISTEN connection for all of them).
+#[derive(Clone, Default)]
+pub(super) struct Wake(Arc<Notify>);
+
+impl Wake {
+    /// Listens on `CHANNEL` until `stop`, reconnecting when the connection drops.
+    pub(super) async fn listen(&self, pool: PgPool, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let listener = async {
+                let mut l = PgListener::connect_with(&pool).await?;
+                l.listen(CHANNEL).await?;
+                loop {
+                    l.recv().await?;
+                    self.0.notify_waiters();
+                }
+            };
+            let result: Result<(), sqlx::Error> =
+                tokio::select! { r = listener => r, _ = stop.cancelled() => Ok(()) };
+            if result.is_err() {
+                tokio::select! { _ = tokio::time::sleep(POLL) => {}, _ = stop.cancelled() => {} }
             }
-        } => false,
-        _ = tokio::time::sleep(POLL) => false,
-        _ = flush.cancelled() => true,
+        }
+    }
+
+    /// Waits for new rows, the poll interval, or `flush`; true on flush.
+    pub(super) async fn wait(&self, flush: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = self.0.notified() => false,
+            _ = tokio::time::sleep(POLL) => false,
+            _ = flush.cancelled() => true,
+        }
     }
 }
 
-pub(super) async fn listen(pool: &PgPool) -> Option<PgListener> {
-    let mut l = PgListener::connect_with(pool).await.ok()?;
-    l.listen(super::outbox::CHANNEL).await.ok()?;
-    Some(l)
+/// One connection of `pool` holding the session advisory lock `key`, or None when
+/// another process holds it. Give it back with `unlock`; on an error drop it with
+/// `discard`, which closes it (and so releases the lock) rather than pooling it.
+pub(super) async fn lock(
+    pool: &PgPool,
+    key: i64,
+) -> Result<Option<PoolConnection<Postgres>>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let held = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "ok!""#, key)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(held.then_some(conn))
+}
+
+pub(super) async fn unlock(mut conn: PoolConnection<Postgres>, key: i64) {
+    if sqlx::query_scalar!(r#"SELECT pg_advisory_unlock($1) AS "ok!""#, key)
+        .fetch_one(&mut *conn)
+        .await
+        .is_err()
+    {
+        discard(conn);
+    }
+}
+
+pub(super) fn discard(conn: PoolConnection<Postgres>) {
+    drop(conn.detach());
 }
 
 /// The rows `ids`, in order, with their bodies. A body not rendered yet is rendered and
-/// kept (committed at once, on a connection of its own, so no sink's transaction holds
-/// the row), then read back: whoever rendered it first, every sink sends those bytes.
-pub(super) async fn rows(pool: &PgPool, ids: &[i64]) -> Result<Vec<Row>, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
+/// kept (each statement commits at once: no sink holds a row), then read back: whoever
+/// rendered it first, every sink sends those bytes.
+pub(super) async fn rows(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Row>, sqlx::Error> {
     let found = sqlx::query!(
         "SELECT id, event_id, routing_key, task_id, credential_id, created_at, body FROM outbox WHERE id = ANY($1) ORDER BY id",
         ids
@@ -173,7 +218,7 @@ pub(super) async fn rows(pool: &PgPool, ids: &[i64]) -> Result<Vec<Row>, sqlx::E
         .collect();
     tasks.sort_unstable();
     tasks.dedup();
-    let views: HashMap<Uuid, serde_json::Value> = super::view::load_many_in(&mut conn, &tasks)
+    let views: HashMap<Uuid, serde_json::Value> = super::view::load_many_in(conn, &tasks)
         .await?
         .into_iter()
         .map(|t| (t.id, serde_json::to_value(&t).expect("task serializes")))
@@ -186,7 +231,7 @@ pub(super) async fn rows(pool: &PgPool, ids: &[i64]) -> Result<Vec<Row>, sqlx::E
             (None, task, credential) => {
                 let body = match (task, credential) {
                     (Some(task), _) => views.get(&task).cloned(),
-                    (None, Some(credential)) => credential_body(&mut conn, credential).await?,
+                    (None, Some(credential)) => credential_body(conn, credential).await?,
                     (None, None) => None,
                 };
                 if let Some(b) = &body {

@@ -17,7 +17,7 @@ use sha2::Sha256;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::{listen, rows, wait, Row};
+use super::outbox::{discard, lock, rows, unlock, Row, Wake};
 use crate::access::Glob;
 use crate::config::{Error as ConfigError, WebhookSettings};
 
@@ -144,14 +144,13 @@ enum Progress {
 }
 
 /// Delivers the outbox to the webhooks until `flush` is cancelled.
-pub async fn run(pool: PgPool, hooks: Webhooks, flush: CancellationToken) {
-    let mut listener = listen(&pool).await;
+pub(super) async fn run(pool: PgPool, hooks: Webhooks, wake: Wake, flush: CancellationToken) {
     let mut backoff = Duration::from_secs(1);
     loop {
         match deliver_batch(&pool, &hooks).await {
             Ok(Progress::Sent) => backoff = Duration::from_secs(1),
             Ok(Progress::Idle) => {
-                if wait(&mut listener, &flush).await {
+                if wake.wait(&flush).await {
                     return;
                 }
             }
@@ -170,33 +169,39 @@ pub async fn run(pool: PgPool, hooks: Webhooks, flush: CancellationToken) {
     }
 }
 
+/// One batch, by one process at a time (a session lock): each webhook gets its events in
+/// order. No transaction is held while posting: each delivery is recorded as it succeeds.
 async fn deliver_batch(pool: &PgPool, hooks: &Webhooks) -> Result<Progress, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // One process delivers at a time, so each webhook gets its events in order.
-    if !sqlx::query_scalar!(
-        r#"SELECT pg_try_advisory_xact_lock($1) AS "ok!""#,
-        DELIVERY_LOCK
-    )
-    .fetch_one(&mut *tx)
-    .await?
-    {
+    let Some(mut conn) = lock(pool, DELIVERY_LOCK).await? else {
         return Ok(Progress::Idle);
+    };
+    let outcome = deliver_locked(&mut conn, hooks).await;
+    match outcome {
+        Ok(_) => unlock(conn, DELIVERY_LOCK).await,
+        Err(_) => discard(conn),
     }
+    outcome
+}
+
+async fn deliver_locked(
+    conn: &mut sqlx::PgConnection,
+    hooks: &Webhooks,
+) -> Result<Progress, sqlx::Error> {
     let ids = sqlx::query_scalar!(
         "SELECT id FROM outbox WHERE hooks_done_at IS NULL ORDER BY id LIMIT $1",
         BATCH
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     if ids.is_empty() {
         return Ok(Progress::Idle);
     }
-    let rows = rows(pool, &ids).await?;
+    let rows = rows(conn, &ids).await?;
     let delivered: HashSet<(i64, String)> = sqlx::query!(
         "SELECT outbox_id, url FROM outbox_webhook_deliveries WHERE outbox_id = ANY($1)",
         &ids
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?
     .into_iter()
     .map(|r| (r.outbox_id, r.url))
@@ -220,7 +225,7 @@ async fn deliver_batch(pool: &PgPool, hooks: &Webhooks) -> Result<Progress, sqlx
                 match hook.post(row, data).await {
                     Ok(()) => {
                         sqlx::query!("INSERT INTO outbox_webhook_deliveries (outbox_id, url) VALUES ($1, $2) ON CONFLICT DO NOTHING", row.id, hook.url.as_str())
-                            .execute(&mut *tx)
+                            .execute(&mut *conn)
                             .await?;
                     }
                     Err(e) => {
@@ -239,9 +244,8 @@ async fn deliver_batch(pool: &PgPool, hooks: &Webhooks) -> Result<Progress, sqlx
         "UPDATE outbox SET hooks_done_at = now() WHERE id = ANY($1)",
         &done
     )
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(if failed.is_empty() {
         Progress::Sent
     } else {
