@@ -126,17 +126,14 @@ async fn log_in(
     }))
 }
 
-/// The body of the refresh and log-out routes: the refresh token id as a JSON string (what
-/// VCF's clients send), or bare.
+/// The body of the refresh and log-out routes: the refresh token id as a JSON string, as
+/// VCF's clients send it.
 fn refresh_id(body: &[u8]) -> Result<SecretString, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::bad_request("body", "expected the refresh token id"))?;
-    let id = serde_json::from_str::<String>(text).unwrap_or_else(|_| text.trim().to_string());
+    let refused =
+        || ApiError::bad_request("body", "expected the refresh token id as a JSON string");
+    let id: String = serde_json::from_slice(body).map_err(|_| refused())?;
     if id.is_empty() || id.len() > 128 {
-        return Err(ApiError::bad_request(
-            "body",
-            "expected the refresh token id",
-        ));
+        return Err(refused());
     }
     Ok(SecretString::from(id))
 }
