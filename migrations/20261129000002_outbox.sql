@@ -1,6 +1,7 @@
 -- Every task, subtask and credential event, written in the transaction of the change it
 -- reports (engine::outbox), then published to rotor.events and posted to the webhooks
--- (engine::events). A row is done when published and every matching webhook has it.
+-- (engine::events and engine::webhooks), their bodies rendered when sent. A row is done
+-- when published and every matching webhook has it.
 CREATE TABLE outbox (
     id             bigserial PRIMARY KEY,
     event_id       uuid NOT NULL DEFAULT gen_random_uuid(),
@@ -8,8 +9,6 @@ CREATE TABLE outbox (
     task_id        uuid,
     credential_id  uuid,
     created_at     timestamptz NOT NULL DEFAULT now(),
-    -- Rendered once, at the first delivery: every sink and every retry sends the same.
-    body           jsonb,
     published_at   timestamptz,
     hooks_done_at  timestamptz
 );

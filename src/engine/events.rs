@@ -6,8 +6,7 @@
 //! the transaction that holds it, so a crash or a broker outage at any point leaves it
 //! to be sent again; consumers tell repeats apart by event id. Several rotor processes
 //! share the outbox: one of them publishes at a time (an advisory lock), in order.
-//! A body is rendered once, at the first delivery, and kept: every sink and every retry
-//! sends the same bytes.
+//! Bodies are rendered when sent (the task as it is then), once per task per batch.
 
 use std::time::Duration;
 
@@ -193,13 +192,12 @@ async fn publish_locked(
             .with_delivery_mode(2)
             .with_message_id(row.event_id.to_string().into())
             .with_type(row.routing_key.clone().into());
-        let bytes = serde_json::to_vec(body).expect("json serializes");
         let confirm = ch
             .basic_publish(
                 exchange,
                 &row.routing_key,
                 BasicPublishOptions::default(),
-                &bytes,
+                body,
                 props,
             )
             .await

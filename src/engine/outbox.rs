@@ -136,7 +136,7 @@ pub(super) struct Row {
     pub routing_key: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// None when its task or credential is gone: nothing to send.
-    pub body: Option<serde_json::Value>,
+    pub body: Option<Arc<Vec<u8>>>,
 }
 
 /// Wakes the publishers when rows are written (one LISTEN connection for all of them).
@@ -201,44 +201,35 @@ pub(super) fn discard(conn: PoolConnection<Postgres>) {
     drop(conn.detach());
 }
 
-/// The rows `ids`, in order, with their bodies. A body not rendered yet is rendered and
-/// kept (each statement commits at once: no sink holds a row), then read back: whoever
-/// rendered it first, every sink sends those bytes.
+/// The rows `ids`, in order, with their bodies rendered now: a task's JSON once per
+/// batch however many of its events the batch holds (a 1,000-credential task is large,
+/// and each of its 2,000 subtask events carries it), shared, as bytes.
 pub(super) async fn rows(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Row>, sqlx::Error> {
     let found = sqlx::query!(
-        "SELECT id, event_id, routing_key, task_id, credential_id, created_at, body FROM outbox WHERE id = ANY($1) ORDER BY id",
+        "SELECT id, event_id, routing_key, task_id, credential_id, created_at FROM outbox WHERE id = ANY($1) ORDER BY id",
         ids
     )
     .fetch_all(&mut *conn)
     .await?;
-    let mut tasks: Vec<Uuid> = found
-        .iter()
-        .filter(|r| r.body.is_none())
-        .filter_map(|r| r.task_id)
-        .collect();
+    let mut tasks: Vec<Uuid> = found.iter().filter_map(|r| r.task_id).collect();
     tasks.sort_unstable();
     tasks.dedup();
-    let views: HashMap<Uuid, serde_json::Value> = super::view::load_many_in(conn, &tasks)
+    let views: HashMap<Uuid, Arc<Vec<u8>>> = super::view::load_many_in(conn, &tasks)
         .await?
         .into_iter()
-        .map(|t| (t.id, serde_json::to_value(&t).expect("task serializes")))
+        .map(|t| {
+            (
+                t.id,
+                Arc::new(serde_json::to_vec(&t).expect("task serializes")),
+            )
+        })
         .collect();
-    let mut rendered: Vec<(i64, serde_json::Value)> = Vec::new();
     let mut rows = Vec::with_capacity(found.len());
     for r in found {
-        let body = match (r.body, r.task_id, r.credential_id) {
-            (Some(body), _, _) => Some(body),
-            (None, task, credential) => {
-                let body = match (task, credential) {
-                    (Some(task), _) => views.get(&task).cloned(),
-                    (None, Some(credential)) => credential_body(conn, credential).await?,
-                    (None, None) => None,
-                };
-                if let Some(b) = &body {
-                    rendered.push((r.id, b.clone()));
-                }
-                body
-            }
+        let body = match (r.task_id, r.credential_id) {
+            (Some(task), _) => views.get(&task).cloned(),
+            (None, Some(credential)) => credential_body(conn, credential).await?.map(Arc::new),
+            (None, None) => None,
         };
         rows.push(Row {
             id: r.id,
@@ -248,37 +239,13 @@ pub(super) async fn rows(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Row
             body,
         });
     }
-    if !rendered.is_empty() {
-        let (ids, bodies): (Vec<i64>, Vec<serde_json::Value>) = rendered.into_iter().unzip();
-        sqlx::query!(
-            "UPDATE outbox o SET body = b.body FROM unnest($1::int8[], $2::jsonb[]) AS b(id, body) WHERE o.id = b.id AND o.body IS NULL",
-            &ids,
-            &bodies
-        )
-        .execute(&mut *conn)
-        .await?;
-        let kept: HashMap<i64, serde_json::Value> = sqlx::query!(
-            r#"SELECT id, body AS "body!" FROM outbox WHERE id = ANY($1) AND body IS NOT NULL"#,
-            &ids
-        )
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r.body))
-        .collect();
-        for row in &mut rows {
-            if let Some(body) = kept.get(&row.id) {
-                row.body = Some(body.clone());
-            }
-        }
-    }
     Ok(rows)
 }
 
 async fn credential_body(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     credential_id: Uuid,
-) -> Result<Option<serde_json::Value>, sqlx::Error> {
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
     let row = sqlx::query!(
         "SELECT resource_id, username, status FROM credentials WHERE id = $1",
         credential_id
@@ -286,6 +253,10 @@ async fn credential_body(
     .fetch_optional(&mut *conn)
     .await?;
     Ok(row.map(|r| {
-        serde_json::json!({"credentialId": credential_id, "resourceId": r.resource_id, "username": r.username, "status": r.status})
+        serde_json::to_vec(
+            &serde_json::json!({"credentialId": credential_id, "resourceId": r.resource_id,
+            "username": r.username, "status": r.status}),
+        )
+        .expect("json serializes")
     }))
 }

@@ -114,11 +114,17 @@ impl Webhook {
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     }
 
-    async fn post(&self, row: &Row, data: &serde_json::Value) -> Result<(), String> {
-        let body = serde_json::to_vec(&serde_json::json!({
-            "id": row.event_id, "type": row.routing_key, "createdAt": row.created_at, "data": data,
+    async fn post(&self, row: &Row, data: &[u8]) -> Result<(), String> {
+        // `{id, type, createdAt, data}`, with `data` the rendered bytes as they are.
+        let head = serde_json::to_vec(&serde_json::json!({
+            "id": row.event_id, "type": row.routing_key, "createdAt": row.created_at,
         }))
         .expect("json serializes");
+        let mut body = Vec::with_capacity(head.len() + data.len() + 9);
+        body.extend_from_slice(&head[..head.len() - 1]);
+        body.extend_from_slice(b",\"data\":");
+        body.extend_from_slice(data);
+        body.push(b'}');
         let resp = self
             .client
             .post(self.url.clone())
