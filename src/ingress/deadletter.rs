@@ -28,7 +28,7 @@ pub async fn settle_refusal(
     requester: &Requester,
     error: &VcfError,
 ) -> Result<(), lapin::Error> {
-    let error_json = serde_json::to_string(error).expect("error serializes");
+    let error_json = bounded_error(error);
     let mut headers = FieldTable::default();
     headers.insert(
         ERROR_HEADER.into(),
@@ -126,7 +126,7 @@ fn dead_letter_body(body: &[u8], max_bytes: usize, headers: &mut FieldTable) -> 
             if !paths.is_empty() {
                 headers.insert(
                     "x-rotor-redacted".into(),
-                    AMQPValue::LongString(paths.join(",").into()),
+                    AMQPValue::LongString(bounded_list(&paths).into()),
                 );
             }
             redacted
@@ -153,6 +153,40 @@ fn dead_letter_body(body: &[u8], max_bytes: usize, headers: &mut FieldTable) -> 
             Vec::new()
         }
     }
+}
+
+/// Most bytes a header of a dead-letter copy may hold. The copy's headers travel in one
+/// AMQP frame (128 KiB by default): a refused request whose paths or error did not fit
+/// could never be dead-lettered, only requeued, again and again.
+const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// `paths` joined with commas, cut to `MAX_HEADER_BYTES` with how many were left out.
+fn bounded_list(paths: &[String]) -> String {
+    let mut out = String::new();
+    for (i, p) in paths.iter().enumerate() {
+        if out.len() + p.len() + 1 > MAX_HEADER_BYTES - 32 {
+            out.push_str(&format!(",... ({} more)", paths.len() - i));
+            return out;
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(p);
+    }
+    out
+}
+
+/// The error as JSON within `MAX_HEADER_BYTES`: past it, its code and the start of its
+/// message only (the task keeps the whole error).
+fn bounded_error(error: &VcfError) -> String {
+    let json = serde_json::to_string(error).expect("error serializes");
+    if json.len() <= MAX_HEADER_BYTES {
+        return json;
+    }
+    let mut message: String = error.message.chars().take(1000).collect();
+    message.push_str("... (cut; the task holds the whole error)");
+    let short = VcfError::new(&error.error_code, message);
+    serde_json::to_string(&short).expect("error serializes")
 }
 
 /// Says why the broker dead-lettered a request that rotor now takes from the quarantine.
@@ -182,4 +216,42 @@ fn death_reason(headers: Option<&FieldTable>) -> Option<String> {
             .take(40)
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_copy_keeps_its_headers_within_one_frame() {
+        // 30,000 passwords: their paths alone would be over a megabyte.
+        let creds: Vec<String> = (0..30_000)
+            .map(|i| format!(r#"{{"username":"u{i}","password":"secret-{i}"}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"operationType":"UPDATE","elements":[{{"resourceId":"r","credentials":[{}]}}]}}"#,
+            creds.join(",")
+        );
+        let mut headers = FieldTable::default();
+        let copy = dead_letter_body(body.as_bytes(), 4 << 20, &mut headers);
+        assert!(!String::from_utf8_lossy(&copy).contains("secret-"));
+        let Some(AMQPValue::LongString(paths)) = headers.inner().get("x-rotor-redacted") else {
+            panic!("no x-rotor-redacted")
+        };
+        let paths = paths.to_string();
+        assert!(paths.len() <= MAX_HEADER_BYTES, "{}", paths.len());
+        assert!(
+            paths.ends_with("more)") && paths.starts_with("elements[0].credentials[0].password"),
+            "{}",
+            &paths[paths.len() - 40..]
+        );
+
+        let long = VcfError::new("INVALID_REQUEST", "x".repeat(100_000));
+        let json = bounded_error(&long);
+        assert!(json.len() <= MAX_HEADER_BYTES);
+        assert_eq!(
+            serde_json::from_str::<VcfError>(&json).unwrap().error_code,
+            "INVALID_REQUEST"
+        );
+    }
 }
