@@ -190,8 +190,7 @@ impl Scheduler {
             match crate::engine::check_current(&self.engine, *id).await {
                 Ok(Some((version, Login::Refused))) => {
                     let mut tx = self.pool().begin().await?;
-                    let (marked, _withdrawn) =
-                        lifecycle::mark_out_of_sync(&mut tx, *id, version, now).await?;
+                    let marked = lifecycle::mark_out_of_sync(&mut tx, *id, version, now).await?;
                     if marked {
                         outbox::credential(&mut tx, *id, CredentialAlert::OutOfSync).await?;
                     }

@@ -206,7 +206,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             .await?;
             tx.commit().await?;
             tracing::info!(target: "rotor::security", credential_id = %id, "auto-rotation paused");
-            if let Some((task_id, _)) = withdrawn {
+            if let Some(task_id) = withdrawn {
                 println!("{username}@{resource}: its planned auto-rotation (task {task_id}) was cancelled before it started");
             }
             match days {

@@ -141,10 +141,15 @@ fn from_figment(e: figment::Error) -> Error {
 }
 
 fn resolve(base: Option<&Path>, p: &mut Option<PathBuf>) {
-    if let (Some(base), Some(path)) = (base, p.as_mut()) {
-        if path.is_relative() {
-            *path = base.join(&*path);
-        }
+    if let Some(path) = p.as_mut() {
+        resolve_path(base, path);
+    }
+}
+
+/// A relative `path` taken from the configuration file's folder `base`.
+fn resolve_path(base: Option<&Path>, path: &mut PathBuf) {
+    if let (Some(base), true) = (base, path.is_relative()) {
+        *path = base.join(&*path);
     }
 }
 
@@ -154,9 +159,7 @@ impl Settings {
         resolve(base, &mut self.amqp.url_file);
         resolve(base, &mut self.vault.master_key_file);
         for f in &mut self.vault.master_key_files {
-            if let (Some(base), true) = (base, f.is_relative()) {
-                *f = base.join(&*f);
-            }
+            resolve_path(base, f);
         }
         resolve(base, &mut self.database.ca_file);
         resolve(base, &mut self.amqp.ca_file);
@@ -166,15 +169,11 @@ impl Settings {
             resolve(base, &mut t.token_file);
         }
         for w in &mut self.webhook {
-            if let (Some(base), true) = (base, w.secret_file.is_relative()) {
-                w.secret_file = base.join(&w.secret_file);
-            }
+            resolve_path(base, &mut w.secret_file);
             resolve(base, &mut w.ca_file);
         }
         for u in &mut self.http.user {
-            if let (Some(base), true) = (base, u.password_hash_file.is_relative()) {
-                u.password_hash_file = base.join(&u.password_hash_file);
-            }
+            resolve_path(base, &mut u.password_hash_file);
         }
     }
 

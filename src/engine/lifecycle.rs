@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::error::Error;
-use super::model::{CredentialStatus, TaskStatus};
+use super::model::CredentialStatus;
 use super::repo;
 use crate::config::SchedulerSettings;
 use crate::schedule::Schedule;
@@ -107,18 +107,16 @@ pub async fn set_frequency(
     schedule: &Schedule,
     credential_id: Uuid,
     days: Option<i32>,
-) -> Result<Option<(Uuid, Option<TaskStatus>)>, Error> {
+) -> Result<(), Error> {
     let last = sqlx::query_scalar!(
         "SELECT last_rotated_at FROM credentials WHERE id = $1",
         credential_id
     )
     .fetch_one(&mut *conn)
     .await?;
-    let withdrawn = if days.is_none() {
-        withdraw_auto_rotation(conn, credential_id).await?
-    } else {
-        None
-    };
+    if days.is_none() {
+        withdraw_auto_rotation(conn, credential_id).await?;
+    }
     sqlx::query!("UPDATE credentials SET auto_rotate_days = $2, auto_failures = 0, updated_at = now() WHERE id = $1", credential_id, days)
         .execute(&mut *conn)
         .await?;
@@ -129,8 +127,7 @@ pub async fn set_frequency(
         days,
         last.unwrap_or_else(Utc::now),
     )
-    .await?;
-    Ok(withdrawn)
+    .await
 }
 
 /// Keeps a credential out of auto-rotation until `resume`; a planned turn is withdrawn.
@@ -138,7 +135,7 @@ pub async fn set_frequency(
 pub async fn pause(
     conn: &mut PgConnection,
     credential_id: Uuid,
-) -> Result<(Option<i32>, Option<(Uuid, Option<TaskStatus>)>), Error> {
+) -> Result<(Option<i32>, Option<Uuid>), Error> {
     let days = sqlx::query_scalar!("UPDATE credentials SET auto_paused = true, updated_at = now() WHERE id = $1 RETURNING auto_rotate_days", credential_id)
         .fetch_one(&mut *conn)
         .await?;
@@ -299,11 +296,11 @@ pub async fn auto_rotations_cancelled(
 /// Withdraws the credential's planned auto-rotation when it is paused, disabled or found
 /// OUT_OF_SYNC: its task is cancelled if the subtask has not started (one already running
 /// reaches its safe end), and nothing is planned until the caller plans again.
-/// Returns the cancelled task and its new status.
+/// Returns the cancelled task; its events are written here.
 pub async fn withdraw_auto_rotation(
     conn: &mut PgConnection,
     credential_id: Uuid,
-) -> Result<Option<(Uuid, Option<TaskStatus>)>, Error> {
+) -> Result<Option<Uuid>, Error> {
     let Some(task_id) = sqlx::query_scalar!(
         "SELECT auto_task_id FROM credentials WHERE id = $1 FOR NO KEY UPDATE",
         credential_id
@@ -322,11 +319,10 @@ pub async fn withdraw_auto_rotation(
     )
     .execute(&mut *conn)
     .await?;
-    let status = repo::roll_up(conn, task_id).await?;
-    if let Some(status) = status {
+    if let Some(status) = repo::roll_up(conn, task_id).await? {
         super::outbox::task(conn, task_id, status).await?;
     }
-    Ok(Some((task_id, status)))
+    Ok(Some(task_id))
 }
 
 /// The resource's accounts are retired with it: no more rotations or heartbeats, and
@@ -344,13 +340,13 @@ pub async fn retire_resource(conn: &mut PgConnection, resource_id: &str) -> Resu
 
 /// The heartbeat found the stored password refused: OUT_OF_SYNC, if no rotation touched
 /// the credential meanwhile (same current version, no lease, nothing pending), and its
-/// planned turn withdrawn. Returns whether it was marked, and the withdrawn task.
+/// planned turn withdrawn. Returns whether it was marked.
 pub async fn mark_out_of_sync(
     conn: &mut PgConnection,
     credential_id: Uuid,
     version: i32,
     now: DateTime<Utc>,
-) -> Result<(bool, Option<(Uuid, Option<TaskStatus>)>), Error> {
+) -> Result<bool, Error> {
     let n = sqlx::query!(
         "UPDATE credentials c SET status = $4, heartbeat_at = $3, updated_at = now()
           WHERE c.id = $1 AND c.lease_subtask IS NULL
@@ -365,10 +361,11 @@ pub async fn mark_out_of_sync(
     .await?
     .rows_affected();
     if n == 0 {
-        return Ok((false, None));
+        return Ok(false);
     }
     // Never rotated automatically until remediated, so a planned turn goes too.
-    Ok((true, withdraw_auto_rotation(conn, credential_id).await?))
+    withdraw_auto_rotation(conn, credential_id).await?;
+    Ok(true)
 }
 
 /// The heartbeat looked at the credential (whatever it found).

@@ -72,6 +72,12 @@ async fn metrics_count_stages_rotations_intake_and_lag_and_contrib_names_only_li
         .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(60))
         .await;
     assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
+    let new = app.reveal(&resource, &a.username);
+    assert!(
+        ssh_login(&a.username, &new),
+        "the counted rotation happened on the target"
+    );
+    assert!(!ssh_login(&a.username, &a.password));
     let refused = app
         .publish_and_reply(
             "credentials.update",

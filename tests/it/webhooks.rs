@@ -249,6 +249,13 @@ async fn every_event_reaches_the_broker_and_the_webhook_once_across_a_kill_and_a
     let second = reply["id"].as_str().unwrap().to_string();
     let task = app.wait_task(&second, Duration::from_secs(60)).await;
     assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
+    // The rotation itself went through on the target while no event could leave.
+    let new = app.reveal(&resource, &c.username);
+    assert!(ssh_login(&c.username, &new), "c's new password logs in");
+    assert!(
+        !ssh_login(&c.username, &c.password),
+        "c's old password is refused"
+    );
     let unsent = psql_value(
         &app.db_name,
         "SELECT count(*) FROM outbox WHERE published_at IS NULL OR hooks_done_at IS NULL",

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::Body;
 use super::error::ApiError;
-use super::state::{ApiState, Source};
+use super::state::{too_many, ApiState, Source};
 use super::users::{self, REFRESH_TTL};
 use crate::ingress::guard::Verdict;
 
@@ -51,16 +51,10 @@ fn unauthorized(message: &str) -> ApiError {
 
 /// Refuses a source that failed too often lately, before any work.
 fn hear(state: &ApiState, source: &str) -> Result<(), ApiError> {
-    if let Verdict::Refuse(seconds) = state.failed_auth.verdict(source) {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TOO_MANY_REQUESTS",
-            "too many failed authentications from this address; try later",
-        );
-        e.retry_after = Some(seconds);
-        return Err(e);
+    match state.failed_auth.verdict(source) {
+        Verdict::Refuse(seconds) => Err(too_many(seconds)),
+        Verdict::Hear => Ok(()),
     }
-    Ok(())
 }
 
 async fn log_in(

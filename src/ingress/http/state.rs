@@ -192,6 +192,17 @@ pub fn client_source(peer: Option<SocketAddr>) -> String {
     }
 }
 
+/// 429 for a source that failed too often lately, with when to try again.
+pub fn too_many(seconds: u64) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOO_MANY_REQUESTS",
+        "too many failed authentications from this address; try later",
+    );
+    e.retry_after = Some(seconds);
+    e
+}
+
 /// The peer's address as `client_source` names it (what failed authentications count by).
 pub struct Source(pub String);
 
@@ -216,15 +227,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
         state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
         authenticate(parts, state).map_err(|failure| match failure {
-            AuthFailure::TooMany(seconds) => {
-                let mut e = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "TOO_MANY_REQUESTS",
-                    "too many failed authentications from this address; try later",
-                );
-                e.retry_after = Some(seconds);
-                e
-            }
+            AuthFailure::TooMany(seconds) => too_many(seconds),
             AuthFailure::Unknown => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
