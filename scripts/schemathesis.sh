@@ -15,6 +15,11 @@ cd "$(dirname "$0")/.."
 
 MAX_EXAMPLES=${MAX_EXAMPLES:-50}
 SCHEMATHESIS_VERSION=4.32.5
+# Hypothesis after 6.130 describes a filter's lambda by parsing its whole module with
+# `ast.parse`, which on Debian 12's CPython 3.11 can fail with "SystemError: AST
+# constructor recursion depth mismatch" (a CPython bug) and end the coverage phase. The
+# oldest release schemathesis accepts does not do that.
+HYPOTHESIS_VERSION=6.130.12
 venv=${ROTOR_SCHEMATHESIS_VENV:-/tmp/rotor-schemathesis-venv}
 id=st$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
 db=rotor_$id
@@ -28,10 +33,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ ! -x $venv/bin/schemathesis ]] || ! "$venv/bin/schemathesis" --version | grep -q "$SCHEMATHESIS_VERSION"; then
+if [[ ! -x $venv/bin/schemathesis ]] || ! "$venv/bin/schemathesis" --version | grep -q "$SCHEMATHESIS_VERSION" \
+    || [[ $("$venv/bin/python" -c 'import hypothesis; print(hypothesis.__version__)') != "$HYPOTHESIS_VERSION" ]]; then
     echo "schemathesis.sh: installing schemathesis $SCHEMATHESIS_VERSION into $venv" >&2
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+    "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" "hypothesis==$HYPOTHESIS_VERSION"
 fi
 
 SQLX_OFFLINE=true cargo build --quiet --bin rotor

@@ -139,7 +139,17 @@ impl Grant {
 
 /// The kind of caller that asked for a task (`requestedBy.kind`).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Display, EnumString, IntoStaticStr, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -151,8 +161,9 @@ pub enum RequesterKind {
     Cli,
 }
 
-/// Who asked: recorded on every task, shown as `requestedBy`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Who asked for the task (rotor extension). Absent on tasks recorded before rotor kept it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Requester {
     pub kind: RequesterKind,
     pub name: String,

@@ -30,3 +30,4 @@ pub mod scheduler;
 pub mod telemetry;
 pub mod vault;
 pub mod vcf_error;
+pub mod vocab;

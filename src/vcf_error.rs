@@ -4,21 +4,26 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// The VCF Error body. `context.field` names the offending field by path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VcfError {
+    #[schema(example = "PASSWORD_POLICY_VIOLATION")]
     pub error_code: String,
+    #[schema(example = "ERROR")]
     pub error_type: String,
     pub message: String,
     pub remediation_message: String,
     pub arguments: Vec<String>,
     pub context: BTreeMap<String, String>,
     pub causes: Vec<Cause>,
+    #[schema(no_recursion)]
     pub nested_errors: Vec<VcfError>,
+    /// Also in the daemon's log line for this error.
     pub reference_token: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Cause {
     #[serde(rename = "type")]
     pub kind: String,

@@ -65,6 +65,7 @@ impl Operation {
     IntoStaticStr,
     Serialize,
     Deserialize,
+    utoipa::ToSchema,
 )]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -97,6 +98,7 @@ impl TaskStatus {
     IntoStaticStr,
     Serialize,
     Deserialize,
+    utoipa::ToSchema,
 )]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -129,6 +131,7 @@ impl SubtaskStatus {
     IntoStaticStr,
     Serialize,
     Deserialize,
+    utoipa::ToSchema,
 )]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -162,6 +165,7 @@ impl StageStatus {
     IntoStaticStr,
     Serialize,
     Deserialize,
+    utoipa::ToSchema,
 )]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -239,9 +243,11 @@ impl TaskStatus {
     IntoStaticStr,
     Serialize,
     Deserialize,
+    utoipa::ToSchema,
 )]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[schema(as = StageName)]
 pub enum Stage {
     Validate,
     Generate,

@@ -14,7 +14,8 @@ use super::model::{
 use crate::access::Requester;
 use crate::vcf_error::VcfError;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A task (SPEC section 7). Never holds a password.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
     pub id: Uuid,
@@ -28,6 +29,7 @@ pub struct Task {
     pub is_auto_rotate: bool,
     /// Who asked (rotor's extension); absent on tasks recorded before rotor kept it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub requested_by: Option<Requester>,
     pub creation_timestamp: DateTime<Utc>,
     pub completion_timestamp: Option<DateTime<Utc>>,
@@ -36,8 +38,9 @@ pub struct Task {
     pub sub_tasks: Vec<SubTask>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = TaskResource)]
 pub struct Resource {
     pub resource_id: String,
     pub name: String,
@@ -46,18 +49,21 @@ pub struct Resource {
     pub kind: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubTask {
     pub id: Uuid,
     pub name: String,
     pub description: String,
     pub status: SubtaskStatus,
-    /// VCF's CredentialsSubTask fields: the account, its type, and its resource's name
-    /// and type (`entityType`).
+    // VCF's CredentialsSubTask fields: the account, its type, and its resource's name
+    // and type (`entityType`).
+    /// The account.
     pub username: String,
+    #[schema(schema_with = crate::vocab::credential_type_schema)]
     pub credential_type: String,
     pub resource_name: String,
+    /// The resource's type (VCF's entityType).
     pub entity_type: String,
     pub creation_timestamp: DateTime<Utc>,
     pub completion_timestamp: Option<DateTime<Utc>>,
@@ -66,9 +72,11 @@ pub struct SubTask {
     pub stages: Vec<StageView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Stage)]
 pub struct StageView {
+    #[schema(value_type = Stage)]
     pub name: String,
     pub description: String,
     #[serde(rename = "type")]

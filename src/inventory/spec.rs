@@ -8,24 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::Policy;
 
-pub const RESOURCE_TYPES: &[&str] = &[
-    "LINUX",
-    "ESXI",
-    "VCENTER",
-    "PSC",
-    "NSX_MANAGER",
-    "NSX_CONTROLLER",
-    "NSX_EDGE",
-    "NSXT_MANAGER",
-    "NSXT_EDGE",
-    "VRLI",
-    "VROPS",
-    "VRA",
-    "WSA",
-    "VRSLCM",
-    "VXRAIL_MANAGER",
-    "BACKUP",
-];
+pub use crate::vocab::RESOURCE_TYPES;
+use crate::vocab::{ACCOUNT_TYPES, CREDENTIAL_TYPES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -112,16 +96,16 @@ pub struct AccountSpec {
     pub auto_rotate_days: Option<i32>,
 }
 
-fn default_port() -> u16 {
+pub fn default_port() -> u16 {
     22
 }
-fn default_platform() -> String {
+pub fn default_platform() -> String {
     "linux-chpasswd".into()
 }
-fn default_account_type() -> String {
+pub fn default_account_type() -> String {
     "USER".into()
 }
-fn default_credential_type() -> String {
+pub fn default_credential_type() -> String {
     "SSH".into()
 }
 
@@ -334,16 +318,16 @@ pub fn validate(
                     format!("duplicate account `{}`", a.username),
                 ));
             }
-            if !["USER", "SYSTEM", "SERVICE"].contains(&a.account_type.as_str()) {
+            if !ACCOUNT_TYPES.contains(&a.account_type.as_str()) {
                 return Err(invalid(
                     format!("{at}.account_type"),
-                    "one of USER, SYSTEM, SERVICE",
+                    format!("one of {}", ACCOUNT_TYPES.join(", ")),
                 ));
             }
-            if !["SSO", "SSH", "API", "FTP", "AUDIT"].contains(&a.credential_type.as_str()) {
+            if !CREDENTIAL_TYPES.contains(&a.credential_type.as_str()) {
                 return Err(invalid(
                     format!("{at}.credential_type"),
-                    "one of SSO, SSH, API, FTP, AUDIT",
+                    format!("one of {}", CREDENTIAL_TYPES.join(", ")),
                 ));
             }
             if let Some(d) = a.auto_rotate_days {

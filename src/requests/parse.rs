@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::redact::{nul_in, NUL_MESSAGE};
 use super::rejection::{RejectCode, Rejection};
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OperationType {
     Update,
@@ -16,7 +16,9 @@ pub enum OperationType {
     UpdateAutoRotatePolicy,
 }
 
-#[derive(Debug, Deserialize)]
+/// The VCF request, as on AMQP `credentials.update`. Checked in full before anything is
+/// recorded; a refusal names the field by path.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialsUpdateSpec {
     pub operation_type: OperationType,
@@ -24,7 +26,7 @@ pub struct CredentialsUpdateSpec {
     pub auto_rotate_policy: Option<AutoRotatePolicy>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Element {
     pub resource_id: Option<String>,
@@ -33,19 +35,23 @@ pub struct Element {
     pub credentials: Vec<CredentialSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialSpec {
     pub username: String,
+    /// UPDATE: the password to set. REMEDIATE: the password the target has now. Refused
+    /// with ROTATE and UPDATE_AUTO_ROTATE_POLICY.
+    #[schema(value_type = Option<String>, format = Password, write_only)]
     pub password: Option<SecretString>,
     pub account_type: Option<String>,
     pub credential_type: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AutoRotatePolicy {
     pub enable_auto_rotate_policy: bool,
+    #[schema(minimum = 1, maximum = 365)]
     pub frequency_in_days: Option<i32>,
 }
 

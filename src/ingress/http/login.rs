@@ -7,43 +7,55 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, patch, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::apidoc::TooLarge;
 use super::body::Body;
 use super::error::ApiError;
 use super::state::{too_many, ApiState, Source};
 use super::users::{self, REFRESH_TTL};
 use crate::ingress::guard::Verdict;
+use crate::vcf_error::VcfError;
 
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/v1/tokens", post(log_in))
-        .route("/v1/tokens/access-token/refresh", patch(refresh))
-        .route("/v1/tokens/refresh-token", delete(log_out))
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(log_in))
+        .routes(routes!(refresh))
+        .routes(routes!(log_out))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenCreationSpec {
     username: String,
+    #[schema(value_type = String, format = Password, write_only)]
     password: SecretString,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TokenPair {
+    /// A signed access token (JWT, HS256), good for one hour: send it as
+    /// `Authorization: Bearer`.
     access_token: String,
     refresh_token: RefreshToken,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RefreshToken {
+    /// Good for 24 hours, for PATCH /v1/tokens/access-token/refresh.
     id: String,
 }
+
+const TOO_MANY: &str = "Too many failed authentications from this address lately.";
+const UNREACHABLE: &str = "The database is not reachable; try again.";
+const NOT_AN_ID: &str = "The body is not a refresh token id.";
 
 fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
@@ -57,6 +69,26 @@ fn hear(state: &ApiState, source: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Log in
+///
+/// No scope. An API user (`[[http.user]]`) trades its password for an access token and a
+/// refresh token. Failures count against the source address like a bad bearer token.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    operation_id = "createToken",
+    tag = "tokens",
+    security(()),
+    request_body = TokenCreationSpec,
+    responses(
+        (status = 200, description = "The tokens.", body = TokenPair),
+        (status = 400, description = "The body is not `{username, password}`.", body = VcfError),
+        (status = 401, description = "Wrong username or password.", body = VcfError),
+        (status = 429, description = TOO_MANY, body = VcfError),
+        (status = 503, description = UNREACHABLE, body = VcfError),
+        TooLarge
+    )
+)]
 async fn log_in(
     State(state): State<Arc<ApiState>>,
     Source(source): Source,
@@ -132,6 +164,31 @@ fn refresh_id(body: &[u8]) -> Result<SecretString, ApiError> {
     Ok(SecretString::from(id))
 }
 
+/// Refresh an access token
+///
+/// No scope. A new access token for a refresh token that is neither expired nor deleted,
+/// while its user is still configured.
+#[utoipa::path(
+    patch,
+    path = "/v1/tokens/access-token/refresh",
+    operation_id = "refreshAccessToken",
+    tag = "tokens",
+    security(()),
+    request_body(
+        content = String,
+        content_type = "application/json",
+        description = "The refresh token id, as a JSON string."
+    ),
+    responses(
+        (status = 200, description = "A new access token, as a JSON string.", body = String,
+            content_type = "application/json"),
+        (status = 400, description = NOT_AN_ID, body = VcfError),
+        (status = 401, description = "Unknown or expired refresh token.", body = VcfError),
+        (status = 429, description = TOO_MANY, body = VcfError),
+        (status = 503, description = UNREACHABLE, body = VcfError),
+        TooLarge
+    )
+)]
 async fn refresh(
     State(state): State<Arc<ApiState>>,
     Source(source): Source,
@@ -162,6 +219,27 @@ async fn refresh(
     ))
 }
 
+/// Log out
+///
+/// No scope. Deletes a refresh token; access tokens already issued end at their expiry.
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/refresh-token",
+    operation_id = "invalidateRefreshToken",
+    tag = "tokens",
+    security(()),
+    request_body(
+        content = String,
+        content_type = "application/json",
+        description = "The refresh token id, as a JSON string."
+    ),
+    responses(
+        (status = 204, description = "Deleted (or already unknown)."),
+        (status = 400, description = NOT_AN_ID, body = VcfError),
+        (status = 503, description = UNREACHABLE, body = VcfError),
+        TooLarge
+    )
+)]
 async fn log_out(
     State(state): State<Arc<ApiState>>,
     Body(body): Body,

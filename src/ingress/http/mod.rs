@@ -2,21 +2,24 @@
 //! VCF and rotor routes, PrivX-shaped ones on PrivX routes. One file per family;
 //! state (tokens, caller), error and paging are what the families share.
 
+mod apidoc;
 mod body;
+mod credentials;
 mod error;
 mod login;
 mod ops;
 mod paging;
 mod privx;
+mod resource_body;
 mod resources;
 mod routes;
 mod serve;
 mod state;
+mod tasks;
 mod users;
-mod vcf;
 
 pub use error::ApiError;
-pub use routes::{ops_router, router};
+pub use routes::{document, ops_router, router};
 pub use serve::Listeners;
 pub use state::{load_tokens, ApiState, Token};
 pub use users::{hash_password, Users};

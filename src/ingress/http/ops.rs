@@ -1,4 +1,4 @@
-//! Operations routes without a token: health, readiness, metrics, the OpenAPI document.
+//! Operations routes without a token: health, readiness and metrics.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -6,36 +6,83 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::state::ApiState;
 
-const OPENAPI: &str = include_str!("openapi.json");
-
 /// Health, readiness and metrics: on the API listener, or on `ops_listen` alone.
-pub fn health_routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn health_routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new().route(
-        "/openapi.json",
-        get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
-    )
+/// Liveness
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "The process answers.", body = String))
+)]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Reach {
+    Up,
+    Down,
+}
+
+impl From<bool> for Reach {
+    fn from(up: bool) -> Self {
+        if up {
+            Reach::Up
+        } else {
+            Reach::Down
+        }
+    }
+}
+
+/// Whether rotor reaches its database and its broker.
+#[derive(Debug, Serialize, ToSchema)]
+struct Readiness {
+    database: Reach,
+    broker: Reach,
+}
+
+/// Readiness
+///
 /// 200 when the database and the broker are reachable, else 503 naming which is not.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Database and broker reachable.", body = Readiness),
+        (status = 503, description = "One is not; the body says which.", body = Readiness)
+    )
+)]
 async fn readyz(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     let database = sqlx::query_scalar!("SELECT 1 AS \"one!\"")
         .fetch_one(&state.pool)
         .await
         .is_ok();
     let broker = state.broker_up.load(Ordering::Relaxed);
-    let body = serde_json::json!({"database": if database { "up" } else { "down" }, "broker": if broker { "up" } else { "down" }});
+    let body = Readiness {
+        database: database.into(),
+        broker: broker.into(),
+    };
     (
         if database && broker {
             StatusCode::OK
@@ -46,7 +93,18 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     )
 }
 
+/// Prometheus metrics
+///
 /// Every metric, in the OpenMetrics text format (`crate::metrics`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "OpenMetrics 1.0 text.", body = String,
+        content_type = "application/openmetrics-text"))
+)]
 async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     let snapshot = crate::metrics::Snapshot {
         uptime_seconds: state.started.elapsed().as_secs() as i64,

@@ -5,17 +5,21 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PageMetadata {
+    #[schema(minimum = 0)]
     page_number: i64,
+    #[schema(minimum = 0)]
     page_size: i64,
+    #[schema(minimum = 0)]
     total_elements: i64,
+    #[schema(minimum = 0)]
     total_pages: i64,
 }
 
 /// The VCF page shape: `{elements, pageMetadata}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PageOf<T> {
     elements: Vec<T>,
     #[serde(rename = "pageMetadata")]

@@ -8,10 +8,13 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
-use axum::{Json, Router};
-use serde::Serialize;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::apidoc::PrivxGuarded;
 use super::body::Body;
 use super::error::ApiError;
 use super::state::{authenticate, ApiState, AuthFailure, Caller};
@@ -20,22 +23,19 @@ use crate::engine::model::TaskStatus;
 use crate::ingress::submit::Request;
 use crate::requests::{self, Refusal, RejectCode, Rejection};
 
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route(
-            "/secrets-manager/api/v1/rotate/{host_id}/{account}",
-            post(rotate),
-        )
-        .route(
-            "/secrets-manager/api/v1/password/{host_id}/{account}",
-            put(set_password),
-        )
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(rotate))
+        .routes(routes!(set_password))
 }
 
-#[derive(Debug, Serialize)]
+/// PrivX's error body.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PrivxError {
+    #[schema(example = "REQUIRED_VALUE_MISSING")]
     error_code: &'static str,
     error_message: String,
+    /// The offending field, or empty.
     property: String,
     details: Vec<serde_json::Value>,
     #[serde(skip)]
@@ -144,12 +144,45 @@ impl FromRequestParts<Arc<ApiState>> for PrivxCaller {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PrivxId)]
 struct Id {
     id: uuid::Uuid,
 }
 
-/// Initiate rotation: the request joins the rotation queue.
+/// The body of "set latest password".
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Password {
+    #[schema(value_type = String, format = Password, write_only)]
+    password: secrecy::SecretString,
+}
+
+/// PrivX: initiate rotation
+///
+/// Scope `credentials:manage`. The request joins the rotation queue. Errors in the PrivX
+/// shape.
+#[utoipa::path(
+    post,
+    path = "/secrets-manager/api/v1/rotate/{host_id}/{account}",
+    operation_id = "privxRotate",
+    tag = "privx",
+    params(
+        ("host_id" = String, Path, description = "The resource id (PrivX host id)."),
+        ("account" = String, Path, description = "The account's username.")
+    ),
+    responses(
+        (status = 200, description = "Queued; the task id.", body = Id, links(
+            ("GetTask" = (operation_id = "getTask", parameters(("id" = "$response.body#/id")))),
+            ("RetryTask" = (operation_id = "retryTask", parameters(("id" = "$response.body#/id")))),
+            ("CancelTask" = (operation_id = "cancelTask", parameters(("id" = "$response.body#/id"))))
+        )),
+        (status = 400, description = "A bad value, `property` names it.", body = PrivxError),
+        (status = 404, description = "Unknown host or account (`INVALID_REQUEST_DATA`, \
+            property names which).", body = PrivxError),
+        PrivxGuarded
+    )
+)]
 async fn rotate(
     PrivxCaller(caller): PrivxCaller,
     State(state): State<Arc<ApiState>>,
@@ -172,19 +205,36 @@ async fn rotate(
     }))
 }
 
-/// Set latest password, no policy checking done: stored as current, target untouched.
-/// Answers once the vault holds it.
+/// PrivX: set the latest password
+///
+/// Scope `credentials:manage`. Stored as the current password without a policy check and
+/// without touching the target; answers once the vault holds it.
+#[utoipa::path(
+    put,
+    path = "/secrets-manager/api/v1/password/{host_id}/{account}",
+    operation_id = "privxSetPassword",
+    tag = "privx",
+    params(
+        ("host_id" = String, Path, description = "The resource id (PrivX host id)."),
+        ("account" = String, Path, description = "The account's username.")
+    ),
+    request_body = inline(Password),
+    responses(
+        (status = 200, description = "Stored; the task id.", body = Id),
+        (status = 400, description = "A bad value, `property` names it.", body = PrivxError),
+        (status = 404, description = "Unknown host or account (`INVALID_REQUEST_DATA`, \
+            property names which).", body = PrivxError),
+        (status = 413, description = "The body is larger than `amqp.max_message_bytes`: \
+            `error_code` VALUE_OUT_OF_BOUNDS, `property` body.", body = PrivxError),
+        PrivxGuarded
+    )
+)]
 async fn set_password(
     PrivxCaller(caller): PrivxCaller,
     State(state): State<Arc<ApiState>>,
     Path((host_id, account)): Path<(String, String)>,
     body: Result<Body, ApiError>,
 ) -> Result<Json<Id>, PrivxError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Password {
-        password: secrecy::SecretString,
-    }
     let Body(body) = body.map_err(|e| {
         let code = if e.status == StatusCode::PAYLOAD_TOO_LARGE {
             "VALUE_OUT_OF_BOUNDS"

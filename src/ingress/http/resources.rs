@@ -7,38 +7,30 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Map, Value};
+use axum::Json;
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::apidoc::{Guarded, TooLarge};
 use super::body::Body;
 use super::error::ApiError;
 use super::paging::text_param;
+use super::resource_body::{AccountBody, AdminBody, ResourceBody};
 use super::state::{ApiState, Caller};
 use crate::config::Scope;
 use crate::inventory::{self, InventoryFile, ResourceSpec};
+use crate::vcf_error::VcfError;
 
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/v1/resources", get(list).post(create))
-        .route(
-            "/v1/resources/{id}",
-            get(get_one).put(replace).delete(remove),
-        )
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, replace, remove))
 }
 
-/// Renames every object key with `f`, recursively.
-fn rename_keys(v: Value, f: &dyn Fn(&str) -> String) -> Value {
-    match v {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (f(&k), rename_keys(v, f)))
-                .collect::<Map<_, _>>(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(|v| rename_keys(v, f)).collect()),
-        other => other,
-    }
-}
+const INVALID: &str = "Invalid; `context.field` names the field.";
+const DELETED: &str =
+    "The resource was deleted; its passwords are kept until `rotor resource purge`.";
 
 fn camel(s: &str) -> String {
     let mut out = String::new();
@@ -56,21 +48,12 @@ fn camel(s: &str) -> String {
     out
 }
 
-fn snake(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The resources `caller` may see (all, or the one `id`), without file paths.
-async fn load(state: &ApiState, caller: &Caller, id: Option<&str>) -> Result<Vec<Value>, ApiError> {
+async fn load(
+    state: &ApiState,
+    caller: &Caller,
+    id: Option<&str>,
+) -> Result<Vec<ResourceBody>, ApiError> {
     let rows = sqlx::query!(
         "SELECT id, name, type, address, port, host_keys, insecure_accept_any_host_key, platform, policy,
                 admin_username, admin_sudo
@@ -90,7 +73,7 @@ async fn load(state: &ApiState, caller: &Caller, id: Option<&str>) -> Result<Vec
         .fetch_all(&state.pool)
         .await
         .map_err(ApiError::from)?;
-        let spec = ResourceSpec {
+        out.push(ResourceBody {
             id: r.id,
             name: r.name,
             kind: r.r#type,
@@ -100,44 +83,65 @@ async fn load(state: &ApiState, caller: &Caller, id: Option<&str>) -> Result<Vec
             insecure_accept_any_host_key: r.insecure_accept_any_host_key,
             platform: r.platform,
             policy: Some(r.policy),
-            admin: r.admin_username.map(|username| inventory::AdminSpec {
+            admin: r.admin_username.map(|username| AdminBody {
                 username,
-                private_key_file: None,
-                password_file: None,
                 sudo: r.admin_sudo,
             }),
             account: accounts
                 .into_iter()
-                .map(|a| inventory::AccountSpec {
+                .map(|a| AccountBody {
                     username: a.username,
                     account_type: a.account_type,
                     credential_type: a.credential_type,
-                    password_file: None,
                     auto_rotate_days: a.auto_rotate_days,
                 })
                 .collect(),
-        };
-        out.push(rename_keys(
-            serde_json::to_value(spec).expect("resource serializes"),
-            &camel,
-        ));
+        });
     }
     Ok(out)
 }
 
+/// The inventory
+///
+/// Scope `resources:manage`. The resources the token's `resources` globs cover.
+#[utoipa::path(
+    get,
+    path = "/v1/resources",
+    operation_id = "listResources",
+    tag = "resources",
+    responses(
+        (status = 200, description = "Every resource with its accounts.", body = Vec<ResourceBody>),
+        Guarded
+    )
+)]
 async fn list(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Json<Vec<ResourceBody>>, ApiError> {
     caller.require(Scope::ResourcesManage)?;
     Ok(Json(load(&state, &caller, None).await?))
 }
 
+/// One resource
+///
+/// Scope `resources:manage`.
+#[utoipa::path(
+    get,
+    path = "/v1/resources/{id}",
+    operation_id = "getResource",
+    tag = "resources",
+    params(("id" = String, Path, description = "Resource id.")),
+    responses(
+        (status = 200, description = "The resource.", body = ResourceBody),
+        (status = 404, description = "No such resource (`RESOURCE_NOT_FOUND`).", body = VcfError),
+        Guarded
+    )
+)]
 async fn get_one(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ResourceBody>, ApiError> {
     caller.require(Scope::ResourcesManage)?;
     text_param("id", Some(&id))?;
     load(&state, &caller, Some(&id))
@@ -206,7 +210,7 @@ async fn upsert(
     caller: &Caller,
     body: &[u8],
     path_id: Option<&str>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ResourceBody>), ApiError> {
     let json: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("body", &format!("is not valid JSON ({e})")))?;
     if let Some(field) = crate::requests::nul_in(&json, String::new()) {
@@ -215,39 +219,19 @@ async fn upsert(
     if let Some(field) = file_field(&json, "") {
         return Err(ApiError::bad_request(&field, "the HTTP inventory names no files; files are set by the TOML inventory (`rotor resource apply` as root)"));
     }
-    let mut spec: ResourceSpec = serde_path_to_error::deserialize(rename_keys(json, &snake))
-        .map_err(|e| {
-            let field = camel(&e.path().to_string());
-            ApiError::bad_request(
-                if field == "." { "body" } else { &field },
-                &e.into_inner().to_string(),
-            )
-        })?;
+    let body: ResourceBody = serde_path_to_error::deserialize(json).map_err(|e| {
+        let field = e.path().to_string();
+        ApiError::bad_request(
+            if field == "." { "body" } else { &field },
+            &e.into_inner().to_string(),
+        )
+    })?;
     if let Some(id) = path_id {
-        if spec.id != id {
+        if body.id != id {
             return Err(ApiError::bad_request("id", "must match the id in the path"));
         }
     }
-    // Whatever the key's spelling (`passwordFile`, `password_file`), no file gets through.
-    let smuggled = spec.admin.as_ref().and_then(|a| {
-        a.private_key_file
-            .as_ref()
-            .map(|_| "admin.privateKeyFile".to_string())
-            .or_else(|| {
-                a.password_file
-                    .as_ref()
-                    .map(|_| "admin.passwordFile".to_string())
-            })
-    });
-    let smuggled = smuggled.or_else(|| {
-        spec.account
-            .iter()
-            .position(|a| a.password_file.is_some())
-            .map(|i| format!("account[{i}].passwordFile"))
-    });
-    if let Some(field) = smuggled {
-        return Err(ApiError::bad_request(&field, "the HTTP inventory names no files; files are set by the TOML inventory (`rotor resource apply` as root)"));
-    }
+    let mut spec = ResourceSpec::from(body);
     caller.require_resource("id", &spec.id)?;
     keep_admin_files(state, &mut spec).await?;
     let inv = InventoryFile {
@@ -305,7 +289,7 @@ async fn upsert(
     let body = load(state, caller, Some(id))
         .await?
         .pop()
-        .unwrap_or(Value::Null);
+        .ok_or_else(|| ApiError::internal("the resource vanished"))?;
     Ok((
         if created {
             StatusCode::CREATED
@@ -316,28 +300,90 @@ async fn upsert(
     ))
 }
 
+/// Create or update a resource
+///
+/// Scope `resources:manage`. Idempotent upsert, like `rotor resource apply`. Changing
+/// where a resource points (address, port, hostKeys, insecureAcceptAnyHostKey) needs
+/// `admin`: without it, 403 PERMISSION_DENIED naming the field.
+#[utoipa::path(
+    post,
+    path = "/v1/resources",
+    operation_id = "createResource",
+    tag = "resources",
+    request_body = ResourceBody,
+    responses(
+        (status = 201, description = "Created.", body = ResourceBody, links(
+            ("GetResource" = (operation_id = "getResource", parameters(("id" = "$response.body#/id")))),
+            ("DeleteResource" = (operation_id = "deleteResource", parameters(("id" = "$response.body#/id"))))
+        )),
+        (status = 200, description = "Updated (or unchanged).", body = ResourceBody, links(
+            ("GetResource" = (operation_id = "getResource", parameters(("id" = "$response.body#/id")))),
+            ("DeleteResource" = (operation_id = "deleteResource", parameters(("id" = "$response.body#/id"))))
+        )),
+        (status = 400, description = INVALID, body = VcfError),
+        (status = 409, description = DELETED, body = VcfError),
+        Guarded,
+        TooLarge
+    )
+)]
 async fn create(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
     Body(body): Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ResourceBody>), ApiError> {
     caller.require(Scope::ResourcesManage)?;
     upsert(&state, &caller, &body, None).await
 }
 
+/// Create or replace a resource
+///
+/// Scope `resources:manage`. The body's id must be the path's. Changing where a resource
+/// points needs `admin`, as with POST.
+#[utoipa::path(
+    put,
+    path = "/v1/resources/{id}",
+    operation_id = "putResource",
+    tag = "resources",
+    params(("id" = String, Path, description = "Resource id.")),
+    request_body = ResourceBody,
+    responses(
+        (status = 201, description = "Created.", body = ResourceBody),
+        (status = 200, description = "Updated (or unchanged).", body = ResourceBody),
+        (status = 400, description = INVALID, body = VcfError),
+        (status = 409, description = DELETED, body = VcfError),
+        Guarded,
+        TooLarge
+    )
+)]
 async fn replace(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ResourceBody>), ApiError> {
     caller.require(Scope::ResourcesManage)?;
     text_param("id", Some(&id))?;
     upsert(&state, &caller, &body, Some(&id)).await
 }
 
-/// Retires a resource: its accounts stop rotating, their stored passwords stay until
-/// `rotor resource purge`. Refused while any of its accounts has work in flight.
+/// Delete a resource
+///
+/// Scope `resources:manage`. Retires the resource: its accounts stop rotating and being
+/// checked, their stored passwords stay (readable with `rotor credential reveal`) until
+/// root runs `rotor resource purge ID`. 409 while any of its accounts has work in flight.
+#[utoipa::path(
+    delete,
+    path = "/v1/resources/{id}",
+    operation_id = "deleteResource",
+    tag = "resources",
+    params(("id" = String, Path, description = "Resource id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No such resource.", body = VcfError),
+        (status = 409, description = "Work on it has not ended (`RESOURCE_BUSY`).", body = VcfError),
+        Guarded
+    )
+)]
 async fn remove(
     caller: Caller,
     State(state): State<Arc<ApiState>>,

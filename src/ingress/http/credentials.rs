@@ -1,44 +1,65 @@
-//! The VCF-compatible routes: `/v1/credentials` and `/v1/credentials/tasks`.
+//! The VCF-compatible credentials routes: `/v1/credentials` (list, and PATCH with a
+//! CredentialsUpdateSpec) and `/v1/credentials/{id}`.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::apidoc::{Guarded, TooLarge};
 use super::body::Body;
 use super::error::ApiError;
 use super::paging::{page_params, text_param, uuid_param, PageOf};
 use super::state::{ApiState, Caller};
 use crate::config::Scope;
-use crate::engine::control::{self, Change};
-use crate::engine::model::TaskStatus;
 use crate::engine::view;
 use crate::ingress::submit::Request;
+use crate::requests::CredentialsUpdateSpec;
+use crate::vcf_error::VcfError;
+use crate::vocab::ACCOUNT_TYPES;
 
-pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route(
-            "/v1/credentials",
-            get(list_credentials).patch(update_credentials),
-        )
-        .route("/v1/credentials/{id}", get(get_credential))
-        .route("/v1/credentials/tasks", get(list_tasks))
-        .route(
-            "/v1/credentials/tasks/{id}",
-            get(get_task).patch(retry_task).delete(cancel_task),
-        )
-        .route(
-            "/v1/credentials/tasks/{id}/subtasks/{subtask_id}",
-            get(get_subtask),
-        )
+pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_credentials, update_credentials))
+        .routes(routes!(get_credential))
 }
 
-/// `PATCH /v1/credentials`: the same pipeline as AMQP `credentials.update`. An
-/// `Idempotency-Key` header plays the part of the AMQP `message_id`.
+/// Submit a CredentialsUpdateSpec
+///
+/// Scope `credentials:manage`. The same pipeline as AMQP `credentials.update`.
+#[utoipa::path(
+    patch,
+    path = "/v1/credentials",
+    operation_id = "updateCredentials",
+    tag = "credentials",
+    params((
+        "Idempotency-Key" = Option<String>,
+        Header,
+        description = "Plays the part of the AMQP `message_id`: a repeat returns the first task."
+    )),
+    request_body = CredentialsUpdateSpec,
+    responses(
+        (status = 202, description = "Recorded; the Task (PENDING).", body = view::Task, links(
+            ("GetTask" = (operation_id = "getTask", parameters(("id" = "$response.body#/id")))),
+            ("RetryTask" = (operation_id = "retryTask", parameters(("id" = "$response.body#/id")))),
+            ("CancelTask" = (operation_id = "cancelTask", parameters(("id" = "$response.body#/id")))),
+            ("GetSubtask" = (operation_id = "getSubtask", parameters(
+                ("id" = "$response.body#/id"),
+                ("subtaskId" = "$response.body#/subTasks/0/id")
+            )))
+        )),
+        (status = 400, body = VcfError, description = "Refused, with nothing changed; the \
+            error names the field. The refusal is also recorded as a FAILED task."),
+        Guarded,
+        TooLarge
+    )
+)]
 async fn update_credentials(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
@@ -67,35 +88,51 @@ async fn update_credentials(
     Ok((StatusCode::ACCEPTED, Json(task)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct CredentialQuery {
+    /// Only credentials of the resource with this name.
     resource_name: Option<String>,
+    /// Only credentials of resources at this address.
     resource_ip: Option<String>,
+    /// Only credentials of resources of this type.
     resource_type: Option<String>,
-    /// VCF's workload domain: rotor has none, so a filter on one is refused, not ignored.
+    /// VCF's workload domain. rotor has none: a value is refused with 400 naming
+    /// `domainName`.
     domain_name: Option<String>,
+    #[param(schema_with = crate::vocab::account_type_schema)]
     account_type: Option<String>,
+    /// Page number, counted from 0 as VCF does (default 0).
+    #[param(minimum = 0, maximum = 1000000, default = 0)]
     page_number: Option<i64>,
+    /// Elements per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100, default = 20)]
     page_size: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+/// An account on a resource. Never a password.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Credential {
     id: uuid::Uuid,
     username: String,
+    #[schema(schema_with = crate::vocab::account_type_schema)]
     account_type: String,
+    #[schema(schema_with = crate::vocab::credential_type_schema)]
     credential_type: String,
     resource: CredentialResource,
+    /// null when the account does not auto-rotate.
     auto_rotate_policy: Option<AutoRotate>,
+    /// ACTIVE, or OUT_OF_SYNC when the heartbeat found the stored password no longer logs
+    /// in, or UNRESOLVED.
     status: String,
     last_rotated: Option<DateTime<Utc>>,
     creation_timestamp: DateTime<Utc>,
     modification_timestamp: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CredentialResource {
     resource_id: String,
@@ -104,10 +141,12 @@ struct CredentialResource {
     resource_type: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AutoRotate {
+    #[schema(minimum = 1, maximum = 365)]
     frequency_in_days: i32,
+    /// null while paused or while an auto-rotation runs.
     next_schedule: Option<DateTime<Utc>>,
 }
 
@@ -136,6 +175,21 @@ macro_rules! credential_of {
     };
 }
 
+/// List credentials
+///
+/// Scope `credentials:view`.
+#[utoipa::path(
+    get,
+    path = "/v1/credentials",
+    operation_id = "listCredentials",
+    tag = "credentials",
+    params(CredentialQuery),
+    responses(
+        (status = 200, description = "A page of credentials.", body = PageOf<Credential>),
+        (status = 400, description = "A bad query parameter, named in `context.field`.", body = VcfError),
+        Guarded
+    )
+)]
 async fn list_credentials(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
@@ -155,11 +209,11 @@ async fn list_credentials(
     }
     if q.account_type
         .as_deref()
-        .is_some_and(|t| !["USER", "SYSTEM", "SERVICE"].contains(&t))
+        .is_some_and(|t| !ACCOUNT_TYPES.contains(&t))
     {
         return Err(ApiError::bad_request(
             "accountType",
-            "one of USER, SYSTEM, SERVICE",
+            &format!("one of {}", ACCOUNT_TYPES.join(", ")),
         ));
     }
     let rows = sqlx::query!(
@@ -212,6 +266,22 @@ async fn count_credentials(
     .map_err(ApiError::from)
 }
 
+/// One credential
+///
+/// Scope `credentials:view`.
+#[utoipa::path(
+    get,
+    path = "/v1/credentials/{id}",
+    operation_id = "getCredential",
+    tag = "credentials",
+    params(("id" = uuid::Uuid, Path, description = "Credential id (UUID).")),
+    responses(
+        (status = 200, description = "The credential.", body = Credential),
+        (status = 400, description = "`id` is not a UUID.", body = VcfError),
+        (status = 404, description = "No such credential (`CREDENTIAL_NOT_FOUND`).", body = VcfError),
+        Guarded
+    )
+)]
 async fn get_credential(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
@@ -232,165 +302,4 @@ async fn get_credential(
     .filter(|r| caller.grant.allows_resource(&r.resource_id))
     .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "CREDENTIAL_NOT_FOUND", format!("no credential {id}")))?;
     Ok(Json(credential_of!(r)))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TaskQuery {
-    status: Option<String>,
-    // Not `#[serde(flatten)]`: query strings carry no types, and flatten loses the numbers.
-    page_number: Option<i64>,
-    page_size: Option<i64>,
-    /// VCF's clients ask for the newest `limit` tasks: the page size, when none is given.
-    limit: Option<i64>,
-}
-
-async fn list_tasks(
-    caller: Caller,
-    State(state): State<Arc<ApiState>>,
-    query: Result<Query<TaskQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<PageOf<view::Task>>, ApiError> {
-    caller.require(Scope::TasksView)?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("query", &e.body_text()))?;
-    if q.page_size.is_none() && q.limit.is_some_and(|l| !(1..=100).contains(&l)) {
-        return Err(ApiError::bad_request("limit", "must be 1 to 100"));
-    }
-    let page = page_params(q.page_number, q.page_size.or(q.limit))?;
-    let status = q
-        .status
-        .as_deref()
-        .map(str::parse::<TaskStatus>)
-        .transpose()
-        .map_err(|_| {
-            ApiError::bad_request(
-                "status",
-                "one of PENDING, IN_PROGRESS, SUCCESSFUL, FAILED, CANCELLED",
-            )
-        })?;
-    let found = view::page(
-        &state.pool,
-        status,
-        page.offset(),
-        page.size,
-        &caller.visibility(),
-    )
-    .await
-    .map_err(ApiError::from)?;
-    Ok(Json(PageOf::new(found.tasks, page, found.total)))
-}
-
-/// The task, when the caller may see it (a token limited to some resources sees the
-/// tasks it asked for and those on its resources only).
-async fn load_task(
-    state: &ApiState,
-    caller: &Caller,
-    id: uuid::Uuid,
-) -> Result<view::Task, ApiError> {
-    if !view::is_visible(&state.pool, id, &caller.visibility())
-        .await
-        .map_err(ApiError::from)?
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "TASK_NOT_FOUND",
-            format!("no task {id}"),
-        ));
-    }
-    view::load(&state.pool, id)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "TASK_NOT_FOUND",
-                format!("no task {id}"),
-            )
-        })
-}
-
-async fn get_task(
-    caller: Caller,
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<Json<view::Task>, ApiError> {
-    caller.require(Scope::TasksView)?;
-    Ok(Json(
-        load_task(&state, &caller, uuid_param("id", &id)?).await?,
-    ))
-}
-
-async fn get_subtask(
-    caller: Caller,
-    State(state): State<Arc<ApiState>>,
-    Path((id, subtask_id)): Path<(String, String)>,
-) -> Result<Json<view::SubTask>, ApiError> {
-    caller.require(Scope::TasksView)?;
-    let task = load_task(&state, &caller, uuid_param("id", &id)?).await?;
-    let subtask_id = uuid_param("subtaskId", &subtask_id)?;
-    task.sub_tasks
-        .into_iter()
-        .find(|s| s.id == subtask_id)
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "SUBTASK_NOT_FOUND",
-                format!("task {id} has no subtask {subtask_id}"),
-            )
-        })
-}
-
-/// Answers a retry or cancel: 202 with the task, 404 or 409 with why not.
-async fn changed(
-    state: &ApiState,
-    caller: &Caller,
-    id: uuid::Uuid,
-    change: Change,
-) -> Result<(StatusCode, Json<view::Task>), ApiError> {
-    match change {
-        Change::Done(_) => Ok((
-            StatusCode::ACCEPTED,
-            Json(load_task(state, caller, id).await?),
-        )),
-        Change::NotFound => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "TASK_NOT_FOUND",
-            format!("no task {id}"),
-        )),
-        Change::Conflict(why) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "TASK_STATE_CONFLICT",
-            why,
-        )),
-    }
-}
-
-async fn retry_task(
-    caller: Caller,
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<(StatusCode, Json<view::Task>), ApiError> {
-    caller.require(Scope::CredentialsManage)?;
-    let id = uuid_param("id", &id)?;
-    load_task(&state, &caller, id).await?;
-    let change = control::retry_task(&state.pool, id)
-        .await
-        .map_err(ApiError::from)?;
-    tracing::info!(caller = %caller.name, task_id = %id, ?change, "retry requested");
-    changed(&state, &caller, id, change).await
-}
-
-async fn cancel_task(
-    caller: Caller,
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<(StatusCode, Json<view::Task>), ApiError> {
-    caller.require(Scope::CredentialsManage)?;
-    let id = uuid_param("id", &id)?;
-    load_task(&state, &caller, id).await?;
-    let change = control::cancel_task(&state.pool, id)
-        .await
-        .map_err(ApiError::from)?;
-    tracing::info!(caller = %caller.name, task_id = %id, ?change, "cancel requested");
-    changed(&state, &caller, id, change).await
 }
