@@ -3,7 +3,8 @@
 #
 # It runs a private sshd (its own host key, config, pid file and log under the state
 # dir) on 127.0.0.1 only, next to (never instead of) the distro's sshd, plus an admin
-# account that logs in with a key and may run exactly `sudo -n /usr/sbin/chpasswd`.
+# account that logs in with a key and may run `sudo -n /usr/sbin/chpasswd` (plus the
+# read-only `chage -l USER` and `passwd -S USER` for pre-flight checks).
 #
 #   scripts/testbed.sh up                     install what is missing, start, print env lines
 #   scripts/testbed.sh env                    print the env lines of a running test bed
@@ -256,8 +257,10 @@ ensure_sudoers() {
     tmp=$(mktemp /tmp/rotor-testbed-sudoers.XXXXXX)
     cat >"$tmp" <<EOF
 # Managed by rotor scripts/testbed.sh: the test bed's admin may run chpasswd as root,
-# without a password, and nothing else.
-$ADMIN ALL=(root) NOPASSWD: /usr/sbin/chpasswd
+# without a password, and read (never change) an account's status and aging for
+# rotor's pre-flight checks. The arguments are regular expressions: one -l or -S and
+# one account name, nothing else.
+$ADMIN ALL=(root) NOPASSWD: /usr/sbin/chpasswd, /usr/bin/chage ^-l [a-z_][a-z0-9_.-]*$, /usr/bin/passwd ^-S [a-z_][a-z0-9_.-]*$
 EOF
     if ! visudo -q -cf "$tmp" >&2; then
         rm -f "$tmp"

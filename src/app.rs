@@ -223,6 +223,7 @@ impl Application {
             type_policy: settings.type_policy.clone(),
             failed_auth: crate::ingress::guard::FailedAuth::new(settings.http.failed_login_limit),
             users,
+            engine: engine.clone(),
         });
         let http_task = spawn_named("http api", listeners.serve(api, stop_http.clone()));
         let watchdog = spawn_watchdog(stop_http.clone());

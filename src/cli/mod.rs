@@ -4,6 +4,7 @@ mod credential;
 mod enqueue;
 mod output;
 mod policy;
+mod preflight;
 mod resource;
 mod scheduler;
 mod task;
@@ -75,6 +76,10 @@ enum Command {
     /// API users who log in with a password (`[[http.user]]`).
     #[command(subcommand)]
     User(UserCommand),
+    /// Check, changing nothing, that every selected account can be rotated: the host
+    /// answers, its key is pinned, the admin logs in and may run chpasswd, the account
+    /// exists, is not locked, and when its password expires. Exit 1 on any FAIL.
+    Preflight(preflight::Command),
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +155,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scheduler(c) => scheduler::run(&settings, c).await,
         Command::Vault(c) => vault::run(&settings, c).await,
         Command::User(UserCommand::HashPassword) => hash_password(),
+        Command::Preflight(c) => preflight::run(&settings, c).await,
         Command::Audit(AuditCommand::Verify) => {
             let pool = crate::db::connect(&settings.database).await?;
             match crate::audit::verify(&pool).await {

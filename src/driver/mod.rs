@@ -1,9 +1,12 @@
 //! Drivers: how rotor logs in to a host and changes a password there, one per platform.
 //! Everything here is blocking (ssh2); the engine runs it on the blocking pool.
 
+mod aging;
+mod check;
 mod contract;
 pub mod linux;
 mod platform;
+pub mod probe;
 pub mod sessions;
 pub mod ssh;
 

@@ -202,6 +202,32 @@ pub fn password_attempts(
     Ok(outcomes)
 }
 
+/// A session authenticated as `username` with its password, to run a read-only command
+/// as the account itself.
+pub fn password_session(
+    host: &Host,
+    username: &str,
+    password: &SecretString,
+) -> Result<Session, Error> {
+    let session = connect(host)?;
+    match session.userauth_password(username, password.expose_secret()) {
+        Ok(()) if session.authenticated() => Ok(session),
+        Ok(()) => Err(Error::AccountAuth {
+            username: username.to_string(),
+            message: "not authenticated".into(),
+        }),
+        Err(e) => match e.code() {
+            ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(PASSWORD_EXPIRED) => {
+                Err(Error::AccountAuth {
+                    username: username.to_string(),
+                    message: e.message().to_string(),
+                })
+            }
+            _ => Err(protocol(host, e)),
+        },
+    }
+}
+
 /// A session authenticated as the resource's admin account.
 pub fn admin_session(host: &Host) -> Result<(Session, &Admin), Error> {
     let admin = host.admin.as_ref().ok_or(Error::NoAdmin)?;

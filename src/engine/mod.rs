@@ -15,6 +15,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod model;
 pub mod outbox;
+pub mod preflight;
 pub mod record;
 mod recovery;
 pub mod repo;

@@ -11,6 +11,7 @@ mod metrics;
 mod operations;
 mod package;
 mod platforms;
+mod preflight;
 mod proofs;
 pub mod reliability;
 mod rotate;

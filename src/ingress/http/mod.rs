@@ -9,6 +9,7 @@ mod error;
 mod login;
 mod ops;
 mod paging;
+mod preflight;
 mod privx;
 mod resource_body;
 mod resources;

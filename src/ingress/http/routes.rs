@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::apidoc::ApiDoc;
 use super::error::ApiError;
 use super::state::ApiState;
-use super::{credentials, login, ops, privx, resources, tasks};
+use super::{credentials, login, ops, preflight, privx, resources, tasks};
 
 /// Every API route with its description; with `with_health`, also /healthz, /readyz and
 /// /metrics (when no `ops_listen` serves them).
@@ -31,6 +31,7 @@ fn api(with_health: bool) -> OpenApiRouter<Arc<ApiState>> {
         .merge(login::routes())
         .merge(privx::routes())
         .merge(resources::routes())
+        .merge(preflight::routes())
 }
 
 /// The OpenAPI document, rendered once. It describes the health routes too: they are on

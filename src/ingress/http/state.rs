@@ -38,6 +38,8 @@ pub struct ApiState {
     pub failed_auth: FailedAuth,
     /// API users who log in for access tokens.
     pub users: super::users::Users,
+    /// The engine's settings and vault, for the checks that reach the targets (preflight).
+    pub engine: Arc<crate::engine::Engine>,
 }
 
 /// Reads the configured tokens (inline or from their files).
