@@ -36,6 +36,7 @@ pub struct Schedule {
     jitter_minutes: u32,
     window: Option<(NaiveTime, NaiveTime)>,
     tz: Tz,
+    expiry_margin_days: i32,
 }
 
 impl Schedule {
@@ -44,7 +45,28 @@ impl Schedule {
             jitter_minutes,
             window: window.map(|w| (w.start, w.end)),
             tz,
+            expiry_margin_days: 7,
         }
+    }
+
+    /// Rotations are planned this many days before a password's OS expiry.
+    pub fn with_expiry_margin(mut self, days: u32) -> Self {
+        self.expiry_margin_days = i32::try_from(days).unwrap_or(i32::MAX);
+        self
+    }
+
+    /// How many days before a password's OS expiry its rotation is planned: the margin,
+    /// but at most half the password's maximum age (at least a day), so a short-lived
+    /// password is not rotated over and over.
+    pub fn expiry_lead_days(&self, max_days: Option<i32>) -> i32 {
+        match max_days {
+            Some(max) => self.expiry_margin_days.min((max / 2).max(1)),
+            None => self.expiry_margin_days,
+        }
+    }
+
+    pub fn expiry_margin_days(&self) -> i32 {
+        self.expiry_margin_days
     }
 
     pub fn next(&self, last: DateTime<Utc>, days: i32) -> DateTime<Utc> {

@@ -25,6 +25,8 @@ use crate::engine::{Engine, Error};
 
 const TICK_LOCK: i64 = 0x726f_746f_7201; // "rotor" 1
 const HEARTBEAT_LOCK: i64 = 0x726f_746f_7202;
+/// Held by the one instance reading password expiries.
+const EXPIRY_LOCK: i64 = 0x726f_746f_7205;
 
 pub struct Scheduler {
     pub engine: Arc<Engine>,
@@ -154,6 +156,24 @@ impl Scheduler {
         })
     }
 
+    /// Reads the OS password expiry of auto-rotating credentials not read for a day (one
+    /// instance at a time), which plans their rotations ahead of it.
+    pub async fn expiry_round(&self) -> Result<usize, Error> {
+        let mut lock = self.pool().acquire().await?;
+        let leader =
+            sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "ok!""#, EXPIRY_LOCK)
+                .fetch_one(&mut *lock)
+                .await?;
+        if !leader {
+            return Ok(0);
+        }
+        let result = crate::engine::expiry::refresh_due(&self.engine, 500).await;
+        let _ = sqlx::query!("SELECT pg_advisory_unlock($1)", EXPIRY_LOCK)
+            .fetch_one(&mut *lock)
+            .await;
+        Ok(result?)
+    }
+
     /// Checks up to `heartbeat_batch` stored current passwords against their targets.
     pub async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(usize, usize), Error> {
         let mut lock = self.pool().acquire().await?;
@@ -244,6 +264,24 @@ pub async fn run(
                         Ok((checked, drifted)) => crate::metrics::heartbeat(checked, drifted),
                         Err(e) => {
                             tracing::warn!(error = %e, "heartbeat failed; the next one tries again")
+                        }
+                    }
+                })
+            },
+        )?)
+        .await?;
+    }
+    if !scheduler.settings.expiry_tick.is_empty() {
+        let s = scheduler.clone();
+        jobs.add(Job::new_async(
+            scheduler.settings.expiry_tick.as_str(),
+            move |_, _| {
+                let s = s.clone();
+                Box::pin(async move {
+                    match s.expiry_round().await {
+                        Ok(read) => tracing::info!(read, "password expiry round done"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "password expiry round failed; the next one tries again")
                         }
                     }
                 })

@@ -41,6 +41,8 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
     let selection = Selection {
         resource_ids: (!command.resources.is_empty()).then_some(command.resources.as_slice()),
         usernames: (!command.usernames.is_empty()).then_some(command.usernames.as_slice()),
+        credential_ids: None,
+        resource_type: None,
         try_password: command.check_password,
         resource_patterns: all,
     };

@@ -254,6 +254,7 @@ impl Settings {
         for (key, cron) in [
             ("scheduler.tick", &self.scheduler.tick),
             ("scheduler.heartbeat_tick", &self.scheduler.heartbeat_tick),
+            ("scheduler.expiry_tick", &self.scheduler.expiry_tick),
         ] {
             // six fields written out: croner would also take `@hourly`
             if !cron.is_empty()
@@ -468,7 +469,14 @@ impl SchedulerSettings {
             .map(str::parse::<Window>)
             .transpose()
             .map_err(|m| Error::invalid("scheduler.window", m))?;
-        Ok(Schedule::new(self.jitter_minutes, window, tz))
+        if !(1..=365).contains(&self.expiry_margin_days) {
+            return Err(Error::invalid(
+                "scheduler.expiry_margin_days",
+                "must be 1 to 365",
+            ));
+        }
+        Ok(Schedule::new(self.jitter_minutes, window, tz)
+            .with_expiry_margin(self.expiry_margin_days))
     }
 }
 

@@ -290,6 +290,12 @@ pub struct SchedulerSettings {
     pub heartbeat_hours: u32,
     /// Most credentials one heartbeat checks.
     pub heartbeat_batch: i64,
+    /// An auto-rotating credential whose OS password expires within this many days is
+    /// rotated (at most half its maximum age ahead, for short-lived passwords).
+    pub expiry_margin_days: u32,
+    /// Cron with seconds for reading the targets' password expiry (`chage -l`) of
+    /// auto-rotating credentials; "" turns it off.
+    pub expiry_tick: String,
 }
 
 impl Default for SchedulerSettings {
@@ -308,6 +314,8 @@ impl Default for SchedulerSettings {
             heartbeat_tick: "30 */10 * * * *".into(),
             heartbeat_hours: 24,
             heartbeat_batch: 20,
+            expiry_margin_days: 7,
+            expiry_tick: "0 20 3 * * *".into(),
         }
     }
 }

@@ -15,6 +15,8 @@ pub struct Aging {
     pub must_change: bool,
     /// None: the account never expires.
     pub account_expires: Option<NaiveDate>,
+    /// The password's maximum age in days; None when it has none (99999 or -1).
+    pub max_days: Option<i32>,
 }
 
 /// Parses `LC_ALL=C chage -l` output.
@@ -43,6 +45,9 @@ pub fn parse_chage(text: &str) -> Option<Aging> {
                 } else {
                     Some(date()?)
                 };
+            }
+            "Maximum number of days between password change" => {
+                aging.max_days = value.parse::<i32>().ok().filter(|d| (1..99999).contains(d));
             }
             "Last password change" if value == "password must be changed" => {
                 aging.must_change = true;
@@ -127,6 +132,9 @@ mod tests {
         );
         assert_eq!(aging.account_expires, None);
         assert!(!aging.must_change);
+        assert_eq!(aging.max_days, None);
+        let aged = "Password expires\t: Dec 28, 2026\nAccount expires\t: never\nMaximum number of days between password change\t\t: 30\n";
+        assert_eq!(parse_chage(aged).unwrap().max_days, Some(30));
         let forced = "Last password change\t: password must be changed\nPassword expires\t: password must be changed\nAccount expires\t: Jan 01, 1970\n";
         let aging = parse_chage(forced).unwrap();
         assert!(aging.must_change);

@@ -64,20 +64,88 @@ pub async fn record_rotation(
 ) -> Result<(), Error> {
     versions::promote_pending(conn, credential_id, max_versions).await?;
     let now = Utc::now();
-    let days = sqlx::query_scalar!(
-        "SELECT auto_rotate_days FROM credentials WHERE id = $1",
+    let c = sqlx::query!(
+        "SELECT auto_rotate_days, password_max_days FROM credentials WHERE id = $1",
         credential_id
     )
     .fetch_one(&mut *conn)
     .await?;
+    // The new password ages from today: with a maximum age, it expires that many days on,
+    // and the next rotation comes before that.
+    let expires_on = c
+        .password_max_days
+        .map(|d| now.date_naive() + chrono::Days::new(u64::try_from(d).unwrap_or(0)));
+    let before_expiry = c
+        .password_max_days
+        .map(|d| now + chrono::Duration::days(i64::from(d - schedule.expiry_lead_days(Some(d)))));
+    let next = match (
+        c.auto_rotate_days.map(|d| schedule.next(now, d)),
+        before_expiry,
+    ) {
+        (Some(planned), Some(limit)) => Some(planned.min(limit)),
+        (planned, _) => planned,
+    };
     sqlx::query!(
         "UPDATE credentials SET last_rotated_at = $2, updated_at = now(), status = $4, heartbeat_at = $2,
-                auto_failures = 0, auto_task_id = NULL, next_rotation_at = $3
+                auto_failures = 0, auto_task_id = NULL, next_rotation_at = $3, password_expires_on = $5
           WHERE id = $1",
         credential_id,
         now,
-        days.map(|d| schedule.next(now, d)),
-        CredentialStatus::Active.as_str()
+        next,
+        CredentialStatus::Active.as_str(),
+        expires_on
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// An expiry round tried these credentials, whether or not their hosts answered.
+pub async fn expiry_attempted(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE credentials SET expiry_checked_at = GREATEST(expiry_checked_at, $2) WHERE id = ANY($1)",
+        ids,
+        now
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// What the target's OS said of a credential's password aging. An auto-rotating
+/// credential whose password expires before its planned rotation (less the lead of
+/// `Schedule::expiry_lead_days`) is planned earlier: at once when that moment has passed.
+pub async fn record_expiry(
+    conn: &mut PgConnection,
+    schedule: &Schedule,
+    credential_id: Uuid,
+    expires_on: Option<chrono::NaiveDate>,
+    max_days: Option<i32>,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let plan = expires_on.map(|day| {
+        let lead = i64::from(schedule.expiry_lead_days(max_days));
+        let at = (day - chrono::Days::new(u64::try_from(lead).unwrap_or(0)))
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc();
+        at.max(now)
+    });
+    sqlx::query!(
+        "UPDATE credentials SET password_expires_on = $2, password_max_days = $3, expiry_checked_at = $4,
+                next_rotation_at = CASE WHEN $5::timestamptz IS NOT NULL AND next_rotation_at IS NOT NULL
+                                             AND auto_rotate_days IS NOT NULL AND auto_task_id IS NULL
+                                        THEN LEAST(next_rotation_at, $5) ELSE next_rotation_at END
+          WHERE id = $1",
+        credential_id,
+        expires_on,
+        max_days,
+        now,
+        plan
     )
     .execute(&mut *conn)
     .await?;

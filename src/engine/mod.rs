@@ -11,6 +11,7 @@ mod context;
 pub mod control;
 mod error;
 pub mod events;
+pub mod expiry;
 pub mod lease;
 pub mod lifecycle;
 pub mod model;

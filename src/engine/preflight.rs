@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::account::{load_account, Account};
 use super::context::Engine;
 use super::error::Error;
+use super::lifecycle;
 use crate::driver::probe::{self, Aging, Check, CheckName, CheckStatus, Subject};
 use crate::vault::versions::{self, State};
 
@@ -23,6 +24,10 @@ pub struct Selection<'a> {
     pub resource_ids: Option<&'a [String]>,
     /// Exact usernames; None: every account.
     pub usernames: Option<&'a [String]>,
+    /// Exact credentials; None: every credential.
+    pub credential_ids: Option<&'a [Uuid]>,
+    /// Only resources of this type.
+    pub resource_type: Option<&'a str>,
     /// Also log in with the stored password (counts toward a lockout when refused).
     pub try_password: bool,
     /// The caller's resource globs, as SQL LIKE patterns.
@@ -75,10 +80,13 @@ pub async fn run(engine: &Engine, selection: &Selection<'_>) -> Result<Vec<Accou
         r#"SELECT c.id, c.resource_id FROM credentials c JOIN resources r ON r.id = c.resource_id
             WHERE r.deleted_at IS NULL AND r.id LIKE ANY($1)
               AND ($2::text[] IS NULL OR r.id = ANY($2)) AND ($3::text[] IS NULL OR c.username = ANY($3))
+              AND ($4::uuid[] IS NULL OR c.id = ANY($4)) AND ($5::text IS NULL OR r.type = $5)
             ORDER BY r.id, c.username"#,
         &selection.resource_patterns,
         selection.resource_ids,
-        selection.usernames
+        selection.usernames,
+        selection.credential_ids,
+        selection.resource_type
     )
     .fetch_all(&engine.pool)
     .await?;
@@ -94,6 +102,27 @@ pub async fn run(engine: &Engine, selection: &Selection<'_>) -> Result<Vec<Accou
         .await;
     let mut all: Vec<AccountChecks> = results.into_iter().flatten().collect();
     all.sort_by(|a, b| (&a.resource_id, &a.username).cmp(&(&b.resource_id, &b.username)));
+    // What the hosts said of password aging plans the rotations ahead of the expiry.
+    let now = chrono::Utc::now();
+    let mut conn = engine.pool.acquire().await?;
+    for account in &all {
+        if let Some(aging) = account.aging {
+            let expires_on = if aging.must_change {
+                Some(today)
+            } else {
+                aging.password_expires
+            };
+            lifecycle::record_expiry(
+                &mut conn,
+                &engine.schedule,
+                account.credential_id,
+                expires_on,
+                aging.max_days,
+                now,
+            )
+            .await?;
+        }
+    }
     Ok(all)
 }
 

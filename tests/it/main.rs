@@ -3,6 +3,7 @@
 
 mod application;
 mod cli;
+mod expiry;
 mod fuzz;
 mod helpers;
 mod intake;

@@ -6,6 +6,7 @@ mod apidoc;
 mod body;
 mod credentials;
 mod error;
+mod expirations;
 mod login;
 mod ops;
 mod paging;

@@ -114,6 +114,8 @@ async fn preflight(
     let selection = Selection {
         resource_ids: spec.resource_ids.as_deref(),
         usernames: spec.usernames.as_deref(),
+        credential_ids: None,
+        resource_type: None,
         try_password: spec.check_password,
         resource_patterns: patterns,
     };
