@@ -22,6 +22,10 @@
 #   ROTOR_TESTBED_DIR    state dir          (default /var/lib/rotor-testbed)
 #   ROTOR_TESTBED_PORT   port on 127.0.0.1  (default 2222)
 #   ROTOR_TESTBED_ADMIN  admin account      (default rotoradm)
+#   ROTOR_TESTBED_FAILLOCK_DENY  N: this sshd runs under a name of its own, so PAM reads a
+#                        service of its own with pam_faillock deny=N (tally in the state
+#                        dir's faillock/), as a target that locks an account would
+#                        (default: none, the distro's sshd PAM service)
 # `up` records the values it used in $ROTOR_TESTBED_DIR/testbed.env; env/status/down
 # read them from there, so they only need the same ROTOR_TESTBED_DIR.
 set -euo pipefail
@@ -47,6 +51,15 @@ LOCK_FILE=$STATE_DIR/.lock
 SUDOERS_FILE=/etc/sudoers.d/rotor-testbed
 [[ $ADMIN == rotoradm ]] || SUDOERS_FILE=/etc/sudoers.d/rotor-testbed-$ADMIN
 PAM_SSHD=/etc/pam.d/sshd
+FAILLOCK_DENY=${ROTOR_TESTBED_FAILLOCK_DENY:-}
+# sshd names its PAM service after its program name: a symlink of our own gives it one.
+SSHD_RUN=$SSHD
+PAM_SERVICE_FILE=
+if [[ -n $FAILLOCK_DENY ]]; then
+    SSHD_RUN=/usr/local/sbin/rotor-testbed-sshd-$PORT
+    PAM_SERVICE_FILE=/etc/pam.d/rotor-testbed-sshd-$PORT
+fi
+FAILLOCK_DIR=$STATE_DIR/faillock
 POLICY_RC=/usr/sbin/policy-rc.d
 # Marker line of the policy-rc.d we create temporarily; only a file with it is removed.
 POLICY_RC_MARK='# rotor-testbed: temporary, blocks service starts during apt-get install'
@@ -379,7 +392,7 @@ start_sshd() {
     rm -f "$PID_FILE"
     # sshd daemonises (its parent returns at once) and detaches from our fds; closing
     # fd 9 makes sure the lock is not inherited either.
-    "$SSHD" -f "$CONFIG" -E "$LOG_FILE" </dev/null >&2 9>&- \
+    "$SSHD_RUN" -f "$CONFIG" -E "$LOG_FILE" </dev/null >&2 9>&- \
         || die "sshd failed to start; see $LOG_FILE"
     for ((i = 0; i < 150; i++)); do
         if pid=$(our_sshd_pid); then
@@ -450,6 +463,34 @@ env_lines() {
 # Subcommands
 # ---------------------------------------------------------------------------------------
 
+# With ROTOR_TESTBED_FAILLOCK_DENY: the symlink sshd runs as, and its PAM service (the
+# password check of pam_unix, guarded by pam_faillock).
+ensure_faillock_service() {
+    [[ -n $FAILLOCK_DENY ]] || return 0
+    [[ $FAILLOCK_DENY =~ ^[1-9][0-9]?$ ]] || die "ROTOR_TESTBED_FAILLOCK_DENY must be 1 to 99"
+    [[ -e /usr/lib/x86_64-linux-gnu/security/pam_faillock.so || -e /lib/x86_64-linux-gnu/security/pam_faillock.so ]] \
+        || command -v faillock >/dev/null || die "pam_faillock is not installed (libpam-modules)"
+    install -d -m 0700 "$FAILLOCK_DIR"
+    install -d -m 0755 /usr/local/sbin
+    [[ $(readlink "$SSHD_RUN" 2>/dev/null) == "$SSHD" ]] || ln -sfn "$SSHD" "$SSHD_RUN"
+    local opts="dir=$FAILLOCK_DIR deny=$FAILLOCK_DENY fail_interval=900 unlock_time=900"
+    write_if_changed "$PAM_SERVICE_FILE" 0644 <<EOF && log "changed: wrote $PAM_SERVICE_FILE"
+# Managed by rotor scripts/testbed.sh: the PAM service of the test bed's sshd on port
+# $PORT. pam_faillock locks an account after $FAILLOCK_DENY refused logins within 15
+# minutes; an accepted login clears its tally (the account phase).
+auth     requisite                   pam_faillock.so preauth $opts
+auth     [success=1 default=ignore]  pam_unix.so
+auth     [default=die]               pam_faillock.so authfail $opts
+auth     sufficient                  pam_faillock.so authsucc $opts
+auth     requisite                   pam_deny.so
+account  required                    pam_faillock.so $opts
+account  required                    pam_unix.so
+password required                    pam_unix.so
+session  required                    pam_unix.so
+EOF
+    printf '%s\n' "$PAM_SERVICE_FILE" "$SSHD_RUN" >"$STATE_DIR/faillock-files"
+}
+
 cmd_up() {
     local pid inode config_changed=0
     need_root up "it manages users, sudoers and sshd"
@@ -463,6 +504,7 @@ cmd_up() {
     ensure_admin
     ensure_sudoers
     ensure_pam_loginuid
+    ensure_faillock_service
 
     # Config: validated with `sshd -t` before it replaces the one in use.
     local tmp
@@ -537,6 +579,16 @@ cmd_down() {
     load_recorded
     take_lock
     stop_sshd || log "ok: sshd was not running"
+    # The faillock variant's PAM service and symlink go with it.
+    if [[ -r $STATE_DIR/faillock-files ]]; then
+        local f
+        while IFS= read -r f; do
+            case $f in
+                /etc/pam.d/rotor-testbed-sshd-* | /usr/local/sbin/rotor-testbed-sshd-*) rm -f "$f" ;;
+            esac
+        done <"$STATE_DIR/faillock-files"
+        rm -f "$STATE_DIR/faillock-files"
+    fi
 }
 
 # Refuse to touch root, system accounts and the admin.

@@ -21,12 +21,16 @@ pub struct Subject {
     pub current: Option<SecretString>,
     /// Whether to try `current` (a refusal counts toward the lockout).
     pub try_password: bool,
+    /// Why it must not be tried after all (the account's lockout budget is spent).
+    pub hold_password: Option<String>,
 }
 
 /// The checks of one account, and its aging when the host told it.
 pub struct Report {
     pub checks: Vec<Check>,
     pub aging: Option<Aging>,
+    /// What the target answered to the stored password, when it was tried.
+    pub password_outcome: Option<Login>,
 }
 
 /// `'text'` for a POSIX shell, whatever the text holds.
@@ -75,6 +79,7 @@ pub fn probe(
                 Report {
                     checks,
                     aging: None,
+                    password_outcome: None,
                 }
             })
             .collect()
@@ -201,6 +206,18 @@ fn sudo_check(host: &Host, session: &Session, admin: &super::contract::Admin) ->
     }
 }
 
+const REFUSED: &str =
+    "the stored password is refused: REMEDIATE the account with the password it has";
+
+/// What the target answered to the stored password, read back from its check.
+fn outcome_of(check: &Check) -> Option<Login> {
+    match check.status {
+        CheckStatus::Pass => Some(Login::Accepted),
+        CheckStatus::Fail if check.message == REFUSED => Some(Login::Refused),
+        _ => None,
+    }
+}
+
 /// Tries the stored password, when asked to and rotor has one.
 fn password_check(host: &Host, subject: &Subject) -> (Check, bool) {
     use CheckStatus::*;
@@ -215,6 +232,9 @@ fn password_check(host: &Host, subject: &Subject) -> (Check, bool) {
             false,
         );
     }
+    if let Some(why) = &subject.hold_password {
+        return (Check::new(name, Skipped, why.clone()), false);
+    }
     let Some(current) = subject.current.as_ref() else {
         return (
             Check::new(name, Skipped, "rotor holds no password for this account"),
@@ -223,14 +243,7 @@ fn password_check(host: &Host, subject: &Subject) -> (Check, bool) {
     };
     match ssh::password_login(host, &subject.username, current) {
         Ok(Login::Accepted) => (Check::new(name, Pass, "the stored password logs in"), true),
-        Ok(Login::Refused) => (
-            Check::new(
-                name,
-                Fail,
-                "the stored password is refused: REMEDIATE the account with the password it has",
-            ),
-            false,
-        ),
+        Ok(Login::Refused) => (Check::new(name, Fail, REFUSED), false),
         Err(e) => (Check::new(name, Fail, e.to_string()), false),
     }
 }
@@ -273,9 +286,11 @@ fn with_admin(
         return Report {
             checks,
             aging: None,
+            password_outcome: None,
         };
     }
     let (password, logged_in) = password_check(host, subject);
+    let outcome = outcome_of(&password);
     checks.push(password);
     let sudo = if sudo { "sudo -n " } else { "" };
     let status = run(
@@ -301,7 +316,11 @@ fn with_admin(
         (None, Err(e)) => (Check::new(PasswordExpiry, Skipped, e.to_string()), None),
     };
     checks.push(expiry);
-    Report { checks, aging }
+    Report {
+        checks,
+        aging,
+        password_outcome: outcome,
+    }
 }
 
 /// Without an admin, what the account itself can show: its password and its own `chage -l`.
@@ -311,6 +330,7 @@ fn without_admin(host: &Host, common: &[Check], subject: &Subject, today: NaiveD
     let mut checks = common.to_vec();
     checks.push(Check::new(SudoChpasswd, Skipped, "no admin account"));
     let (password, logged_in) = password_check(host, subject);
+    let outcome = outcome_of(&password);
     if logged_in {
         checks.push(Check::new(AccountExists, Pass, "its password logs in"));
         checks.push(password);
@@ -321,12 +341,16 @@ fn without_admin(host: &Host, common: &[Check], subject: &Subject, today: NaiveD
         ));
         let (expiry, aging) = own_aging(host, subject, today);
         checks.push(expiry);
-        return Report { checks, aging };
+        return Report {
+            checks,
+            aging,
+            password_outcome: outcome,
+        };
     }
     checks.push(Check::new(
         AccountExists,
         Skipped,
-        "no admin to look it up, and its password was not tried",
+        "no admin to look it up, and its password did not log in",
     ));
     checks.push(password);
     checks.push(Check::new(AccountStatus, Skipped, "no admin to ask"));
@@ -334,6 +358,7 @@ fn without_admin(host: &Host, common: &[Check], subject: &Subject, today: NaiveD
     Report {
         checks,
         aging: None,
+        password_outcome: outcome,
     }
 }
 

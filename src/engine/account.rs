@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::context::Engine;
 use super::error::StageError;
+use super::lockout;
 use crate::driver::{self, Admin, Host, Login};
 use crate::policy::Policy;
 use crate::vault::versions::{self, State};
@@ -111,7 +112,19 @@ pub(super) fn driver_of(account: &Account) -> Result<&'static dyn driver::Driver
     })
 }
 
-pub(super) async fn login(account: &Account, password: &SecretString) -> Result<Login, StageError> {
+/// A login as the account, within its lockout budget; the outcome is counted.
+pub(super) async fn login(
+    engine: &Engine,
+    account: &Account,
+    password: &SecretString,
+) -> Result<Login, StageError> {
+    lockout::reserve(engine, account.credential_id, &account.username).await?;
+    let outcome = raw_login(account, password).await?;
+    lockout::record(engine, account.credential_id, &[outcome]).await?;
+    Ok(outcome)
+}
+
+async fn raw_login(account: &Account, password: &SecretString) -> Result<Login, StageError> {
     let driver = driver_of(account)?;
     let (host, username, password) = (
         account.host.clone(),
@@ -125,8 +138,23 @@ pub(super) async fn login(account: &Account, password: &SecretString) -> Result<
         .map_err(StageError::driver)
 }
 
-/// VERIFY both ways on one connection where the platform can (old first, then new).
+/// VERIFY both ways on one connection where the platform can (old first, then new): the
+/// refusal rotor expects is followed at once by an accepted login, which resets the
+/// target's failure tally. Within the lockout budget; the outcomes are counted.
 pub(super) async fn verify_both(
+    engine: &Engine,
+    account: &Account,
+    old: &SecretString,
+    new: &SecretString,
+) -> Result<(Login, Option<Login>), StageError> {
+    lockout::reserve(engine, account.credential_id, &account.username).await?;
+    let (old_outcome, new_outcome) = raw_verify_both(account, old, new).await?;
+    let outcomes: Vec<Login> = std::iter::once(old_outcome).chain(new_outcome).collect();
+    lockout::record(engine, account.credential_id, &outcomes).await?;
+    Ok((old_outcome, new_outcome))
+}
+
+async fn raw_verify_both(
     account: &Account,
     old: &SecretString,
     new: &SecretString,
@@ -172,6 +200,6 @@ pub async fn check_current(
         return Ok(None);
     };
     drop(conn);
-    let outcome = login(&account, &current.password).await?;
+    let outcome = login(engine, &account, &current.password).await?;
     Ok(Some((current.version, outcome)))
 }

@@ -14,6 +14,7 @@ pub mod events;
 pub mod expiry;
 pub mod lease;
 pub mod lifecycle;
+mod lockout;
 pub mod model;
 pub mod outbox;
 pub mod preflight;

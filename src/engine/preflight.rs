@@ -144,10 +144,18 @@ async fn probe_resource(
                 } else {
                     None
                 };
+                let hold_password = match try_password {
+                    true => super::lockout::reserve(engine, id, &account.username)
+                        .await
+                        .err()
+                        .map(|e| e.error.message),
+                    false => None,
+                };
                 subjects.push(Subject {
                     username: account.username.clone(),
                     current,
                     try_password,
+                    hold_password,
                 });
                 accounts.push(account);
             }
@@ -170,6 +178,12 @@ async fn probe_resource(
     .await
     .unwrap_or_default();
     for (account, report) in accounts.into_iter().zip(reports) {
+        if let Some(outcome) = report.password_outcome {
+            if let Err(e) = super::lockout::record(engine, account.credential_id, &[outcome]).await
+            {
+                tracing::warn!(error = %e, "could not count a pre-flight login toward the lockout budget");
+            }
+        }
         tracing::info!(resource_id = %account.resource_id, username = %account.username,
             failed = report.checks.iter().filter(|c| c.status == CheckStatus::Fail).count(),
             tried_password = try_password, "preflight checked an account");

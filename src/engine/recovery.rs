@@ -84,7 +84,7 @@ async fn find_truth(engine: &Engine, claim: &Claim, account: &Account) -> Truth 
         (previous, Truth::Previous),
     ] {
         let Some(v) = version else { continue };
-        match login(account, &v.password).await {
+        match login(engine, account, &v.password).await {
             Ok(Login::Accepted) => return truth,
             Ok(Login::Refused) => {}
             Err(e) => return Truth::Unknown(e.error.message),

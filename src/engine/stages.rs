@@ -84,7 +84,7 @@ pub(super) async fn run_stage(
             };
             let outcome = match attempt.old_checked.take() {
                 Some(outcome) => outcome,
-                None => login(account, &current.password).await?,
+                None => login(engine, account, &current.password).await?,
             };
             match outcome {
                 Login::Refused => Ok(Done::Successful),
@@ -100,7 +100,7 @@ pub(super) async fn run_stage(
         }
         Stage::VerifySupplied => {
             let supplied = supplied_of(engine, claim).await?;
-            match login(account, &supplied).await? {
+            match login(engine, account, &supplied).await? {
                 Login::Accepted => Ok(Done::Successful),
                 Login::Refused => Err(StageError::permanent(
                     "AUTHENTICATION_FAILED",
@@ -132,16 +132,16 @@ async fn verify_new(
     };
     let new = match current {
         Some(current) => {
-            let (old, new) = verify_both(account, &current.password, &pending).await?;
+            let (old, new) = verify_both(engine, account, &current.password, &pending).await?;
             attempt.old_checked = Some(old);
             match new {
                 Some(new) => new,
                 // The old password logged in (which ends that connection's attempts), or
                 // the target closed the connection after refusing it.
-                None => login(account, &pending).await?,
+                None => login(engine, account, &pending).await?,
             }
         }
-        None => login(account, &pending).await?,
+        None => login(engine, account, &pending).await?,
     };
     match new {
         Login::Accepted => Ok(Done::Successful),
@@ -182,6 +182,9 @@ async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<D
         matches!(claim.operation, Operation::Rotate | Operation::Update) || claim.reconcile();
     if changes_target {
         driver_of(account)?;
+        // The rotation will try the old password (VERIFY_OLD_REJECTED): it starts only
+        // while the account's lockout budget allows a refusal, before anything changes.
+        super::lockout::reserve(engine, account.credential_id, &account.username).await?;
         if matches!(claim.operation, Operation::Rotate) || claim.reconcile() {
             policy_of(engine, account)?;
         }
@@ -342,7 +345,7 @@ async fn apply(
     // An earlier attempt may have changed the password already: then there is nothing to
     // do (and linux-passwd could not log in with the old one to do it again).
     if maybe_applied || claim.attempts > 1 {
-        if let Ok(Login::Accepted) = login(account, &pending).await {
+        if let Ok(Login::Accepted) = login(engine, account, &pending).await {
             tracing::info!("pending password already live on the target; not applying again");
             return Ok(Done::Successful);
         }
@@ -355,6 +358,11 @@ async fn apply(
     } else {
         driver_of(account)?
     };
+    // linux-passwd logs in as the account with its current password: a login like any other.
+    let logs_in = !claim.reconcile() && account.platform == "linux-passwd";
+    if logs_in {
+        super::lockout::reserve(engine, account.credential_id, &account.username).await?;
+    }
     let (host, username) = (account.host.clone(), account.username.clone());
     let span = tracing::Span::current();
     let result = tokio::task::spawn_blocking(move || {
@@ -371,6 +379,14 @@ async fn apply(
     .map_err(|e| {
         StageError::permanent("INTERNAL_ERROR", format!("apply task panicked: {e}")).unresolved()
     })?;
+    if logs_in {
+        let outcome = match &result {
+            Ok(()) => Some(Login::Accepted),
+            Err(driver::Error::AccountAuth { .. }) => Some(Login::Refused),
+            Err(_) => None,
+        };
+        super::lockout::record(engine, account.credential_id, outcome.as_slice()).await?;
+    }
     match result {
         Ok(()) => {
             crate::failpoint::hit("APPLY:target");

@@ -66,6 +66,10 @@ pub struct ResourceSpec {
     #[serde(default = "default_platform")]
     pub platform: String,
     pub policy: Option<String>,
+    /// Refused logins that lock an account on the target (pam_faillock `deny`, ESXi's
+    /// 5): rotor risks fewer than this many.
+    #[serde(default = "default_lockout_threshold")]
+    pub lockout_threshold: i32,
     pub admin: Option<AdminSpec>,
     #[serde(default)]
     pub account: Vec<AccountSpec>,
@@ -101,6 +105,9 @@ pub fn default_port() -> u16 {
 }
 pub fn default_platform() -> String {
     "linux-chpasswd".into()
+}
+pub fn default_lockout_threshold() -> i32 {
+    3
 }
 pub fn default_account_type() -> String {
     "USER".into()
@@ -248,6 +255,12 @@ pub fn validate(
             if text.is_some_and(|t| t.contains('\0')) {
                 return Err(invalid(format!("{at}.{key}"), crate::requests::NUL_MESSAGE));
             }
+        }
+        if !(1..=100).contains(&r.lockout_threshold) {
+            return Err(invalid(
+                format!("{at}.lockout_threshold"),
+                "must be 1 to 100",
+            ));
         }
         if r.port == 0 {
             return Err(invalid(format!("{at}.port"), "must be 1 to 65535"));

@@ -206,10 +206,14 @@ impl Drop for Account {
 
 /// A real login over SSH with a password, by the OpenSSH client (not rotor's code).
 pub fn ssh_login(username: &str, password: &str) -> bool {
-    let bed = testbed();
+    ssh_login_at(testbed().port, username, password)
+}
+
+/// The same on the sshd at `port`.
+pub fn ssh_login_at(port: u16, username: &str, password: &str) -> bool {
     let status = Command::new("sshpass")
         .arg("-e")
-        .args(["ssh", "-p", &bed.port.to_string()])
+        .args(["ssh", "-p", &port.to_string()])
         .args([
             "-o",
             "StrictHostKeyChecking=no",
@@ -1337,6 +1341,46 @@ pub struct ExtraSshd {
 
 impl ExtraSshd {
     pub fn start() -> ExtraSshd {
+        Self::start_with(&[])
+    }
+
+    /// One whose own PAM service locks an account after `deny` refused logins
+    /// (pam_faillock), as a hardened target does.
+    pub fn start_faillock(deny: u32) -> ExtraSshd {
+        Self::start_with(&[("ROTOR_TESTBED_FAILLOCK_DENY", &deny.to_string())])
+    }
+
+    /// What `faillock` holds for `username` on this sshd: one line per counted refusal.
+    pub fn faillock(&self, username: &str) -> Vec<String> {
+        let out = Command::new("faillock")
+            .args([
+                "--dir",
+                self.dir.join("faillock").to_str().unwrap(),
+                "--user",
+                username,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "faillock: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .skip(2)
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A password login on this sshd by the OpenSSH client.
+    pub fn login(&self, username: &str, password: &str) -> bool {
+        ssh_login_at(self.port, username, password)
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> ExtraSshd {
         testbed();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -1349,6 +1393,7 @@ impl ExtraSshd {
             .arg("up")
             .env("ROTOR_TESTBED_DIR", &dir)
             .env("ROTOR_TESTBED_PORT", port.to_string())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .unwrap();

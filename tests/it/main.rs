@@ -8,6 +8,7 @@ mod fuzz;
 mod helpers;
 mod intake;
 mod leaks;
+mod lockout;
 mod metrics;
 mod operations;
 mod package;

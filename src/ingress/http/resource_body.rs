@@ -37,6 +37,11 @@ pub struct ResourceBody {
     #[schema(schema_with = platform_schema)]
     pub platform: String,
     pub policy: Option<String>,
+    /// Refused logins that lock an account on the target (pam_faillock `deny`, ESXi's
+    /// 5): rotor risks fewer than this many.
+    #[serde(default = "inventory::default_lockout_threshold")]
+    #[schema(minimum = 1, maximum = 100, default = 3)]
+    pub lockout_threshold: i32,
     pub admin: Option<AdminBody>,
     #[serde(default)]
     pub account: Vec<AccountBody>,
@@ -108,6 +113,7 @@ impl From<ResourceBody> for ResourceSpec {
             insecure_accept_any_host_key: b.insecure_accept_any_host_key,
             platform: b.platform,
             policy: b.policy,
+            lockout_threshold: b.lockout_threshold,
             admin: b.admin.map(|a| AdminSpec {
                 username: a.username,
                 private_key_file: None,

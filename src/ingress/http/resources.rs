@@ -56,7 +56,7 @@ async fn load(
 ) -> Result<Vec<ResourceBody>, ApiError> {
     let rows = sqlx::query!(
         "SELECT id, name, type, address, port, host_keys, insecure_accept_any_host_key, platform, policy,
-                admin_username, admin_sudo
+                admin_username, admin_sudo, lockout_threshold
            FROM resources WHERE ($1::text IS NULL OR id = $1) AND deleted_at IS NULL AND id LIKE ANY($2) ORDER BY id",
         id,
         &caller.grant.resource_patterns()
@@ -83,6 +83,7 @@ async fn load(
             insecure_accept_any_host_key: r.insecure_accept_any_host_key,
             platform: r.platform,
             policy: Some(r.policy),
+            lockout_threshold: r.lockout_threshold,
             admin: r.admin_username.map(|username| AdminBody {
                 username,
                 sudo: r.admin_sudo,
