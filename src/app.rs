@@ -195,6 +195,14 @@ impl Application {
                 Ok(())
             }
         });
+        // Bulk rotations start new work: they stop with intake.
+        let bulk_task = spawn_named("bulk rotations", {
+            let (engine, stop) = (engine.clone(), stop_intake.clone());
+            async move {
+                crate::bulk::runner::run(engine, stop).await;
+                Ok(())
+            }
+        });
         let scheduler_task = if settings.scheduler.enabled {
             let scheduler = Arc::new(Scheduler {
                 engine: engine.clone(),
@@ -245,6 +253,7 @@ impl Application {
         // 1. No new work.
         stop_intake.cancel();
         intake_task.join().await;
+        bulk_task.join().await;
         if let Some(t) = scheduler_task {
             t.join().await;
         }

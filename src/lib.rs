@@ -13,6 +13,7 @@ pub mod access;
 pub mod app;
 pub mod audit;
 pub mod broker;
+pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod db;

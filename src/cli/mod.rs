@@ -6,6 +6,7 @@ mod output;
 mod policy;
 mod preflight;
 mod resource;
+mod rotate;
 mod scheduler;
 mod task;
 mod vault;
@@ -80,6 +81,9 @@ enum Command {
     /// answers, its key is pinned, the admin logs in and may run chpasswd, the account
     /// exists, is not locked, and when its password expires. Exit 1 on any FAIL.
     Preflight(preflight::Command),
+    /// Rotate many credentials in waves: a canary, then waves twice as large, stopped
+    /// when failures pass --max-failures (what has not started is cancelled).
+    Rotate(rotate::Command),
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +160,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vault(c) => vault::run(&settings, c).await,
         Command::User(UserCommand::HashPassword) => hash_password(),
         Command::Preflight(c) => preflight::run(&settings, c).await,
+        Command::Rotate(c) => rotate::run(&settings, c).await,
         Command::Audit(AuditCommand::Verify) => {
             let pool = crate::db::connect(&settings.database).await?;
             match crate::audit::verify(&pool).await {

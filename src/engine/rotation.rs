@@ -44,6 +44,10 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), Error> {
     let mut touched = stages
         .iter()
         .any(|(stage, status)| *stage == Stage::Apply && *status != StageStatus::Pending);
+    // Without an APPLY (REMEDIATE with a password, set-password) nothing here changes the
+    // target: a failure needs no truth-finding, whose logins would only spend the
+    // account's lockout budget.
+    let applies = stages.iter().any(|(stage, _)| *stage == Stage::Apply);
     let account = match load_account(engine, claim.credential_id).await {
         Ok(a) => a,
         // A database error here is retried like any other; giving up must know `touched`.
@@ -94,7 +98,8 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), Error> {
                 tx.commit().await?;
             }
             Err(e) => {
-                touched |= stage > Stage::Apply || (stage == Stage::Apply && e.unresolved);
+                touched |=
+                    applies && (stage > Stage::Apply || (stage == Stage::Apply && e.unresolved));
                 return give_up_or_retry(engine, claim, Some(&account), stage, e, touched).await;
             }
         }

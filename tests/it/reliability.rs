@@ -515,11 +515,18 @@ async fn when_the_target_holds_the_previous_password_it_is_made_current_again() 
     .await;
     let account = Account::create("rtitpv");
     let resource = format!("prev-{}", app.id);
+    // Finding the previous password here costs three refused logins (the pending one
+    // twice, the stored current one) before the accepted one: the test sshd locks
+    // nothing, so the resource says so (a deny=3 target would stop at two: lockout.rs).
     let inventory = resource_toml_on(
         "linux-passwd",
         &resource,
         testbed().port,
         &testbed().host_key_fpr,
+    )
+    .replace(
+        "[resource.admin]",
+        "lockout_threshold = 10\n\n[resource.admin]",
     ) + &app.accounts_toml(&[&account], "");
     assert_eq!(app.apply_inventory_text(&resource, &inventory).code, 0);
     // PrivX's "set latest password" stores a password the target does not have: the

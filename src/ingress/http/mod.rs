@@ -14,6 +14,7 @@ mod preflight;
 mod privx;
 mod resource_body;
 mod resources;
+mod rotations;
 mod routes;
 mod serve;
 mod state;

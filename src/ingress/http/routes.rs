@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::apidoc::ApiDoc;
 use super::error::ApiError;
 use super::state::ApiState;
-use super::{credentials, expirations, login, ops, preflight, privx, resources, tasks};
+use super::{credentials, expirations, login, ops, preflight, privx, resources, rotations, tasks};
 
 /// Every API route with its description; with `with_health`, also /healthz, /readyz and
 /// /metrics (when no `ops_listen` serves them).
@@ -33,6 +33,7 @@ fn api(with_health: bool) -> OpenApiRouter<Arc<ApiState>> {
         .merge(resources::routes())
         .merge(preflight::routes())
         .merge(expirations::routes())
+        .merge(rotations::routes())
 }
 
 /// The OpenAPI document, rendered once. It describes the health routes too: they are on
