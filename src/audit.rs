@@ -20,6 +20,8 @@ pub enum Action {
     ResourceTargetChanged,
     ResourceDeleted,
     ResourcePurged,
+    /// The scheduler's breaker was closed: auto-rotation resumes.
+    SchedulerResume,
 }
 
 /// How an actor is written in the log: `KIND:name`.

@@ -12,6 +12,7 @@
 pub mod access;
 pub mod app;
 pub mod audit;
+pub mod breaker;
 pub mod broker;
 pub mod bulk;
 pub mod cli;

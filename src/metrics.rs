@@ -59,6 +59,7 @@ struct Metrics {
     subtasks_runnable: Gauge,
     credentials: Family<StatusLabels, Gauge>,
     auto_rotate_stopped: Gauge,
+    breaker_open: Gauge,
     scheduler_lag: Gauge,
 }
 
@@ -94,6 +95,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         subtasks_runnable: Gauge::default(),
         credentials: Family::default(),
         auto_rotate_stopped: Gauge::default(),
+        breaker_open: Gauge::default(),
         scheduler_lag: Gauge::default(),
         registry: Registry::default(),
     };
@@ -161,6 +163,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "rotor_credentials_auto_rotate_stopped",
         "Credentials whose auto-rotation stopped after scheduler.max_failures failures in a row",
         m.auto_rotate_stopped.clone(),
+    );
+    r.register(
+        "rotor_scheduler_breaker_open",
+        "1 while the scheduler's breaker is open (auto-rotation paused everywhere until resumed)",
+        m.breaker_open.clone(),
     );
     r.register("rotor_scheduler_lag_seconds", "Now minus the oldest planned auto-rotation still waiting for its tick (0 when none is due)", m.scheduler_lag.clone());
     Metrics { registry: r, ..m }
@@ -231,6 +238,7 @@ pub struct Database {
     pub credentials: Vec<(String, i64)>,
     pub auto_rotate_stopped: i64,
     pub scheduler_lag_seconds: i64,
+    pub breaker_open: bool,
 }
 
 /// Every metric, OpenMetrics text, with the gauges set from `s`.
@@ -259,6 +267,7 @@ pub fn render(s: &Snapshot) -> String {
         m.subtasks_runnable.set(db.subtasks_runnable);
         m.auto_rotate_stopped.set(db.auto_rotate_stopped);
         m.scheduler_lag.set(db.scheduler_lag_seconds);
+        m.breaker_open.set(i64::from(db.breaker_open));
     }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &m.registry).expect("writing to a String");

@@ -58,6 +58,21 @@ impl Scheduler {
         if !leader {
             return Ok(Tick::default());
         }
+        // The breaker: too many recent auto-rotations failed, or an operator has not yet
+        // resumed after that. Nothing starts; what is due stays due.
+        if crate::breaker::is_open(&mut tx).await?
+            || crate::breaker::trip_if_failing(&mut tx, &self.settings)
+                .await?
+                .is_some()
+        {
+            let due = lifecycle::count_due(&mut tx, now).await?;
+            tx.commit().await?;
+            return Ok(Tick {
+                leader,
+                due,
+                created: 0,
+            });
+        }
         // Outside the allowed window nothing starts, whatever planned it (a catch-up after
         // a downtime, a retry after a failure, a resume).
         if !self.engine.schedule.inside_window(now) {

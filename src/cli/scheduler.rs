@@ -23,10 +23,56 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the breaker: open (auto-rotation paused everywhere, and why) or closed.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close the breaker: auto-rotation resumes at the next tick (audited).
+    Resume,
 }
 
 pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
     let pool = crate::db::connect(&settings.database).await?;
+    match command {
+        Command::Status { json } => {
+            let b = crate::breaker::status(&pool).await?;
+            if json {
+                println!("{}", serde_json::to_string(&b)?);
+            } else if b.open {
+                println!(
+                    "breaker OPEN since {}: {}",
+                    b.opened_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    b.reason
+                );
+                println!("auto-rotation is paused everywhere; `rotor scheduler resume` closes it");
+            } else {
+                println!("breaker closed: auto-rotation runs");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Resume => {
+            let closed = crate::breaker::close(&pool, &crate::access::Requester::os_user()).await?;
+            println!(
+                "{}",
+                if closed {
+                    "breaker closed: auto-rotation resumes at the next tick"
+                } else {
+                    "the breaker was not open"
+                }
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        round => rounds(settings, pool, round).await,
+    }
+}
+
+/// One tick or heartbeat round by hand.
+async fn rounds(
+    settings: &Settings,
+    pool: sqlx::PgPool,
+    command: Command,
+) -> anyhow::Result<ExitCode> {
     let key = Arc::new(crate::vault::MasterKey::load(&settings.vault)?);
     let engine = Arc::new(Engine::new(pool, key, settings)?);
     let scheduler = Scheduler {
@@ -67,5 +113,6 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status { .. } | Command::Resume => unreachable!("handled by run"),
     }
 }

@@ -469,6 +469,18 @@ impl SchedulerSettings {
             .map(str::parse::<Window>)
             .transpose()
             .map_err(|m| Error::invalid("scheduler.window", m))?;
+        if !(self.breaker_ratio > 0.0 && self.breaker_ratio <= 1.0) {
+            return Err(Error::invalid(
+                "scheduler.breaker_ratio",
+                "must be more than 0 and at most 1",
+            ));
+        }
+        if self.breaker_min_failures == 0 || self.breaker_window_minutes == 0 {
+            return Err(Error::invalid(
+                "scheduler.breaker_min_failures",
+                "breaker_min_failures and breaker_window_minutes must be at least 1",
+            ));
+        }
         if !(1..=365).contains(&self.expiry_margin_days) {
             return Err(Error::invalid(
                 "scheduler.expiry_margin_days",

@@ -296,6 +296,12 @@ pub struct SchedulerSettings {
     /// Cron with seconds for reading the targets' password expiry (`chage -l`) of
     /// auto-rotating credentials; "" turns it off.
     pub expiry_tick: String,
+    /// The breaker opens when more than this share of the auto-rotations that ended in
+    /// the last `breaker_window_minutes` failed ...
+    pub breaker_ratio: f64,
+    /// ... and at least this many failed.
+    pub breaker_min_failures: u32,
+    pub breaker_window_minutes: u32,
 }
 
 impl Default for SchedulerSettings {
@@ -316,6 +322,9 @@ impl Default for SchedulerSettings {
             heartbeat_batch: 20,
             expiry_margin_days: 7,
             expiry_tick: "0 20 3 * * *".into(),
+            breaker_ratio: 0.5,
+            breaker_min_failures: 5,
+            breaker_window_minutes: 60,
         }
     }
 }

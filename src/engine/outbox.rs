@@ -61,6 +61,11 @@ async fn insert(
     Ok(())
 }
 
+/// `scheduler.<event>` (the breaker opened or closed).
+pub async fn scheduler(conn: &mut PgConnection, event: &str) -> Result<(), sqlx::Error> {
+    insert(conn, &[format!("scheduler.{event}")], &[None], &[None]).await
+}
+
 /// `task.<STATUS>` for each of `tasks`.
 pub async fn tasks(
     conn: &mut PgConnection,
@@ -229,6 +234,9 @@ pub(super) async fn rows(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Row
         let body = match (r.task_id, r.credential_id) {
             (Some(task), _) => views.get(&task).cloned(),
             (None, Some(credential)) => credential_body(conn, credential).await?.map(Arc::new),
+            (None, None) if r.routing_key.starts_with("scheduler.") => {
+                Some(Arc::new(scheduler_body(conn).await?))
+            }
             (None, None) => None,
         };
         rows.push(Row {
@@ -240,6 +248,18 @@ pub(super) async fn rows(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Row
         });
     }
     Ok(rows)
+}
+
+/// The breaker as it stands when the event is sent.
+async fn scheduler_body(conn: &mut PgConnection) -> Result<Vec<u8>, sqlx::Error> {
+    let r = sqlx::query!("SELECT open, opened_at, closed_at, reason FROM scheduler_breaker")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(serde_json::to_vec(&serde_json::json!({
+        "breaker": if r.open { "OPEN" } else { "CLOSED" },
+        "openedAt": r.opened_at, "closedAt": r.closed_at, "reason": r.reason,
+    }))
+    .expect("json serializes"))
 }
 
 async fn credential_body(

@@ -2,6 +2,7 @@
 //! sshd on loopback with real Linux accounts. Every test checks the target itself.
 
 mod application;
+mod breaker;
 mod bulk;
 mod cli;
 mod expiry;

@@ -144,7 +144,8 @@ async fn database_snapshot(pool: &sqlx::PgPool) -> Result<crate::metrics::Databa
                WHERE auto_rotate_days IS NOT NULL AND auto_failures > 0 AND next_rotation_at IS NULL
                  AND auto_task_id IS NULL AND NOT auto_paused AND status = 'ACTIVE') AS "stopped!",
              (SELECT COALESCE(GREATEST(0, EXTRACT(EPOCH FROM now() - min(next_rotation_at))), 0)::int8 FROM credentials
-               WHERE next_rotation_at <= now() AND auto_rotate_days IS NOT NULL AND NOT auto_paused AND status = 'ACTIVE') AS "lag!""#
+               WHERE next_rotation_at <= now() AND auto_rotate_days IS NOT NULL AND NOT auto_paused AND status = 'ACTIVE') AS "lag!",
+             (SELECT open FROM scheduler_breaker) AS "breaker_open!""#
     )
     .fetch_one(pool)
     .await?;
@@ -156,5 +157,6 @@ async fn database_snapshot(pool: &sqlx::PgPool) -> Result<crate::metrics::Databa
         credentials: credentials.into_iter().map(|r| (r.status, r.n)).collect(),
         auto_rotate_stopped: one.stopped,
         scheduler_lag_seconds: one.lag,
+        breaker_open: one.breaker_open,
     })
 }
