@@ -2,6 +2,7 @@
 //! variables. Secrets may come from a file (`<key>_file`) so systemd's
 //! `LoadCredential=` works. Unknown keys are refused with their path.
 
+mod schedule_settings;
 mod sections;
 #[cfg(test)]
 mod tests;
@@ -17,7 +18,6 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use crate::policy::Policy;
-use crate::schedule::{Schedule, Window};
 
 pub use sections::*;
 
@@ -451,44 +451,6 @@ pub fn secret(
             key,
             format!("missing: set `{key}` or `{key}_file`"),
         )),
-    }
-}
-
-impl SchedulerSettings {
-    /// The typed schedule these settings describe, or the key that is wrong.
-    pub fn schedule(&self) -> Result<Schedule, Error> {
-        let tz: chrono_tz::Tz = self.timezone.parse().map_err(|_| {
-            Error::invalid(
-                "scheduler.timezone",
-                format!("unknown time zone `{}`", self.timezone),
-            )
-        })?;
-        let window = self
-            .window
-            .as_deref()
-            .map(str::parse::<Window>)
-            .transpose()
-            .map_err(|m| Error::invalid("scheduler.window", m))?;
-        if !(self.breaker_ratio > 0.0 && self.breaker_ratio <= 1.0) {
-            return Err(Error::invalid(
-                "scheduler.breaker_ratio",
-                "must be more than 0 and at most 1",
-            ));
-        }
-        if self.breaker_min_failures == 0 || self.breaker_window_minutes == 0 {
-            return Err(Error::invalid(
-                "scheduler.breaker_min_failures",
-                "breaker_min_failures and breaker_window_minutes must be at least 1",
-            ));
-        }
-        if !(1..=365).contains(&self.expiry_margin_days) {
-            return Err(Error::invalid(
-                "scheduler.expiry_margin_days",
-                "must be 1 to 365",
-            ));
-        }
-        Ok(Schedule::new(self.jitter_minutes, window, tz)
-            .with_expiry_margin(self.expiry_margin_days))
     }
 }
 
