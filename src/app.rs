@@ -232,6 +232,19 @@ impl Application {
             failed_auth: crate::ingress::guard::FailedAuth::new(settings.http.failed_login_limit),
             users,
             engine: engine.clone(),
+            deploy: http::DeployConfig {
+                admin_username: settings.deploy.admin_username.clone(),
+                admin_key_file: settings.deploy.admin_key_file.clone(),
+                api_url: settings.deploy.api_url.clone(),
+                ca_pem: match &settings.deploy.ca_file {
+                    Some(f) => Some(std::fs::read_to_string(f).map_err(|e| {
+                        anyhow::anyhow!("deploy.ca_file: cannot read {}: {e}", f.display())
+                    })?),
+                    None => None,
+                },
+                token_minutes: settings.deploy.token_minutes,
+                scheme: if listeners.is_tls() { "https" } else { "http" },
+            },
         });
         let http_task = spawn_named("http api", listeners.serve(api, stop_http.clone()));
         let watchdog = spawn_watchdog(stop_http.clone());

@@ -2,6 +2,7 @@
 
 mod credential;
 mod enqueue;
+mod hosts;
 mod output;
 mod policy;
 mod preflight;
@@ -84,6 +85,12 @@ enum Command {
     /// Rotate many credentials in waves: a canary, then waves twice as large, stopped
     /// when failures pass --max-failures (what has not started is cancelled).
     Rotate(rotate::Command),
+    /// rotor's admin SSH key pair.
+    #[command(subcommand, name = "admin-key")]
+    AdminKey(hosts::AdminKey),
+    /// Hosts: scan the keys one offers.
+    #[command(subcommand)]
+    Host(hosts::Host),
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +168,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(UserCommand::HashPassword) => hash_password(),
         Command::Preflight(c) => preflight::run(&settings, c).await,
         Command::Rotate(c) => rotate::run(&settings, c).await,
+        Command::AdminKey(c) => hosts::admin_key(c),
+        Command::Host(c) => hosts::host(c),
         Command::Audit(AuditCommand::Verify) => {
             let pool = crate::db::connect(&settings.database).await?;
             match crate::audit::verify(&pool).await {

@@ -175,9 +175,29 @@ impl Settings {
         for u in &mut self.http.user {
             resolve_path(base, &mut u.password_hash_file);
         }
+        resolve(base, &mut self.deploy.admin_key_file);
+        resolve(base, &mut self.deploy.ca_file);
     }
 
     fn validate(&self) -> Result<(), Error> {
+        // The deploy script holds the name in shell quotes and creates it with useradd.
+        let name = &self.deploy.admin_username;
+        let first_ok = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_');
+        let rest_ok = name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c));
+        if !first_ok || !rest_ok || name.len() > 32 {
+            return Err(Error::invalid(
+                "deploy.admin_username",
+                "a lowercase letter or '_', then a-z 0-9 _ -, at most 32",
+            ));
+        }
+        if !(1..=10_080).contains(&self.deploy.token_minutes) {
+            return Err(Error::invalid(
+                "deploy.token_minutes",
+                "must be 1 to 10080 (a week)",
+            ));
+        }
         if self.worker.concurrency == 0 || self.worker.concurrency > 1024 {
             return Err(Error::invalid("worker.concurrency", "must be 1 to 1024"));
         }

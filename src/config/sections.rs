@@ -29,6 +29,37 @@ pub struct Settings {
     pub policy_settings: PolicySettings,
     /// Where events are POSTed besides the `rotor.events` exchange.
     pub webhook: Vec<WebhookSettings>,
+    /// Host onboarding (`GET /v1/deploy/script`).
+    pub deploy: DeploySettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploySettings {
+    /// The admin account the deploy script creates on each host.
+    pub admin_username: String,
+    /// rotor's admin private key (`rotor admin-key generate`), under `inventory.allowed_dir`:
+    /// its public half goes into the script, and enrolled resources use it.
+    pub admin_key_file: Option<PathBuf>,
+    /// The URL hosts reach rotor's API at; default: the scheme and Host of the request
+    /// that fetched the script.
+    pub api_url: Option<String>,
+    /// A CA the script's curl trusts for `api_url` (embedded in the script).
+    pub ca_file: Option<PathBuf>,
+    /// How long an enrollment token (one per script) stays good.
+    pub token_minutes: u32,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        Self {
+            admin_username: "rotor".into(),
+            admin_key_file: None,
+            api_url: None,
+            ca_file: None,
+            token_minutes: 60,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -79,6 +79,52 @@ pub fn connect(host: &Host) -> Result<Session, Error> {
     Ok(session)
 }
 
+/// The host keys `host` offers, one handshake per key type (ed25519, ECDSA, RSA), as
+/// (type, `SHA256:...`) pairs. No credential is sent; nothing is trusted here: the caller
+/// shows them for an operator to check and pin.
+pub fn scan_host_keys(host: &Host) -> Result<Vec<(&'static str, String)>, Error> {
+    let mut found: Vec<(&'static str, String)> = Vec::new();
+    let mut last_error = None;
+    for (kind, prefs) in [
+        ("ssh-ed25519", "ssh-ed25519"),
+        (
+            "ecdsa",
+            "ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521",
+        ),
+        ("ssh-rsa", "rsa-sha2-512,rsa-sha2-256,ssh-rsa"),
+    ] {
+        let addr = resolve(host)?;
+        let tcp = TcpStream::connect_timeout(&addr, host.connect_timeout).map_err(|e| {
+            Error::Connect {
+                address: endpoint(host),
+                message: e.to_string(),
+            }
+        })?;
+        let mut session = Session::new().map_err(|e| protocol(host, e))?;
+        session.set_timeout(u32::try_from(host.io_timeout.as_millis()).unwrap_or(u32::MAX));
+        session
+            .method_pref(ssh2::MethodType::HostKey, prefs)
+            .map_err(|e| protocol(host, e))?;
+        session.set_tcp_stream(tcp);
+        // A host without a key of this type fails the key exchange: try the next type.
+        match session.handshake() {
+            Ok(()) => {
+                if let Some(f) = fingerprint(&session) {
+                    if !found.iter().any(|(_, g)| g == &f) {
+                        found.push((kind, f));
+                    }
+                }
+                let _ = session.disconnect(None, "rotor: host key scan", None);
+            }
+            Err(e) => last_error = Some(protocol(host, e)),
+        }
+    }
+    match (found.is_empty(), last_error) {
+        (true, Some(e)) => Err(e),
+        _ => Ok(found),
+    }
+}
+
 /// The host's first address. A name is looked up on a thread of its own, given at most
 /// the connect timeout: a resolver that hangs must not hold a rotation (or a blocking
 /// thread of rotor's) for good.

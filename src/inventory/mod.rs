@@ -3,6 +3,7 @@
 //! deletes a resource (keeping its passwords) and `purge` removes it for good.
 
 mod apply;
+pub mod enroll;
 mod retire;
 mod spec;
 

@@ -5,6 +5,7 @@ mod application;
 mod breaker;
 mod bulk;
 mod cli;
+mod deploy;
 mod expiry;
 mod fuzz;
 mod helpers;

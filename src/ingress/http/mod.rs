@@ -5,6 +5,7 @@
 mod apidoc;
 mod body;
 mod credentials;
+mod deploy;
 mod error;
 mod expirations;
 mod login;
@@ -21,6 +22,7 @@ mod state;
 mod tasks;
 mod users;
 
+pub use deploy::DeployConfig;
 pub use error::ApiError;
 pub use routes::{document, ops_router, router};
 pub use serve::Listeners;

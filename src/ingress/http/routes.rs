@@ -13,7 +13,9 @@ use utoipa_axum::routes;
 use super::apidoc::ApiDoc;
 use super::error::ApiError;
 use super::state::ApiState;
-use super::{credentials, expirations, login, ops, preflight, privx, resources, rotations, tasks};
+use super::{
+    credentials, deploy, expirations, login, ops, preflight, privx, resources, rotations, tasks,
+};
 
 /// Every API route with its description; with `with_health`, also /healthz, /readyz and
 /// /metrics (when no `ops_listen` serves them).
@@ -34,6 +36,7 @@ fn api(with_health: bool) -> OpenApiRouter<Arc<ApiState>> {
         .merge(preflight::routes())
         .merge(expirations::routes())
         .merge(rotations::routes())
+        .merge(deploy::routes())
 }
 
 /// The OpenAPI document, rendered once. It describes the health routes too: they are on

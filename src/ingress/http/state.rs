@@ -40,6 +40,8 @@ pub struct ApiState {
     pub users: super::users::Users,
     /// The engine's settings and vault, for the checks that reach the targets (preflight).
     pub engine: Arc<crate::engine::Engine>,
+    /// Host onboarding (`[deploy]`).
+    pub deploy: super::deploy::DeployConfig,
 }
 
 /// Reads the configured tokens (inline or from their files).
