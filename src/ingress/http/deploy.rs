@@ -27,17 +27,6 @@ use crate::vcf_error::VcfError;
 
 const TEMPLATE: &str = include_str!("deploy.sh");
 
-/// What the deploy routes need of `[deploy]`, read at start.
-pub struct DeployConfig {
-    pub admin_username: String,
-    pub admin_key_file: Option<PathBuf>,
-    pub api_url: Option<String>,
-    pub ca_pem: Option<String>,
-    pub token_minutes: u32,
-    /// `https` when the API listens with TLS (for a URL made from the request's Host).
-    pub scheme: &'static str,
-}
-
 pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new()
         .routes(routes!(script))

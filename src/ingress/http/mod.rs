@@ -22,9 +22,8 @@ mod state;
 mod tasks;
 mod users;
 
-pub use deploy::DeployConfig;
 pub use error::ApiError;
 pub use routes::{document, ops_router, router};
 pub use serve::Listeners;
-pub use state::{load_tokens, ApiState, Token};
+pub use state::{load_tokens, ApiState, DeployConfig, Token};
 pub use users::{hash_password, Users};

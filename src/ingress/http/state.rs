@@ -24,6 +24,17 @@ pub struct Token {
     pub grant: Grant,
 }
 
+/// What the deploy routes need of `[deploy]`, read at start.
+pub struct DeployConfig {
+    pub admin_username: String,
+    pub admin_key_file: Option<std::path::PathBuf>,
+    pub api_url: Option<String>,
+    pub ca_pem: Option<String>,
+    pub token_minutes: u32,
+    /// `https` when the API listens with TLS (for a URL made from the request's Host).
+    pub scheme: &'static str,
+}
+
 pub struct ApiState {
     pub pool: PgPool,
     pub tokens: Vec<Token>,
@@ -41,7 +52,7 @@ pub struct ApiState {
     /// The engine's settings and vault, for the checks that reach the targets (preflight).
     pub engine: Arc<crate::engine::Engine>,
     /// Host onboarding (`[deploy]`).
-    pub deploy: super::deploy::DeployConfig,
+    pub deploy: DeployConfig,
 }
 
 /// Reads the configured tokens (inline or from their files).
