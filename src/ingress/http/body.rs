@@ -42,3 +42,38 @@ impl FromRequest<Arc<ApiState>> for Body {
             })
     }
 }
+
+impl Body {
+    /// The body as a JSON object of type `T`, naming the first wrong field; an empty body
+    /// is `empty` when given, else refused. (serde would also take an array for a struct,
+    /// field by position: only an object is accepted.) No value is echoed.
+    pub fn object<T: serde::de::DeserializeOwned>(&self, empty: Option<T>) -> Result<T, ApiError> {
+        let first = self.0.iter().find(|b| !b.is_ascii_whitespace());
+        match (first, empty) {
+            (None, Some(value)) => return Ok(value),
+            (Some(b'{'), _) => {}
+            _ => return Err(ApiError::bad_request("body", "must be a JSON object")),
+        }
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&self.0))
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let inner = e.into_inner();
+                let message = if inner.is_syntax() || inner.is_eof() {
+                    "is not valid JSON".to_string()
+                } else {
+                    let m = inner.to_string();
+                    // serde names an unknown field (useful) or a wrong value (kept out).
+                    match m.split_once(" at line ") {
+                        Some((head, _))
+                            if head.starts_with("unknown field")
+                                || head.starts_with("missing field") =>
+                        {
+                            head.to_string()
+                        }
+                        _ => "is missing or not of the expected type".to_string(),
+                    }
+                };
+                ApiError::bad_request(if field == "." { "body" } else { &field }, &message)
+            })
+    }
+}

@@ -166,21 +166,12 @@ struct Enrolled {
 async fn enroll_host(
     State(state): State<Arc<ApiState>>,
     Source(source): Source,
-    Body(body): Body,
+    body: Body,
 ) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
     if let Verdict::Refuse(seconds) = state.failed_auth.verdict(&source) {
         return Err(too_many(seconds));
     }
-    let e: Enrollment =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-            .map_err(|err| {
-                let field = err.path().to_string();
-                // The token may be what is malformed: name the field, never echo a value.
-                ApiError::bad_request(
-                    if field == "." { "body" } else { &field },
-                    "is missing or not of the expected type",
-                )
-            })?;
+    let e: Enrollment = body.object(None)?;
     let key_file = state
         .deploy
         .admin_key_file

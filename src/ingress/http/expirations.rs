@@ -50,7 +50,7 @@ struct CredentialsExpirationSpec {
     path = "/v1/credentials/expirations",
     operation_id = "checkExpirations",
     tag = "credentials",
-    request_body = CredentialsExpirationSpec,
+    request_body = Option<CredentialsExpirationSpec>,
     responses(
         (status = 202, description = "Started: the check, IN_PROGRESS.", body = Expirations, links(
             ("GetExpirations" = (operation_id = "getExpirations", parameters(("id" = "$response.body#/id"))))
@@ -63,22 +63,11 @@ struct CredentialsExpirationSpec {
 async fn start(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
-    Body(body): Body,
+    body: Body,
 ) -> Result<(StatusCode, Json<Expirations>), ApiError> {
     caller.require(Scope::CredentialsView)?;
-    let spec: CredentialsExpirationSpec = if body.iter().all(u8::is_ascii_whitespace) {
-        CredentialsExpirationSpec::default()
-    } else {
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)).map_err(
-            |e| {
-                let field = e.path().to_string();
-                ApiError::bad_request(
-                    if field == "." { "body" } else { &field },
-                    &e.into_inner().to_string(),
-                )
-            },
-        )?
-    };
+    let spec: CredentialsExpirationSpec =
+        body.object(Some(CredentialsExpirationSpec::default()))?;
     if spec.domain_name.is_some() {
         return Err(ApiError::bad_request(
             "domainName",

@@ -53,7 +53,7 @@ struct PreflightResults {
     path = "/v1/preflight",
     operation_id = "preflight",
     tag = "credentials",
-    request_body = PreflightSpec,
+    request_body = Option<PreflightSpec>,
     responses(
         (status = 200, description = "The checks, by resource and username.", body = PreflightResults),
         (status = 400, description = "A bad field, named in `context.field`.", body = VcfError),
@@ -65,22 +65,10 @@ struct PreflightResults {
 async fn preflight(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
-    Body(body): Body,
+    body: Body,
 ) -> Result<(StatusCode, Json<PreflightResults>), ApiError> {
     caller.require(Scope::CredentialsView)?;
-    let spec: PreflightSpec = if body.iter().all(u8::is_ascii_whitespace) {
-        PreflightSpec::default()
-    } else {
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)).map_err(
-            |e| {
-                let field = e.path().to_string();
-                ApiError::bad_request(
-                    if field == "." { "body" } else { &field },
-                    &e.into_inner().to_string(),
-                )
-            },
-        )?
-    };
+    let spec: PreflightSpec = body.object(Some(PreflightSpec::default()))?;
     for (name, list) in [
         ("resourceIds", &spec.resource_ids),
         ("usernames", &spec.usernames),

@@ -214,6 +214,9 @@ async fn upsert(
 ) -> Result<(StatusCode, Json<ResourceBody>), ApiError> {
     let json: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("body", &format!("is not valid JSON ({e})")))?;
+    if !json.is_object() {
+        return Err(ApiError::bad_request("body", "must be a JSON object"));
+    }
     if let Some(field) = crate::requests::nul_in(&json, String::new()) {
         return Err(ApiError::bad_request(&field, crate::requests::NUL_MESSAGE));
     }

@@ -48,18 +48,10 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
 async fn start(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
-    Body(body): Body,
+    body: Body,
 ) -> Result<(StatusCode, Json<Bulk>), ApiError> {
     caller.require(Scope::CredentialsManage)?;
-    let spec: BulkSpec =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-            .map_err(|e| {
-                let field = e.path().to_string();
-                ApiError::bad_request(
-                    if field == "." { "body" } else { &field },
-                    &e.into_inner().to_string(),
-                )
-            })?;
+    let spec: BulkSpec = body.object(None)?;
     let created = bulk::create(
         &state.pool,
         spec,
