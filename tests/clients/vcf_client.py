@@ -13,9 +13,9 @@ import sys
 import time
 
 import requests
-from vmware.sddc_manager.model_client import (BaseCredential, CredentialsUpdateSpec, Error,
+from vmware.sddc_manager.model_client import (BaseCredential, CredentialsExpirationSpec, CredentialsUpdateSpec, Error,
                                               ResourceCredentials, TokenCreationSpec)
-from vmware.sddc_manager.v1.credentials_client import Tasks
+from vmware.sddc_manager.v1.credentials_client import Expirations, Tasks
 from vmware.sddc_manager.v1.tokens.access_token_client import Refresh
 from vmware.sddc_manager.v1.tokens_client import RefreshToken
 from vmware.sddc_manager.v1_client import Credentials, Tokens
@@ -98,6 +98,19 @@ def main():
                  "credentialType": sub.credential_type, "entityType": sub.entity_type,
                  "status": sub.status, "creationTimestamp": sub.creation_timestamp,
                  "completionTimestamp": sub.completion_timestamp})
+
+    expirations = Expirations(config)
+    started = expirations.get_password_expiration(CredentialsExpirationSpec(credential_ids=[first.id]))
+    check = expirations.get_password_expiration_by_task_id(started.id)
+    deadline = time.time() + 60
+    while check.status == "IN_PROGRESS" and time.time() < deadline:
+        time.sleep(0.5)
+        check = expirations.get_password_expiration_by_task_id(started.id)
+    e = check.elements[0]
+    say("expirations", started=started.status, status=check.status, same_id=e.id == first.id,
+        username=e.username, resource_id=e.resource.resource_id,
+        connectivity=e.expiry.connectivity_status, expiry_status=e.expiry.status,
+        expiry_date=e.expiry.expiry_date, last_checked=e.expiry.last_checked_date)
 
     newest = tasks.get_credentials_tasks(limit=1)
     say("tasks", count=len(newest.elements), first=newest.elements[0].id,

@@ -131,6 +131,27 @@ async fn the_official_vcf_client_logs_in_rotates_polls_and_reads_errors() {
         by_ip["created"].is_string() && by_ip["modified"].is_string(),
         "{by_ip}"
     );
+    // VCF's expirations API, through the bindings' own models.
+    let exp = step("expirations");
+    assert_eq!(
+        (
+            exp["started"].as_str(),
+            exp["status"].as_str(),
+            exp["same_id"].as_bool()
+        ),
+        (Some("IN_PROGRESS"), Some("COMPLETED"), Some(true)),
+        "{exp}"
+    );
+    assert_eq!(exp["username"], account.username.as_str(), "{exp}");
+    assert_eq!(
+        (exp["connectivity"].as_str(), exp["expiry_status"].as_str()),
+        (Some("ACTIVE"), Some("ACTIVE")),
+        "the test account's password never expires: {exp}"
+    );
+    assert!(
+        exp["expiry_date"].is_null() && exp["last_checked"].is_string(),
+        "{exp}"
+    );
     let domain = step("domain");
     assert_eq!(
         (domain["raised"].as_bool(), domain["status"].as_i64()),
