@@ -22,6 +22,8 @@
 #   ROTOR_TESTBED_DIR    state dir          (default /var/lib/rotor-testbed)
 #   ROTOR_TESTBED_PORT   port on 127.0.0.1  (default 2222)
 #   ROTOR_TESTBED_ADMIN  admin account      (default rotoradm)
+#   ROTOR_TESTBED_PASSWORD_AUTH  no: sshd refuses SSH "password" authentication and takes
+#                        passwords only by keyboard-interactive, as ESXi does (default yes)
 #   ROTOR_TESTBED_FAILLOCK_DENY  N: this sshd runs under a name of its own, so PAM reads a
 #                        service of its own with pam_faillock deny=N (tally in the state
 #                        dir's faillock/), as a target that locks an account would
@@ -52,6 +54,7 @@ SUDOERS_FILE=/etc/sudoers.d/rotor-testbed
 [[ $ADMIN == rotoradm ]] || SUDOERS_FILE=/etc/sudoers.d/rotor-testbed-$ADMIN
 PAM_SSHD=/etc/pam.d/sshd
 FAILLOCK_DENY=${ROTOR_TESTBED_FAILLOCK_DENY:-}
+PASSWORD_AUTH=${ROTOR_TESTBED_PASSWORD_AUTH:-yes}
 # sshd names its PAM service after its program name: a symlink of our own gives it one.
 SSHD_RUN=$SSHD
 PAM_SERVICE_FILE=
@@ -353,7 +356,7 @@ LogLevel VERBOSE
 UsePAM yes
 PubkeyAuthentication yes
 AuthorizedKeysFile .ssh/authorized_keys
-PasswordAuthentication yes
+PasswordAuthentication $PASSWORD_AUTH
 KbdInteractiveAuthentication yes
 PermitEmptyPasswords no
 PermitRootLogin no
@@ -493,6 +496,7 @@ EOF
 
 cmd_up() {
     local pid inode config_changed=0
+    [[ $PASSWORD_AUTH == yes || $PASSWORD_AUTH == no ]] || die "ROTOR_TESTBED_PASSWORD_AUTH must be yes or no"
     need_root up "it manages users, sudoers and sshd"
     take_lock
     install_packages

@@ -81,6 +81,7 @@ pub fn host(command: Host) -> anyhow::Result<ExitCode> {
         host_keys: Vec::new(),
         insecure_accept_any_host_key: false,
         admin: None,
+        ssh_auth: crate::driver::SshAuth::Auto,
         connect_timeout: Duration::from_secs(10),
         io_timeout: Duration::from_secs(10),
     };

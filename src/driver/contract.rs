@@ -4,6 +4,23 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How an account proves its password over SSH.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "kebab-case")]
+pub enum SshAuth {
+    /// SSH "password" authentication.
+    Password,
+    /// SSH "keyboard-interactive": the password answers the server's password prompt
+    /// (ESXi, appliances with `PasswordAuthentication no`).
+    KeyboardInteractive,
+    /// "password" when the server offers it, else "keyboard-interactive".
+    Auto,
+}
+
+pub const SSH_AUTHS: &[&str] = &["password", "keyboard-interactive", "auto"];
+
 /// Where a resource is and how to trust and reach it.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -14,6 +31,8 @@ pub struct Host {
     pub host_keys: Vec<String>,
     pub insecure_accept_any_host_key: bool,
     pub admin: Option<Admin>,
+    /// How accounts log in with their passwords (the admin uses its key or password file).
+    pub ssh_auth: SshAuth,
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
 }

@@ -256,26 +256,13 @@ fn account_session(
     username: &str,
     password: &SecretString,
 ) -> Result<ssh2::Session, Error> {
-    let session = super::ssh::connect(host)?;
-    match session.userauth_password(username, password.expose_secret()) {
-        Ok(()) if session.authenticated() => Ok(session),
-        Ok(()) => Err(Error::AccountAuth {
-            username: username.to_string(),
-            message: "not authenticated".into(),
-        }),
-        Err(e) => match e.code() {
-            ssh2::ErrorCode::Session(-18) | ssh2::ErrorCode::Session(-15) => {
-                Err(Error::AccountAuth {
-                    username: username.to_string(),
-                    message: "the stored current password does not log in".into(),
-                })
-            }
-            _ => Err(Error::Protocol {
-                address: format!("{}:{}", host.address, host.port),
-                message: e.message().to_string(),
-            }),
+    super::ssh::password_session(host, username, password).map_err(|e| match e {
+        Error::AccountAuth { username, .. } => Error::AccountAuth {
+            username,
+            message: "the stored current password does not log in".into(),
         },
-    }
+        other => other,
+    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ pub mod probe;
 pub mod sessions;
 pub mod ssh;
 
-pub use contract::{validate_password_charset, validate_username, Admin, Error, Host, Login};
+pub use contract::{
+    validate_password_charset, validate_username, Admin, Error, Host, Login, SshAuth, SSH_AUTHS,
+};
 pub use platform::Driver;
 
 /// The driver for a platform name, or None if rotor does not know it.

@@ -8,7 +8,7 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use ssh2::{ErrorCode, HashType, Session};
 
-use super::contract::{Admin, Error, Host, Login};
+use super::contract::{Admin, Error, Host, Login, SshAuth};
 
 const AUTH_FAILED: i32 = -18; // LIBSSH2_ERROR_AUTHENTICATION_FAILED
 const PASSWORD_EXPIRED: i32 = -15; // LIBSSH2_ERROR_PASSWORD_EXPIRED
@@ -220,24 +220,19 @@ pub fn password_attempts(
     passwords: &[&SecretString],
 ) -> Result<Vec<Login>, Error> {
     let session = connect(host)?;
+    let method = method_for(host, &session, username)?;
     let mut outcomes = Vec::with_capacity(passwords.len());
     for password in passwords {
-        let outcome = match session.userauth_password(username, password.expose_secret()) {
-            Ok(()) if session.authenticated() => Login::Accepted,
-            Ok(()) => Login::Refused,
-            Err(e) => match e.code() {
-                ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(PASSWORD_EXPIRED) => {
-                    Login::Refused
-                }
-                // A target that drops the connection after a refused attempt (MaxAuthTries
-                // 1, some appliances): what was learned stands, the caller checks the rest
-                // on a connection of its own.
-                _ if !outcomes.is_empty() => break,
-                _ => {
-                    let _ = session.disconnect(None, "rotor: login check failed", None);
-                    return Err(protocol(host, e));
-                }
-            },
+        let outcome = match attempt(host, &session, method, username, password) {
+            Ok(outcome) => outcome,
+            // A target that drops the connection after a refused attempt (MaxAuthTries
+            // 1, some appliances): what was learned stands, the caller checks the rest
+            // on a connection of its own.
+            Err(_) if !outcomes.is_empty() => break,
+            Err(e) => {
+                let _ = session.disconnect(None, "rotor: login check failed", None);
+                return Err(e);
+            }
         };
         outcomes.push(outcome);
         if outcome == Login::Accepted {
@@ -256,22 +251,119 @@ pub fn password_session(
     password: &SecretString,
 ) -> Result<Session, Error> {
     let session = connect(host)?;
-    match session.userauth_password(username, password.expose_secret()) {
-        Ok(()) if session.authenticated() => Ok(session),
-        Ok(()) => Err(Error::AccountAuth {
+    let method = method_for(host, &session, username)?;
+    match attempt(host, &session, method, username, password)? {
+        Login::Accepted => Ok(session),
+        Login::Refused => Err(Error::AccountAuth {
             username: username.to_string(),
-            message: "not authenticated".into(),
+            message: "the password does not log in".into(),
         }),
-        Err(e) => match e.code() {
-            ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(PASSWORD_EXPIRED) => {
-                Err(Error::AccountAuth {
-                    username: username.to_string(),
-                    message: e.message().to_string(),
-                })
-            }
-            _ => Err(protocol(host, e)),
-        },
     }
+}
+
+/// The method an account's password goes by on this connection: the resource's choice,
+/// or with `auto` what the server offers ("password" first). Asking sends the SSH "none"
+/// method, which no server counts as a failed login.
+fn method_for(host: &Host, session: &Session, username: &str) -> Result<SshAuth, Error> {
+    match host.ssh_auth {
+        SshAuth::Auto => {
+            let offered = session
+                .auth_methods(username)
+                .map_err(|e| protocol(host, e))?
+                .to_string();
+            let has = |m: &str| offered.split(',').any(|o| o == m);
+            if has("password") {
+                Ok(SshAuth::Password)
+            } else if has("keyboard-interactive") {
+                Ok(SshAuth::KeyboardInteractive)
+            } else {
+                Err(Error::Config(format!(
+                    "{} offers neither password nor keyboard-interactive authentication (it offers {offered})",
+                    endpoint(host)
+                )))
+            }
+        }
+        chosen => Ok(chosen),
+    }
+}
+
+/// Answers a keyboard-interactive exchange: the password to a password prompt (one that
+/// does not echo and says "password"), nothing to anything else, which is noted.
+struct Answer<'a> {
+    password: &'a SecretString,
+    unexpected: Option<String>,
+}
+
+impl ssh2::KeyboardInteractivePrompt for Answer<'_> {
+    fn prompt(
+        &mut self,
+        _username: &str,
+        _instructions: &str,
+        prompts: &[ssh2::Prompt],
+    ) -> Vec<String> {
+        prompts
+            .iter()
+            .map(|p| {
+                if !p.echo && p.text.to_lowercase().contains("password") {
+                    self.password.expose_secret().to_string()
+                } else {
+                    self.unexpected = Some(p.text.chars().take(80).collect());
+                    String::new()
+                }
+            })
+            .collect()
+    }
+}
+
+/// One login attempt by `method`: Accepted, Refused, or an error saying why neither can
+/// be told (a prompt other than the password's is an error, not a refusal).
+fn attempt(
+    host: &Host,
+    session: &Session,
+    method: SshAuth,
+    username: &str,
+    password: &SecretString,
+) -> Result<Login, Error> {
+    let mut answer = Answer {
+        password,
+        unexpected: None,
+    };
+    let result = match method {
+        SshAuth::KeyboardInteractive => {
+            session.userauth_keyboard_interactive(username, &mut answer)
+        }
+        _ => session.userauth_password(username, password.expose_secret()),
+    };
+    if let Some(prompt) = answer.unexpected {
+        return Err(Error::Protocol {
+            address: endpoint(host),
+            message: format!("the server asked something other than the password: {prompt:?}"),
+        });
+    }
+    let refused = match result {
+        Ok(()) if session.authenticated() => return Ok(Login::Accepted),
+        Ok(()) => true,
+        Err(e) => match e.code() {
+            ErrorCode::Session(AUTH_FAILED) | ErrorCode::Session(PASSWORD_EXPIRED) => true,
+            _ => return Err(protocol(host, e)),
+        },
+    };
+    // A server that does not take this method at all answers like a refusal: with the
+    // method named by the resource (not chosen from the server's offer), make sure.
+    let name: &'static str = method.into();
+    if refused && host.ssh_auth != SshAuth::Auto {
+        let offered = session
+            .auth_methods(username)
+            .map_err(|e| protocol(host, e))?
+            .to_string();
+        if !offered.split(',').any(|m| m == name) {
+            return Err(Error::Config(format!(
+                "{} does not accept {name} authentication (it offers {offered}); set the resource's ssh_auth",
+                endpoint(host)
+            )));
+        }
+    }
+    Ok(Login::Refused)
 }
 
 /// A session authenticated as the resource's admin account.

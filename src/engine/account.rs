@@ -29,7 +29,7 @@ pub(super) async fn load_account(
 ) -> Result<Account, StageError> {
     let r = sqlx::query!(
         "SELECT c.username, r.id AS resource_id, r.address, r.port, r.host_keys, r.insecure_accept_any_host_key,
-                r.platform, r.policy, r.admin_username, r.admin_private_key_file, r.admin_password_file, r.admin_sudo
+                r.platform, r.policy, r.admin_username, r.admin_private_key_file, r.admin_password_file, r.admin_sudo, r.ssh_auth
            FROM credentials c JOIN resources r ON r.id = c.resource_id WHERE c.id = $1",
         credential_id
     )
@@ -76,6 +76,7 @@ pub(super) async fn load_account(
             host_keys: r.host_keys,
             insecure_accept_any_host_key: r.insecure_accept_any_host_key,
             admin,
+            ssh_auth: r.ssh_auth.parse().unwrap_or(driver::SshAuth::Auto),
             connect_timeout: engine.connect_timeout,
             io_timeout: engine.io_timeout,
         },

@@ -65,6 +65,9 @@ pub struct ResourceSpec {
     pub insecure_accept_any_host_key: bool,
     #[serde(default = "default_platform")]
     pub platform: String,
+    /// How accounts prove their passwords over SSH: password, keyboard-interactive, auto.
+    #[serde(default = "default_ssh_auth")]
+    pub ssh_auth: String,
     pub policy: Option<String>,
     /// Refused logins that lock an account on the target (pam_faillock `deny`, ESXi's
     /// 5): rotor risks fewer than this many.
@@ -105,6 +108,9 @@ pub fn default_port() -> u16 {
 }
 pub fn default_platform() -> String {
     "linux-chpasswd".into()
+}
+pub fn default_ssh_auth() -> String {
+    "auto".into()
 }
 pub fn default_lockout_threshold() -> i32 {
     3
@@ -255,6 +261,12 @@ pub fn validate(
             if text.is_some_and(|t| t.contains('\0')) {
                 return Err(invalid(format!("{at}.{key}"), crate::requests::NUL_MESSAGE));
             }
+        }
+        if !crate::driver::SSH_AUTHS.contains(&r.ssh_auth.as_str()) {
+            return Err(invalid(
+                format!("{at}.ssh_auth"),
+                format!("one of {}", crate::driver::SSH_AUTHS.join(", ")),
+            ));
         }
         if !(1..=100).contains(&r.lockout_threshold) {
             return Err(invalid(

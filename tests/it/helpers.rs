@@ -1375,6 +1375,12 @@ impl ExtraSshd {
             .collect()
     }
 
+    /// One that takes passwords only by keyboard-interactive (`PasswordAuthentication
+    /// no`), as ESXi and many appliances do.
+    pub fn start_keyboard_interactive() -> ExtraSshd {
+        Self::start_with(&[("ROTOR_TESTBED_PASSWORD_AUTH", "no")])
+    }
+
     /// A password login on this sshd by the OpenSSH client.
     pub fn login(&self, username: &str, password: &str) -> bool {
         ssh_login_at(self.port, username, password)

@@ -10,6 +10,7 @@ mod expiry;
 mod fuzz;
 mod helpers;
 mod intake;
+mod kbdint;
 mod leaks;
 mod lockout;
 mod metrics;

@@ -231,6 +231,7 @@ async fn register(
         host_keys: e.host_keys,
         insecure_accept_any_host_key: false,
         platform: inventory::default_platform(),
+        ssh_auth: inventory::default_ssh_auth(),
         policy: None,
         lockout_threshold: inventory::default_lockout_threshold(),
         admin: Some(AdminSpec {

@@ -36,6 +36,10 @@ pub struct ResourceBody {
     #[serde(default = "inventory::default_platform")]
     #[schema(schema_with = platform_schema)]
     pub platform: String,
+    /// How accounts prove their passwords over SSH.
+    #[serde(default = "inventory::default_ssh_auth")]
+    #[schema(schema_with = ssh_auth_schema)]
+    pub ssh_auth: String,
     pub policy: Option<String>,
     /// Refused logins that lock an account on the target (pam_faillock `deny`, ESXi's
     /// 5): rotor risks fewer than this many.
@@ -89,6 +93,12 @@ fn platform_schema() -> Object {
     o
 }
 
+fn ssh_auth_schema() -> Object {
+    let mut o = crate::vocab::one_of(crate::driver::SSH_AUTHS);
+    o.default = Some(inventory::default_ssh_auth().into());
+    o
+}
+
 fn account_type_schema() -> Object {
     let mut o = crate::vocab::account_type_schema();
     o.default = Some(inventory::default_account_type().into());
@@ -112,6 +122,7 @@ impl From<ResourceBody> for ResourceSpec {
             host_keys: b.host_keys,
             insecure_accept_any_host_key: b.insecure_accept_any_host_key,
             platform: b.platform,
+            ssh_auth: b.ssh_auth,
             policy: b.policy,
             lockout_threshold: b.lockout_threshold,
             admin: b.admin.map(|a| AdminSpec {

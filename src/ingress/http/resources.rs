@@ -56,7 +56,7 @@ async fn load(
 ) -> Result<Vec<ResourceBody>, ApiError> {
     let rows = sqlx::query!(
         "SELECT id, name, type, address, port, host_keys, insecure_accept_any_host_key, platform, policy,
-                admin_username, admin_sudo, lockout_threshold
+                admin_username, admin_sudo, lockout_threshold, ssh_auth
            FROM resources WHERE ($1::text IS NULL OR id = $1) AND deleted_at IS NULL AND id LIKE ANY($2) ORDER BY id",
         id,
         &caller.grant.resource_patterns()
@@ -82,6 +82,7 @@ async fn load(
             host_keys: r.host_keys,
             insecure_accept_any_host_key: r.insecure_accept_any_host_key,
             platform: r.platform,
+            ssh_auth: r.ssh_auth,
             policy: Some(r.policy),
             lockout_threshold: r.lockout_threshold,
             admin: r.admin_username.map(|username| AdminBody {
