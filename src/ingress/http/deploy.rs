@@ -258,13 +258,7 @@ async fn register(
     inventory::check_files(&mut inv, &state.engine.allowed_dir).map_err(|_| {
         not_configured("[deploy] admin_key_file must lie under inventory.allowed_dir")
     })?;
-    let default_policy = |t: &str| {
-        state
-            .type_policy
-            .get(t)
-            .cloned()
-            .unwrap_or_else(|| crate::policy::preset_for_type(t).to_string())
-    };
+    let default_policy = |t: &str| state.default_policy(t);
     inventory::validate(&inv, &state.submitter.policies, default_policy).map_err(
         |err| match err {
             inventory::Error::Invalid { field, message } => {

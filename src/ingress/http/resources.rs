@@ -242,13 +242,7 @@ async fn upsert(
     let inv = InventoryFile {
         resource: vec![spec],
     };
-    let default_policy = |t: &str| {
-        state
-            .type_policy
-            .get(t)
-            .cloned()
-            .unwrap_or_else(|| crate::policy::preset_for_type(t).to_string())
-    };
+    let default_policy = |t: &str| state.default_policy(t);
     inventory::validate(&inv, &state.submitter.policies, default_policy).map_err(|e| match e {
         inventory::Error::Invalid { field, message } => {
             ApiError::bad_request(&camel(&field.replacen("resource[0].", "", 1)), &message)

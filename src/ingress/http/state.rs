@@ -55,6 +55,16 @@ pub struct ApiState {
     pub deploy: DeployConfig,
 }
 
+impl ApiState {
+    /// The policy a resource of type `t` gets when it names none.
+    pub fn default_policy(&self, t: &str) -> String {
+        self.type_policy
+            .get(t)
+            .cloned()
+            .unwrap_or_else(|| crate::policy::preset_for_type(t).to_string())
+    }
+}
+
 /// Reads the configured tokens (inline or from their files).
 pub fn load_tokens(settings: &HttpSettings) -> Result<Vec<Token>, crate::config::Error> {
     settings
