@@ -26,6 +26,10 @@ set -a
 eval "$tls_env"
 set +a
 
+# Password checks (SCRAM) on the local PostgreSQL for the roles the postgresql platform's
+# tests rotate (members of rotor_scram_login); every other role keeps trust.
+bash scripts/pg-scram.sh
+
 # Broadcom's VCF Python bindings, which one test drives rotor through, unchanged.
 ROTOR_VCF_PYTHON=$(bash scripts/vcf-client.sh)
 export ROTOR_VCF_PYTHON

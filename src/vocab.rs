@@ -20,6 +20,8 @@ pub const RESOURCE_TYPES: &[&str] = &[
     "VRSLCM",
     "VXRAIL_MANAGER",
     "BACKUP",
+    // rotor's own, for the postgresql platform's database roles.
+    "POSTGRESQL",
 ];
 
 pub const ACCOUNT_TYPES: &[&str] = &["USER", "SYSTEM", "SERVICE"];

@@ -6,6 +6,7 @@ mod check;
 mod contract;
 pub mod linux;
 mod platform;
+pub mod postgres;
 pub mod probe;
 pub mod sessions;
 pub mod ssh;
@@ -20,8 +21,14 @@ pub fn driver(platform: &str) -> Option<&'static dyn Driver> {
     match platform {
         "linux-chpasswd" => Some(&linux::Chpasswd),
         "linux-passwd" => Some(&linux::Passwd),
+        "postgresql" => Some(&postgres::Postgres),
         _ => None,
     }
 }
 
-pub const PLATFORMS: &[&str] = &["linux-chpasswd", "linux-passwd"];
+pub const PLATFORMS: &[&str] = &["linux-chpasswd", "linux-passwd", "postgresql"];
+
+/// Platforms reached over SSH (host keys pinned, pre-flight's checks apply).
+pub fn is_ssh(platform: &str) -> bool {
+    platform != "postgresql"
+}

@@ -169,6 +169,22 @@ async fn probe_resource(
     let Some(first) = accounts.first() else {
         return out;
     };
+    if !crate::driver::is_ssh(&first.platform) {
+        let why = format!(
+            "platform {}: the pre-flight checks are SSH's",
+            first.platform
+        );
+        for account in accounts {
+            out.push(AccountChecks {
+                resource_id: account.resource_id,
+                username: account.username,
+                checks: all_skipped(&why),
+                aging: None,
+                credential_id: account.credential_id,
+            });
+        }
+        return out;
+    }
     let host = first.host.clone();
     let needs_admin = first.platform == "linux-chpasswd";
     let span = tracing::Span::current();
@@ -205,6 +221,26 @@ async fn current_password(engine: &Engine, id: Uuid) -> Option<secrecy::SecretSt
         .ok()
         .flatten()
         .map(|v| v.password)
+}
+
+fn all_skipped(why: &str) -> Vec<Check> {
+    [
+        CheckName::Reachable,
+        CheckName::HostKey,
+        CheckName::AdminAuth,
+        CheckName::SudoChpasswd,
+        CheckName::AccountExists,
+        CheckName::CurrentPassword,
+        CheckName::AccountStatus,
+        CheckName::PasswordExpiry,
+    ]
+    .into_iter()
+    .map(|name| Check {
+        name,
+        status: CheckStatus::Skipped,
+        message: why.to_string(),
+    })
+    .collect()
 }
 
 /// An account rotor would not even try (its resource's admin file is refused, ...).

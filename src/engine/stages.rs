@@ -353,11 +353,12 @@ async fn apply(
     let current = current_of(engine, account).await?;
     // Reconcile is a privileged reset: always the admin's chpasswd, whatever the platform
     // (linux-passwd would need the live password, which is what reconcile lacks).
-    let driver: &'static dyn driver::Driver = if claim.reconcile() {
-        &driver::linux::Chpasswd
-    } else {
-        driver_of(account)?
-    };
+    let driver: &'static dyn driver::Driver =
+        if claim.reconcile() && driver::is_ssh(&account.platform) {
+            &driver::linux::Chpasswd
+        } else {
+            driver_of(account)?
+        };
     // linux-passwd logs in as the account with its current password: a login like any other.
     let logs_in = !claim.reconcile() && account.platform == "linux-passwd";
     if logs_in {

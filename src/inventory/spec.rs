@@ -290,7 +290,10 @@ pub fn validate(
                 ));
             }
         }
-        if r.host_keys.is_empty() && !r.insecure_accept_any_host_key {
+        if r.host_keys.is_empty()
+            && !r.insecure_accept_any_host_key
+            && crate::driver::is_ssh(&r.platform)
+        {
             return Err(invalid(
                 format!("{at}.host_keys"),
                 "pin at least one host key (or set insecure_accept_any_host_key = true)",
@@ -323,8 +326,14 @@ pub fn validate(
                         "give exactly one of private_key_file and password_file",
                     ));
                 }
+                if r.platform == "postgresql" && a.password_file.is_none() {
+                    return Err(invalid(
+                        format!("{at}.admin.password_file"),
+                        "the postgresql platform's admin (a role with CREATEROLE) logs in with a password_file",
+                    ));
+                }
             }
-            None if r.platform == "linux-chpasswd" => {
+            None if r.platform == "linux-chpasswd" || r.platform == "postgresql" => {
                 return Err(invalid(
                     format!("{at}.admin"),
                     "platform linux-chpasswd needs an admin account",

@@ -17,6 +17,7 @@ mod metrics;
 mod operations;
 mod package;
 mod platforms;
+mod postgres;
 mod preflight;
 mod proofs;
 pub mod reliability;

@@ -35,11 +35,21 @@ fn trials() -> usize {
 /// The vault's current password logs in and its previous one is refused; nothing is
 /// left pending. Returns a description of what is wrong, if anything.
 pub fn check_account(app: &TestApp, resource: &str, account: &Account) -> Result<(), String> {
-    let current = app.reveal(resource, &account.username);
-    if !ssh_login(&account.username, &current) {
+    check_credential(app, resource, &account.username, &ssh_login)
+}
+
+/// The same for any kind of target: `logs_in` asks the target itself.
+pub fn check_credential(
+    app: &TestApp,
+    resource: &str,
+    username: &str,
+    logs_in: &dyn Fn(&str, &str) -> bool,
+) -> Result<(), String> {
+    let current = app.reveal(resource, username);
+    if !logs_in(username, &current) {
         return Err(format!(
             "{}: the vault's current password does not log in (LOST)",
-            account.username
+            username
         ));
     }
     let previous = psql_value(
@@ -47,7 +57,7 @@ pub fn check_account(app: &TestApp, resource: &str, account: &Account) -> Result
         &format!(
             "SELECT v.version FROM credential_versions v JOIN credentials c ON c.id = v.credential_id
               WHERE c.username = '{}' AND v.state = 'PREVIOUS'",
-            account.username
+            username
         ),
     );
     if !previous.is_empty() {
@@ -57,15 +67,12 @@ pub fn check_account(app: &TestApp, resource: &str, account: &Account) -> Result
             "--resource",
             resource,
             "--username",
-            &account.username,
+            &username,
             "--version",
             &previous,
         ]);
-        if ssh_login(&account.username, out.stdout.trim_end_matches('\n')) {
-            return Err(format!(
-                "{}: the previous password still logs in",
-                account.username
-            ));
+        if logs_in(username, out.stdout.trim_end_matches('\n')) {
+            return Err(format!("{}: the previous password still logs in", username));
         }
     }
     let pending = psql_value(
@@ -73,39 +80,72 @@ pub fn check_account(app: &TestApp, resource: &str, account: &Account) -> Result
         &format!(
             "SELECT count(*) FROM credential_versions v JOIN credentials c ON c.id = v.credential_id
               WHERE c.username = '{}' AND v.state = 'PENDING'",
-            account.username
+            username
         ),
     );
     if pending != "0" {
-        return Err(format!("{}: a pending version is left", account.username));
+        return Err(format!("{}: a pending version is left", username));
     }
     Ok(())
 }
 
+/// A credential a crash trial rotates, on some kind of target.
+pub struct Onboarded {
+    pub resource: String,
+    pub username: String,
+    pub initial: String,
+    /// Whatever must live as long as the trial (a Linux account, database roles).
+    pub keep: Box<dyn std::any::Any>,
+}
+
+/// A kind of target the crash trials run against.
+pub trait Target: Sync {
+    /// Creates an account on the target with a known password and onboards it.
+    fn onboard(&self, app: &TestApp) -> Onboarded;
+    /// Whether the target itself takes `password` for `username`.
+    fn logs_in(&self, username: &str, password: &str) -> bool;
+}
+
+/// A Linux account on the test sshd (linux-chpasswd).
+struct Ssh;
+
+impl Target for Ssh {
+    fn onboard(&self, app: &TestApp) -> Onboarded {
+        let account = Account::create("rtitk");
+        let resource = format!("crash-{}", app.id);
+        let out = app.apply_inventory(&resource, &testbed().host_key_fpr, &[&account]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        Onboarded {
+            resource,
+            username: account.username.clone(),
+            initial: account.password.clone(),
+            keep: Box::new(account),
+        }
+    }
+
+    fn logs_in(&self, username: &str, password: &str) -> bool {
+        ssh_login(username, password)
+    }
+}
+
 /// One trial: rotor is SIGKILLed at `point`, restarted, and must finish the rotation
 /// with the vault agreeing with the target.
-async fn crash_at(point: &str) -> Result<(), String> {
+async fn crash_at(point: &str, target: &dyn Target) -> Result<(), String> {
     let mut app = TestApp::spawn_with(Options {
         instance_id: true,
         lease_seconds: 10,
         ..Default::default()
     })
     .await;
-    let account = Account::create("rtitk");
-    let resource = format!("crash-{}", app.id);
-    let out = app.apply_inventory(&resource, &testbed().host_key_fpr, &[&account]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let onboarded = target.onboard(&app);
+    let (resource, username) = (onboarded.resource.clone(), onboarded.username.clone());
     // Restart with the failpoint armed: only this run of the daemon dies at it.
     app.stop();
     app.start_with_env(&[("ROTOR_FAILPOINT", point)]).await;
     // The producer waits for its reply while rotor dies and comes back: a request whose
     // ack was lost is redelivered, and the reply names the one task it made.
     let enqueue = {
-        let (config, resource, username) = (
-            app.config.clone(),
-            resource.clone(),
-            account.username.clone(),
-        );
+        let (config, resource, username) = (app.config.clone(), resource.clone(), username.clone());
         std::thread::spawn(move || {
             std::process::Command::new(ROTOR)
                 .arg("--config")
@@ -150,8 +190,9 @@ async fn crash_at(point: &str) -> Result<(), String> {
             task["status"], task["errors"]
         ));
     }
-    check_account(&app, &resource, &account).map_err(|e| format!("{point}: {e}"))?;
-    if ssh_login(&account.username, &account.password) {
+    check_credential(&app, &resource, &username, &|u, p| target.logs_in(u, p))
+        .map_err(|e| format!("{point}: {e}"))?;
+    if target.logs_in(&username, &onboarded.initial) {
         return Err(format!("{point}: the initial password still logs in"));
     }
     Ok(())
@@ -159,6 +200,11 @@ async fn crash_at(point: &str) -> Result<(), String> {
 
 #[test]
 fn a_crash_at_any_stage_boundary_loses_no_password() {
+    crash_everywhere(&Ssh);
+}
+
+/// Every crash point, `trials()` times each, against `target`.
+pub fn crash_everywhere(target: &dyn Target) {
     let trials = trials();
     // A few daemons at a time: each holds database connections and the machine has 2 cores.
     let mut failures: Vec<String> = Vec::new();
@@ -173,7 +219,7 @@ fn a_crash_at_any_stage_boundary_loses_no_password() {
                             .build()
                             .unwrap();
                         (0..trials)
-                            .filter_map(|_| rt.block_on(crash_at(point)).err())
+                            .filter_map(|_| rt.block_on(crash_at(point, target)).err())
                             .collect::<Vec<_>>()
                     })
                 })
