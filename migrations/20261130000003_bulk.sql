@@ -22,5 +22,7 @@ CREATE TABLE bulk_waves (
     first     integer NOT NULL,   -- index into credential_ids
     size      integer NOT NULL CHECK (size > 0),
     task_id   uuid REFERENCES tasks (id),
+    -- Nothing left to rotate in it (its credentials or resource went away meanwhile).
+    skipped   boolean NOT NULL DEFAULT false,
     PRIMARY KEY (bulk_id, number)
 );

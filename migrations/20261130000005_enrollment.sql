@@ -3,6 +3,8 @@
 CREATE TABLE enrollment_tokens (
     digest       bytea PRIMARY KEY,
     created_by   text NOT NULL,
+    -- The issuer's resource globs (SQL LIKE): the host may register only within them.
+    resource_patterns text[] NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     expires_at   timestamptz NOT NULL,
     used_at      timestamptz,

@@ -55,13 +55,14 @@ impl Schedule {
         self
     }
 
-    /// How many days before a password's OS expiry its rotation is planned: the margin,
-    /// but at most half the password's maximum age (at least a day), so a short-lived
-    /// password is not rotated over and over.
-    pub fn expiry_lead_days(&self, max_days: Option<i32>) -> i32 {
+    /// How long before a password's OS expiry its rotation is planned: the margin, but at
+    /// most half the password's maximum age, so a short-lived password (even one of a
+    /// day) is rotated once per half its life, not over and over.
+    pub fn expiry_lead(&self, max_days: Option<i32>) -> chrono::Duration {
+        let margin = chrono::Duration::days(i64::from(self.expiry_margin_days));
         match max_days {
-            Some(max) => self.expiry_margin_days.min((max / 2).max(1)),
-            None => self.expiry_margin_days,
+            Some(max) => margin.min(chrono::Duration::hours(i64::from(max.max(1)) * 12)),
+            None => margin,
         }
     }
 

@@ -85,7 +85,8 @@ pub struct Wave {
     pub size: i32,
     /// The wave's task, once it has started.
     pub task_id: Option<Uuid>,
-    /// The task's status; NOT_STARTED before it exists.
+    /// The task's status; NOT_STARTED before it exists, SKIPPED when nothing was left
+    /// to rotate in it.
     pub status: String,
 }
 
@@ -214,7 +215,7 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Bulk>, Error> {
         return Ok(None);
     };
     let waves = sqlx::query!(
-        "SELECT w.number, w.size, w.task_id, t.status AS \"status?\"
+        "SELECT w.number, w.size, w.task_id, w.skipped, t.status AS \"status?\"
            FROM bulk_waves w LEFT JOIN tasks t ON t.id = w.task_id WHERE w.bulk_id = $1 ORDER BY w.number",
         id
     )
@@ -223,7 +224,7 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Bulk>, Error> {
     let counts = counts(pool, id).await?;
     let started: i64 = waves
         .iter()
-        .filter(|w| w.task_id.is_some())
+        .filter(|w| w.task_id.is_some() || w.skipped)
         .map(|w| i64::from(w.size))
         .sum();
     Ok(Some(Bulk {
@@ -241,7 +242,9 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Bulk>, Error> {
                 number: w.number,
                 size: w.size,
                 task_id: w.task_id,
-                status: w.status.unwrap_or_else(|| "NOT_STARTED".into()),
+                status: w
+                    .status
+                    .unwrap_or_else(|| if w.skipped { "SKIPPED" } else { "NOT_STARTED" }.into()),
             })
             .collect(),
         spec: serde_json::from_value(b.spec)

@@ -64,7 +64,7 @@ async fn step_one(engine: &Engine, id: Uuid) -> Result<(), Error> {
     }
     let current = sqlx::query!(
         "SELECT w.number, w.task_id, t.status AS \"status?\" FROM bulk_waves w LEFT JOIN tasks t ON t.id = w.task_id
-          WHERE w.bulk_id = $1 AND w.task_id IS NOT NULL ORDER BY w.number DESC LIMIT 1",
+          WHERE w.bulk_id = $1 AND (w.task_id IS NOT NULL OR w.skipped) ORDER BY w.number DESC LIMIT 1",
         id
     )
     .fetch_optional(&engine.pool)
@@ -105,6 +105,15 @@ async fn step_one(engine: &Engine, id: Uuid) -> Result<(), Error> {
     )
     .fetch_all(&engine.pool)
     .await?;
+    if rows.is_empty() {
+        return skip(
+            &engine.pool,
+            id,
+            next_number,
+            "its credentials no longer exist",
+        )
+        .await;
+    }
     let who = Requester::new(
         b.requested_by_kind
             .parse()
@@ -156,11 +165,11 @@ async fn step_one(engine: &Engine, id: Uuid) -> Result<(), Error> {
         }
         Err(Error::Retired) => {
             tx.rollback().await?;
-            finish(
+            skip(
                 &engine.pool,
                 id,
-                "FAILED",
-                &format!("wave {next_number} names a resource deleted meanwhile"),
+                next_number,
+                "it names a resource deleted meanwhile",
             )
             .await?;
         }
@@ -210,6 +219,19 @@ async fn stop(engine: &Engine, id: Uuid, c: &Counts) -> Result<(), Error> {
     );
     finish(&engine.pool, id, "STOPPED", &message).await?;
     tracing::warn!(target: "rotor::security", bulk_id = %id, failed = c.failed, "bulk rotation stopped");
+    Ok(())
+}
+
+/// A wave with nothing left to rotate is passed over; the next one starts at the next step.
+async fn skip(pool: &PgPool, id: Uuid, number: i32, why: &str) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE bulk_waves SET skipped = true WHERE bulk_id = $1 AND number = $2",
+        id,
+        number
+    )
+    .execute(pool)
+    .await?;
+    tracing::warn!(bulk_id = %id, wave = number, why, "bulk rotation wave skipped");
     Ok(())
 }
 

@@ -292,6 +292,9 @@ fn method_for(host: &Host, session: &Session, username: &str) -> Result<SshAuth,
 struct Answer<'a> {
     password: &'a SecretString,
     unexpected: Option<String>,
+    /// The password is given once per attempt: a second password prompt in the same
+    /// exchange (an expired password's "new password") is not ours to answer.
+    answered: bool,
 }
 
 impl ssh2::KeyboardInteractivePrompt for Answer<'_> {
@@ -304,7 +307,8 @@ impl ssh2::KeyboardInteractivePrompt for Answer<'_> {
         prompts
             .iter()
             .map(|p| {
-                if !p.echo && p.text.to_lowercase().contains("password") {
+                if !p.echo && !self.answered && p.text.to_lowercase().contains("password") {
+                    self.answered = true;
                     self.password.expose_secret().to_string()
                 } else {
                     self.unexpected = Some(p.text.chars().take(80).collect());
@@ -327,6 +331,7 @@ fn attempt(
     let mut answer = Answer {
         password,
         unexpected: None,
+        answered: false,
     };
     let result = match method {
         SshAuth::KeyboardInteractive => {

@@ -119,10 +119,11 @@ pub(super) async fn login(
     account: &Account,
     password: &SecretString,
 ) -> Result<Login, StageError> {
-    lockout::reserve(engine, account.credential_id, &account.username).await?;
-    let outcome = raw_login(account, password).await?;
-    lockout::record(engine, account.credential_id, &[outcome]).await?;
-    Ok(outcome)
+    lockout::reserve(engine, account.credential_id, &account.username, 1).await?;
+    let outcome = raw_login(account, password).await;
+    let answered: Vec<Login> = outcome.as_ref().ok().copied().into_iter().collect();
+    lockout::settle(engine, account.credential_id, 1, &answered).await?;
+    outcome
 }
 
 async fn raw_login(account: &Account, password: &SecretString) -> Result<Login, StageError> {
@@ -141,18 +142,24 @@ async fn raw_login(account: &Account, password: &SecretString) -> Result<Login, 
 
 /// VERIFY both ways on one connection where the platform can (old first, then new): the
 /// refusal rotor expects is followed at once by an accepted login, which resets the
-/// target's failure tally. Within the lockout budget; the outcomes are counted.
+/// target's failure tally. Both may be refused (a change that did not take), so two
+/// refusals are reserved; the outcomes settle them.
 pub(super) async fn verify_both(
     engine: &Engine,
     account: &Account,
     old: &SecretString,
     new: &SecretString,
 ) -> Result<(Login, Option<Login>), StageError> {
-    lockout::reserve(engine, account.credential_id, &account.username).await?;
-    let (old_outcome, new_outcome) = raw_verify_both(account, old, new).await?;
-    let outcomes: Vec<Login> = std::iter::once(old_outcome).chain(new_outcome).collect();
-    lockout::record(engine, account.credential_id, &outcomes).await?;
-    Ok((old_outcome, new_outcome))
+    lockout::reserve(engine, account.credential_id, &account.username, 2).await?;
+    let result = raw_verify_both(account, old, new).await;
+    let outcomes: Vec<Login> = match &result {
+        Ok((old_outcome, new_outcome)) => {
+            std::iter::once(*old_outcome).chain(*new_outcome).collect()
+        }
+        Err(_) => Vec::new(),
+    };
+    lockout::settle(engine, account.credential_id, 2, &outcomes).await?;
+    result
 }
 
 async fn raw_verify_both(

@@ -227,7 +227,7 @@ pub async fn load(
         "SELECT x.credential_id, x.connectivity, x.status, x.expiry_date, x.checked_at, x.error,
                 c.username, r.id AS resource_id, r.name AS resource_name, r.address, r.type AS resource_type
            FROM expiration_results x JOIN credentials c ON c.id = x.credential_id JOIN resources r ON r.id = c.resource_id
-          WHERE x.check_id = $1 AND r.id LIKE ANY($2) ORDER BY r.id, c.username",
+          WHERE x.check_id = $1 AND r.id LIKE ANY($2) AND r.deleted_at IS NULL ORDER BY r.id, c.username",
         id,
         patterns
     )
@@ -273,7 +273,7 @@ pub async fn load(
 pub async fn refresh_due(engine: &Engine, batch: i64) -> Result<usize, Error> {
     let ids = sqlx::query_scalar!(
         "SELECT c.id FROM credentials c JOIN resources r ON r.id = c.resource_id
-          WHERE c.auto_rotate_days IS NOT NULL AND c.status = 'ACTIVE' AND r.deleted_at IS NULL
+          WHERE c.auto_rotate_days IS NOT NULL AND NOT c.auto_paused AND c.status = 'ACTIVE' AND r.deleted_at IS NULL
             AND (c.expiry_checked_at IS NULL OR c.expiry_checked_at < now() - interval '20 hours')
           ORDER BY c.expiry_checked_at NULLS FIRST LIMIT $1",
         batch

@@ -77,7 +77,7 @@ pub async fn record_rotation(
         .map(|d| now.date_naive() + chrono::Days::new(u64::try_from(d).unwrap_or(0)));
     let before_expiry = c
         .password_max_days
-        .map(|d| now + chrono::Duration::days(i64::from(d - schedule.expiry_lead_days(Some(d)))));
+        .map(|d| now + chrono::Duration::days(i64::from(d)) - schedule.expiry_lead(Some(d)));
     let next = match (
         c.auto_rotate_days.map(|d| schedule.next(now, d)),
         before_expiry,
@@ -118,7 +118,7 @@ pub async fn expiry_attempted(
 
 /// What the target's OS said of a credential's password aging. An auto-rotating
 /// credential whose password expires before its planned rotation (less the lead of
-/// `Schedule::expiry_lead_days`) is planned earlier: at once when that moment has passed.
+/// `Schedule::expiry_lead`) is planned earlier: at once when that moment has passed.
 pub async fn record_expiry(
     conn: &mut PgConnection,
     schedule: &Schedule,
@@ -128,12 +128,8 @@ pub async fn record_expiry(
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
     let plan = expires_on.map(|day| {
-        let lead = i64::from(schedule.expiry_lead_days(max_days));
-        let at = (day - chrono::Days::new(u64::try_from(lead).unwrap_or(0)))
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc();
-        at.max(now)
+        let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+        (midnight - schedule.expiry_lead(max_days)).max(now)
     });
     sqlx::query!(
         "UPDATE credentials SET password_expires_on = $2, password_max_days = $3, expiry_checked_at = $4,

@@ -2,11 +2,12 @@
 //! `lockout_threshold` refused logins (pam_faillock `deny`, ESXi's 5); rotor never risks
 //! reaching it. It counts, per credential, the refused logins it spent since the last one
 //! the target accepted (an accepted login resets pam_faillock's tally), forgetting them
-//! after `WINDOW`, and tries a password that may be refused only while fewer than
-//! `threshold - 1` are counted. That covers VERIFY_OLD_REJECTED, VERIFY_SUPPLIED, the
-//! heartbeat, retries, truth-finding and pre-flight alike: they all log in through here.
+//! after `WINDOW_MINUTES`. Before attempts that may be refused it reserves them in one
+//! statement, so two callers (a heartbeat and a pre-flight) cannot both take the last
+//! one; afterwards it settles the reservation with what the target answered. Every login
+//! goes through here: VERIFY both ways, VERIFY_SUPPLIED, the heartbeat, retries,
+//! truth-finding, linux-passwd's own login and pre-flight.
 
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::context::Engine;
@@ -14,91 +15,115 @@ use super::error::{Error, StageError};
 use crate::driver::Login;
 
 /// How long a refused login counts: pam_faillock's default `fail_interval` (900 s).
-pub const WINDOW_MINUTES: i64 = 15;
+pub const WINDOW_MINUTES: i32 = 15;
+
+fn spent(username: &str, failures: i32, threshold: i32, wanted: i32) -> StageError {
+    StageError::permanent(
+        "LOCKOUT_BUDGET_SPENT",
+        format!(
+            "not trying a password for {username}: {failures} refused login(s) in the last {WINDOW_MINUTES} minutes, \
+             {wanted} more could be refused, and the target locks the account at {threshold} (lockout_threshold); \
+             try again after that window"
+        ),
+    )
+}
 
 /// Refused logins counted now, and the threshold.
 async fn state(engine: &Engine, credential_id: Uuid) -> Result<(i32, i32), Error> {
     let r = sqlx::query!(
-        "SELECT c.login_failures, c.login_failure_at, r.lockout_threshold
-           FROM credentials c JOIN resources r ON r.id = c.resource_id WHERE c.id = $1",
-        credential_id
+        r#"SELECT CASE WHEN c.login_failure_at IS NULL OR c.login_failure_at < now() - make_interval(mins => $2)
+                       THEN 0 ELSE c.login_failures END AS "failures!", r.lockout_threshold
+             FROM credentials c JOIN resources r ON r.id = c.resource_id WHERE c.id = $1"#,
+        credential_id,
+        WINDOW_MINUTES
     )
     .fetch_optional(&engine.pool)
     .await?;
-    Ok(match r {
-        Some(r) => (
-            counted(r.login_failures, r.login_failure_at, Utc::now()),
-            r.lockout_threshold,
-        ),
-        None => (0, 3),
-    })
+    Ok(r.map_or((0, 3), |r| (r.failures, r.lockout_threshold)))
 }
 
-fn counted(failures: i32, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> i32 {
-    match last {
-        Some(at) if now - at < chrono::Duration::minutes(WINDOW_MINUTES) => failures,
-        _ => 0,
+/// Whether `n` more refusals fit now, reserving nothing (a rotation's start).
+pub async fn check(
+    engine: &Engine,
+    credential_id: Uuid,
+    username: &str,
+    n: i32,
+) -> Result<(), StageError> {
+    let (failures, threshold) = state(engine, credential_id).await?;
+    if failures + n <= threshold - 1 {
+        Ok(())
+    } else {
+        Err(spent(username, failures, threshold, n))
     }
 }
 
-/// Refuses, before any attempt, a login that could be the one too many.
+/// Reserves `n` refusals before attempts that may be refused, or refuses them all.
 pub async fn reserve(
     engine: &Engine,
     credential_id: Uuid,
     username: &str,
+    n: i32,
 ) -> Result<(), StageError> {
-    let (failures, threshold) = state(engine, credential_id).await?;
-    if threshold - 1 - failures >= 1 {
-        return Ok(());
-    }
-    Err(StageError::permanent(
-        "LOCKOUT_BUDGET_SPENT",
-        format!(
-            "not trying a password for {username}: {failures} refused login(s) in the last {WINDOW_MINUTES} minutes, \
-             and the target locks the account at {threshold} (lockout_threshold); try again after that window"
-        ),
-    ))
-}
-
-/// Records what the target answered, in order: a refusal counts, an acceptance resets.
-pub async fn record(engine: &Engine, credential_id: Uuid, outcomes: &[Login]) -> Result<(), Error> {
-    if outcomes.is_empty() {
-        return Ok(());
-    }
-    let now = Utc::now();
-    let r = sqlx::query!(
-        "SELECT login_failures, login_failure_at FROM credentials WHERE id = $1",
-        credential_id
+    let reserved = sqlx::query_scalar!(
+        r#"UPDATE credentials c
+              SET login_failures = (CASE WHEN c.login_failure_at IS NULL OR c.login_failure_at < now() - make_interval(mins => $3)
+                                         THEN 0 ELSE c.login_failures END) + $2,
+                  login_failure_at = now()
+             FROM resources r
+            WHERE c.id = $1 AND r.id = c.resource_id
+              AND (CASE WHEN c.login_failure_at IS NULL OR c.login_failure_at < now() - make_interval(mins => $3)
+                        THEN 0 ELSE c.login_failures END) + $2 <= r.lockout_threshold - 1
+        RETURNING c.login_failures"#,
+        credential_id,
+        n,
+        WINDOW_MINUTES
     )
     .fetch_optional(&engine.pool)
     .await?;
-    let Some(r) = r else { return Ok(()) };
-    let (mut failures, mut at) = (
-        counted(r.login_failures, r.login_failure_at, now),
-        r.login_failure_at,
-    );
-    for outcome in outcomes {
-        match outcome {
-            Login::Refused => {
-                failures += 1;
-                at = Some(now);
-            }
-            Login::Accepted => {
-                failures = 0;
-                at = None;
+    if reserved.is_some() {
+        return Ok(());
+    }
+    let (failures, threshold) = state(engine, credential_id).await?;
+    Err(spent(username, failures, threshold, n))
+}
+
+/// Settles a reservation of `reserved` with what the target answered, in order: after an
+/// acceptance only the refusals that followed it count; without one, the reservations
+/// that were not refused are given back (an attempt that could not be made refuses
+/// nothing).
+pub async fn settle(
+    engine: &Engine,
+    credential_id: Uuid,
+    reserved: i32,
+    outcomes: &[Login],
+) -> Result<(), Error> {
+    let refused = |o: &[Login]| o.iter().filter(|l| **l == Login::Refused).count() as i32;
+    match outcomes.iter().rposition(|l| *l == Login::Accepted) {
+        Some(last) => {
+            let after = refused(&outcomes[last + 1..]);
+            sqlx::query!(
+                "UPDATE credentials SET login_failures = $2,
+                        login_failure_at = CASE WHEN $2 > 0 THEN now() END WHERE id = $1",
+                credential_id,
+                after
+            )
+            .execute(&engine.pool)
+            .await?;
+        }
+        None => {
+            let unused = reserved - refused(outcomes);
+            sqlx::query!(
+                "UPDATE credentials SET login_failures = GREATEST(0, login_failures - $2) WHERE id = $1",
+                credential_id,
+                unused
+            )
+            .execute(&engine.pool)
+            .await?;
+            if refused(outcomes) > 0 {
+                tracing::info!(credential_id = %credential_id, refused = refused(outcomes),
+                    "refused login counted toward the lockout budget");
             }
         }
-    }
-    sqlx::query!(
-        "UPDATE credentials SET login_failures = $2, login_failure_at = $3 WHERE id = $1",
-        credential_id,
-        failures,
-        at
-    )
-    .execute(&engine.pool)
-    .await?;
-    if failures > 0 {
-        tracing::info!(credential_id = %credential_id, refused = failures, "refused login counted toward the lockout budget");
     }
     Ok(())
 }

@@ -134,6 +134,7 @@ async fn probe_resource(
     today: chrono::NaiveDate,
 ) -> Vec<AccountChecks> {
     let mut accounts: Vec<Account> = Vec::new();
+    let mut reserved: Vec<bool> = Vec::new();
     let mut refused = Vec::new();
     let mut subjects = Vec::new();
     for id in ids {
@@ -144,13 +145,15 @@ async fn probe_resource(
                 } else {
                     None
                 };
-                let hold_password = match try_password {
-                    true => super::lockout::reserve(engine, id, &account.username)
+                // A stored password is tried only within the lockout budget, reserved now.
+                let hold_password = match try_password && current.is_some() {
+                    true => super::lockout::reserve(engine, id, &account.username, 1)
                         .await
                         .err()
                         .map(|e| e.error.message),
                     false => None,
                 };
+                reserved.push(try_password && current.is_some() && hold_password.is_none());
                 subjects.push(Subject {
                     username: account.username.clone(),
                     current,
@@ -169,7 +172,17 @@ async fn probe_resource(
     let Some(first) = accounts.first() else {
         return out;
     };
+    let give_back = |id: Uuid, outcome: Option<crate::driver::Login>| async move {
+        if let Err(e) = super::lockout::settle(engine, id, 1, outcome.as_slice()).await {
+            tracing::warn!(error = %e, "could not settle a pre-flight login's lockout reservation");
+        }
+    };
     if !crate::driver::is_ssh(&first.platform) {
+        for (account, held) in accounts.iter().zip(&reserved) {
+            if *held {
+                give_back(account.credential_id, None).await;
+            }
+        }
         let why = format!(
             "platform {}: the pre-flight checks are SSH's",
             first.platform
@@ -193,13 +206,17 @@ async fn probe_resource(
     })
     .await
     .unwrap_or_default();
-    for (account, report) in accounts.into_iter().zip(reports) {
-        if let Some(outcome) = report.password_outcome {
-            if let Err(e) = super::lockout::record(engine, account.credential_id, &[outcome]).await
-            {
-                tracing::warn!(error = %e, "could not count a pre-flight login toward the lockout budget");
-            }
+    let mut reports = reports.into_iter();
+    for (account, held) in accounts.into_iter().zip(reserved) {
+        let report = reports.next();
+        if held {
+            give_back(
+                account.credential_id,
+                report.as_ref().and_then(|r| r.password_outcome),
+            )
+            .await;
         }
+        let Some(report) = report else { continue };
         tracing::info!(resource_id = %account.resource_id, username = %account.username,
             failed = report.checks.iter().filter(|c| c.status == CheckStatus::Fail).count(),
             tried_password = try_password, "preflight checked an account");

@@ -132,6 +132,23 @@ async fn verify_new(
     };
     let new = match current {
         Some(current) => {
+            // Both could be refused (a change that did not take). Without room for two
+            // refusals (one was spent lately, e.g. checking whether a resumed APPLY had
+            // happened), the new password goes first alone: its acceptance clears the count.
+            if super::lockout::check(engine, account.credential_id, &account.username, 2)
+                .await
+                .is_err()
+                && login(engine, account, &pending).await? == Login::Refused
+            {
+                return Err(StageError::permanent(
+                    "VERIFICATION_FAILED",
+                    format!(
+                        "the new password of {} does not log in to {}",
+                        account.username, account.resource_id
+                    ),
+                )
+                .unresolved());
+            }
             let (old, new) = verify_both(engine, account, &current.password, &pending).await?;
             attempt.old_checked = Some(old);
             match new {
@@ -182,9 +199,10 @@ async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<D
         matches!(claim.operation, Operation::Rotate | Operation::Update) || claim.reconcile();
     if changes_target {
         driver_of(account)?;
-        // The rotation will try the old password (VERIFY_OLD_REJECTED): it starts only
-        // while the account's lockout budget allows a refusal, before anything changes.
-        super::lockout::reserve(engine, account.credential_id, &account.username).await?;
+        // The rotation will try the old password and then the new one (VERIFY both ways):
+        // it starts only while the account's lockout budget allows both to be refused,
+        // before anything changes.
+        super::lockout::check(engine, account.credential_id, &account.username, 2).await?;
         if matches!(claim.operation, Operation::Rotate) || claim.reconcile() {
             policy_of(engine, account)?;
         }
@@ -362,7 +380,7 @@ async fn apply(
     // linux-passwd logs in as the account with its current password: a login like any other.
     let logs_in = !claim.reconcile() && account.platform == "linux-passwd";
     if logs_in {
-        super::lockout::reserve(engine, account.credential_id, &account.username).await?;
+        super::lockout::reserve(engine, account.credential_id, &account.username, 1).await?;
     }
     let (host, username) = (account.host.clone(), account.username.clone());
     let span = tracing::Span::current();
@@ -386,7 +404,7 @@ async fn apply(
             Err(driver::Error::AccountAuth { .. }) => Some(Login::Refused),
             Err(_) => None,
         };
-        super::lockout::record(engine, account.credential_id, outcome.as_slice()).await?;
+        super::lockout::settle(engine, account.credential_id, 1, outcome.as_slice()).await?;
     }
     match result {
         Ok(()) => {

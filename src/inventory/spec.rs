@@ -268,10 +268,10 @@ pub fn validate(
                 format!("one of {}", crate::driver::SSH_AUTHS.join(", ")),
             ));
         }
-        if !(1..=100).contains(&r.lockout_threshold) {
+        if !(2..=100).contains(&r.lockout_threshold) {
             return Err(invalid(
                 format!("{at}.lockout_threshold"),
-                "must be 1 to 100",
+                "must be 2 to 100 (at 1 no password could ever be tried)",
             ));
         }
         if r.port == 0 {

@@ -89,10 +89,14 @@ async fn script(
             format!("{}://{host}", deploy.scheme)
         }
     };
-    let (token, expires) =
-        enroll::issue(&state.pool, &caller.requester().name, deploy.token_minutes)
-            .await
-            .map_err(ApiError::from)?;
+    let (token, expires) = enroll::issue(
+        &state.pool,
+        &caller.requester().name,
+        &caller.grant.resource_patterns(),
+        deploy.token_minutes,
+    )
+    .await
+    .map_err(ApiError::from)?;
     // Every value is plain text without quotes or backslashes, so single quotes hold it.
     let text = TEMPLATE
         .replace("@API@", &api.replace('\'', ""))
@@ -157,6 +161,7 @@ struct Enrolled {
         (status = 201, description = "Registered.", body = Enrolled),
         (status = 400, description = "A bad field, named in `context.field`.", body = VcfError),
         (status = 401, description = "Unknown, used or expired token.", body = VcfError),
+        (status = 403, description = "`resourceId` lies outside the resource globs of the token that fetched the script.", body = VcfError),
         (status = 409, description = "The resource exists already, or deploy is not configured.", body = VcfError),
         (status = 429, description = "Too many failed authentications from this address lately.", body = VcfError),
         (status = 503, description = "The database is not reachable; try again.", body = VcfError),
@@ -177,18 +182,33 @@ async fn enroll_host(
         .admin_key_file
         .clone()
         .ok_or_else(|| not_configured("deploy is not configured ([deploy] admin_key_file)"))?;
-    let Some(issuer) = enroll::consume(&state.pool, &e.token, &e.resource_id)
+    let issuer = match enroll::consume(&state.pool, &e.token, &e.resource_id)
         .await
         .map_err(ApiError::from)?
-    else {
-        state
-            .failed_auth
-            .failed("HTTP", &source, "unknown, used or expired enrollment token");
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "unknown, used or expired enrollment token",
-        ));
+    {
+        enroll::Consumed::Used { issuer } => issuer,
+        enroll::Consumed::Refused => {
+            state
+                .failed_auth
+                .failed("HTTP", &source, "unknown, used or expired enrollment token");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "unknown, used or expired enrollment token",
+            ));
+        }
+        enroll::Consumed::OutsideGrant => {
+            let mut err = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                "resourceId: outside the resources of the token that fetched this script",
+            );
+            err.body = err
+                .body
+                .argument("resourceId")
+                .context("field", "resourceId");
+            return Err(err);
+        }
     };
     let token = e.token.clone();
     let registered = register(&state, e, key_file, &issuer).await;
@@ -219,6 +239,26 @@ async fn register(
             format!(
                 "resource {} exists already; an enrollment never changes one",
                 e.resource_id
+            ),
+        ));
+    }
+    // rotor's admin key opens every enrolled host: a token must not point it at a host
+    // another resource already manages.
+    let taken = sqlx::query_scalar!(
+        "SELECT id FROM resources WHERE address = $1 AND port = $2 AND deleted_at IS NULL LIMIT 1",
+        e.address,
+        i32::from(e.port)
+    )
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(ApiError::from)?;
+    if let Some(other) = taken {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "RESOURCE_EXISTS",
+            format!(
+                "{}:{} is resource {other} already; an enrollment never takes over a host",
+                e.address, e.port
             ),
         ));
     }

@@ -31,17 +31,19 @@ for tool in useradd passwd visudo ssh-keygen curl getent install; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is needed"
 done
 
-NAME_RE='^[a-z_][a-z0-9_.-]*$'
 RESOURCE_ID=${ROTOR_RESOURCE_ID:-$(hostname -s)}
 ADDRESS=${ROTOR_ADDRESS:-$(hostname -I 2>/dev/null | awk '{print $1}')}
 SSH_PORT=${ROTOR_SSH_PORT:-22}
 HOST_KEY_FILE=${ROTOR_HOST_KEY_FILE:-/etc/ssh/ssh_host_ed25519_key.pub}
 ACCOUNTS=${ROTOR_ACCOUNTS:-}
-printf '%s' "$RESOURCE_ID" | grep -Eq '^[A-Za-z0-9._-]+$' || die "ROTOR_RESOURCE_ID: letters, digits, '.', '_' and '-' only"
-printf '%s' "$ADDRESS" | grep -Eq '^[A-Za-z0-9.:-]+$' || die "ROTOR_ADDRESS: not an address"
-printf '%s' "$SSH_PORT" | grep -Eq '^[0-9]{1,5}$' || die "ROTOR_SSH_PORT: not a port"
+# Each value goes into the registration's JSON: nothing but the characters named (a
+# newline included, `case` refuses anything else).
+case $RESOURCE_ID in '' | *[!A-Za-z0-9._-]*) die "ROTOR_RESOURCE_ID: letters, digits, '.', '_' and '-' only" ;; esac
+case $ADDRESS in '' | *[!A-Za-z0-9.:-]*) die "ROTOR_ADDRESS: not an address" ;; esac
+case $SSH_PORT in '' | *[!0-9]* | ??????*) die "ROTOR_SSH_PORT: not a port" ;; esac
 for a in $ACCOUNTS; do
-    printf '%s' "$a" | grep -Eq "$NAME_RE" || die "ROTOR_ACCOUNTS: bad account name '$a'"
+    case $a in [a-z_]*) ;; *) die "ROTOR_ACCOUNTS: bad account name '$a'" ;; esac
+    case $a in *[!a-z0-9_.-]*) die "ROTOR_ACCOUNTS: bad account name '$a'" ;; esac
     id "$a" >/dev/null 2>&1 || die "ROTOR_ACCOUNTS: no account '$a' on this host"
 done
 
@@ -89,12 +91,13 @@ fi
 # 4. This host's own key, to pin.
 [ -r "$HOST_KEY_FILE" ] || die "cannot read $HOST_KEY_FILE (ROTOR_HOST_KEY_FILE)"
 fingerprint=$(ssh-keygen -lf "$HOST_KEY_FILE" | awk '{print $2}')
-printf '%s' "$fingerprint" | grep -Eq '^SHA256:[A-Za-z0-9+/]{43}$' || die "no SHA256 fingerprint in $HOST_KEY_FILE"
+case $fingerprint in SHA256:*) ;; *) die "no SHA256 fingerprint in $HOST_KEY_FILE" ;; esac
+case ${fingerprint#SHA256:} in *[!A-Za-z0-9+/]*) die "no SHA256 fingerprint in $HOST_KEY_FILE" ;; esac
 say "host key $fingerprint"
 
 # 5. Registration: once, with the token.
 name=$(hostname -f 2>/dev/null || true)
-printf '%s' "$name" | grep -Eq '^[A-Za-z0-9._-]+$' || name=$RESOURCE_ID
+case $name in '' | *[!A-Za-z0-9._-]*) name=$RESOURCE_ID ;; esac
 accounts=''
 for a in $ACCOUNTS; do
     accounts="$accounts${accounts:+,}\"$a\""

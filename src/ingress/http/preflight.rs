@@ -31,8 +31,9 @@ struct PreflightSpec {
     resource_ids: Option<Vec<String>>,
     /// Only accounts with these usernames.
     usernames: Option<Vec<String>>,
-    /// Also log in with the stored password (CURRENT_PASSWORD). A refusal counts toward
-    /// the account's lockout, so it is off unless asked for.
+    /// Also log in with the stored password (CURRENT_PASSWORD; needs
+    /// `credentials:manage`). A refusal counts toward the account's lockout, so it is off
+    /// unless asked for.
     #[serde(default)]
     check_password: bool,
 }
@@ -81,6 +82,11 @@ async fn preflight(
                 ));
             }
         }
+    }
+    // Trying stored passwords spends the accounts' lockout budget: it takes more than
+    // reading.
+    if spec.check_password {
+        caller.require(Scope::CredentialsManage)?;
     }
     let patterns = caller.grant.resource_patterns();
     if let Some(ids) = &spec.resource_ids {

@@ -44,7 +44,7 @@ pub struct ResourceBody {
     /// Refused logins that lock an account on the target (pam_faillock `deny`, ESXi's
     /// 5): rotor risks fewer than this many.
     #[serde(default = "inventory::default_lockout_threshold")]
-    #[schema(minimum = 1, maximum = 100, default = 3)]
+    #[schema(minimum = 2, maximum = 100, default = 3)]
     pub lockout_threshold: i32,
     pub admin: Option<AdminBody>,
     #[serde(default)]
