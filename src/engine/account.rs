@@ -119,10 +119,10 @@ pub(super) async fn login(
     account: &Account,
     password: &SecretString,
 ) -> Result<Login, StageError> {
-    lockout::reserve(engine, account.credential_id, &account.username, 1).await?;
+    lockout::check(engine, account.credential_id, &account.username, 1).await?;
     let outcome = raw_login(account, password).await;
     let answered: Vec<Login> = outcome.as_ref().ok().copied().into_iter().collect();
-    lockout::settle(engine, account.credential_id, 1, &answered).await?;
+    lockout::record(engine, account.credential_id, &answered).await?;
     outcome
 }
 
@@ -142,15 +142,15 @@ async fn raw_login(account: &Account, password: &SecretString) -> Result<Login, 
 
 /// VERIFY both ways on one connection where the platform can (old first, then new): the
 /// refusal rotor expects is followed at once by an accepted login, which resets the
-/// target's failure tally. Both may be refused (a change that did not take), so two
-/// refusals are reserved; the outcomes settle them.
+/// target's failure tally. Both may be refused (a change that did not take), so room for
+/// two refusals is required; the outcomes are recorded.
 pub(super) async fn verify_both(
     engine: &Engine,
     account: &Account,
     old: &SecretString,
     new: &SecretString,
 ) -> Result<(Login, Option<Login>), StageError> {
-    lockout::reserve(engine, account.credential_id, &account.username, 2).await?;
+    lockout::check(engine, account.credential_id, &account.username, 2).await?;
     let result = raw_verify_both(account, old, new).await;
     let outcomes: Vec<Login> = match &result {
         Ok((old_outcome, new_outcome)) => {
@@ -158,7 +158,7 @@ pub(super) async fn verify_both(
         }
         Err(_) => Vec::new(),
     };
-    lockout::settle(engine, account.credential_id, 2, &outcomes).await?;
+    lockout::record(engine, account.credential_id, &outcomes).await?;
     result
 }
 

@@ -2,11 +2,13 @@
 //! `lockout_threshold` refused logins (pam_faillock `deny`, ESXi's 5); rotor never risks
 //! reaching it. It counts, per credential, the refused logins it spent since the last one
 //! the target accepted (an accepted login resets pam_faillock's tally), forgetting them
-//! after `WINDOW_MINUTES`. Before attempts that may be refused it reserves them in one
-//! statement, so two callers (a heartbeat and a pre-flight) cannot both take the last
-//! one; afterwards it settles the reservation with what the target answered. Every login
-//! goes through here: VERIFY both ways, VERIFY_SUPPLIED, the heartbeat, retries,
-//! truth-finding, linux-passwd's own login and pre-flight.
+//! after `WINDOW_MINUTES`. Before attempts that may be refused it checks they fit; after
+//! them it records what the target answered. Nothing is held across an attempt, so a
+//! process killed mid-login leaves no count behind that would block its own recovery.
+//! Every login goes through here: VERIFY both ways, VERIFY_SUPPLIED, the heartbeat,
+//! retries, truth-finding, linux-passwd's own login and pre-flight. One credential's
+//! logins do not run at once: a rotation holds its lease, and the heartbeat and
+//! pre-flight skip leased credentials.
 
 use uuid::Uuid;
 
@@ -57,46 +59,9 @@ pub async fn check(
     }
 }
 
-/// Reserves `n` refusals before attempts that may be refused, or refuses them all.
-pub async fn reserve(
-    engine: &Engine,
-    credential_id: Uuid,
-    username: &str,
-    n: i32,
-) -> Result<(), StageError> {
-    let reserved = sqlx::query_scalar!(
-        r#"UPDATE credentials c
-              SET login_failures = (CASE WHEN c.login_failure_at IS NULL OR c.login_failure_at < now() - make_interval(mins => $3)
-                                         THEN 0 ELSE c.login_failures END) + $2,
-                  login_failure_at = now()
-             FROM resources r
-            WHERE c.id = $1 AND r.id = c.resource_id
-              AND (CASE WHEN c.login_failure_at IS NULL OR c.login_failure_at < now() - make_interval(mins => $3)
-                        THEN 0 ELSE c.login_failures END) + $2 <= r.lockout_threshold - 1
-        RETURNING c.login_failures"#,
-        credential_id,
-        n,
-        WINDOW_MINUTES
-    )
-    .fetch_optional(&engine.pool)
-    .await?;
-    if reserved.is_some() {
-        return Ok(());
-    }
-    let (failures, threshold) = state(engine, credential_id).await?;
-    Err(spent(username, failures, threshold, n))
-}
-
-/// Settles a reservation of `reserved` with what the target answered, in order: after an
-/// acceptance only the refusals that followed it count; without one, the reservations
-/// that were not refused are given back (an attempt that could not be made refuses
-/// nothing).
-pub async fn settle(
-    engine: &Engine,
-    credential_id: Uuid,
-    reserved: i32,
-    outcomes: &[Login],
-) -> Result<(), Error> {
+/// Records what the target answered, in order: after an acceptance only the refusals
+/// that followed it count; without one, each refusal adds to the count.
+pub async fn record(engine: &Engine, credential_id: Uuid, outcomes: &[Login]) -> Result<(), Error> {
     let refused = |o: &[Login]| o.iter().filter(|l| **l == Login::Refused).count() as i32;
     match outcomes.iter().rposition(|l| *l == Login::Accepted) {
         Some(last) => {
@@ -110,20 +75,23 @@ pub async fn settle(
             .execute(&engine.pool)
             .await?;
         }
-        None => {
-            let unused = reserved - refused(outcomes);
+        None if refused(outcomes) > 0 => {
             sqlx::query!(
-                "UPDATE credentials SET login_failures = GREATEST(0, login_failures - $2) WHERE id = $1",
+                r#"UPDATE credentials
+                      SET login_failures = (CASE WHEN login_failure_at IS NULL OR login_failure_at < now() - make_interval(mins => $3)
+                                                 THEN 0 ELSE login_failures END) + $2,
+                          login_failure_at = now()
+                    WHERE id = $1"#,
                 credential_id,
-                unused
+                refused(outcomes),
+                WINDOW_MINUTES
             )
             .execute(&engine.pool)
             .await?;
-            if refused(outcomes) > 0 {
-                tracing::info!(credential_id = %credential_id, refused = refused(outcomes),
-                    "refused login counted toward the lockout budget");
-            }
+            tracing::info!(credential_id = %credential_id, refused = refused(outcomes),
+                "refused login counted toward the lockout budget");
         }
+        None => {}
     }
     Ok(())
 }

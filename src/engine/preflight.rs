@@ -145,9 +145,13 @@ async fn probe_resource(
                 } else {
                     None
                 };
-                // A stored password is tried only within the lockout budget, reserved now.
+                // A stored password is tried only within the lockout budget, and not while a
+                // rotation holds the credential (its logins count too).
                 let hold_password = match try_password && current.is_some() {
-                    true => super::lockout::reserve(engine, id, &account.username, 1)
+                    true if leased(engine, id).await => Some(
+                        "a rotation is running on it: its password is not tried now".to_string(),
+                    ),
+                    true => super::lockout::check(engine, id, &account.username, 1)
                         .await
                         .err()
                         .map(|e| e.error.message),
@@ -173,8 +177,8 @@ async fn probe_resource(
         return out;
     };
     let give_back = |id: Uuid, outcome: Option<crate::driver::Login>| async move {
-        if let Err(e) = super::lockout::settle(engine, id, 1, outcome.as_slice()).await {
-            tracing::warn!(error = %e, "could not settle a pre-flight login's lockout reservation");
+        if let Err(e) = super::lockout::record(engine, id, outcome.as_slice()).await {
+            tracing::warn!(error = %e, "could not count a pre-flight login toward the lockout budget");
         }
     };
     if !crate::driver::is_ssh(&first.platform) {
@@ -229,6 +233,19 @@ async fn probe_resource(
         });
     }
     out
+}
+
+/// Whether a worker holds the credential's lease (a rotation is running on it).
+async fn leased(engine: &Engine, id: Uuid) -> bool {
+    sqlx::query_scalar!(
+        r#"SELECT lease_subtask IS NOT NULL AS "leased!" FROM credentials WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(&engine.pool)
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(true)
 }
 
 async fn current_password(engine: &Engine, id: Uuid) -> Option<secrecy::SecretString> {

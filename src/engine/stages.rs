@@ -380,7 +380,7 @@ async fn apply(
     // linux-passwd logs in as the account with its current password: a login like any other.
     let logs_in = !claim.reconcile() && account.platform == "linux-passwd";
     if logs_in {
-        super::lockout::reserve(engine, account.credential_id, &account.username, 1).await?;
+        super::lockout::check(engine, account.credential_id, &account.username, 1).await?;
     }
     let (host, username) = (account.host.clone(), account.username.clone());
     let span = tracing::Span::current();
@@ -404,7 +404,7 @@ async fn apply(
             Err(driver::Error::AccountAuth { .. }) => Some(Login::Refused),
             Err(_) => None,
         };
-        super::lockout::settle(engine, account.credential_id, 1, outcome.as_slice()).await?;
+        super::lockout::record(engine, account.credential_id, outcome.as_slice()).await?;
     }
     match result {
         Ok(()) => {
