@@ -6,9 +6,10 @@
 //! them it records what the target answered. Nothing is held across an attempt, so a
 //! process killed mid-login leaves no count behind that would block its own recovery.
 //! Every login goes through here: VERIFY both ways, VERIFY_SUPPLIED, the heartbeat,
-//! retries, truth-finding, linux-passwd's own login and pre-flight. One credential's
-//! logins do not run at once: a rotation holds its lease, and the heartbeat and
-//! pre-flight skip leased credentials.
+//! retries, truth-finding, linux-passwd's own login and pre-flight. A rotation's logins
+//! never overlap another's: it holds the credential's lease, and the heartbeat and
+//! pre-flight skip leased credentials (a pre-flight racing a heartbeat on one account
+//! could still spend one refusal more than counted).
 
 use uuid::Uuid;
 
