@@ -17,6 +17,20 @@ pub enum CheckName {
     PasswordExpiry,
 }
 
+impl CheckName {
+    /// Every check, in the order they run.
+    pub const ALL: [CheckName; 8] = [
+        CheckName::Reachable,
+        CheckName::HostKey,
+        CheckName::AdminAuth,
+        CheckName::SudoChpasswd,
+        CheckName::AccountExists,
+        CheckName::CurrentPassword,
+        CheckName::AccountStatus,
+        CheckName::PasswordExpiry,
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::Display, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]

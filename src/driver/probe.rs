@@ -63,15 +63,7 @@ pub fn probe(
             .iter()
             .map(|_| {
                 let mut checks = common.to_vec();
-                for name in [
-                    HostKey,
-                    AdminAuth,
-                    SudoChpasswd,
-                    AccountExists,
-                    CurrentPassword,
-                    AccountStatus,
-                    PasswordExpiry,
-                ] {
+                for name in CheckName::ALL {
                     if !checks.iter().any(|c| c.name == name) {
                         checks.push(Check::new(name, Skipped, why));
                     }

@@ -258,23 +258,14 @@ async fn current_password(engine: &Engine, id: Uuid) -> Option<secrecy::SecretSt
 }
 
 fn all_skipped(why: &str) -> Vec<Check> {
-    [
-        CheckName::Reachable,
-        CheckName::HostKey,
-        CheckName::AdminAuth,
-        CheckName::SudoChpasswd,
-        CheckName::AccountExists,
-        CheckName::CurrentPassword,
-        CheckName::AccountStatus,
-        CheckName::PasswordExpiry,
-    ]
-    .into_iter()
-    .map(|name| Check {
-        name,
-        status: CheckStatus::Skipped,
-        message: why.to_string(),
-    })
-    .collect()
+    CheckName::ALL
+        .into_iter()
+        .map(|name| Check {
+            name,
+            status: CheckStatus::Skipped,
+            message: why.to_string(),
+        })
+        .collect()
 }
 
 /// An account rotor would not even try (its resource's admin file is refused, ...).
@@ -288,31 +279,22 @@ async fn unprobed(engine: &Engine, id: Uuid, why: String) -> AccountChecks {
     .ok()
     .flatten();
     let (username, resource_id) = row.map(|r| (r.username, r.resource_id)).unwrap_or_default();
-    let checks = [
-        CheckName::Reachable,
-        CheckName::HostKey,
-        CheckName::AdminAuth,
-        CheckName::SudoChpasswd,
-        CheckName::AccountExists,
-        CheckName::CurrentPassword,
-        CheckName::AccountStatus,
-        CheckName::PasswordExpiry,
-    ]
-    .into_iter()
-    .map(|name| Check {
-        name,
-        status: if name == CheckName::AdminAuth {
-            CheckStatus::Fail
-        } else {
-            CheckStatus::Skipped
-        },
-        message: if name == CheckName::AdminAuth {
-            why.clone()
-        } else {
-            "rotor cannot use this resource's configuration".to_string()
-        },
-    })
-    .collect();
+    let checks = CheckName::ALL
+        .into_iter()
+        .map(|name| Check {
+            name,
+            status: if name == CheckName::AdminAuth {
+                CheckStatus::Fail
+            } else {
+                CheckStatus::Skipped
+            },
+            message: if name == CheckName::AdminAuth {
+                why.clone()
+            } else {
+                "rotor cannot use this resource's configuration".to_string()
+            },
+        })
+        .collect();
     AccountChecks {
         resource_id,
         username,
