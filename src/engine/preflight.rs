@@ -134,7 +134,6 @@ async fn probe_resource(
     today: chrono::NaiveDate,
 ) -> Vec<AccountChecks> {
     let mut accounts: Vec<Account> = Vec::new();
-    let mut reserved: Vec<bool> = Vec::new();
     let mut refused = Vec::new();
     let mut subjects = Vec::new();
     for id in ids {
@@ -157,7 +156,6 @@ async fn probe_resource(
                         .map(|e| e.error.message),
                     false => None,
                 };
-                reserved.push(try_password && current.is_some() && hold_password.is_none());
                 subjects.push(Subject {
                     username: account.username.clone(),
                     current,
@@ -176,17 +174,7 @@ async fn probe_resource(
     let Some(first) = accounts.first() else {
         return out;
     };
-    let give_back = |id: Uuid, outcome: Option<crate::driver::Login>| async move {
-        if let Err(e) = super::lockout::record(engine, id, outcome.as_slice()).await {
-            tracing::warn!(error = %e, "could not count a pre-flight login toward the lockout budget");
-        }
-    };
     if !crate::driver::is_ssh(&first.platform) {
-        for (account, held) in accounts.iter().zip(&reserved) {
-            if *held {
-                give_back(account.credential_id, None).await;
-            }
-        }
         let why = format!(
             "platform {}: the pre-flight checks are SSH's",
             first.platform
@@ -210,17 +198,14 @@ async fn probe_resource(
     })
     .await
     .unwrap_or_default();
-    let mut reports = reports.into_iter();
-    for (account, held) in accounts.into_iter().zip(reserved) {
-        let report = reports.next();
-        if held {
-            give_back(
-                account.credential_id,
-                report.as_ref().and_then(|r| r.password_outcome),
-            )
-            .await;
+    for (account, report) in accounts.into_iter().zip(reports) {
+        // The stored password's outcome, when it was tried, counts toward the budget.
+        if let Some(outcome) = report.password_outcome {
+            if let Err(e) = super::lockout::record(engine, account.credential_id, &[outcome]).await
+            {
+                tracing::warn!(error = %e, "could not count a pre-flight login toward the lockout budget");
+            }
         }
-        let Some(report) = report else { continue };
         tracing::info!(resource_id = %account.resource_id, username = %account.username,
             failed = report.checks.iter().filter(|c| c.status == CheckStatus::Fail).count(),
             tried_password = try_password, "preflight checked an account");

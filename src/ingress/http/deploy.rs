@@ -18,10 +18,9 @@ use utoipa_axum::routes;
 use super::apidoc::{Guarded, TooLarge};
 use super::body::Body;
 use super::error::ApiError;
-use super::state::{too_many, ApiState, Caller, Source};
+use super::state::{hear, ApiState, Caller, Source};
 use crate::access::{Requester, RequesterKind};
 use crate::config::Scope;
-use crate::ingress::guard::Verdict;
 use crate::inventory::{self, enroll, AccountSpec, AdminSpec, InventoryFile, ResourceSpec};
 use crate::vcf_error::VcfError;
 
@@ -173,9 +172,7 @@ async fn enroll_host(
     Source(source): Source,
     body: Body,
 ) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
-    if let Verdict::Refuse(seconds) = state.failed_auth.verdict(&source) {
-        return Err(too_many(seconds));
-    }
+    hear(&state, &source)?;
     let e: Enrollment = body.object(None)?;
     let key_file = state
         .deploy

@@ -18,9 +18,8 @@ use utoipa_axum::routes;
 use super::apidoc::TooLarge;
 use super::body::Body;
 use super::error::ApiError;
-use super::state::{too_many, ApiState, Source};
+use super::state::{hear, ApiState, Source};
 use super::users::{self, REFRESH_TTL};
-use crate::ingress::guard::Verdict;
 use crate::vcf_error::VcfError;
 
 pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
@@ -59,14 +58,6 @@ const NOT_AN_ID: &str = "The body is not a refresh token id.";
 
 fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
-}
-
-/// Refuses a source that failed too often lately, before any work.
-fn hear(state: &ApiState, source: &str) -> Result<(), ApiError> {
-    match state.failed_auth.verdict(source) {
-        Verdict::Refuse(seconds) => Err(too_many(seconds)),
-        Verdict::Hear => Ok(()),
-    }
 }
 
 /// Log in

@@ -55,6 +55,15 @@ pub struct ApiState {
     pub deploy: DeployConfig,
 }
 
+/// Refuses a source that failed too often lately, before any work (the token routes and
+/// host enrollment, which authenticate by their body).
+pub fn hear(state: &ApiState, source: &str) -> Result<(), ApiError> {
+    match state.failed_auth.verdict(source) {
+        Verdict::Refuse(seconds) => Err(too_many(seconds)),
+        Verdict::Hear => Ok(()),
+    }
+}
+
 impl ApiState {
     /// The policy a resource of type `t` gets when it names none.
     pub fn default_policy(&self, t: &str) -> String {
