@@ -24,20 +24,6 @@ fn element<'a>(check: &'a Value, username: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no element for {username}: {check:#}"))
 }
 
-async fn credential(app: &TestApp, username: &str) -> Value {
-    let (status, page) = app
-        .get("/v1/credentials?pageSize=100", Some(&app.token))
-        .await;
-    assert_eq!(status, 200, "{page}");
-    page["elements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["username"] == username)
-        .cloned()
-        .expect("credential listed")
-}
-
 fn day(offset: i64) -> String {
     let today = Utc::now().date_naive();
     let d = if offset >= 0 {

@@ -1319,6 +1319,26 @@ pub fn psql_value(db: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A CredentialsUpdateSpec for one LINUX resource: `op` with the given credentials.
+pub fn spec(op: &str, resource: &str, creds: Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"operationType": op, "elements": [{"resourceId": resource, "resourceType": "LINUX", "credentials": creds}]})).unwrap()
+}
+
+/// The credential `username` as `GET /v1/credentials` lists it.
+pub async fn credential(app: &TestApp, username: &str) -> Value {
+    let (status, page) = app
+        .get("/v1/credentials?pageSize=100", Some(&app.token))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["username"] == username)
+        .cloned()
+        .expect("credential listed")
+}
+
 pub fn rotate_spec(resource: &str, usernames: &[&str]) -> Vec<u8> {
     let creds: Vec<Value> = usernames
         .iter()

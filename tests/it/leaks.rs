@@ -40,10 +40,6 @@ fn sample_processes(
     })
 }
 
-fn spec(op: &str, resource: &str, creds: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"operationType": op, "elements": [{"resourceId": resource, "resourceType": "LINUX", "credentials": creds}]})).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_password_is_found_in_logs_dumps_processes_or_messages() {
     let seen = Arc::new(Mutex::new(BTreeSet::new()));

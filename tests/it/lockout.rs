@@ -8,10 +8,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-fn spec(op: &str, resource: &str, creds: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"operationType": op, "elements": [{"resourceId": resource, "resourceType": "LINUX", "credentials": creds}]})).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_faillock_target_is_never_locked_by_rotations_heartbeats_or_wrong_passwords() {
     let app = TestApp::spawn_with(Options {

@@ -6,10 +6,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-fn spec(op: &str, resource: &str, creds: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"operationType": op, "elements": [{"resourceId": resource, "resourceType": "LINUX", "credentials": creds}]})).unwrap()
-}
-
 async fn setup(prefix: &str) -> (TestApp, Account, String) {
     let app = TestApp::spawn().await;
     let account = Account::create(prefix);

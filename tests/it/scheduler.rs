@@ -63,20 +63,6 @@ async fn restart_at(app: &mut TestApp, offset: &str) {
     app.start().await;
 }
 
-async fn credential(app: &TestApp, username: &str) -> Value {
-    let (status, page) = app
-        .get("/v1/credentials?pageSize=100", Some(&app.token))
-        .await;
-    assert_eq!(status, 200, "{page}");
-    page["elements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["username"] == username)
-        .cloned()
-        .expect("credential listed")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daily_credential_rotates_once_after_a_day_and_not_again_until_the_next() {
     let mut app = TestApp::spawn_with(fast("")).await;
