@@ -63,24 +63,8 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             );
             return Ok(ExitCode::SUCCESS);
         }
-        round => rounds(settings, pool, round).await,
-    }
-}
-
-/// One tick or heartbeat round by hand.
-async fn rounds(
-    settings: &Settings,
-    pool: sqlx::PgPool,
-    command: Command,
-) -> anyhow::Result<ExitCode> {
-    let key = Arc::new(crate::vault::MasterKey::load(&settings.vault)?);
-    let engine = Arc::new(Engine::new(pool, key, settings)?);
-    let scheduler = Scheduler {
-        engine,
-        settings: settings.scheduler.clone(),
-    };
-    match command {
         Command::Tick { json } => {
+            let scheduler = scheduler_for(settings, pool)?;
             let started = Instant::now();
             let tick = scheduler.tick(chrono::Utc::now()).await?;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -100,6 +84,7 @@ async fn rounds(
             Ok(ExitCode::SUCCESS)
         }
         Command::Heartbeat { json } => {
+            let scheduler = scheduler_for(settings, pool)?;
             let started = Instant::now();
             let (checked, drifted) = scheduler.heartbeat(chrono::Utc::now()).await?;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -113,6 +98,14 @@ async fn rounds(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { .. } | Command::Resume => unreachable!("handled by run"),
     }
+}
+
+/// A scheduler over this process's engine, for one round by hand.
+fn scheduler_for(settings: &Settings, pool: sqlx::PgPool) -> anyhow::Result<Scheduler> {
+    let key = Arc::new(crate::vault::MasterKey::load(&settings.vault)?);
+    Ok(Scheduler {
+        engine: Arc::new(Engine::new(pool, key, settings)?),
+        settings: settings.scheduler.clone(),
+    })
 }
