@@ -169,11 +169,12 @@ trap 'exit 143' TERM
 install_packages() {
     local missing=() p
     # faketime (libfaketime): the scheduler tests run `rotor run` a day or more ahead.
-    for p in openssh-server sudo sshpass faketime; do
+    # curl: the deploy script registers a host with it. libpam-modules-bin: faillock.
+    for p in openssh-server sudo sshpass faketime curl libpam-modules-bin; do
         pkg_installed "$p" || missing+=("$p")
     done
     if ((${#missing[@]} == 0)); then
-        log "ok: packages openssh-server sudo sshpass faketime installed"
+        log "ok: packages openssh-server sudo sshpass faketime curl libpam-modules-bin installed"
         return
     fi
     # openssh-server's postinst would start the distro sshd on port 22 (all addresses).
