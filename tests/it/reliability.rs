@@ -203,10 +203,41 @@ fn a_crash_at_any_stage_boundary_loses_no_password() {
     crash_everywhere(&Ssh);
 }
 
+/// At most this many crash-trial daemons at once in the whole test binary: the proofs for
+/// each platform run side by side, and each daemon holds PostgreSQL connections (past
+/// `max_connections`, every test would fail to connect).
+const TRIAL_SLOTS: usize = 5;
+
+struct TrialSlot;
+
+static SLOTS: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+impl TrialSlot {
+    fn take() -> TrialSlot {
+        let (taken, freed) = &SLOTS;
+        let mut n = taken.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= TRIAL_SLOTS {
+            n = freed.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+        TrialSlot
+    }
+}
+
+impl Drop for TrialSlot {
+    fn drop(&mut self) {
+        let (taken, freed) = &SLOTS;
+        *taken.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        freed.notify_one();
+    }
+}
+
 /// Every crash point, `trials()` times each, against `target`.
 pub fn crash_everywhere(target: &dyn Target) {
     let trials = trials();
-    // A few daemons at a time: each holds database connections and the machine has 2 cores.
+    // A few daemons at a time (`TRIAL_SLOTS` across the binary): each holds database
+    // connections and the machine has 2 cores.
     let mut failures: Vec<String> = Vec::new();
     for chunk in POINTS.chunks(5) {
         failures.extend(std::thread::scope(|s| {
@@ -219,7 +250,10 @@ pub fn crash_everywhere(target: &dyn Target) {
                             .build()
                             .unwrap();
                         (0..trials)
-                            .filter_map(|_| rt.block_on(crash_at(point, target)).err())
+                            .filter_map(|_| {
+                                let _slot = TrialSlot::take();
+                                rt.block_on(crash_at(point, target)).err()
+                            })
                             .collect::<Vec<_>>()
                     })
                 })
