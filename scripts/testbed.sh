@@ -170,11 +170,12 @@ install_packages() {
     local missing=() p
     # faketime (libfaketime): the scheduler tests run `rotor run` a day or more ahead.
     # curl: the deploy script registers a host with it. libpam-modules-bin: faillock.
-    for p in openssh-server sudo sshpass faketime curl libpam-modules-bin; do
+    # libpasswdqc1: the library of pam_passwdqc (ESXi's password checker), for the esxi group.
+    for p in openssh-server sudo sshpass faketime curl libpam-modules-bin libpasswdqc1; do
         pkg_installed "$p" || missing+=("$p")
     done
     if ((${#missing[@]} == 0)); then
-        log "ok: packages openssh-server sudo sshpass faketime curl libpam-modules-bin installed"
+        log "ok: packages openssh-server sudo sshpass faketime curl libpam-modules-bin libpasswdqc1 installed"
         return
     fi
     # openssh-server's postinst would start the distro sshd on port 22 (all addresses).
@@ -277,7 +278,9 @@ ensure_sudoers() {
 # without a password, and read (never change) an account's status and aging for
 # rotor's pre-flight checks. The arguments are regular expressions: one -l or -S and
 # one account name, nothing else.
-$ADMIN ALL=(root) NOPASSWD: /usr/sbin/chpasswd, /usr/bin/chage ^-l [a-z_][a-z0-9_.-]*$, /usr/bin/passwd ^-S [a-z_][a-z0-9_.-]*$
+# \`passwd NAME\` (one account name, no option) is the esxi platform's change, as root's
+# on ESXi: it may set a password as chpasswd may.
+$ADMIN ALL=(root) NOPASSWD: /usr/sbin/chpasswd, /usr/bin/chage ^-l [a-z_][a-z0-9_.-]*$, /usr/bin/passwd ^-S [a-z_][a-z0-9_.-]*$, /usr/bin/passwd ^[a-z_][a-z0-9_.-]*$
 EOF
     if ! visudo -q -cf "$tmp" >&2; then
         rm -f "$tmp"
@@ -495,6 +498,52 @@ EOF
     printf '%s\n' "$PAM_SERVICE_FILE" "$SSHD_RUN" >"$STATE_DIR/faillock-files"
 }
 
+# ESXi's password prompts: members of the group rotor-esxi change passwords through
+# pam_passwdqc with ESXi's settings, so `passwd` asks "Enter new password:" and
+# "Re-type new password:" and refuses what ESXi refuses. The module comes out of the
+# libpam-passwdqc package without installing it: installed, its pam-auth-update profile
+# would put passwdqc in front of every account's password change on this machine.
+# /etc/pam.d/passwd gets a marked block that applies only to the group.
+PASSWDQC_DIR=/usr/local/lib/rotor-testbed
+PASSWDQC_MODULE=$PASSWDQC_DIR/pam_passwdqc.so
+ESXI_GROUP=rotor-esxi
+PAM_PASSWD=/etc/pam.d/passwd
+PAM_MARK_BEGIN='# >>> rotor-testbed: ESXi password rules for group rotor-esxi'
+PAM_MARK_END='# <<< rotor-testbed'
+ensure_esxi_passwd() {
+    local tmp
+    if [[ ! -f $PASSWDQC_MODULE ]]; then
+        tmp=$(mktemp -d /tmp/rotor-testbed-passwdqc.XXXXXX)
+        (cd "$tmp" && apt-get -q download libpam-passwdqc </dev/null >&2 9>&-) \
+            || { apt-get -q -o DPkg::Lock::Timeout=300 update </dev/null >&2 9>&-; (cd "$tmp" && apt-get -q download libpam-passwdqc </dev/null >&2 9>&-); } \
+            || die "cannot download libpam-passwdqc"
+        dpkg -x "$tmp"/libpam-passwdqc_*.deb "$tmp/x"
+        install -d -m 0755 "$PASSWDQC_DIR"
+        install -m 0644 "$(find "$tmp/x" -name pam_passwdqc.so | head -1)" "$PASSWDQC_MODULE"
+        rm -rf "$tmp"
+        log "changed: installed $PASSWDQC_MODULE"
+    fi
+    getent group "$ESXI_GROUP" >/dev/null || groupadd --system "$ESXI_GROUP"
+    [[ -f $PAM_PASSWD ]] || die "$PAM_PASSWD missing"
+    # The file without our block, then our block in front of its first line that is not a comment.
+    tmp=$(mktemp /tmp/rotor-testbed-pam-passwd.XXXXXX)
+    awk -v b="$PAM_MARK_BEGIN" -v e="$PAM_MARK_END" -v m="$PASSWDQC_MODULE" -v g="$ESXI_GROUP" '
+        $0 == b { skip = 1; next }
+        skip && $0 == e { skip = 0; next }
+        skip { next }
+        !done && $0 !~ /^#/ && $0 !~ /^[[:space:]]*$/ {
+            print b
+            print "password [success=ignore default=2] pam_succeed_if.so quiet user ingroup " g
+            print "password requisite " m " retry=3 min=disabled,disabled,disabled,7,7"
+            print "password [success=done default=die] pam_unix.so use_authtok obscure yescrypt"
+            print e
+            done = 1
+        }
+        { print }' "$PAM_PASSWD" >"$tmp"
+    write_if_changed "$PAM_PASSWD" 0644 <"$tmp" && log "changed: ESXi block in $PAM_PASSWD"
+    rm -f "$tmp"
+}
+
 cmd_up() {
     local pid inode config_changed=0
     [[ $PASSWORD_AUTH == yes || $PASSWORD_AUTH == no ]] || die "ROTOR_TESTBED_PASSWORD_AUTH must be yes or no"
@@ -510,6 +559,7 @@ cmd_up() {
     ensure_sudoers
     ensure_pam_loginuid
     ensure_faillock_service
+    ensure_esxi_passwd
 
     # Config: validated with `sshd -t` before it replaces the one in use.
     local tmp

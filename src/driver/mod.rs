@@ -4,6 +4,8 @@
 mod aging;
 mod check;
 mod contract;
+mod dialogue;
+pub mod esxi;
 pub mod linux;
 mod platform;
 pub mod postgres;
@@ -21,12 +23,22 @@ pub fn driver(platform: &str) -> Option<&'static dyn Driver> {
     match platform {
         "linux-chpasswd" => Some(&linux::Chpasswd),
         "linux-passwd" => Some(&linux::Passwd),
+        "esxi" => Some(&esxi::Esxi),
         "postgresql" => Some(&postgres::Postgres),
         _ => None,
     }
 }
 
-pub const PLATFORMS: &[&str] = &["linux-chpasswd", "linux-passwd", "postgresql"];
+/// The driver a privileged reset (REMEDIATE without a password) goes through: the
+/// admin's change, which needs no current password.
+pub fn reset_driver(platform: &str) -> Option<&'static dyn Driver> {
+    match platform {
+        "linux-chpasswd" | "linux-passwd" => Some(&linux::Chpasswd),
+        other => driver(other),
+    }
+}
+
+pub const PLATFORMS: &[&str] = &["linux-chpasswd", "linux-passwd", "esxi", "postgresql"];
 
 /// Platforms reached over SSH (host keys pinned, pre-flight's checks apply).
 pub fn is_ssh(platform: &str) -> bool {

@@ -35,4 +35,10 @@ pub trait Driver: Send + Sync {
         let outcomes = ssh::password_attempts(host, username, &[old, new])?;
         Ok((outcomes[0], outcomes.get(1).copied()))
     }
+
+    /// Whether `apply` logs in as the account with its current password (which a
+    /// refusal counts against the lockout budget, and which rotor must know).
+    fn logs_in_as_account(&self, _host: &Host) -> bool {
+        false
+    }
 }

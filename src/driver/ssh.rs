@@ -413,12 +413,11 @@ pub fn admin_session(host: &Host) -> Result<(Session, &Admin), Error> {
             ))
         })?;
         let pw = SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned());
-        session
-            .userauth_password(&admin.username, pw.expose_secret())
-            .map_err(|e| match e.code() {
-                ErrorCode::Session(AUTH_FAILED) => auth_err(e.message().to_string()),
-                _ => protocol(host, e),
-            })?;
+        // By the resource's method: ESXi's root takes its password by keyboard-interactive.
+        let method = method_for(host, &session, &admin.username)?;
+        if attempt(host, &session, method, &admin.username, &pw)? == Login::Refused {
+            return Err(auth_err("the admin password is refused".into()));
+        }
     } else {
         return Err(Error::Config(
             "admin account needs private_key_file or password_file".into(),

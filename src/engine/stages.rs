@@ -212,7 +212,7 @@ async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<D
                 format!("REMEDIATE without a password needs the admin account of resource {}; supply the password instead", account.resource_id),
             ));
         }
-        if account.platform == "linux-passwd" && !claim.reconcile() {
+        if !claim.reconcile() && driver_of(account)?.logs_in_as_account(&account.host) {
             let known = sqlx::query_scalar!(
                 r#"SELECT count(*) AS "n!" FROM credential_versions WHERE credential_id = $1 AND state IN ('CURRENT', 'PENDING')"#,
                 account.credential_id
@@ -222,7 +222,7 @@ async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<D
             if known == 0 {
                 return Err(StageError::permanent(
                     "CURRENT_PASSWORD_UNKNOWN",
-                    "platform linux-passwd changes a password with the current one, and rotor knows none: REMEDIATE with the live password first",
+                    format!("platform {} changes a password as the account, with its current one, and rotor knows none: REMEDIATE with the live password first", account.platform),
                 ));
             }
         }
@@ -369,16 +369,15 @@ async fn apply(
         }
     }
     let current = current_of(engine, account).await?;
-    // Reconcile is a privileged reset: always the admin's chpasswd, whatever the platform
+    // Reconcile is a privileged reset: the admin's change, whatever the platform
     // (linux-passwd would need the live password, which is what reconcile lacks).
-    let driver: &'static dyn driver::Driver =
-        if claim.reconcile() && driver::is_ssh(&account.platform) {
-            &driver::linux::Chpasswd
-        } else {
-            driver_of(account)?
-        };
-    // linux-passwd logs in as the account with its current password: a login like any other.
-    let logs_in = !claim.reconcile() && account.platform == "linux-passwd";
+    let driver: &'static dyn driver::Driver = if claim.reconcile() {
+        driver::reset_driver(&account.platform).map_or_else(|| driver_of(account), Ok)?
+    } else {
+        driver_of(account)?
+    };
+    // A driver that logs in as the account with its current password: a login like any other.
+    let logs_in = !claim.reconcile() && driver.logs_in_as_account(&account.host);
     if logs_in {
         super::lockout::check(engine, account.credential_id, &account.username, 1).await?;
     }

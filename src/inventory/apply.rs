@@ -37,7 +37,7 @@ pub async fn apply(
     let mut tx = pool.begin().await?;
     let mut report = Vec::new();
     for r in &inv.resource {
-        let policy = r.policy.clone().unwrap_or_else(|| default_policy(&r.kind));
+        let policy = r.policy_name(&default_policy);
         let admin = r.admin.as_ref();
         let path = |p: Option<&PathBuf>| p.map(|p| p.display().to_string());
         let moved = check_target(&mut tx, r, applier).await?;
@@ -75,7 +75,7 @@ pub async fn apply(
             path(admin.and_then(|a| a.private_key_file.as_ref())),
             path(admin.and_then(|a| a.password_file.as_ref())),
             admin.is_some_and(|a| a.sudo),
-            r.lockout_threshold,
+            r.lockout_threshold(),
             r.ssh_auth
         )
         .fetch_optional(&mut *tx)

@@ -10,7 +10,7 @@ mod spec;
 pub use apply::{apply, Applier};
 pub use retire::{purge, retire, Retired};
 pub use spec::{
-    check_files, default_account_type, default_credential_type, default_lockout_threshold,
-    default_platform, default_port, default_ssh_auth, read, validate, AccountSpec, AdminSpec,
-    Error, InventoryFile, ResourceSpec, RESOURCE_TYPES,
+    check_files, default_account_type, default_credential_type, default_platform, default_port,
+    default_ssh_auth, read, validate, AccountSpec, AdminSpec, Error, InventoryFile, ResourceSpec,
+    RESOURCE_TYPES,
 };

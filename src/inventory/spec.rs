@@ -71,8 +71,9 @@ pub struct ResourceSpec {
     pub policy: Option<String>,
     /// Refused logins that lock an account on the target (pam_faillock `deny`, ESXi's
     /// 5): rotor risks fewer than this many.
-    #[serde(default = "default_lockout_threshold")]
-    pub lockout_threshold: i32,
+    /// Unset: 5 on esxi (ESXi's own default), 3 elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout_threshold: Option<i32>,
     pub admin: Option<AdminSpec>,
     #[serde(default)]
     pub account: Vec<AccountSpec>,
@@ -103,6 +104,24 @@ pub struct AccountSpec {
     pub auto_rotate_days: Option<i32>,
 }
 
+impl ResourceSpec {
+    /// The refused logins that lock an account here.
+    pub fn lockout_threshold(&self) -> i32 {
+        self.lockout_threshold
+            .unwrap_or(if self.platform == "esxi" { 5 } else { 3 })
+    }
+
+    /// The policy it names, or its type's (`default` applies `[type_policy]`); an esxi
+    /// resource of another type gets the esxi preset.
+    pub fn policy_name(&self, default: impl Fn(&str) -> String) -> String {
+        match &self.policy {
+            Some(p) => p.clone(),
+            None if self.platform == "esxi" && self.kind != "ESXI" => "esxi".into(),
+            None => default(&self.kind),
+        }
+    }
+}
+
 pub fn default_port() -> u16 {
     22
 }
@@ -111,9 +130,6 @@ pub fn default_platform() -> String {
 }
 pub fn default_ssh_auth() -> String {
     "auto".into()
-}
-pub fn default_lockout_threshold() -> i32 {
-    3
 }
 pub fn default_account_type() -> String {
     "USER".into()
@@ -268,7 +284,7 @@ pub fn validate(
                 format!("one of {}", crate::driver::SSH_AUTHS.join(", ")),
             ));
         }
-        if !(2..=100).contains(&r.lockout_threshold) {
+        if !(2..=100).contains(&r.lockout_threshold()) {
             return Err(invalid(
                 format!("{at}.lockout_threshold"),
                 "must be 2 to 100 (at 1 no password could ever be tried)",
@@ -309,7 +325,7 @@ pub fn validate(
                 ),
             ));
         }
-        let policy = r.policy.clone().unwrap_or_else(|| default_policy(&r.kind));
+        let policy = r.policy_name(&default_policy);
         if !policies.contains_key(&policy) {
             return Err(invalid(
                 format!("{at}.policy"),
@@ -336,7 +352,7 @@ pub fn validate(
             None if r.platform == "linux-chpasswd" || r.platform == "postgresql" => {
                 return Err(invalid(
                     format!("{at}.admin"),
-                    "platform linux-chpasswd needs an admin account",
+                    format!("platform {} needs an admin account", r.platform),
                 ));
             }
             None => {}

@@ -174,6 +174,18 @@ impl Account {
 }
 
 impl Account {
+    /// One whose `passwd` asks and judges as ESXi's does (pam_passwdqc with ESXi's
+    /// settings, for members of the test bed's group rotor-esxi).
+    pub fn create_esxi(prefix: &str) -> Account {
+        let account = Account::create(prefix);
+        let status = Command::new("usermod")
+            .args(["-a", "-G", "rotor-esxi", &account.username])
+            .status()
+            .unwrap();
+        assert!(status.success(), "usermod -G rotor-esxi");
+        account
+    }
+
     /// Changes the password on the host directly, as an operator outside rotor would.
     pub fn set_password_on_host(&self, password: &str) {
         let mut child = Command::new("bash")
@@ -1399,6 +1411,15 @@ impl ExtraSshd {
     /// no`), as ESXi and many appliances do.
     pub fn start_keyboard_interactive() -> ExtraSshd {
         Self::start_with(&[("ROTOR_TESTBED_PASSWORD_AUTH", "no")])
+    }
+
+    /// One set up as ESXi's sshd is: passwords by keyboard-interactive only, and a PAM
+    /// service of its own that locks an account after 5 refused logins.
+    pub fn start_esxi() -> ExtraSshd {
+        Self::start_with(&[
+            ("ROTOR_TESTBED_PASSWORD_AUTH", "no"),
+            ("ROTOR_TESTBED_FAILLOCK_DENY", "5"),
+        ])
     }
 
     /// A password login on this sshd by the OpenSSH client.

@@ -6,6 +6,7 @@ mod breaker;
 mod bulk;
 mod cli;
 mod deploy;
+mod esxi;
 mod expiry;
 mod fuzz;
 mod helpers;

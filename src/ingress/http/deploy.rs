@@ -270,7 +270,7 @@ async fn register(
         platform: inventory::default_platform(),
         ssh_auth: inventory::default_ssh_auth(),
         policy: None,
-        lockout_threshold: inventory::default_lockout_threshold(),
+        lockout_threshold: None,
         admin: Some(AdminSpec {
             username: state.deploy.admin_username.clone(),
             private_key_file: Some(key_file),

@@ -43,9 +43,10 @@ pub struct ResourceBody {
     pub policy: Option<String>,
     /// Refused logins that lock an account on the target (pam_faillock `deny`, ESXi's
     /// 5): rotor risks fewer than this many.
-    #[serde(default = "inventory::default_lockout_threshold")]
-    #[schema(minimum = 2, maximum = 100, default = 3)]
-    pub lockout_threshold: i32,
+    /// Unset: 5 on esxi, 3 elsewhere.
+    #[serde(default)]
+    #[schema(minimum = 2, maximum = 100)]
+    pub lockout_threshold: Option<i32>,
     pub admin: Option<AdminBody>,
     #[serde(default)]
     pub account: Vec<AccountBody>,

@@ -84,7 +84,7 @@ async fn load(
             platform: r.platform,
             ssh_auth: r.ssh_auth,
             policy: Some(r.policy),
-            lockout_threshold: r.lockout_threshold,
+            lockout_threshold: Some(r.lockout_threshold),
             admin: r.admin_username.map(|username| AdminBody {
                 username,
                 sudo: r.admin_sudo,

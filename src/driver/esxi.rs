@@ -1,0 +1,97 @@
+//! `esxi`: ESXi's `passwd`, answered in a PTY over keyboard-interactive SSH (ESXi takes
+//! passwords only that way). With an admin (root on ESXi; a sudo admin elsewhere) the
+//! admin runs `passwd USER` and answers the new-password prompts; without one, the
+//! account logs in with its current password and runs `passwd` itself. The prompts are
+//! pam_passwdqc's ("Enter new password:", "Re-type new password:"), as ESXi prints them.
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::contract::{validate_password_charset, validate_username, Error, Host, Login, SshAuth};
+use super::platform::Driver;
+use super::ssh;
+
+pub struct Esxi;
+
+/// The host as ESXi is reached: an `auto` resource goes straight to keyboard-interactive
+/// (ESXi offers nothing else), without asking the server first.
+fn esxi_host(host: &Host) -> std::borrow::Cow<'_, Host> {
+    if host.ssh_auth == SshAuth::Auto {
+        let mut h = host.clone();
+        h.ssh_auth = SshAuth::KeyboardInteractive;
+        std::borrow::Cow::Owned(h)
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
+impl Driver for Esxi {
+    fn apply(
+        &self,
+        host: &Host,
+        username: &str,
+        old: Option<&SecretString>,
+        new: &SecretString,
+    ) -> Result<(), Error> {
+        validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
+        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected {
+            message: format!("password {m}"),
+        })?;
+        let host = esxi_host(host);
+        let done = match &host.admin {
+            Some(admin) => {
+                let (session, _) = ssh::admin_session(&host)?;
+                // The name is checked above: one word, no option, no quote.
+                let command = if admin.sudo {
+                    format!("LC_ALL=C sudo -n passwd {username}")
+                } else {
+                    format!("LC_ALL=C passwd {username}")
+                };
+                let done = super::dialogue::passwd(&host, &session, &command, username, None, new);
+                let _ = session.disconnect(None, "rotor: done", None);
+                done
+            }
+            None => {
+                let old = old.ok_or_else(|| {
+                    Error::Config("platform esxi without an admin changes a password with the current one, and rotor knows none: REMEDIATE with the live password first".into())
+                })?;
+                let session = ssh::password_session(&host, username, old).map_err(|e| match e {
+                    Error::AccountAuth { username, .. } => Error::AccountAuth {
+                        username,
+                        message: "the stored current password does not log in".into(),
+                    },
+                    other => other,
+                })?;
+                let done = super::dialogue::passwd(
+                    &host,
+                    &session,
+                    "LC_ALL=C passwd",
+                    username,
+                    Some(old),
+                    new,
+                );
+                let _ = session.disconnect(None, "rotor: done", None);
+                done
+            }
+        };
+        done
+    }
+
+    fn login(&self, host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
+        ssh::password_login(&esxi_host(host), username, password)
+    }
+
+    fn verify_both(
+        &self,
+        host: &Host,
+        username: &str,
+        old: &SecretString,
+        new: &SecretString,
+    ) -> Result<(Login, Option<Login>), Error> {
+        let outcomes = ssh::password_attempts(&esxi_host(host), username, &[old, new])?;
+        Ok((outcomes[0], outcomes.get(1).copied()))
+    }
+
+    fn logs_in_as_account(&self, host: &Host) -> bool {
+        host.admin.is_none()
+    }
+}
