@@ -11,15 +11,19 @@
 #     of) its plain 5672 listener (a marked block in rabbitmq.conf; restarted only when
 #     that block or the certificate files changed, or TLS is not served right);
 #   - RabbitMQ a second user, rotor-producer (random password in a 0600 file), with
-#     permissions .* .* .* on vhost /, so tests can publish as a distinct producer.
+#     permissions .* .* .* on vhost /, so tests can publish as a distinct producer;
+#   - RabbitMQ's management plugin, served over HTTPS only on 127.0.0.1:$ROTOR_TLS_MGMT_PORT
+#     with the same certificate, and an administrator, rotor-mgmt-admin (random password
+#     in a 0600 file): the http platform's rabbitmq preset rotates users through it.
 #
 #   scripts/tls.sh up       make/reuse the certificates, configure both servers, print env lines
 #   scripts/tls.sh env      print the env lines of a test bed that is set up and working
 #   scripts/tls.sh status   say whether TLS works on both servers (exit 0 yes, 1 no)
 #
-# `up` and `env` print exactly seven KEY=VALUE lines on stdout (safe for `eval`):
+# `up` and `env` print exactly ten KEY=VALUE lines on stdout (safe for `eval`):
 #   ROTOR_TLS_CA, ROTOR_TLS_WRONG_CA, ROTOR_TLS_CERT, ROTOR_TLS_KEY, ROTOR_TLS_AMQPS_PORT,
-#   ROTOR_TLS_PRODUCER_USER, ROTOR_TLS_PRODUCER_PASSWORD_FILE
+#   ROTOR_TLS_PRODUCER_USER, ROTOR_TLS_PRODUCER_PASSWORD_FILE, ROTOR_TLS_MGMT_PORT,
+#   ROTOR_TLS_MGMT_ADMIN, ROTOR_TLS_MGMT_ADMIN_PASSWORD_FILE
 # Everything else goes to stderr. Every subcommand is idempotent, never reads stdin and
 # needs no terminal (CI=true, stdin=/dev/null are fine). Key material is reused while it
 # is valid (more than 30 days left, key matches certificate, chain verifies), so a second
@@ -30,6 +34,7 @@
 # Settings (environment):
 #   ROTOR_TLS_DIR          state dir                   (default /var/lib/rotor-testbed/tls)
 #   ROTOR_TLS_AMQPS_PORT   RabbitMQ TLS port on 127.0.0.1 (default 5671)
+#   ROTOR_TLS_MGMT_PORT    RabbitMQ management HTTPS port on 127.0.0.1 (default 15671)
 # `up` records the values it used in $ROTOR_TLS_DIR/tls.env; env/status read them from
 # there, so they only need the same ROTOR_TLS_DIR. There is one RabbitMQ and one
 # PostgreSQL: the copies they use live in /etc/rabbitmq/rotor-tls and
@@ -41,7 +46,9 @@ set -euo pipefail
 # ---------------------------------------------------------------------------------------
 STATE_DIR=${ROTOR_TLS_DIR:-/var/lib/rotor-testbed/tls}
 AMQPS_PORT=${ROTOR_TLS_AMQPS_PORT:-5671}
+MGMT_PORT=${ROTOR_TLS_MGMT_PORT:-15671}
 PRODUCER=rotor-producer
+MGMT_ADMIN=rotor-mgmt-admin
 
 CA_KEY=$STATE_DIR/ca.key
 CA_CERT=$STATE_DIR/ca.pem
@@ -50,6 +57,8 @@ WRONG_CA_CERT=$STATE_DIR/wrong-ca.pem
 SERVER_KEY=$STATE_DIR/server.key
 SERVER_CERT=$STATE_DIR/server.pem
 PRODUCER_PW_FILE=$STATE_DIR/producer.password
+MGMT_PW_FILE=$STATE_DIR/mgmt-admin.password
+RABBIT_PLUGINS=/etc/rabbitmq/enabled_plugins
 ENV_FILE=$STATE_DIR/tls.env             # the seven lines `up` printed last
 LOCK_FILE=$STATE_DIR/.lock
 RABBIT_START_LOG=$STATE_DIR/rabbitmq-start.log
@@ -90,6 +99,12 @@ validate_settings() {
     AMQPS_PORT=$((10#$AMQPS_PORT))
     ((AMQPS_PORT != AMQP_PORT && AMQPS_PORT != PG_PORT)) \
         || die "ROTOR_TLS_AMQPS_PORT must not be $AMQP_PORT or $PG_PORT"
+    if ! [[ $MGMT_PORT =~ ^[0-9]{1,5}$ ]] || ((10#$MGMT_PORT < 1 || 10#$MGMT_PORT > 65535)); then
+        die "ROTOR_TLS_MGMT_PORT must be a port number 1-65535 (got '$MGMT_PORT')"
+    fi
+    MGMT_PORT=$((10#$MGMT_PORT))
+    ((MGMT_PORT != AMQP_PORT && MGMT_PORT != AMQPS_PORT && MGMT_PORT != PG_PORT)) \
+        || die "ROTOR_TLS_MGMT_PORT must differ from the AMQP, AMQPS and PostgreSQL ports"
 }
 
 
@@ -101,6 +116,7 @@ load_recorded() {
     while IFS= read -r line; do
         case $line in
             ROTOR_TLS_AMQPS_PORT=*) AMQPS_PORT=${line#*=} ;;
+            ROTOR_TLS_MGMT_PORT=*) MGMT_PORT=${line#*=} ;;
         esac
     done <"$ENV_FILE"
 }
@@ -132,8 +148,9 @@ install_packages() {
     local missing=()
     pkg_installed openssl || missing+=(openssl)
     command -v psql >/dev/null || missing+=(postgresql-client)
+    command -v curl >/dev/null || missing+=(curl)
     if ((${#missing[@]} == 0)); then
-        log "ok: packages openssl and a psql installed"
+        log "ok: packages openssl, curl and a psql installed"
     else
         apt_install "${missing[@]}"
     fi
@@ -566,8 +583,35 @@ ssl_options.certfile = $RABBIT_TLS_DIR/server.pem
 ssl_options.keyfile = $RABBIT_TLS_DIR/server.key
 ssl_options.verify = verify_none
 ssl_options.fail_if_no_peer_cert = false
+management.ssl.ip = 127.0.0.1
+management.ssl.port = $MGMT_PORT
+management.ssl.cacertfile = $RABBIT_TLS_DIR/ca.pem
+management.ssl.certfile = $RABBIT_TLS_DIR/server.pem
+management.ssl.keyfile = $RABBIT_TLS_DIR/server.key
 $BLOCK_END
 EOF
+}
+
+# The management plugin, enabled in the file RabbitMQ reads at boot (its settings in our
+# block would stop a node without it from booting). Returns 0 if it changed the file.
+ensure_mgmt_plugin() {
+    if [[ -f $RABBIT_PLUGINS ]] && grep -q 'rabbitmq_management[],. ]' "$RABBIT_PLUGINS"; then
+        log "ok: the management plugin is enabled"
+        return 1
+    fi
+    timeout 120 rabbitmq-plugins --offline enable rabbitmq_management </dev/null >&2 9>&- \
+        || die "rabbitmq-plugins could not enable rabbitmq_management"
+    log "changed: enabled the management plugin (it starts with RabbitMQ's next boot)"
+    return 0
+}
+
+# True if the management API answers over verified HTTPS on 127.0.0.1:MGMT_PORT.
+mgmt_ok() {
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$CA_CERT" \
+        "https://127.0.0.1:$MGMT_PORT/api/overview" 2>/dev/null) || return 1
+    # 401: it answered (and wants credentials).
+    [[ $code == 401 || $code == 200 ]]
 }
 
 # Prints the conf with our block replaced (or appended): everything outside the block
@@ -601,6 +645,7 @@ ensure_rabbit_tls() {
     write_if_changed "$RABBIT_TLS_DIR/server.pem" 0644 rabbitmq:rabbitmq <"$SERVER_CERT" && changed=1
     write_if_changed "$RABBIT_TLS_DIR/server.key" 0600 rabbitmq:rabbitmq <"$SERVER_KEY" && changed=1
     if ((changed)); then log "changed: copied the CA, server certificate and key to $RABBIT_TLS_DIR"; fi
+    if ensure_mgmt_plugin; then changed=1; fi
 
     # Before anything changes: a port some other program holds would keep RabbitMQ
     # from booting with our block.
@@ -630,7 +675,7 @@ ensure_rabbit_tls() {
         log "RabbitMQ is not running"
         RABBIT_STOPPED=1
         rabbit_recover || die "RabbitMQ does not come up with TLS on 127.0.0.1:$AMQPS_PORT"
-    elif ((conf_changed || changed)) || ! rabbit_tls_ok; then
+    elif ((conf_changed || changed)) || ! rabbit_tls_ok || ! mgmt_ok; then
         # RabbitMQ reads rabbitmq.conf (and caches the PEM files) at boot: restart.
         if ((conf_changed || changed)); then
             log "RabbitMQ must restart to pick up the changed configuration/certificates"
@@ -653,43 +698,51 @@ ensure_rabbit_tls() {
         die "RabbitMQ: TLS handshake verified against the wrong CA $WRONG_CA_CERT"
     fi
     rabbit_amqp_over_tls_ok || die "RabbitMQ: no AMQP connection.start over TLS on 127.0.0.1:$AMQPS_PORT"
+    local i
+    for ((i = 0; i < 30; i++)); do mgmt_ok && break; sleep 1; done
+    mgmt_ok || die "RabbitMQ: the management API does not answer over HTTPS on 127.0.0.1:$MGMT_PORT"
     log "ok: RabbitMQ TLS on 127.0.0.1:$AMQPS_PORT verifies (IP and localhost), speaks AMQP; wrong CA refused; plain $AMQP_PORT up"
 }
 
-# A second AMQP user for the tests. rabbitmqctl 3.10 takes passwords only as arguments
-# (briefly visible in ps); acceptable for a local, random, test-only password.
-ensure_producer() {
-    local pw perms
-    if [[ ! -s $PRODUCER_PW_FILE ]]; then
+# ensure_rabbit_user NAME PASSWORD_FILE TAGS: a RabbitMQ user with a random password
+# kept in a 0600 file and permissions .* .* .* on vhost /. rabbitmqctl 3.10 takes
+# passwords only as arguments (briefly visible in ps); acceptable for a local, random,
+# test-only password.
+ensure_rabbit_user() {
+    local user=$1 file=$2 tags=$3 pw perms
+    if [[ ! -s $file ]]; then
         pw=$(openssl rand -base64 48 | tr -dc 'A-Za-z0-9' | head -c 32)
         ((${#pw} == 32)) || die "could not generate a password"
-        (umask 077 && printf '%s' "$pw" >"$PRODUCER_PW_FILE.tmp")
-        mv -f "$PRODUCER_PW_FILE.tmp" "$PRODUCER_PW_FILE"
-        log "changed: generated the $PRODUCER password in $PRODUCER_PW_FILE"
+        (umask 077 && printf '%s' "$pw" >"$file.tmp")
+        mv -f "$file.tmp" "$file"
+        log "changed: generated the $user password in $file"
     fi
-    chown root:root "$PRODUCER_PW_FILE"
-    chmod 0600 "$PRODUCER_PW_FILE"
-    pw=$(<"$PRODUCER_PW_FILE")
-    [[ $pw =~ ^[A-Za-z0-9]{16,}$ ]] || die "$PRODUCER_PW_FILE does not hold a plain password; delete it and run up again"
+    chown root:root "$file"
+    chmod 0600 "$file"
+    pw=$(<"$file")
+    [[ $pw =~ ^[A-Za-z0-9]{16,}$ ]] || die "$file does not hold a plain password; delete it and run up again"
 
-    if rmq -q list_users --no-table-headers | awk -v u="$PRODUCER" '$1 == u { f = 1 } END { exit !f }'; then
-        if rmq -q authenticate_user "$PRODUCER" "$pw" >/dev/null 2>&1; then
-            log "ok: RabbitMQ user $PRODUCER exists with the password in $PRODUCER_PW_FILE"
+    if rmq -q list_users --no-table-headers | awk -v u="$user" '$1 == u { f = 1 } END { exit !f }'; then
+        if rmq -q authenticate_user "$user" "$pw" >/dev/null 2>&1; then
+            log "ok: RabbitMQ user $user exists with the password in $file"
         else
-            rmq -q change_password "$PRODUCER" "$pw" >/dev/null
-            log "changed: RabbitMQ user $PRODUCER: password set to the one in $PRODUCER_PW_FILE"
+            rmq -q change_password "$user" "$pw" >/dev/null
+            log "changed: RabbitMQ user $user: password set to the one in $file"
         fi
     else
-        rmq -q add_user "$PRODUCER" "$pw" >/dev/null
-        log "changed: created RabbitMQ user $PRODUCER"
+        rmq -q add_user "$user" "$pw" >/dev/null
+        log "changed: created RabbitMQ user $user"
     fi
     pw=''
-    perms=$(rmq -q list_user_permissions --no-table-headers "$PRODUCER")
+    if [[ -n $tags ]]; then
+        rmq -q set_user_tags "$user" "$tags" >/dev/null
+    fi
+    perms=$(rmq -q list_user_permissions --no-table-headers "$user")
     if grep -qxF "$(printf '/\t.*\t.*\t.*')" <<<"$perms"; then
-        log "ok: $PRODUCER has .* .* .* on vhost /"
+        log "ok: $user has .* .* .* on vhost /"
     else
-        rmq -q set_permissions -p / "$PRODUCER" '.*' '.*' '.*' >/dev/null
-        log "changed: gave $PRODUCER .* .* .* on vhost /"
+        rmq -q set_permissions -p / "$user" '.*' '.*' '.*' >/dev/null
+        log "changed: gave $user .* .* .* on vhost /"
     fi
 }
 
@@ -701,6 +754,9 @@ env_lines() {
     printf 'ROTOR_TLS_AMQPS_PORT=%s\n' "$AMQPS_PORT"
     printf 'ROTOR_TLS_PRODUCER_USER=%s\n' "$PRODUCER"
     printf 'ROTOR_TLS_PRODUCER_PASSWORD_FILE=%s\n' "$PRODUCER_PW_FILE"
+    printf 'ROTOR_TLS_MGMT_PORT=%s\n' "$MGMT_PORT"
+    printf 'ROTOR_TLS_MGMT_ADMIN=%s\n' "$MGMT_ADMIN"
+    printf 'ROTOR_TLS_MGMT_ADMIN_PASSWORD_FILE=%s\n' "$MGMT_PW_FILE"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -714,7 +770,8 @@ cmd_up() {
     ensure_material
     ensure_pg_tls
     ensure_rabbit_tls
-    ensure_producer
+    ensure_rabbit_user "$PRODUCER" "$PRODUCER_PW_FILE" ""
+    ensure_rabbit_user "$MGMT_ADMIN" "$MGMT_PW_FILE" administrator
     env_lines | write_if_changed "$ENV_FILE" 0644 || true
     cat "$ENV_FILE"
 }
@@ -735,6 +792,10 @@ check_working() {
     fi
     if ! rabbit_tls_ok; then
         log "RabbitMQ: no verified TLS with our certificate on 127.0.0.1:$AMQPS_PORT"
+        bad=1
+    fi
+    if ! mgmt_ok; then
+        log "RabbitMQ: the management API does not answer over HTTPS on 127.0.0.1:$MGMT_PORT"
         bad=1
     fi
     return "$bad"

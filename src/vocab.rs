@@ -20,8 +20,9 @@ pub const RESOURCE_TYPES: &[&str] = &[
     "VRSLCM",
     "VXRAIL_MANAGER",
     "BACKUP",
-    // rotor's own, for the postgresql platform's database roles.
+    // rotor's own: the postgresql platform's database roles, RabbitMQ users (http).
     "POSTGRESQL",
+    "RABBITMQ",
 ];
 
 pub const ACCOUNT_TYPES: &[&str] = &["USER", "SYSTEM", "SERVICE"];

@@ -82,6 +82,7 @@ pub fn host(command: Host) -> anyhow::Result<ExitCode> {
         insecure_accept_any_host_key: false,
         admin: None,
         ssh_auth: crate::driver::SshAuth::Auto,
+        http: None,
         connect_timeout: Duration::from_secs(10),
         io_timeout: Duration::from_secs(10),
     };

@@ -33,6 +33,8 @@ pub struct Host {
     pub admin: Option<Admin>,
     /// How accounts log in with their passwords (the admin uses its key or password file).
     pub ssh_auth: SshAuth,
+    /// The recipe of an `http` resource.
+    pub http: Option<std::sync::Arc<super::http::HttpTarget>>,
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
 }
@@ -44,6 +46,34 @@ pub struct Admin {
     pub private_key_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
     pub sudo: bool,
+}
+
+impl Admin {
+    /// The secret in the admin's `password_file` (its last line break dropped), read into
+    /// a buffer that is wiped after.
+    pub fn password(&self) -> Result<secrecy::SecretString, Error> {
+        let file = self.password_file.as_ref().ok_or_else(|| {
+            Error::Config(format!(
+                "the admin account {} has no password_file",
+                self.username
+            ))
+        })?;
+        let bytes = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| {
+            Error::Config(format!(
+                "cannot read admin password file {}: {e}",
+                file.display()
+            ))
+        })?);
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            Error::Config(format!(
+                "admin password file {} is not UTF-8",
+                file.display()
+            ))
+        })?;
+        Ok(secrecy::SecretString::from(
+            text.trim_end_matches(['\n', '\r']).to_owned(),
+        ))
+    }
 }
 
 /// What a login attempt showed.

@@ -2,10 +2,12 @@
 //! Everything here is blocking (ssh2); the engine runs it on the blocking pool.
 
 mod aging;
+mod blocking;
 mod check;
 mod contract;
 mod dialogue;
 pub mod esxi;
+pub mod http;
 pub mod linux;
 mod platform;
 pub mod postgres;
@@ -24,6 +26,7 @@ pub fn driver(platform: &str) -> Option<&'static dyn Driver> {
         "linux-chpasswd" => Some(&linux::Chpasswd),
         "linux-passwd" => Some(&linux::Passwd),
         "esxi" => Some(&esxi::Esxi),
+        "http" => Some(&http::Http),
         "postgresql" => Some(&postgres::Postgres),
         _ => None,
     }
@@ -38,9 +41,15 @@ pub fn reset_driver(platform: &str) -> Option<&'static dyn Driver> {
     }
 }
 
-pub const PLATFORMS: &[&str] = &["linux-chpasswd", "linux-passwd", "esxi", "postgresql"];
+pub const PLATFORMS: &[&str] = &[
+    "linux-chpasswd",
+    "linux-passwd",
+    "esxi",
+    "http",
+    "postgresql",
+];
 
 /// Platforms reached over SSH (host keys pinned, pre-flight's checks apply).
 pub fn is_ssh(platform: &str) -> bool {
-    platform != "postgresql"
+    !matches!(platform, "postgresql" | "http")
 }

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 
+use super::blocking::block_on;
 use super::contract::{validate_password_charset, Error, Host, Login};
 use super::platform::Driver;
 
@@ -61,24 +62,6 @@ fn options(host: &Host, username: &str, password: &str) -> PgConnectOptions {
         .disable_statement_logging()
 }
 
-/// Runs `work` on the runtime this blocking thread belongs to.
-fn block_on<T>(host: &Host, work: impl std::future::Future<Output = T>) -> Result<T, Error> {
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-        Error::Config(format!(
-            "{}: the postgresql driver runs inside rotor's runtime",
-            endpoint(host)
-        ))
-    })?;
-    Ok(handle
-        .block_on(async {
-            tokio::time::timeout(host.connect_timeout + host.io_timeout, work).await
-        })
-        .map_err(|_| Error::Timeout {
-            address: endpoint(host),
-            message: "PostgreSQL did not answer in time".into(),
-        })?)
-}
-
 /// What a failed connection says: a refused password (28P01) or something else.
 fn refused(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("28P01"))
@@ -111,20 +94,7 @@ impl Driver for Postgres {
             message: format!("password {m}"),
         })?;
         let admin = host.admin.as_ref().ok_or(Error::NoAdmin)?;
-        let file = admin.password_file.as_ref().ok_or_else(|| {
-            Error::Config("the postgresql platform's admin logs in with a password_file".into())
-        })?;
-        let bytes = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| {
-            Error::Config(format!(
-                "cannot read admin password file {}: {e}",
-                file.display()
-            ))
-        })?);
-        let admin_password = zeroize::Zeroizing::new(
-            String::from_utf8_lossy(&bytes)
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
-        );
+        let admin_password = admin.password()?;
         let mut salt = [0u8; 16];
         rand::rngs::OsRng
             .try_fill_bytes(&mut salt)
@@ -135,8 +105,8 @@ impl Driver for Postgres {
             "ALTER ROLE \"{}\" PASSWORD '{verifier}'",
             username.replace('"', "\"\"")
         );
-        block_on(host, async {
-            let mut conn = options(host, &admin.username, &admin_password)
+        block_on(host, "PostgreSQL", 1, async {
+            let mut conn = options(host, &admin.username, admin_password.expose_secret())
                 .connect()
                 .await
                 .map_err(|e| {
@@ -165,7 +135,7 @@ impl Driver for Postgres {
     }
 
     fn login(&self, host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
-        block_on(host, async {
+        block_on(host, "PostgreSQL", 1, async {
             match options(host, username, password.expose_secret())
                 .connect()
                 .await

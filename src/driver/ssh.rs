@@ -399,20 +399,8 @@ pub fn admin_session(host: &Host) -> Result<(Session, &Admin), Error> {
                 )),
                 _ => protocol(host, e),
             })?;
-    } else if let Some(file) = &admin.password_file {
-        let bytes = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| {
-            Error::Config(format!(
-                "cannot read admin password file {}: {e}",
-                file.display()
-            ))
-        })?);
-        let text = std::str::from_utf8(&bytes).map_err(|_| {
-            Error::Config(format!(
-                "admin password file {} is not UTF-8",
-                file.display()
-            ))
-        })?;
-        let pw = SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned());
+    } else if admin.password_file.is_some() {
+        let pw = admin.password()?;
         // By the resource's method: ESXi's root takes its password by keyboard-interactive.
         let method = method_for(host, &session, &admin.username)?;
         if attempt(host, &session, method, &admin.username, &pw)? == Login::Refused {

@@ -29,7 +29,7 @@ pub(super) async fn load_account(
 ) -> Result<Account, StageError> {
     let r = sqlx::query!(
         "SELECT c.username, r.id AS resource_id, r.address, r.port, r.host_keys, r.insecure_accept_any_host_key,
-                r.platform, r.policy, r.admin_username, r.admin_private_key_file, r.admin_password_file, r.admin_sudo, r.ssh_auth
+                r.platform, r.policy, r.admin_username, r.admin_private_key_file, r.admin_password_file, r.admin_sudo, r.ssh_auth, r.http
            FROM credentials c JOIN resources r ON r.id = c.resource_id WHERE c.id = $1",
         credential_id
     )
@@ -64,6 +64,14 @@ pub(super) async fn load_account(
             ));
         }
     }
+    let http = match r.http {
+        Some(json) => Some(std::sync::Arc::new(http_target(
+            engine,
+            &r.resource_id,
+            json,
+        )?)),
+        None => None,
+    };
     Ok(Account {
         credential_id,
         username: r.username,
@@ -77,11 +85,39 @@ pub(super) async fn load_account(
             insecure_accept_any_host_key: r.insecure_accept_any_host_key,
             admin,
             ssh_auth: r.ssh_auth.parse().unwrap_or(driver::SshAuth::Auto),
+            http,
             connect_timeout: engine.connect_timeout,
             io_timeout: engine.io_timeout,
         },
         resource_id: r.resource_id,
     })
+}
+
+/// An http resource's stored recipe, resolved, its CA file checked as the admin files are.
+fn http_target(
+    engine: &Engine,
+    resource_id: &str,
+    json: serde_json::Value,
+) -> Result<driver::http::HttpTarget, StageError> {
+    let bad = |m: String| {
+        StageError::permanent(
+            "CONFIGURATION_ERROR",
+            format!("resource {resource_id}: {m}; apply the inventory again"),
+        )
+    };
+    let spec: driver::http::recipe::HttpSpec =
+        serde_json::from_value(json).map_err(|e| bad(format!("http: {e}")))?;
+    if let Some(ca) = &spec.ca_file {
+        let inside =
+            std::fs::canonicalize(ca).is_ok_and(|real| real.starts_with(&engine.allowed_dir));
+        if !inside {
+            return Err(bad(format!(
+                "http.ca_file {} is missing or not under inventory.allowed_dir",
+                ca.display()
+            )));
+        }
+    }
+    driver::http::HttpTarget::from_spec(&spec).map_err(bad)
 }
 
 pub(super) fn policy_of<'a>(

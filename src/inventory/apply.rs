@@ -43,24 +43,24 @@ pub async fn apply(
         let moved = check_target(&mut tx, r, applier).await?;
         let row = sqlx::query!(
             r#"INSERT INTO resources (id, name, type, address, port, host_keys, insecure_accept_any_host_key, platform, policy,
-                                     admin_username, admin_private_key_file, admin_password_file, admin_sudo, lockout_threshold, ssh_auth)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                                     admin_username, admin_private_key_file, admin_password_file, admin_sudo, lockout_threshold, ssh_auth, http)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                ON CONFLICT (id) DO UPDATE SET
                    name = EXCLUDED.name, type = EXCLUDED.type, address = EXCLUDED.address, port = EXCLUDED.port,
                    host_keys = EXCLUDED.host_keys, insecure_accept_any_host_key = EXCLUDED.insecure_accept_any_host_key,
                    platform = EXCLUDED.platform, policy = EXCLUDED.policy, admin_username = EXCLUDED.admin_username,
                    admin_private_key_file = EXCLUDED.admin_private_key_file,
                    admin_password_file = EXCLUDED.admin_password_file, admin_sudo = EXCLUDED.admin_sudo,
-                   lockout_threshold = EXCLUDED.lockout_threshold, ssh_auth = EXCLUDED.ssh_auth, updated_at = now()
+                   lockout_threshold = EXCLUDED.lockout_threshold, ssh_auth = EXCLUDED.ssh_auth, http = EXCLUDED.http, updated_at = now()
                WHERE (resources.name, resources.type, resources.address, resources.port, resources.host_keys,
                       resources.insecure_accept_any_host_key, resources.platform, resources.policy, resources.admin_username,
                       resources.admin_private_key_file, resources.admin_password_file, resources.admin_sudo,
-                      resources.lockout_threshold, resources.ssh_auth)
+                      resources.lockout_threshold, resources.ssh_auth, resources.http)
                      IS DISTINCT FROM
                      (EXCLUDED.name, EXCLUDED.type, EXCLUDED.address, EXCLUDED.port, EXCLUDED.host_keys,
                       EXCLUDED.insecure_accept_any_host_key, EXCLUDED.platform, EXCLUDED.policy, EXCLUDED.admin_username,
                       EXCLUDED.admin_private_key_file, EXCLUDED.admin_password_file, EXCLUDED.admin_sudo,
-                      EXCLUDED.lockout_threshold, EXCLUDED.ssh_auth)
+                      EXCLUDED.lockout_threshold, EXCLUDED.ssh_auth, EXCLUDED.http)
                RETURNING (xmax = 0) AS "inserted!""#,
             r.id,
             r.name,
@@ -76,7 +76,8 @@ pub async fn apply(
             path(admin.and_then(|a| a.password_file.as_ref())),
             admin.is_some_and(|a| a.sudo),
             r.lockout_threshold(),
-            r.ssh_auth
+            r.ssh_auth,
+            r.http.as_ref().map(|h| serde_json::to_value(h).expect("a recipe is JSON"))
         )
         .fetch_optional(&mut *tx)
         .await?;

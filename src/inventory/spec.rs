@@ -75,6 +75,9 @@ pub struct ResourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lockout_threshold: Option<i32>,
     pub admin: Option<AdminSpec>,
+    /// The recipe of an `http` resource.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<crate::driver::http::recipe::HttpSpec>,
     #[serde(default)]
     pub account: Vec<AccountSpec>,
 }
@@ -165,6 +168,9 @@ pub fn read(path: &Path) -> Result<InventoryFile, Error> {
         for acc in &mut r.account {
             acc.password_file.as_mut().map(abs);
         }
+        if let Some(h) = &mut r.http {
+            h.ca_file.as_mut().map(abs);
+        }
     }
     Ok(inv)
 }
@@ -212,6 +218,24 @@ pub fn check_files(inv: &mut InventoryFile, allowed_dir: &Path) -> Result<(), Er
             if let Some(f) = acc.password_file.as_mut() {
                 check(format!("resource[{i}].account[{j}].password_file"), f)?;
             }
+        }
+        // A CA is public, but who may swap it may read the passwords: it too stays under
+        // allowed_dir.
+        if let Some(f) = r.http.as_mut().and_then(|h| h.ca_file.as_mut()) {
+            let field = format!("resource[{i}].http.ca_file");
+            let real = std::fs::canonicalize(&*f)
+                .map_err(|e| invalid(&field, format!("{}: {e}", f.display())))?;
+            if !real.starts_with(&allowed) {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{} is not under {} (inventory.allowed_dir)",
+                        f.display(),
+                        allowed.display()
+                    ),
+                ));
+            }
+            *f = real;
         }
     }
     Ok(())
@@ -324,6 +348,31 @@ pub fn validate(
                     crate::driver::PLATFORMS.join(", ")
                 ),
             ));
+        }
+        match (&r.http, r.platform == "http") {
+            (None, true) => {
+                return Err(invalid(
+                    format!("{at}.http"),
+                    "platform http needs a [resource.http] recipe (a preset, or change and verify requests)",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(invalid(format!("{at}.http"), "only platform http takes a recipe"))
+            }
+            (Some(spec), true) => {
+                let recipe = spec
+                    .resolve()
+                    .map_err(|(f, m)| invalid(format!("{at}.http.{f}"), m))?;
+                if recipe.needs_admin()
+                    && r.admin.as_ref().is_none_or(|a| a.password_file.is_none())
+                {
+                    return Err(invalid(
+                        format!("{at}.admin.password_file"),
+                        "this recipe authenticates as the admin: give the admin a password_file (its password, or its bearer token)",
+                    ));
+                }
+            }
+            (None, false) => {}
         }
         let policy = r.policy_name(&default_policy);
         if !policies.contains_key(&policy) {

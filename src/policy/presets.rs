@@ -105,7 +105,7 @@ pub fn preset_for_type(resource_type: &str) -> &'static str {
     match resource_type {
         "ESXI" => "esxi",
         "NSXT_MANAGER" | "NSX_MANAGER" | "NSXT_EDGE" | "NSX_EDGE" | "NSX_CONTROLLER" => "nsx",
-        "LINUX" | "POSTGRESQL" => "linux",
+        "LINUX" | "POSTGRESQL" | "RABBITMQ" => "linux",
         // vCenter, PSC, the Aria/vRealize appliances, SDDC Manager's own accounts, backup:
         // VCF rotates them under SDDC Manager's rules.
         _ => "vcf",

@@ -74,6 +74,10 @@ pub struct TlsBed {
     pub amqps_port: u16,
     pub producer_user: String,
     pub producer_password: String,
+    /// RabbitMQ's management API over HTTPS, and its administrator.
+    pub mgmt_port: u16,
+    pub mgmt_admin: String,
+    pub mgmt_admin_password_file: String,
 }
 
 pub fn tls_bed() -> &'static TlsBed {
@@ -109,6 +113,9 @@ pub fn tls_bed() -> &'static TlsBed {
                 .unwrap()
                 .trim()
                 .to_string(),
+            mgmt_port: get("ROTOR_TLS_MGMT_PORT").parse().unwrap(),
+            mgmt_admin: get("ROTOR_TLS_MGMT_ADMIN"),
+            mgmt_admin_password_file: get("ROTOR_TLS_MGMT_ADMIN_PASSWORD_FILE"),
         }
     })
 }

@@ -10,6 +10,7 @@ mod esxi;
 mod expiry;
 mod fuzz;
 mod helpers;
+mod http_targets;
 mod intake;
 mod kbdint;
 mod leaks;

@@ -271,6 +271,7 @@ async fn register(
         ssh_auth: inventory::default_ssh_auth(),
         policy: None,
         lockout_threshold: None,
+        http: None,
         admin: Some(AdminSpec {
             username: state.deploy.admin_username.clone(),
             private_key_file: Some(key_file),

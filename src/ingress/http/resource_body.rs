@@ -126,6 +126,7 @@ impl From<ResourceBody> for ResourceSpec {
             ssh_auth: b.ssh_auth,
             policy: b.policy,
             lockout_threshold: b.lockout_threshold,
+            http: None,
             admin: b.admin.map(|a| AdminSpec {
                 username: a.username,
                 private_key_file: None,

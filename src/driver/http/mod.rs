@@ -1,0 +1,530 @@
+//! `http`: a password changed and proven through a target's HTTP API (reqwest over
+//! rustls), as its recipe says (`recipe.rs`). The password goes only into the change
+//! request's JSON body and the verification's Basic credentials, never into a URL, a
+//! log or an error: bodies quoted in errors are redacted.
+
+pub mod recipe;
+pub mod tls;
+
+use std::path::PathBuf;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use super::blocking::block_on;
+use super::contract::{validate_password_charset, Admin, Error, Host, Login};
+use super::platform::Driver;
+use recipe::{Auth, Recipe, Session};
+
+/// What the driver needs of an http resource: its resolved recipe and how to trust it.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    pub recipe: Recipe,
+    pub ca_file: Option<PathBuf>,
+    pub pins: Vec<[u8; 32]>,
+}
+
+impl HttpTarget {
+    /// From the stored `[resource.http]`; the message names the field.
+    pub fn from_spec(spec: &recipe::HttpSpec) -> Result<HttpTarget, String> {
+        let recipe = spec.resolve().map_err(|(f, m)| format!("http.{f}: {m}"))?;
+        Ok(HttpTarget {
+            recipe,
+            ca_file: spec.ca_file.clone(),
+            pins: spec
+                .cert_fingerprints
+                .iter()
+                .filter_map(|p| tls::parse_pin(p))
+                .collect(),
+        })
+    }
+}
+
+/// Longest piece of an answer quoted in an error.
+const QUOTE: usize = 300;
+
+pub struct Http;
+
+fn target(host: &Host) -> Result<&HttpTarget, Error> {
+    host.http
+        .as_deref()
+        .ok_or_else(|| Error::Config("the resource has no [resource.http] recipe".into()))
+}
+
+fn endpoint(host: &Host) -> String {
+    if host.address.contains(':') {
+        format!("[{}]:{}", host.address, host.port)
+    } else {
+        format!("{}:{}", host.address, host.port)
+    }
+}
+
+fn url(host: &Host, path: &str, username: &str) -> String {
+    format!(
+        "https://{}{}",
+        endpoint(host),
+        recipe::path_for(path, username)
+    )
+}
+
+fn method(m: &str) -> Method {
+    Method::from_bytes(m.as_bytes()).unwrap_or(Method::GET)
+}
+
+/// The error's whole chain in one line (reqwest's own message leaves out the cause, e.g.
+/// a certificate that is not pinned).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// A request that got no answer: not sent (nothing changed), or cut off (it may have).
+fn send_error(host: &Host, e: reqwest::Error) -> Error {
+    if e.is_timeout() {
+        Error::Timeout {
+            address: endpoint(host),
+            message: chain(&e),
+        }
+    } else if e.is_connect() {
+        Error::Connect {
+            address: endpoint(host),
+            message: chain(&e),
+        }
+    } else {
+        Error::Protocol {
+            address: endpoint(host),
+            message: chain(&e),
+        }
+    }
+}
+
+/// The answer's status and body (at most 64 KiB of it).
+async fn answer(host: &Host, response: reqwest::Response) -> Result<(StatusCode, String), Error> {
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| send_error(host, e))?;
+    let cut = &bytes[..bytes.len().min(64 * 1024)];
+    Ok((status, String::from_utf8_lossy(cut).into_owned()))
+}
+
+/// `text` shortened for an error, with every secret taken out.
+fn quote(text: &str, secrets: &[&SecretString]) -> String {
+    super::ssh::redact(text, secrets)
+        .chars()
+        .take(QUOTE)
+        .collect()
+}
+
+/// Who rotor is on one request.
+struct Credentials<'a> {
+    admin: Option<(&'a Admin, SecretString)>,
+    session: Option<(String, String)>,
+    account: (&'a str, Option<&'a SecretString>),
+}
+
+impl Credentials<'_> {
+    fn apply(&self, request: RequestBuilder, auth: Auth) -> Result<RequestBuilder, Error> {
+        let admin = || self.admin.as_ref().ok_or(Error::NoAdmin);
+        Ok(match auth {
+            Auth::AdminBasic => {
+                let (a, pw) = admin()?;
+                request.basic_auth(&a.username, Some(pw.expose_secret()))
+            }
+            Auth::AdminBearer => request.bearer_auth(admin()?.1.expose_secret()),
+            Auth::AdminSession => {
+                let (header, token) = self
+                    .session
+                    .as_ref()
+                    .ok_or_else(|| Error::Config("the recipe's session was not opened".into()))?;
+                request.header(header.as_str(), token.as_str())
+            }
+            Auth::AccountBasic => {
+                let (user, pw) = self.account;
+                let pw = pw.ok_or_else(|| {
+                    Error::Config("this recipe changes a password as the account, with its current one, and rotor knows none: REMEDIATE with the live password first".into())
+                })?;
+                request.basic_auth(user, Some(pw.expose_secret()))
+            }
+        })
+    }
+}
+
+/// A session token from a session answer: a JSON string, or `{"value": token}`.
+fn token_of(body: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(body).ok()? {
+        serde_json::Value::String(t) => Some(t),
+        serde_json::Value::Object(o) => o.get("value")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+async fn open_session(
+    host: &Host,
+    client: &reqwest::Client,
+    session: &Session,
+    user: &str,
+    password: &SecretString,
+) -> Result<Option<String>, Error> {
+    let response = client
+        .request(method(&session.method), url(host, &session.path, user))
+        .basic_auth(user, Some(password.expose_secret()))
+        .send()
+        .await
+        .map_err(|e| send_error(host, e))?;
+    let (status, body) = answer(host, response).await?;
+    if status == StatusCode::UNAUTHORIZED {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        return Err(Error::Protocol {
+            address: endpoint(host),
+            message: format!(
+                "{} {} answered {status}: {}",
+                session.method,
+                session.path,
+                quote(&body, &[password])
+            ),
+        });
+    }
+    token_of(&body).map(Some).ok_or_else(|| Error::Protocol {
+        address: endpoint(host),
+        message: format!("{} answered no session token", session.path),
+    })
+}
+
+async fn end_session(host: &Host, client: &reqwest::Client, session: &Session, token: &str) {
+    if let (Some(m), Some(p)) = (&session.end_method, &session.end_path) {
+        let _ = client
+            .request(method(m), url(host, p, ""))
+            .header(session.header.as_str(), token)
+            .send()
+            .await;
+    }
+}
+
+/// The JSON body: the template with `"{password}"`, `"{old_password}"`, `"{username}"`
+/// and `"{current.FIELD}"` values filled in, built in a buffer that is wiped after.
+fn render(
+    template: &serde_json::Value,
+    username: &str,
+    new: &SecretString,
+    old: Option<&SecretString>,
+    current: Option<&serde_json::Value>,
+) -> Result<Zeroizing<String>, Error> {
+    // The placeholders are whole JSON strings in the template's text; the values are
+    // written JSON-escaped (a password holds no control characters).
+    let text = template.to_string();
+    let mut out = Zeroizing::new(String::with_capacity(text.len() + 64));
+    let escaped = |s: &str, out: &mut String| {
+        out.push('"');
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    };
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("\"{") {
+        let Some(len) = rest[start..].find("}\"") else {
+            break;
+        };
+        let name = &rest[start + 2..start + len];
+        out.push_str(&rest[..start]);
+        match name {
+            "password" => escaped(new.expose_secret(), &mut out),
+            "old_password" => {
+                let old = old.ok_or_else(|| {
+                    Error::Config("the recipe sends the old password, and rotor knows none: REMEDIATE with the live password first".into())
+                })?;
+                escaped(old.expose_secret(), &mut out)
+            }
+            "username" => escaped(username, &mut out),
+            field if field.starts_with("current.") => {
+                let value = current
+                    .and_then(|c| {
+                        c.pointer(&format!("/{}", field["current.".len()..].replace('.', "/")))
+                    })
+                    .ok_or_else(|| Error::Protocol {
+                        address: String::new(),
+                        message: format!("the read answer has no {field}"),
+                    })?;
+                out.push_str(&value.to_string());
+            }
+            _ => out.push_str(&rest[start..start + len + 2]),
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Http {
+    async fn change(
+        &self,
+        host: &Host,
+        target: &HttpTarget,
+        username: &str,
+        old: Option<&SecretString>,
+        new: &SecretString,
+    ) -> Result<(), Error> {
+        let recipe = &target.recipe;
+        let client = tls::client(host, target)?;
+        let admin = match &host.admin {
+            Some(a) if recipe.needs_admin() => Some((a, a.password()?)),
+            _ => None,
+        };
+        let mut creds = Credentials {
+            admin,
+            session: None,
+            account: (username, old),
+        };
+        let secrets: Vec<&SecretString> = [Some(new), old].into_iter().flatten().collect();
+        if recipe.change.auth == Auth::AdminSession {
+            let session = recipe.session.as_ref().ok_or(Error::NoAdmin)?;
+            let (a, pw) = creds.admin.as_ref().ok_or(Error::NoAdmin)?;
+            let token = open_session(host, &client, session, &a.username, pw)
+                .await?
+                .ok_or_else(|| Error::AdminAuth {
+                    username: a.username.clone(),
+                    message: "the admin's session was refused".into(),
+                })?;
+            creds.session = Some((session.header.clone(), token));
+        }
+        let done = self
+            .send_change(host, &client, recipe, &creds, username, old, new, &secrets)
+            .await;
+        if let (Some(session), Some((_, token))) = (&recipe.session, &creds.session) {
+            end_session(host, &client, session, token).await;
+        }
+        done
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_change(
+        &self,
+        host: &Host,
+        client: &reqwest::Client,
+        recipe: &Recipe,
+        creds: &Credentials<'_>,
+        username: &str,
+        old: Option<&SecretString>,
+        new: &SecretString,
+        secrets: &[&SecretString],
+    ) -> Result<(), Error> {
+        let current = match &recipe.read {
+            Some(read) => {
+                let request = client.request(method(&read.method), url(host, &read.path, username));
+                let response = creds
+                    .apply(request, read.auth)?
+                    .send()
+                    .await
+                    .map_err(|e| send_error(host, e))?;
+                let (status, body) = answer(host, response).await?;
+                if !status.is_success() {
+                    return Err(self.refusal(
+                        host, read.auth, &read.path, status, &body, secrets, username,
+                    ));
+                }
+                Some(serde_json::from_str(&body).map_err(|_| Error::Protocol {
+                    address: endpoint(host),
+                    message: format!("{} answered something other than JSON", read.path),
+                })?)
+            }
+            None => None,
+        };
+        let change = &recipe.change;
+        let body =
+            render(&change.body, username, new, old, current.as_ref()).map_err(|e| match e {
+                Error::Protocol { message, .. } => Error::Protocol {
+                    address: endpoint(host),
+                    message,
+                },
+                other => other,
+            })?;
+        let request = client
+            .request(method(&change.method), url(host, &change.path, username))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.as_bytes().to_vec());
+        let response = creds
+            .apply(request, change.auth)?
+            .send()
+            .await
+            .map_err(|e| send_error(host, e))?;
+        let (status, text) = answer(host, response).await?;
+        let ok = if change.ok.is_empty() {
+            status.is_success()
+        } else {
+            change.ok.contains(&status.as_u16())
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(self.refusal(
+            host,
+            change.auth,
+            &change.path,
+            status,
+            &text,
+            secrets,
+            username,
+        ))
+    }
+
+    /// What a request's refusal means: a credential rotor used, the target saying no (the
+    /// old password stands), or a server error after which the change is not known.
+    #[allow(clippy::too_many_arguments)]
+    fn refusal(
+        &self,
+        host: &Host,
+        auth: Auth,
+        path: &str,
+        status: StatusCode,
+        body: &str,
+        secrets: &[&SecretString],
+        username: &str,
+    ) -> Error {
+        let said = format!("{path} answered {status}: {}", quote(body, secrets));
+        match (status, auth) {
+            (StatusCode::UNAUTHORIZED, Auth::AccountBasic) => Error::AccountAuth {
+                username: username.to_string(),
+                message: said,
+            },
+            (StatusCode::UNAUTHORIZED, _) => Error::AdminAuth {
+                username: host
+                    .admin
+                    .as_ref()
+                    .map(|a| a.username.clone())
+                    .unwrap_or_default(),
+                message: said,
+            },
+            (s, _) if s.is_client_error() => Error::Rejected { message: said },
+            _ => Error::Protocol {
+                address: endpoint(host),
+                message: said,
+            },
+        }
+    }
+
+    async fn try_password(
+        &self,
+        host: &Host,
+        target: &HttpTarget,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<Login, Error> {
+        let verify = &target.recipe.verify;
+        let client = tls::client(host, target)?;
+        let response = client
+            .request(method(&verify.method), url(host, &verify.path, username))
+            .basic_auth(username, Some(password.expose_secret()))
+            .send()
+            .await
+            .map_err(|e| send_error(host, e))?;
+        let (status, body) = answer(host, response).await?;
+        let code = status.as_u16();
+        if verify.accepted.iter().any(|r| r.matches(code, &body)) {
+            if verify.ends_session {
+                if let (Some(session), Some(token)) = (&target.recipe.session, token_of(&body)) {
+                    end_session(host, &client, session, &token).await;
+                }
+            }
+            return Ok(Login::Accepted);
+        }
+        if verify.refused.iter().any(|r| r.matches(code, &body)) {
+            return Ok(Login::Refused);
+        }
+        Err(Error::Protocol {
+            address: endpoint(host),
+            message: format!(
+                "{} answered {status}, which the recipe names neither accepted nor refused: {}",
+                verify.path,
+                quote(&body, &[password])
+            ),
+        })
+    }
+}
+
+impl Driver for Http {
+    fn apply(
+        &self,
+        host: &Host,
+        username: &str,
+        old: Option<&SecretString>,
+        new: &SecretString,
+    ) -> Result<(), Error> {
+        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected {
+            message: format!("password {m}"),
+        })?;
+        let target = target(host)?;
+        block_on(
+            host,
+            "HTTP API",
+            4,
+            self.change(host, target, username, old, new),
+        )?
+    }
+
+    fn login(&self, host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
+        let target = target(host)?;
+        block_on(
+            host,
+            "HTTP API",
+            2,
+            self.try_password(host, target, username, password),
+        )?
+    }
+
+    fn verify_both(
+        &self,
+        host: &Host,
+        username: &str,
+        old: &SecretString,
+        new: &SecretString,
+    ) -> Result<(Login, Option<Login>), Error> {
+        let old_outcome = self.login(host, username, old)?;
+        if old_outcome == Login::Accepted {
+            return Ok((old_outcome, None));
+        }
+        Ok((old_outcome, Some(self.login(host, username, new)?)))
+    }
+
+    fn logs_in_as_account(&self, host: &Host) -> bool {
+        host.http
+            .as_deref()
+            .is_some_and(|t| t.recipe.changes_as_account())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_gets_the_values_and_nothing_else_moves() {
+        let template = serde_json::json!({"password": "{password}", "tags": "{current.tags}", "note": "{other}", "n": 1});
+        let current = serde_json::json!({"tags": ["monitoring", "x"]});
+        let new = SecretString::from("p\"w\\1".to_string());
+        let body = render(&template, "bob", &new, None, Some(&current)).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(back["password"], "p\"w\\1");
+        assert_eq!(back["tags"], serde_json::json!(["monitoring", "x"]));
+        assert_eq!(back["note"], "{other}");
+        assert_eq!(back["n"], 1);
+        let needs_old =
+            serde_json::json!({"old_password": "{old_password}", "password": "{password}"});
+        assert!(matches!(
+            render(&needs_old, "bob", &new, None, None),
+            Err(Error::Config(_))
+        ));
+        assert_eq!(token_of("\"abc\"").as_deref(), Some("abc"));
+        assert_eq!(token_of("{\"value\": \"abc\"}").as_deref(), Some("abc"));
+    }
+}

@@ -1,0 +1,144 @@
+//! How rotor trusts an HTTP target: the system's roots, one CA file, or a pinned
+//! certificate (the HTTP form of a pinned SSH host key: the chain is not judged, the
+//! certificate must be one of the pins, and the server must prove it holds its key).
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use super::HttpTarget;
+use crate::driver::contract::{Error, Host};
+
+/// `SHA256:<base64 without padding>` of a certificate's DER form.
+pub fn fingerprint(der: &[u8]) -> String {
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(der))
+    )
+}
+
+/// The digest a pin names, if it is well formed.
+pub fn parse_pin(pin: &str) -> Option<[u8; 32]> {
+    let b64 = pin.strip_prefix("SHA256:")?;
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(b64.trim_end_matches('='))
+        .ok()?;
+    bytes.try_into().ok()
+}
+
+#[derive(Debug)]
+struct Pinned {
+    pins: Vec<[u8; 32]>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let digest: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if self.pins.contains(&digest) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the server's certificate {} is not pinned for this resource",
+                fingerprint(end_entity.as_ref())
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client for one target: HTTPS only, no redirects followed (credentials never go
+/// elsewhere), no proxy from the environment, the resource's timeouts.
+pub fn client(host: &Host, target: &HttpTarget) -> Result<reqwest::Client, Error> {
+    let mut builder = reqwest::Client::builder()
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(host.connect_timeout)
+        .timeout(host.connect_timeout + host.io_timeout);
+    if !target.pins.is_empty() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Config(format!("TLS: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                pins: target.pins.clone(),
+                provider,
+            }))
+            .with_no_client_auth();
+        builder = builder.use_preconfigured_tls(config);
+    } else if let Some(ca) = &target.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| Error::Config(format!("cannot read CA file {}: {e}", ca.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| Error::Config(format!("CA file {}: {e}", ca.display())))?;
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| Error::Config(format!("HTTP client: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_read_back_what_fingerprint_writes() {
+        let fpr = fingerprint(b"certificate");
+        assert_eq!(fpr.len(), "SHA256:".len() + 43);
+        let digest: [u8; 32] = Sha256::digest(b"certificate").into();
+        assert_eq!(parse_pin(&fpr), Some(digest));
+        assert_eq!(parse_pin("SHA256:short"), None);
+        assert_eq!(parse_pin("MD5:abc"), None);
+    }
+}
