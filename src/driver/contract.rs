@@ -34,7 +34,7 @@ pub struct Host {
     /// How accounts log in with their passwords (the admin uses its key or password file).
     pub ssh_auth: SshAuth,
     /// The recipe of an `http` resource.
-    pub http: Option<std::sync::Arc<super::http::HttpTarget>>,
+    pub http: Option<std::sync::Arc<super::http::recipe::HttpTarget>>,
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
 }

@@ -3,43 +3,18 @@
 //! request's JSON body and the verification's Basic credentials, never into a URL, a
 //! log or an error: bodies quoted in errors are redacted.
 
+mod presets;
 pub mod recipe;
 pub mod tls;
 
-use std::path::PathBuf;
-
 use reqwest::{Method, RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
-use zeroize::Zeroizing;
 
 use super::blocking::block_on;
 use super::contract::{validate_password_charset, Admin, Error, Host, Login};
 use super::platform::Driver;
-use recipe::{Auth, Recipe, Session};
-
-/// What the driver needs of an http resource: its resolved recipe and how to trust it.
-#[derive(Debug, Clone)]
-pub struct HttpTarget {
-    pub recipe: Recipe,
-    pub ca_file: Option<PathBuf>,
-    pub pins: Vec<[u8; 32]>,
-}
-
-impl HttpTarget {
-    /// From the stored `[resource.http]`; the message names the field.
-    pub fn from_spec(spec: &recipe::HttpSpec) -> Result<HttpTarget, String> {
-        let recipe = spec.resolve().map_err(|(f, m)| format!("http.{f}: {m}"))?;
-        Ok(HttpTarget {
-            recipe,
-            ca_file: spec.ca_file.clone(),
-            pins: spec
-                .cert_fingerprints
-                .iter()
-                .filter_map(|p| tls::parse_pin(p))
-                .collect(),
-        })
-    }
-}
+pub use recipe::HttpTarget;
+use recipe::{render, Auth, Recipe, RenderError, Session};
 
 /// Longest piece of an answer quoted in an error.
 const QUOTE: usize = 300;
@@ -208,64 +183,6 @@ async fn end_session(host: &Host, client: &reqwest::Client, session: &Session, t
     }
 }
 
-/// The JSON body: the template with `"{password}"`, `"{old_password}"`, `"{username}"`
-/// and `"{current.FIELD}"` values filled in, built in a buffer that is wiped after.
-fn render(
-    template: &serde_json::Value,
-    username: &str,
-    new: &SecretString,
-    old: Option<&SecretString>,
-    current: Option<&serde_json::Value>,
-) -> Result<Zeroizing<String>, Error> {
-    // The placeholders are whole JSON strings in the template's text; the values are
-    // written JSON-escaped (a password holds no control characters).
-    let text = template.to_string();
-    let mut out = Zeroizing::new(String::with_capacity(text.len() + 64));
-    let escaped = |s: &str, out: &mut String| {
-        out.push('"');
-        for c in s.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
-    };
-    let mut rest = text.as_str();
-    while let Some(start) = rest.find("\"{") {
-        let Some(len) = rest[start..].find("}\"") else {
-            break;
-        };
-        let name = &rest[start + 2..start + len];
-        out.push_str(&rest[..start]);
-        match name {
-            "password" => escaped(new.expose_secret(), &mut out),
-            "old_password" => {
-                let old = old.ok_or_else(|| {
-                    Error::Config("the recipe sends the old password, and rotor knows none: REMEDIATE with the live password first".into())
-                })?;
-                escaped(old.expose_secret(), &mut out)
-            }
-            "username" => escaped(username, &mut out),
-            field if field.starts_with("current.") => {
-                let value = current
-                    .and_then(|c| {
-                        c.pointer(&format!("/{}", field["current.".len()..].replace('.', "/")))
-                    })
-                    .ok_or_else(|| Error::Protocol {
-                        address: String::new(),
-                        message: format!("the read answer has no {field}"),
-                    })?;
-                out.push_str(&value.to_string());
-            }
-            _ => out.push_str(&rest[start..start + len + 2]),
-        }
-        rest = &rest[start + len + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 impl Http {
     async fn change(
         &self,
@@ -343,11 +260,13 @@ impl Http {
         let change = &recipe.change;
         let body =
             render(&change.body, username, new, old, current.as_ref()).map_err(|e| match e {
-                Error::Protocol { message, .. } => Error::Protocol {
+                RenderError::NoOldPassword => Error::Config(
+                    "the recipe sends the old password, and rotor knows none: REMEDIATE with the live password first".into(),
+                ),
+                RenderError::Missing(field) => Error::Protocol {
                     address: endpoint(host),
-                    message,
+                    message: format!("the read answer has no {field}"),
                 },
-                other => other,
             })?;
         let request = client
             .request(method(&change.method), url(host, &change.path, username))
@@ -505,26 +424,12 @@ impl Driver for Http {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::token_of;
 
     #[test]
-    fn the_body_gets_the_values_and_nothing_else_moves() {
-        let template = serde_json::json!({"password": "{password}", "tags": "{current.tags}", "note": "{other}", "n": 1});
-        let current = serde_json::json!({"tags": ["monitoring", "x"]});
-        let new = SecretString::from("p\"w\\1".to_string());
-        let body = render(&template, "bob", &new, None, Some(&current)).unwrap();
-        let back: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(back["password"], "p\"w\\1");
-        assert_eq!(back["tags"], serde_json::json!(["monitoring", "x"]));
-        assert_eq!(back["note"], "{other}");
-        assert_eq!(back["n"], 1);
-        let needs_old =
-            serde_json::json!({"old_password": "{old_password}", "password": "{password}"});
-        assert!(matches!(
-            render(&needs_old, "bob", &new, None, None),
-            Err(Error::Config(_))
-        ));
+    fn session_tokens_are_read_from_either_shape() {
         assert_eq!(token_of("\"abc\"").as_deref(), Some("abc"));
         assert_eq!(token_of("{\"value\": \"abc\"}").as_deref(), Some("abc"));
+        assert_eq!(token_of("{}"), None);
     }
 }

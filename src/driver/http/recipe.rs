@@ -5,7 +5,10 @@
 
 use std::path::PathBuf;
 
+use base64::Engine as _;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 /// The inventory's `[resource.http]`, stored as given (presets are resolved at use, so a
 /// newer rotor's preset applies without re-applying the inventory).
@@ -126,137 +129,10 @@ pub struct Recipe {
     pub verify: Verify,
 }
 
-pub const PRESETS: &[&str] = &["rabbitmq", "nsx-node-user", "vcenter-appliance-local"];
-
-fn preset(name: &str) -> Option<HttpSpec> {
-    let rule = |status| Rule::Status(status);
-    let with = |status, words: &str| Rule::With {
-        status,
-        body_contains: words.into(),
-    };
-    let spec = match name {
-        // RabbitMQ's management API. PUT replaces the user, tags included: they are read
-        // first and sent back. A user without a management tag is told "Not management
-        // user" after its password was accepted.
-        "rabbitmq" => HttpSpec {
-            read: Some(Request {
-                method: "GET".into(),
-                path: "/api/users/{username}".into(),
-                auth: Auth::AdminBasic,
-            }),
-            change: Some(Change {
-                method: "PUT".into(),
-                path: "/api/users/{username}".into(),
-                auth: Auth::AdminBasic,
-                body: serde_json::json!({"password": "{password}", "tags": "{current.tags}"}),
-                ok: vec![201, 204],
-            }),
-            verify: Some(Verify {
-                method: "GET".into(),
-                path: "/api/whoami".into(),
-                accepted: vec![rule(200), with(401, "Not management user")],
-                refused: vec![rule(401)],
-                ends_session: false,
-            }),
-            ..Default::default()
-        },
-        // NSX node users (admin, audit): the account changes its own password with
-        // `reset_own_password` (no permission needed, the old password required).
-        "nsx-node-user" => HttpSpec {
-            change: Some(Change {
-                method: "POST".into(),
-                path: "/api/v1/node/users?action=reset_own_password".into(),
-                auth: Auth::AccountBasic,
-                body: serde_json::json!({"old_password": "{old_password}", "password": "{password}"}),
-                ok: vec![200],
-            }),
-            verify: Some(Verify {
-                method: "GET".into(),
-                path: "/api/v1/node".into(),
-                accepted: vec![rule(200)],
-                refused: vec![rule(401), with(403, "credentials were incorrect")],
-                ends_session: false,
-            }),
-            ..Default::default()
-        },
-        // vCenter appliance local accounts: a session for the admin, PATCH of the
-        // account's password (no old password for a super admin), and a session as the
-        // account to prove one.
-        "vcenter-appliance-local" => HttpSpec {
-            session: Some(Session {
-                method: "POST".into(),
-                path: "/api/session".into(),
-                header: "vmware-api-session-id".into(),
-                end_method: Some("DELETE".into()),
-                end_path: Some("/api/session".into()),
-            }),
-            change: Some(Change {
-                method: "PATCH".into(),
-                path: "/api/appliance/local-accounts/{username}".into(),
-                auth: Auth::AdminSession,
-                body: serde_json::json!({"password": "{password}"}),
-                ok: vec![],
-            }),
-            verify: Some(Verify {
-                method: "POST".into(),
-                path: "/api/session".into(),
-                accepted: vec![rule(201), rule(200)],
-                refused: vec![rule(401)],
-                ends_session: true,
-            }),
-            ..Default::default()
-        },
-        _ => return None,
-    };
-    Some(spec)
-}
-
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
-impl HttpSpec {
-    /// The recipe with the preset's sections where the spec gives none; the error names
-    /// the field (relative to `[resource.http]`).
-    pub fn resolve(&self) -> Result<Recipe, (String, String)> {
-        let base = match &self.preset {
-            Some(name) => preset(name).ok_or_else(|| {
-                (
-                    "preset".to_string(),
-                    format!("unknown preset `{name}`; one of {}", PRESETS.join(", ")),
-                )
-            })?,
-            None => HttpSpec::default(),
-        };
-        let recipe = Recipe {
-            session: self.session.clone().or(base.session),
-            read: self.read.clone().or(base.read),
-            change: self.change.clone().or(base.change).ok_or_else(|| {
-                (
-                    "change".to_string(),
-                    "give a preset or a change request".to_string(),
-                )
-            })?,
-            verify: self.verify.clone().or(base.verify).ok_or_else(|| {
-                (
-                    "verify".to_string(),
-                    "give a preset or a verify request".to_string(),
-                )
-            })?,
-        };
-        recipe.check()?;
-        for (k, pin) in self.cert_fingerprints.iter().enumerate() {
-            if super::tls::parse_pin(pin).is_none() {
-                return Err((
-                    format!("cert_fingerprints[{k}]"),
-                    "expected `SHA256:<43 base64 characters>` of the certificate's DER form".into(),
-                ));
-            }
-        }
-        Ok(recipe)
-    }
-}
-
 impl Recipe {
-    fn check(&self) -> Result<(), (String, String)> {
+    pub(super) fn check(&self) -> Result<(), (String, String)> {
         let err = |f: &str, m: &str| Err((f.to_string(), m.to_string()));
         let mut methods = vec![
             ("change.method", &self.change.method),
@@ -312,13 +188,13 @@ impl Recipe {
         if !self.change.body.to_string().contains("\"{password}\"") {
             return err("change.body", "must hold \"{password}\" as a value");
         }
-        if self.change.auth == Auth::AdminSession || self.verify.ends_session {
-            if self.session.is_none() {
-                return err(
-                    "session",
-                    "admin-session and ends_session need a session request",
-                );
-            }
+        if (self.change.auth == Auth::AdminSession || self.verify.ends_session)
+            && self.session.is_none()
+        {
+            return err(
+                "session",
+                "admin-session and ends_session need a session request",
+            );
         }
         if self.verify.accepted.is_empty() || self.verify.refused.is_empty() {
             return err("verify", "give the statuses that mean accepted and refused");
@@ -354,39 +230,105 @@ pub fn path_for(template: &str, username: &str) -> String {
     template.replace("{username}", &encoded)
 }
 
+/// What the driver needs of an http resource: its resolved recipe and how to trust it.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    pub recipe: Recipe,
+    pub ca_file: Option<PathBuf>,
+    pub pins: Vec<[u8; 32]>,
+}
+
+/// The digest a certificate pin (`SHA256:<base64>`) names, if it is well formed.
+pub fn parse_pin(pin: &str) -> Option<[u8; 32]> {
+    let b64 = pin.strip_prefix("SHA256:")?;
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(b64.trim_end_matches('='))
+        .ok()?;
+    bytes.try_into().ok()
+}
+
+/// Why a body could not be made.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RenderError {
+    /// The template sends the old password, and none is known.
+    NoOldPassword,
+    /// `{current.FIELD}` names a field the read answer lacks.
+    Missing(String),
+}
+
+/// The JSON body: the template with `"{password}"`, `"{old_password}"`, `"{username}"`
+/// and `"{current.FIELD}"` values filled in, built in a buffer that is wiped after.
+pub fn render(
+    template: &serde_json::Value,
+    username: &str,
+    new: &SecretString,
+    old: Option<&SecretString>,
+    current: Option<&serde_json::Value>,
+) -> Result<Zeroizing<String>, RenderError> {
+    // The placeholders are whole JSON strings in the template's text; the values are
+    // written JSON-escaped (a password holds no control characters).
+    let text = template.to_string();
+    let mut out = Zeroizing::new(String::with_capacity(text.len() + 64));
+    let escaped = |s: &str, out: &mut String| {
+        out.push('"');
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    };
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("\"{") {
+        let Some(len) = rest[start..].find("}\"") else {
+            break;
+        };
+        let name = &rest[start + 2..start + len];
+        out.push_str(&rest[..start]);
+        match name {
+            "password" => escaped(new.expose_secret(), &mut out),
+            "old_password" => {
+                let old = old.ok_or(RenderError::NoOldPassword)?;
+                escaped(old.expose_secret(), &mut out)
+            }
+            "username" => escaped(username, &mut out),
+            field if field.starts_with("current.") => {
+                let value = current
+                    .and_then(|c| {
+                        c.pointer(&format!("/{}", field["current.".len()..].replace('.', "/")))
+                    })
+                    .ok_or_else(|| RenderError::Missing(field.to_string()))?;
+                out.push_str(&value.to_string());
+            }
+            _ => out.push_str(&rest[start..start + len + 2]),
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn presets_resolve_and_bad_recipes_name_their_field() {
-        for p in PRESETS {
-            let spec = HttpSpec {
-                preset: Some(p.to_string()),
-                ..Default::default()
-            };
-            spec.resolve().unwrap();
-        }
-        let mut spec = HttpSpec {
-            preset: Some("rabbitmq".into()),
-            ..Default::default()
-        };
-        spec.change = Some(Change {
-            method: "PUT".into(),
-            path: "/api/users/{password}".into(),
-            auth: Auth::AdminBasic,
-            body: serde_json::json!({"password": "{password}"}),
-            ok: vec![],
-        });
-        assert_eq!(spec.resolve().unwrap_err().0, "change.path");
-        spec.change.as_mut().unwrap().path = "/api/users/{username}".into();
-        spec.change.as_mut().unwrap().body = serde_json::json!({"secret": "x"});
-        assert_eq!(spec.resolve().unwrap_err().0, "change.body");
-        spec.preset = Some("nope".into());
-        assert_eq!(spec.resolve().unwrap_err().0, "preset");
-        assert_eq!(
-            path_for("/api/users/{username}", "a b/c"),
-            "/api/users/a%20b%2Fc"
-        );
+    fn the_body_gets_the_values_and_nothing_else_moves() {
+        let template = serde_json::json!({"password": "{password}", "tags": "{current.tags}", "note": "{other}", "n": 1});
+        let current = serde_json::json!({"tags": ["monitoring", "x"]});
+        let new = SecretString::from("p\"w\\1".to_string());
+        let body = render(&template, "bob", &new, None, Some(&current)).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(back["password"], "p\"w\\1");
+        assert_eq!(back["tags"], serde_json::json!(["monitoring", "x"]));
+        assert_eq!(back["note"], "{other}");
+        assert_eq!(back["n"], 1);
+        let needs_old =
+            serde_json::json!({"old_password": "{old_password}", "password": "{password}"});
+        assert!(matches!(
+            render(&needs_old, "bob", &new, None, None),
+            Err(RenderError::NoOldPassword)
+        ));
     }
 }

@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use super::HttpTarget;
+use super::recipe::HttpTarget;
 use crate::driver::contract::{Error, Host};
 
 /// `SHA256:<base64 without padding>` of a certificate's DER form.
@@ -20,15 +20,6 @@ pub fn fingerprint(der: &[u8]) -> String {
         "SHA256:{}",
         base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(der))
     )
-}
-
-/// The digest a pin names, if it is well formed.
-pub fn parse_pin(pin: &str) -> Option<[u8; 32]> {
-    let b64 = pin.strip_prefix("SHA256:")?;
-    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(b64.trim_end_matches('='))
-        .ok()?;
-    bytes.try_into().ok()
 }
 
 #[derive(Debug)]
@@ -131,6 +122,7 @@ pub fn client(host: &Host, target: &HttpTarget) -> Result<reqwest::Client, Error
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::http::recipe::parse_pin;
 
     #[test]
     fn pins_read_back_what_fingerprint_writes() {
