@@ -26,9 +26,11 @@ pub enum AdminKey {
 #[derive(Debug, Subcommand)]
 pub enum Host {
     /// Print the SSH host key fingerprints HOST[:PORT] offers (`SHA256:...`, one a line)
-    /// to pin as `host_keys`, after checking them out of band. Logged as a choice.
+    /// to pin as `host_keys`, after checking them out of band; or, for
+    /// `https://HOST[:PORT]`, its TLS certificate's fingerprint, to pin as an http
+    /// resource's `cert_fingerprints`. Logged as a choice.
     Scan {
-        #[arg(value_name = "HOST[:PORT]")]
+        #[arg(value_name = "HOST[:PORT] | https://HOST[:PORT]")]
         target: String,
     },
 }
@@ -66,14 +68,27 @@ pub fn admin_key(command: AdminKey) -> anyhow::Result<ExitCode> {
 
 pub fn host(command: Host) -> anyhow::Result<ExitCode> {
     let Host::Scan { target } = command;
+    let (https, target) = match target.strip_prefix("https://") {
+        Some(rest) => (true, rest.trim_end_matches('/').to_string()),
+        None => (false, target),
+    };
     let (address, port) = match target.rsplit_once(':') {
         Some((a, p)) if !a.contains(':') || a.starts_with('[') => (
             a.trim_matches(['[', ']']).to_string(),
             p.parse::<u16>()
                 .map_err(|_| anyhow::anyhow!("HOST[:PORT]: `{p}` is not a port"))?,
         ),
-        _ => (target.clone(), 22),
+        _ => (target.clone(), if https { 443 } else { 22 }),
     };
+    if https {
+        let fingerprint =
+            crate::driver::http::tls::scan_certificate(&address, port, Duration::from_secs(10))?;
+        println!("{fingerprint}");
+        tracing::warn!(target: "rotor::security", address = %address, port, fingerprint = %fingerprint,
+            "TLS certificate scanned for pinning: trust it only after checking it out of band");
+        eprintln!("check it against the server's own `openssl x509 -in CERT.pem -outform DER | openssl dgst -sha256 -binary | base64` before pinning it");
+        return Ok(ExitCode::SUCCESS);
+    }
     let host = crate::driver::Host {
         resource_id: String::new(),
         address: address.clone(),

@@ -183,6 +183,15 @@ async fn rabbitmq_users_rotate_through_the_management_api() {
         format!("mqbad-{}", app.id),
     ];
     let bad_pin = format!("SHA256:{}", "A".repeat(43));
+    // The pin as an operator gets it: `rotor host scan https://...`, which must agree
+    // with the certificate file.
+    let scan = app.cli(&[
+        "host",
+        "scan",
+        &format!("https://127.0.0.1:{}", tls_bed().mgmt_port),
+    ]);
+    assert_eq!(scan.code, 0, "{}", scan.stderr);
+    assert_eq!(scan.stdout.trim(), server_cert_pin());
     let text = [
         resource(
             &ids[0],
@@ -192,7 +201,7 @@ async fn rabbitmq_users_rotate_through_the_management_api() {
         ),
         resource(
             &ids[1],
-            &format!("cert_fingerprints = [\"{}\"]", server_cert_pin()),
+            &format!("cert_fingerprints = [\"{}\"]", scan.stdout.trim()),
             &by_pin,
             &app,
         ),

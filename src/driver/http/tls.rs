@@ -83,6 +83,119 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// Accepts any certificate and keeps it: for `rotor host scan https://...` only, whose
+/// operator checks the fingerprint out of band before pinning it.
+#[derive(Debug)]
+struct Recorder {
+    seen: std::sync::Mutex<Option<Vec<u8>>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(end_entity.to_vec());
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The fingerprint of the certificate `address:port` presents in a TLS handshake (which
+/// it must complete: the server proves it holds the certificate's key).
+pub fn scan_certificate(
+    address: &str,
+    port: u16,
+    timeout: std::time::Duration,
+) -> Result<String, Error> {
+    use std::net::ToSocketAddrs;
+    let at = format!("{address}:{port}");
+    let connect = |message: String| Error::Connect {
+        address: at.clone(),
+        message,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let recorder = Arc::new(Recorder {
+        seen: std::sync::Mutex::new(None),
+        provider: provider.clone(),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    let name = ServerName::try_from(address.to_string())
+        .map_err(|e| Error::Config(format!("{address}: {e}")))?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+    let socket = (address, port)
+        .to_socket_addrs()
+        .map_err(|e| connect(e.to_string()))?
+        .next()
+        .ok_or_else(|| connect("no address".into()))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&socket, timeout)
+        .map_err(|e| connect(e.to_string()))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|_| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| connect(e.to_string()))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut stream).map_err(|e| Error::Protocol {
+            address: at.clone(),
+            message: format!("TLS handshake: {e}"),
+        })?;
+    }
+    let der = recorder
+        .seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .ok_or_else(|| Error::Protocol {
+            address: at.clone(),
+            message: "the server presented no certificate".into(),
+        })?;
+    Ok(fingerprint(&der))
+}
+
 /// A client for one target: HTTPS only, no redirects followed (credentials never go
 /// elsewhere), no proxy from the environment, the resource's timeouts.
 pub fn client(host: &Host, target: &HttpTarget) -> Result<reqwest::Client, Error> {
