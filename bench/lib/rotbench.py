@@ -449,6 +449,29 @@ def task_errors(db, pattern, limit=5):
     return out
 
 
+def stage_breakdown(db, pattern):
+    """Where one rotation's time went, from the database's own clock: the task's creation
+    to its first stage, each stage's duration, and the gaps between them (ms)."""
+    rows = db.execute(
+        """SELECT st.name, st.started_at, st.completed_at, t.created_at
+             FROM stages st JOIN subtasks s ON s.id = st.subtask_id JOIN tasks t ON t.id = s.task_id
+            WHERE t.request_key LIKE %s AND st.started_at IS NOT NULL ORDER BY st.seq""",
+        (pattern,)).fetchall()
+    if not rows:
+        return "no stage times"
+    parts = [f"task->first stage {(rows[0][1] - rows[0][3]).total_seconds() * 1000:.0f}"]
+    prev_end = None
+    for name, started, completed, _ in rows:
+        if prev_end is not None:
+            gap = (started - prev_end).total_seconds() * 1000
+            if gap >= 1:
+                parts.append(f"gap {gap:.0f}")
+        if completed is not None:
+            parts.append(f"{name} {(completed - started).total_seconds() * 1000:.0f}")
+            prev_end = completed
+    return "ms: " + ", ".join(parts)
+
+
 def cmd_latency(a):
     amqp = Amqp(a.amqp, a.exchange)
     db = db_connect(a.db)
@@ -475,7 +498,8 @@ def cmd_latency(a):
             results_add(a.results, latency_failed=f"{status or 'TIMEOUT'}")
             die(f"latency: rotation {i + 1} ended {status or 'in no final state within %d s' % a.timeout}")
         times.append(dt)
-        log(f"latency: rotation {i + 1}/{a.n} ({user}): publish -> SUCCESSFUL in {dt:.3f} s")
+        log(f"latency: rotation {i + 1}/{a.n} ({user}): publish -> SUCCESSFUL in {dt:.3f} s; "
+            + stage_breakdown(db, pattern))
     amqp.close()
     med = statistics.median(times)
     results_add(a.results, latency_s=f"{med:.3f}", latency_min_s=f"{min(times):.3f}", latency_max_s=f"{max(times):.3f}",
