@@ -42,3 +42,19 @@ pub trait Driver: Send + Sync {
         false
     }
 }
+
+/// VERIFY both ways for a target where a refused login ends the connection (a database,
+/// an HTTP API): `old` first, then `new` unless `old` was accepted.
+pub(super) fn verify_in_turn(
+    driver: &dyn Driver,
+    host: &Host,
+    username: &str,
+    old: &SecretString,
+    new: &SecretString,
+) -> Result<(Login, Option<Login>), Error> {
+    let old_outcome = driver.login(host, username, old)?;
+    if old_outcome == Login::Accepted {
+        return Ok((old_outcome, None));
+    }
+    Ok((old_outcome, Some(driver.login(host, username, new)?)))
+}

@@ -158,11 +158,7 @@ impl Driver for Postgres {
         new: &SecretString,
     ) -> Result<(Login, Option<Login>), Error> {
         // A refused login does not keep a PostgreSQL connection: one each, old first.
-        let old_outcome = self.login(host, username, old)?;
-        if old_outcome == Login::Accepted {
-            return Ok((old_outcome, None));
-        }
-        Ok((old_outcome, Some(self.login(host, username, new)?)))
+        super::platform::verify_in_turn(self, host, username, old, new)
     }
 }
 

@@ -408,11 +408,7 @@ impl Driver for Http {
         old: &SecretString,
         new: &SecretString,
     ) -> Result<(Login, Option<Login>), Error> {
-        let old_outcome = self.login(host, username, old)?;
-        if old_outcome == Login::Accepted {
-            return Ok((old_outcome, None));
-        }
-        Ok((old_outcome, Some(self.login(host, username, new)?)))
+        super::platform::verify_in_turn(self, host, username, old, new)
     }
 
     fn logs_in_as_account(&self, host: &Host) -> bool {

@@ -22,13 +22,23 @@ pub fn fingerprint(der: &[u8]) -> String {
     )
 }
 
+/// What a handshake's certificate must be: one of the pins, or anything, kept for
+/// `rotor host scan https://...` (whose operator checks it out of band before pinning).
 #[derive(Debug)]
-struct Pinned {
-    pins: Vec<[u8; 32]>,
+enum Accept {
+    Pinned(Vec<[u8; 32]>),
+    Record(std::sync::Mutex<Option<Vec<u8>>>),
+}
+
+/// Judges the certificate by `accept`; the handshake's signatures are verified as
+/// always, so the server must hold the certificate's key.
+#[derive(Debug)]
+struct Verifier {
+    accept: Accept,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for Pinned {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -37,70 +47,20 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let digest: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if self.pins.contains(&digest) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "the server's certificate {} is not pinned for this resource",
-                fingerprint(end_entity.as_ref())
-            )))
+        match &self.accept {
+            Accept::Pinned(pins) => {
+                let digest: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+                if !pins.contains(&digest) {
+                    return Err(rustls::Error::General(format!(
+                        "the server's certificate {} is not pinned for this resource",
+                        fingerprint(end_entity.as_ref())
+                    )));
+                }
+            }
+            Accept::Record(seen) => {
+                *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(end_entity.to_vec());
+            }
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Accepts any certificate and keeps it: for `rotor host scan https://...` only, whose
-/// operator checks the fingerprint out of band before pinning it.
-#[derive(Debug)]
-struct Recorder {
-    seen: std::sync::Mutex<Option<Vec<u8>>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(end_entity.to_vec());
         Ok(ServerCertVerified::assertion())
     }
 
@@ -139,6 +99,22 @@ impl ServerCertVerifier for Recorder {
     }
 }
 
+/// A rustls configuration that judges certificates by `accept` alone.
+fn config(accept: Accept) -> Result<(rustls::ClientConfig, Arc<Verifier>), Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(Verifier {
+        accept,
+        provider: provider.clone(),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    Ok((config, verifier))
+}
+
 /// The fingerprint of the certificate `address:port` presents in a TLS handshake (which
 /// it must complete: the server proves it holds the certificate's key).
 pub fn scan_certificate(
@@ -152,17 +128,7 @@ pub fn scan_certificate(
         address: at.clone(),
         message,
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let recorder = Arc::new(Recorder {
-        seen: std::sync::Mutex::new(None),
-        provider: provider.clone(),
-    });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(recorder.clone())
-        .with_no_client_auth();
+    let (config, verifier) = config(Accept::Record(std::sync::Mutex::new(None)))?;
     let name = ServerName::try_from(address.to_string())
         .map_err(|e| Error::Config(format!("{address}: {e}")))?;
     let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
@@ -184,15 +150,14 @@ pub fn scan_certificate(
             message: format!("TLS handshake: {e}"),
         })?;
     }
-    let der = recorder
-        .seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .ok_or_else(|| Error::Protocol {
-            address: at.clone(),
-            message: "the server presented no certificate".into(),
-        })?;
+    let seen = match &verifier.accept {
+        Accept::Record(seen) => seen.lock().unwrap_or_else(|p| p.into_inner()).take(),
+        Accept::Pinned(_) => None,
+    };
+    let der = seen.ok_or_else(|| Error::Protocol {
+        address: at.clone(),
+        message: "the server presented no certificate".into(),
+    })?;
     Ok(fingerprint(&der))
 }
 
@@ -206,16 +171,7 @@ pub fn client(host: &Host, target: &HttpTarget) -> Result<reqwest::Client, Error
         .connect_timeout(host.connect_timeout)
         .timeout(host.connect_timeout + host.io_timeout);
     if !target.pins.is_empty() {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Config(format!("TLS: {e}")))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                pins: target.pins.clone(),
-                provider,
-            }))
-            .with_no_client_auth();
+        let (config, _) = config(Accept::Pinned(target.pins.clone()))?;
         builder = builder.use_preconfigured_tls(config);
     } else if let Some(ca) = &target.ca_file {
         let pem = std::fs::read(ca)
