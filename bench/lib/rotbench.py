@@ -451,17 +451,21 @@ def task_errors(db, pattern, limit=5):
 
 def stage_breakdown(db, pattern):
     """Where one rotation's time went, from the database's own clock: the task's creation
-    to its first stage, each stage's duration, and the gaps between them (ms)."""
+    to its first stage, each stage's duration, and the gaps between them (ms); and
+    VERIFY_NEW's seconds (it holds the target's refused-login wait)."""
     rows = db.execute(
         """SELECT st.name, st.started_at, st.completed_at, t.created_at
              FROM stages st JOIN subtasks s ON s.id = st.subtask_id JOIN tasks t ON t.id = s.task_id
             WHERE t.request_key LIKE %s AND st.started_at IS NOT NULL ORDER BY st.seq""",
         (pattern,)).fetchall()
     if not rows:
-        return "no stage times"
+        return "no stage times", None
     parts = [f"task->first stage {(rows[0][1] - rows[0][3]).total_seconds() * 1000:.0f}"]
     prev_end = None
+    verify = None
     for name, started, completed, _ in rows:
+        if name == "VERIFY_NEW" and completed is not None:
+            verify = (completed - started).total_seconds()
         if prev_end is not None:
             gap = (started - prev_end).total_seconds() * 1000
             if gap >= 1:
@@ -469,13 +473,14 @@ def stage_breakdown(db, pattern):
         if completed is not None:
             parts.append(f"{name} {(completed - started).total_seconds() * 1000:.0f}")
             prev_end = completed
-    return "ms: " + ", ".join(parts)
+    return "ms: " + ", ".join(parts), verify
 
 
 def cmd_latency(a):
     amqp = Amqp(a.amqp, a.exchange)
     db = db_connect(a.db)
     times = []
+    own = []
     for i, (_h, _p, resource, user) in enumerate(spread(a.hosts, a.accounts, a.base_port, a.n)):
         key = f"bench-lat-{a.run_id}-{i}"
         pattern = f"%{key}"
@@ -498,12 +503,17 @@ def cmd_latency(a):
             results_add(a.results, latency_failed=f"{status or 'TIMEOUT'}")
             die(f"latency: rotation {i + 1} ended {status or 'in no final state within %d s' % a.timeout}")
         times.append(dt)
-        log(f"latency: rotation {i + 1}/{a.n} ({user}): publish -> SUCCESSFUL in {dt:.3f} s; "
-            + stage_breakdown(db, pattern))
+        breakdown, verify = stage_breakdown(db, pattern)
+        if verify is not None:
+            own.append(dt - verify)
+        log(f"latency: rotation {i + 1}/{a.n} ({user}): publish -> SUCCESSFUL in {dt:.3f} s; " + breakdown)
     amqp.close()
     med = statistics.median(times)
     results_add(a.results, latency_s=f"{med:.3f}", latency_min_s=f"{min(times):.3f}", latency_max_s=f"{max(times):.3f}",
-                latency_n=a.n)
+                latency_mean_s=f"{statistics.mean(times):.3f}", latency_n=a.n)
+    if own:
+        results_add(a.results, latency_own_ms=f"{statistics.median(own) * 1000:.0f}",
+                    latency_own_max_ms=f"{max(own) * 1000:.0f}")
 
 
 def reveal(rotor, resource, user):
@@ -861,11 +871,25 @@ def cmd_report(a):
     rows.append((f"RSS peak MB (VmHWM, through {total} rotations)", fmt(peak / 1024, 1) if peak else "n/a", "",
                  f"goal < 150: {verdict(peak / 1024 < 150)}" if peak else "goal < 150"))
     lat = g("latency_s")
+    lat_mean = g("latency_mean_s")
+    delay_mean = g("refused_mean_s")
     if lat is not None and delay is not None:
-        rows.append((f"publish → SUCCESSFUL, one rotation, idle rotor, s (median of {r.get('latency_n')}; "
-                     f"{r.get('latency_min_s')}-{r.get('latency_max_s')})",
-                     fmt(lat), f"refused-login delay + 0.5 = {delay + 0.5:.2f}",
-                     f"goal ≤ {delay + 0.5:.2f}: {verdict(lat <= delay + 0.5)}"))
+        # The refused-login delay is two-valued (sshd pads PAM's random ~2 s to about 2.2
+        # or 4.2 s), so medians of a few draws swing by 2 s between runs: the goal is
+        # judged on the means, which carry the same one wait per rotation; the medians
+        # are shown beside them.
+        rows.append((f"publish → SUCCESSFUL, one rotation, idle rotor, s (mean of {r.get('latency_n')}; "
+                     f"median {fmt(lat)}, {r.get('latency_min_s')}-{r.get('latency_max_s')})",
+                     fmt(lat_mean if lat_mean is not None else lat),
+                     f"refused-login delay + 0.5 = {(delay_mean if delay_mean is not None else delay) + 0.5:.2f} "
+                     f"(medians: {delay + 0.5:.2f})",
+                     f"goal ≤ {(delay_mean if delay_mean is not None else delay) + 0.5:.2f}: "
+                     f"{verdict((lat_mean if lat_mean is not None else lat) <= (delay_mean if delay_mean is not None else delay) + 0.5)}"))
+        own = g("latency_own_ms")
+        if own is not None:
+            rows.append((f"rotor's own time per rotation, ms (publish → SUCCESSFUL minus VERIFY_NEW, which "
+                         f"holds the target's refused-login wait; median, max {r.get('latency_own_max_ms')})",
+                         fmt(own, 0), "", f"≤ 500: {verdict(own <= 500)}"))
     else:
         rows.append(("publish → SUCCESSFUL, one rotation, s", r.get("latency_failed", "n/a"), "", "goal ≤ delay + 0.5"))
 
