@@ -92,6 +92,8 @@ pub(super) fn passwd(
     let mut transcript = String::new(); // everything passwd printed (never a password: no echo)
     let mut since_answer = String::new();
     let (mut gave_current, mut gave_new) = (false, 0);
+    // Whether rotor stopped at a prompt it would not answer (asked again: a refusal).
+    let mut broke_off = false;
     let mut buf = [0u8; 1024];
     let deadline = std::time::Instant::now() + host.io_timeout * DIALOGUE_TIMEOUTS;
     loop {
@@ -128,7 +130,10 @@ pub(super) fn passwd(
             }
             // Asked again (the password was refused, or the current one was wrong), or
             // asked for a current password rotor was not to give: stop here.
-            (Prompt::Current | Prompt::New, _) => break,
+            (Prompt::Current | Prompt::New, _) => {
+                broke_off = true;
+                break;
+            }
             (Prompt::None, _) => continue,
         };
         let line = Zeroizing::new(format!("{}\n", answer.expose_secret()));
@@ -139,37 +144,63 @@ pub(super) fn passwd(
     let _ = channel.send_eof();
     let _ = channel.close();
     let _ = channel.wait_close();
+    // libssh2 reports 0 when no exit status came: a signal, or no status, is no verdict.
     let status = channel.exit_status().unwrap_or(-1);
-    // Judged on all of it, quoted by its end (where the verdict is): ESXi's passwdqc
-    // prints a long preamble first.
-    let mut said = transcript.replace(['\r', '\n'], " ");
-    for secret in current.into_iter().chain([new]) {
-        if !secret.expose_secret().is_empty() {
-            said = said.replace(secret.expose_secret(), "[REDACTED]");
+    let signal = channel.exit_signal().ok().and_then(|s| s.exit_signal);
+    let clean = |text: &str| {
+        let mut said = text.replace(['\r', '\n'], " ");
+        for secret in current.into_iter().chain([new]) {
+            if !secret.expose_secret().is_empty() {
+                said = said.replace(secret.expose_secret(), "[REDACTED]");
+            }
         }
-    }
-    let said = said.split_whitespace().collect::<Vec<_>>().join(" ");
-    verdict(address, username, status, gave_new, &said)
+        said.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let ending = Ending {
+        broke_off,
+        status,
+        signal,
+        gave_current,
+        gave_new,
+    };
+    // Judged on what passwd said after rotor's last answer (its preamble, ESXi's
+    // passwdqc's with a suggested passphrase, is no verdict); quoted by the end of all.
+    verdict(
+        address,
+        username,
+        &ending,
+        &clean(&since_answer),
+        &clean(&transcript),
+    )
 }
 
-/// What passwd's exit status and words mean: changed, refused (the old password stands),
+/// How a dialogue ended.
+struct Ending {
+    broke_off: bool,
+    status: i32,
+    signal: Option<String>,
+    gave_current: bool,
+    gave_new: u32,
+}
+
+/// What passwd's ending and last words mean: changed, refused (the old password stands),
 /// or unknown (both entries typed, no verdict: the engine finds out by logging in).
 fn verdict(
     address: String,
     username: &str,
-    status: i32,
-    gave_new: u32,
+    end: &Ending,
+    after: &str,
     all: &str,
 ) -> Result<(), Error> {
-    let lower = all.to_ascii_lowercase();
+    let lower = after.to_ascii_lowercase();
     let said = tail(all, 300);
-    if status == 0 && gave_new == 2 && !lower.contains("unchanged") {
-        return Ok(());
-    }
-    if gave_new == 0
-        && (lower.contains("authentication token manipulation")
-            || lower.contains("authentication failure"))
-    {
+    let status = end.status;
+    let current_refused = end.gave_current
+        && end.gave_new == 0
+        && (end.broke_off
+            || lower.contains("authentication token manipulation")
+            || lower.contains("authentication failure"));
+    if current_refused {
         // The current password was refused by passwd itself (the login accepted it: a PAM difference).
         return Err(Error::AccountAuth {
             username: username.to_string(),
@@ -190,15 +221,25 @@ fn verdict(
     ]
     .iter()
     .any(|m| lower.contains(m));
-    if refused || gave_new < 2 {
-        // passwd said no, or never had the new password twice: the old one stands.
+    // Asked again and broken off (passwd dies with the channel, setting nothing), told
+    // no, or never given the new password twice: the old one stands.
+    if end.broke_off || refused || end.gave_new < 2 {
         return Err(Error::Rejected {
             message: format!("passwd did not change the password (exit {status}): {said}"),
         });
     }
+    if status == 0 && end.signal.is_none() {
+        return Ok(());
+    }
     Err(Error::Protocol {
         address,
-        message: format!("passwd ended without a verdict (exit {status}): {said}"),
+        message: format!(
+            "passwd ended without a verdict (exit {status}{}): {said}",
+            end.signal
+                .as_deref()
+                .map(|s| format!(", signal {s}"))
+                .unwrap_or_default()
+        ),
     })
 }
 
@@ -259,5 +300,49 @@ mod tests {
         assert!(kept.len() <= 512 && kept.ends_with("New password: "));
         assert_eq!(prompt_in(kept), Prompt::New);
         assert_eq!(tail("short", 512), "short");
+    }
+
+    #[test]
+    fn the_verdict_reads_only_what_came_after_the_last_answer() {
+        let end = |broke_off, status, gave_new| super::Ending {
+            broke_off,
+            status,
+            signal: None,
+            gave_current: false,
+            gave_new,
+        };
+        let ok = super::verdict(
+            "h".into(),
+            "u",
+            &end(false, 0, 2),
+            "passwd: password updated successfully",
+            "",
+        );
+        assert!(ok.is_ok());
+        // A preamble word ("weak" in passwdqc's suggestion) does not count; the end does.
+        let ok = super::verdict(
+            "h".into(),
+            "u",
+            &end(false, 0, 2),
+            "passwd: password updated successfully",
+            "pick weak words",
+        );
+        assert!(ok.is_ok());
+        // Asked a third time and broken off: refused, whatever the status said.
+        let r = super::verdict("h".into(), "u", &end(true, 0, 2), "Enter new password:", "");
+        assert!(matches!(r, Err(super::Error::Rejected { .. })), "{r:?}");
+        let r = super::verdict(
+            "h".into(),
+            "u",
+            &end(false, 10, 1),
+            "Weak password: based on a sequence",
+            "",
+        );
+        assert!(matches!(r, Err(super::Error::Rejected { .. })), "{r:?}");
+        // Both typed, then a signal: not known.
+        let mut killed = end(false, 0, 2);
+        killed.signal = Some("HUP".into());
+        let r = super::verdict("h".into(), "u", &killed, "", "");
+        assert!(matches!(r, Err(super::Error::Protocol { .. })), "{r:?}");
     }
 }

@@ -12,6 +12,16 @@ use super::ssh;
 
 pub struct Esxi;
 
+/// An account name that is safe on a shell command line: `[A-Za-z0-9_][A-Za-z0-9_.-]*`.
+fn esxi_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// The host as ESXi is reached: an `auto` resource goes straight to keyboard-interactive
 /// (ESXi offers nothing else), without asking the server first.
 fn esxi_host(host: &Host) -> std::borrow::Cow<'_, Host> {
@@ -33,6 +43,13 @@ impl Driver for Esxi {
         new: &SecretString,
     ) -> Result<(), Error> {
         validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
+        // The name goes into a shell command line (`passwd NAME`): ESXi's own account
+        // names only, and quoted as well.
+        if !esxi_name(username) {
+            return Err(Error::Config(format!(
+                "username {username:?}: an esxi account name is letters, digits, '_', '.' and '-', not starting with '-' or '.'"
+            )));
+        }
         validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected {
             message: format!("password {m}"),
         })?;
@@ -40,11 +57,11 @@ impl Driver for Esxi {
         let done = match &host.admin {
             Some(admin) => {
                 let (session, _) = ssh::admin_session(&host)?;
-                // The name is checked above: one word, no option, no quote.
+                // The name is checked above (no quote, no shell character) and quoted.
                 let command = if admin.sudo {
-                    format!("LC_ALL=C sudo -n passwd {username}")
+                    format!("LC_ALL=C sudo -n passwd '{username}'")
                 } else {
-                    format!("LC_ALL=C passwd {username}")
+                    format!("LC_ALL=C passwd '{username}'")
                 };
                 let done = super::dialogue::passwd(&host, &session, &command, username, None, new);
                 let _ = session.disconnect(None, "rotor: done", None);
@@ -93,5 +110,22 @@ impl Driver for Esxi {
 
     fn logs_in_as_account(&self, host: &Host) -> bool {
         host.admin.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::esxi_name;
+
+    #[test]
+    fn only_plain_names_reach_the_command_line() {
+        for good in ["root", "svc_01", "a.b-c", "_x", "Admin1"] {
+            assert!(esxi_name(good), "{good}");
+        }
+        for bad in [
+            "", "a;reboot", "$(id)", "a`id`", "-rf", ".x", "a'b", "a b", "a|b", "jürgen",
+        ] {
+            assert!(!esxi_name(bad), "{bad}");
+        }
     }
 }

@@ -135,6 +135,26 @@ pub(super) fn policy_of<'a>(
     })
 }
 
+/// Whether REMEDIATE without a password (a reset) can run on this account: it needs the
+/// admin, and a change the admin makes (one made as the account would need the very
+/// password a reset lacks).
+pub(super) fn can_reset(account: &Account) -> Result<(), StageError> {
+    if account.host.admin.is_none() {
+        return Err(StageError::permanent(
+            "ADMIN_ACCOUNT_MISSING",
+            format!("REMEDIATE without a password needs the admin account of resource {}; supply the password instead", account.resource_id),
+        ));
+    }
+    if driver::reset_driver(&account.platform).is_some_and(|d| d.logs_in_as_account(&account.host))
+    {
+        return Err(StageError::permanent(
+            "RECONCILE_NOT_SUPPORTED",
+            format!("resource {} changes a password as the account itself, with its current one: REMEDIATE with the password instead", account.resource_id),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn driver_of(account: &Account) -> Result<&'static dyn driver::Driver, StageError> {
     driver::driver(&account.platform).ok_or_else(|| {
         StageError::permanent(

@@ -206,11 +206,8 @@ async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<D
         if matches!(claim.operation, Operation::Rotate) || claim.reconcile() {
             policy_of(engine, account)?;
         }
-        if claim.reconcile() && account.host.admin.is_none() {
-            return Err(StageError::permanent(
-                "ADMIN_ACCOUNT_MISSING",
-                format!("REMEDIATE without a password needs the admin account of resource {}; supply the password instead", account.resource_id),
-            ));
+        if claim.reconcile() {
+            super::account::can_reset(account)?;
         }
         if !claim.reconcile() && driver_of(account)?.logs_in_as_account(&account.host) {
             let known = sqlx::query_scalar!(

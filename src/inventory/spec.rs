@@ -360,6 +360,19 @@ pub fn validate(
                 return Err(invalid(format!("{at}.http"), "only platform http takes a recipe"))
             }
             (Some(spec), true) => {
+                // The address becomes a URL's host: a name or an IP address, nothing that
+                // could move the host part (`@`, `/`, `#`, `?`, ...).
+                let plain = r.address.parse::<std::net::IpAddr>().is_ok()
+                    || (!r.address.is_empty()
+                        && r.address
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+                if !plain {
+                    return Err(invalid(
+                        format!("{at}.address"),
+                        "an http resource's address is a host name or an IP address",
+                    ));
+                }
                 let recipe = spec
                     .resolve()
                     .map_err(|(f, m)| invalid(format!("{at}.http.{f}"), m))?;

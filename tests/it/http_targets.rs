@@ -259,6 +259,42 @@ async fn rabbitmq_users_rotate_through_the_management_api() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("http.change.path"), "{}", out.stderr);
 
+    // An address that would move a URL's host elsewhere is refused, naming the field.
+    let moved = resource(&format!("mqat-{}", app.id), "", &by_ca, &app).replace(
+        "address = \"127.0.0.1\"",
+        "address = \"127.0.0.1@evil.example\"",
+    );
+    let out = app.apply_inventory_text("moved", &moved);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains(".address"), "{}", out.stderr);
+
+    // A reset (REMEDIATE without a password) through a recipe that changes as the
+    // account would need the password it lacks: refused before the target is contacted.
+    let nsx_id = format!("nsx-{}", app.id);
+    let nsx = resource(&nsx_id, "", &by_ca, &app)
+        .replace("preset = \"rabbitmq\"", "preset = \"nsx-node-user\"")
+        .replace("type = \"RABBITMQ\"", "type = \"NSXT_MANAGER\"");
+    let out = app.apply_inventory_text("nsx", &nsx);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let remediate = serde_json::to_vec(&serde_json::json!({
+        "operationType": "REMEDIATE",
+        "elements": [{"resourceId": nsx_id, "resourceType": "NSXT_MANAGER", "credentials": [{"username": by_ca.name}]}]
+    }))
+    .unwrap();
+    let reply = app
+        .publish_and_reply("credentials.update", &remediate)
+        .await;
+    let task = app
+        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(task["status"], "FAILED", "{task:#}");
+    assert!(
+        task["subTasks"][0]["errors"]
+            .to_string()
+            .contains("RECONCILE_NOT_SUPPORTED"),
+        "{task:#}"
+    );
+
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     app.assert_logs_free_of(&refs);
 }

@@ -88,12 +88,33 @@ async fn answer(host: &Host, response: reqwest::Response) -> Result<(StatusCode,
     Ok((status, String::from_utf8_lossy(cut).into_owned()))
 }
 
-/// `text` shortened for an error, with every secret taken out.
+/// `text` shortened for an error, with every secret taken out, as it is and as JSON
+/// escapes it (a server may echo a body back).
 fn quote(text: &str, secrets: &[&SecretString]) -> String {
-    super::ssh::redact(text, secrets)
-        .chars()
-        .take(QUOTE)
-        .collect()
+    let escaped: Vec<SecretString> = secrets
+        .iter()
+        .map(|s| {
+            let json = zeroize::Zeroizing::new(
+                serde_json::to_string(s.expose_secret()).unwrap_or_default(),
+            );
+            SecretString::from(json.trim_matches('"').to_string())
+        })
+        .collect();
+    let all: Vec<&SecretString> = secrets.iter().copied().chain(escaped.iter()).collect();
+    super::ssh::redact(text, &all).chars().take(QUOTE).collect()
+}
+
+/// An error from before the change request was sent: nothing can have changed, whatever
+/// the transport said.
+fn before_change(host: &Host, e: Error) -> Error {
+    if e.may_have_changed() {
+        Error::Connect {
+            address: endpoint(host),
+            message: format!("before the change was sent: {e}"),
+        }
+    } else {
+        e
+    }
 }
 
 /// Who rotor is on one request.
@@ -203,18 +224,24 @@ impl Http {
             session: None,
             account: (username, old),
         };
-        let secrets: Vec<&SecretString> = [Some(new), old].into_iter().flatten().collect();
-        if recipe.change.auth == Auth::AdminSession {
+        let read_auth = recipe.read.as_ref().map(|r| r.auth);
+        if recipe.change.auth == Auth::AdminSession || read_auth == Some(Auth::AdminSession) {
             let session = recipe.session.as_ref().ok_or(Error::NoAdmin)?;
             let (a, pw) = creds.admin.as_ref().ok_or(Error::NoAdmin)?;
             let token = open_session(host, &client, session, &a.username, pw)
-                .await?
+                .await
+                .map_err(|e| before_change(host, e))?
                 .ok_or_else(|| Error::AdminAuth {
                     username: a.username.clone(),
                     message: "the admin's session was refused".into(),
                 })?;
             creds.session = Some((session.header.clone(), token));
         }
+        // Every secret this change holds is taken out of anything quoted from an answer.
+        let secrets: Vec<&SecretString> = [Some(new), old, creds.admin.as_ref().map(|(_, pw)| pw)]
+            .into_iter()
+            .flatten()
+            .collect();
         let done = self
             .send_change(host, &client, recipe, &creds, username, old, new, &secrets)
             .await;
@@ -243,16 +270,22 @@ impl Http {
                     .apply(request, read.auth)?
                     .send()
                     .await
-                    .map_err(|e| send_error(host, e))?;
-                let (status, body) = answer(host, response).await?;
+                    .map_err(|e| before_change(host, send_error(host, e)))?;
+                let (status, body) = answer(host, response)
+                    .await
+                    .map_err(|e| before_change(host, e))?;
                 if !status.is_success() {
-                    return Err(self.refusal(
-                        host, read.auth, &read.path, status, &body, secrets, username,
-                    ));
+                    let refusal = self.refusal(
+                        host, read.auth, &read.path, status, &body, secrets, username, false,
+                    );
+                    return Err(before_change(host, refusal));
                 }
-                Some(serde_json::from_str(&body).map_err(|_| Error::Protocol {
+                Some(serde_json::from_str(&body).map_err(|_| Error::Connect {
                     address: endpoint(host),
-                    message: format!("{} answered something other than JSON", read.path),
+                    message: format!(
+                        "before the change was sent: {} answered something other than JSON",
+                        read.path
+                    ),
                 })?)
             }
             None => None,
@@ -263,10 +296,9 @@ impl Http {
                 RenderError::NoOldPassword => Error::Config(
                     "the recipe sends the old password, and rotor knows none: REMEDIATE with the live password first".into(),
                 ),
-                RenderError::Missing(field) => Error::Protocol {
-                    address: endpoint(host),
-                    message: format!("the read answer has no {field}"),
-                },
+                RenderError::Missing(field) => Error::Config(format!(
+                    "the recipe's {field} is not in the read answer (nothing was changed)"
+                )),
             })?;
         let request = client
             .request(method(&change.method), url(host, &change.path, username))
@@ -286,6 +318,14 @@ impl Http {
         if ok {
             return Ok(());
         }
+        // The account's own credentials refused as the verify recipe knows a refusal
+        // (NSX: 403 "credentials were incorrect"): its current password is wrong.
+        let account_refused = change.auth == Auth::AccountBasic
+            && recipe
+                .verify
+                .refused
+                .iter()
+                .any(|r| r.matches(status.as_u16(), &text));
         Err(self.refusal(
             host,
             change.auth,
@@ -294,6 +334,7 @@ impl Http {
             &text,
             secrets,
             username,
+            account_refused,
         ))
     }
 
@@ -309,9 +350,14 @@ impl Http {
         body: &str,
         secrets: &[&SecretString],
         username: &str,
+        account_refused: bool,
     ) -> Error {
         let said = format!("{path} answered {status}: {}", quote(body, secrets));
         match (status, auth) {
+            (_, Auth::AccountBasic) if account_refused => Error::AccountAuth {
+                username: username.to_string(),
+                message: said,
+            },
             (StatusCode::UNAUTHORIZED, Auth::AccountBasic) => Error::AccountAuth {
                 username: username.to_string(),
                 message: said,

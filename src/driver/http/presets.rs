@@ -122,6 +122,12 @@ impl HttpSpec {
             })?,
         };
         recipe.check()?;
+        if self.ca_file.is_some() && !self.cert_fingerprints.is_empty() {
+            return Err((
+                "cert_fingerprints".into(),
+                "give ca_file or cert_fingerprints, not both".into(),
+            ));
+        }
         for (k, pin) in self.cert_fingerprints.iter().enumerate() {
             if parse_pin(pin).is_none() {
                 return Err((

@@ -185,10 +185,14 @@ impl Recipe {
                 return err(field, "must not contain spaces or control characters");
             }
         }
-        if !self.change.body.to_string().contains("\"{password}\"") {
-            return err("change.body", "must hold \"{password}\" as a value");
+        if let Err(m) = check_body(&self.change.body, self.read.is_some()) {
+            return Err(("change.body".into(), m));
         }
-        if (self.change.auth == Auth::AdminSession || self.verify.ends_session)
+        let read_session = self
+            .read
+            .as_ref()
+            .is_some_and(|r| r.auth == Auth::AdminSession);
+        if (self.change.auth == Auth::AdminSession || self.verify.ends_session || read_session)
             && self.session.is_none()
         {
             return err(
@@ -256,8 +260,133 @@ pub enum RenderError {
     Missing(String),
 }
 
-/// The JSON body: the template with `"{password}"`, `"{old_password}"`, `"{username}"`
-/// and `"{current.FIELD}"` values filled in, built in a buffer that is wiped after.
+/// A string value of a body template that rotor fills in.
+#[derive(Debug, PartialEq, Eq)]
+enum Placeholder<'a> {
+    Password,
+    OldPassword,
+    Username,
+    Current(&'a str),
+}
+
+/// The placeholder a whole string value is, if it is one; Err for `{...}` rotor does not know.
+fn placeholder(text: &str) -> Result<Option<Placeholder<'_>>, ()> {
+    let Some(name) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) else {
+        return Ok(None);
+    };
+    Ok(Some(match name {
+        "password" => Placeholder::Password,
+        "old_password" => Placeholder::OldPassword,
+        "username" => Placeholder::Username,
+        field => match field.strip_prefix("current.") {
+            Some(path) if !path.is_empty() => Placeholder::Current(path),
+            _ => return Err(()),
+        },
+    }))
+}
+
+/// Every string value of `value`, in order.
+fn strings<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match value {
+        serde_json::Value::String(s) => out.push(s),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+        _ => {}
+    }
+}
+
+/// Checks a body template: `"{password}"` is one of its values, every `{...}` value is a
+/// placeholder rotor knows, and `{current.*}` comes with a read request.
+pub(super) fn check_body(body: &serde_json::Value, has_read: bool) -> Result<(), String> {
+    let mut values = Vec::new();
+    strings(body, &mut values);
+    let mut has_password = false;
+    for v in values {
+        match placeholder(v) {
+            Err(()) => return Err(format!("unknown placeholder {v:?}: {{password}}, {{old_password}}, {{username}} or {{current.FIELD}}")),
+            Ok(Some(Placeholder::Password)) => has_password = true,
+            Ok(Some(Placeholder::Current(_))) if !has_read => {
+                return Err(format!("{v:?} needs a read request"))
+            }
+            _ => {}
+        }
+    }
+    if !has_password {
+        return Err("must hold \"{password}\" as a value".into());
+    }
+    Ok(())
+}
+
+/// `text` as a JSON string.
+fn push_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+struct Fill<'a> {
+    username: &'a str,
+    new: &'a SecretString,
+    old: Option<&'a SecretString>,
+    current: Option<&'a serde_json::Value>,
+}
+
+fn write(value: &serde_json::Value, fill: &Fill<'_>, out: &mut String) -> Result<(), RenderError> {
+    match value {
+        serde_json::Value::Object(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_string(out, k);
+                out.push(':');
+                write(v, fill, out)?;
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write(v, fill, out)?;
+            }
+            out.push(']');
+        }
+        serde_json::Value::String(text) => match placeholder(text) {
+            Ok(Some(Placeholder::Password)) => push_string(out, fill.new.expose_secret()),
+            Ok(Some(Placeholder::OldPassword)) => push_string(
+                out,
+                fill.old.ok_or(RenderError::NoOldPassword)?.expose_secret(),
+            ),
+            Ok(Some(Placeholder::Username)) => push_string(out, fill.username),
+            Ok(Some(Placeholder::Current(path))) => {
+                let found = fill
+                    .current
+                    .and_then(|c| c.pointer(&format!("/{}", path.replace('.', "/"))))
+                    .ok_or_else(|| RenderError::Missing(format!("current.{path}")))?;
+                // The server's value, re-serialized: it cannot change the body's shape.
+                out.push_str(&found.to_string());
+            }
+            _ => push_string(out, text),
+        },
+        other => out.push_str(&other.to_string()),
+    }
+    Ok(())
+}
+
+/// The JSON body: the template with its `"{password}"`, `"{old_password}"`,
+/// `"{username}"` and `"{current.FIELD}"` values filled in (whole string values only),
+/// built in a buffer that is wiped after.
 pub fn render(
     template: &serde_json::Value,
     username: &str,
@@ -265,47 +394,14 @@ pub fn render(
     old: Option<&SecretString>,
     current: Option<&serde_json::Value>,
 ) -> Result<Zeroizing<String>, RenderError> {
-    // The placeholders are whole JSON strings in the template's text; the values are
-    // written JSON-escaped (a password holds no control characters).
-    let text = template.to_string();
-    let mut out = Zeroizing::new(String::with_capacity(text.len() + 64));
-    let escaped = |s: &str, out: &mut String| {
-        out.push('"');
-        for c in s.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
+    let mut out = Zeroizing::new(String::with_capacity(256));
+    let fill = Fill {
+        username,
+        new,
+        old,
+        current,
     };
-    let mut rest = text.as_str();
-    while let Some(start) = rest.find("\"{") {
-        let Some(len) = rest[start..].find("}\"") else {
-            break;
-        };
-        let name = &rest[start + 2..start + len];
-        out.push_str(&rest[..start]);
-        match name {
-            "password" => escaped(new.expose_secret(), &mut out),
-            "old_password" => {
-                let old = old.ok_or(RenderError::NoOldPassword)?;
-                escaped(old.expose_secret(), &mut out)
-            }
-            "username" => escaped(username, &mut out),
-            field if field.starts_with("current.") => {
-                let value = current
-                    .and_then(|c| {
-                        c.pointer(&format!("/{}", field["current.".len()..].replace('.', "/")))
-                    })
-                    .ok_or_else(|| RenderError::Missing(field.to_string()))?;
-                out.push_str(&value.to_string());
-            }
-            _ => out.push_str(&rest[start..start + len + 2]),
-        }
-        rest = &rest[start + len + 2..];
-    }
-    out.push_str(rest);
+    write(template, &fill, &mut out)?;
     Ok(out)
 }
 
@@ -323,6 +419,25 @@ mod tests {
         assert_eq!(back["password"], "p\"w\\1");
         assert_eq!(back["tags"], serde_json::json!(["monitoring", "x"]));
         assert_eq!(back["note"], "{other}");
+        // A value that merely starts with '{' does not hide the placeholder after it.
+        let tricky = serde_json::json!({"a": "{x", "password": "{password}"});
+        let body = render(&tricky, "bob", &new, None, None).unwrap();
+        let tricky_back: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (tricky_back["a"].as_str(), tricky_back["password"].as_str()),
+            (Some("{x"), Some("p\"w\\1"))
+        );
+        assert!(check_body(&serde_json::json!({"p": "{pasword}"}), false).is_err());
+        assert!(check_body(
+            &serde_json::json!({"p": "{password}", "t": "{current.tags}"}),
+            false
+        )
+        .is_err());
+        assert!(check_body(
+            &serde_json::json!({"p": "{password}", "t": "{current.tags}"}),
+            true
+        )
+        .is_ok());
         assert_eq!(back["n"], 1);
         let needs_old =
             serde_json::json!({"old_password": "{old_password}", "password": "{password}"});
