@@ -176,6 +176,15 @@ pub fn validate_username(username: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A new password a driver is to set: one it can set at all (else the target's refusal,
+/// before anything was sent).
+pub fn settable(new: &secrecy::SecretString) -> Result<(), Error> {
+    use secrecy::ExposeSecret;
+    validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected {
+        message: format!("password {m}"),
+    })
+}
+
 /// A password must fit on one `chpasswd` line and in a PTY prompt.
 pub fn validate_password_charset(password: &str) -> Result<(), &'static str> {
     if password.chars().any(char::is_control) {

@@ -4,9 +4,9 @@
 //! account logs in with its current password and runs `passwd` itself. The prompts are
 //! pam_passwdqc's ("Enter new password:", "Re-type new password:"), as ESXi prints them.
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
-use super::contract::{validate_password_charset, validate_username, Error, Host, Login, SshAuth};
+use super::contract::{settable, validate_username, Error, Host, Login, SshAuth};
 use super::platform::Driver;
 use super::ssh;
 
@@ -50,9 +50,7 @@ impl Driver for Esxi {
                 "username {username:?}: an esxi account name is letters, digits, '_', '.' and '-', not starting with '-' or '.'"
             )));
         }
-        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected {
-            message: format!("password {m}"),
-        })?;
+        settable(new)?;
         let host = esxi_host(host);
         let done = match &host.admin {
             Some(admin) => {

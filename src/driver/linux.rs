@@ -3,7 +3,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::contract::{validate_password_charset, validate_username, Error, Host};
+use super::contract::{settable, validate_username, Error, Host};
 use super::platform::Driver;
 use super::sessions::AdminSession;
 use super::ssh::{exec_with_stdin, redact};
@@ -22,9 +22,7 @@ impl Driver for Chpasswd {
         new: &SecretString,
     ) -> Result<(), Error> {
         validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
-        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected {
-            message: format!("password {m}"),
-        })?;
+        settable(new)?;
         let admin = host.admin.as_ref().ok_or(Error::NoAdmin)?;
         // The admin session is kept for the host's next change (driver::sessions).
         let (session, channel) = AdminSession::open(host)?;
@@ -71,9 +69,7 @@ impl Driver for Passwd {
         new: &SecretString,
     ) -> Result<(), Error> {
         validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
-        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected {
-            message: format!("password {m}"),
-        })?;
+        settable(new)?;
         let old = old.ok_or_else(|| {
             Error::Config("platform linux-passwd changes a password with the current one, and rotor knows none: REMEDIATE with the live password first".into())
         })?;

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 
 use super::blocking::block_on;
-use super::contract::{validate_password_charset, Error, Host, Login};
+use super::contract::{settable, Error, Host, Login};
 use super::platform::Driver;
 
 /// PostgreSQL's own default iteration count for SCRAM-SHA-256 verifiers.
@@ -90,9 +90,7 @@ impl Driver for Postgres {
         _old: Option<&SecretString>,
         new: &SecretString,
     ) -> Result<(), Error> {
-        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected {
-            message: format!("password {m}"),
-        })?;
+        settable(new)?;
         let admin = host.admin.as_ref().ok_or(Error::NoAdmin)?;
         let admin_password = admin.password()?;
         let mut salt = [0u8; 16];

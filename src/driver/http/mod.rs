@@ -11,7 +11,7 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::blocking::block_on;
-use super::contract::{validate_password_charset, Admin, Error, Host, Login};
+use super::contract::{settable, Admin, Error, Host, Login};
 use super::platform::Driver;
 pub use recipe::HttpTarget;
 use recipe::{render, Auth, Recipe, RenderError, Session};
@@ -425,9 +425,7 @@ impl Driver for Http {
         old: Option<&SecretString>,
         new: &SecretString,
     ) -> Result<(), Error> {
-        validate_password_charset(new.expose_secret()).map_err(|m| Error::Rejected {
-            message: format!("password {m}"),
-        })?;
+        settable(new)?;
         let target = target(host)?;
         block_on(
             host,
