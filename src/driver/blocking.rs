@@ -11,7 +11,7 @@ pub(super) fn block_on<T>(
     rounds: u32,
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, Error> {
-    let address = format!("{}:{}", host.address, host.port);
+    let address = host.endpoint();
     let handle = tokio::runtime::Handle::try_current().map_err(|_| {
         Error::Config(format!(
             "{address}: the {what} driver runs inside rotor's runtime"

@@ -39,6 +39,17 @@ pub struct Host {
     pub io_timeout: Duration,
 }
 
+impl Host {
+    /// `address:port` for messages and URLs (`[address]:port` for an IPv6 address).
+    pub fn endpoint(&self) -> String {
+        if self.address.contains(':') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+}
+
 /// The privileged account used to change other accounts' passwords.
 #[derive(Debug, Clone)]
 pub struct Admin {

@@ -64,7 +64,7 @@ pub(super) fn passwd(
     current: Option<&SecretString>,
     new: &SecretString,
 ) -> Result<(), Error> {
-    let address = format!("{}:{}", host.address, host.port);
+    let address = host.endpoint();
     let io = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::TimedOut {
             Error::Timeout {

@@ -46,10 +46,6 @@ pub fn scram_verifier(password: &SecretString, salt: &[u8; 16]) -> String {
     )
 }
 
-fn endpoint(host: &Host) -> String {
-    format!("{}:{}", host.address, host.port)
-}
-
 fn options(host: &Host, username: &str, password: &str) -> PgConnectOptions {
     PgConnectOptions::new()
         .host(&host.address)
@@ -70,11 +66,11 @@ fn refused(e: &sqlx::Error) -> bool {
 fn connect_error(host: &Host, e: sqlx::Error) -> Error {
     match e {
         sqlx::Error::Io(io) => Error::Connect {
-            address: endpoint(host),
+            address: host.endpoint(),
             message: io.to_string(),
         },
         other => Error::Protocol {
-            address: endpoint(host),
+            address: host.endpoint(),
             message: other.to_string(),
         },
     }
@@ -125,7 +121,7 @@ impl Driver for Postgres {
                 },
                 // Cut off mid-way: the change may or may not have happened.
                 other => Error::Protocol {
-                    address: endpoint(host),
+                    address: host.endpoint(),
                     message: other.to_string(),
                 },
             })

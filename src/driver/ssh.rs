@@ -14,18 +14,14 @@ const AUTH_FAILED: i32 = -18; // LIBSSH2_ERROR_AUTHENTICATION_FAILED
 const PASSWORD_EXPIRED: i32 = -15; // LIBSSH2_ERROR_PASSWORD_EXPIRED
 const TIMEOUT: i32 = -9; // LIBSSH2_ERROR_TIMEOUT
 
-fn endpoint(host: &Host) -> String {
-    format!("{}:{}", host.address, host.port)
-}
-
 pub(super) fn protocol(host: &Host, e: ssh2::Error) -> Error {
     match e.code() {
         ErrorCode::Session(TIMEOUT) => Error::Timeout {
-            address: endpoint(host),
+            address: host.endpoint(),
             message: e.message().to_string(),
         },
         _ => Error::Protocol {
-            address: endpoint(host),
+            address: host.endpoint(),
             message: e.message().to_string(),
         },
     }
@@ -44,7 +40,7 @@ pub fn fingerprint(session: &Session) -> Option<String> {
 /// TCP connect, SSH handshake and host key check. No credential has been sent yet
 /// when this returns.
 pub fn connect(host: &Host) -> Result<Session, Error> {
-    let address = endpoint(host);
+    let address = host.endpoint();
     let addr = resolve(host)?;
     let tcp =
         TcpStream::connect_timeout(&addr, host.connect_timeout).map_err(|e| match e.kind() {
@@ -96,7 +92,7 @@ pub fn scan_host_keys(host: &Host) -> Result<Vec<(&'static str, String)>, Error>
         let addr = resolve(host)?;
         let tcp = TcpStream::connect_timeout(&addr, host.connect_timeout).map_err(|e| {
             Error::Connect {
-                address: endpoint(host),
+                address: host.endpoint(),
                 message: e.to_string(),
             }
         })?;
@@ -129,7 +125,7 @@ pub fn scan_host_keys(host: &Host) -> Result<Vec<(&'static str, String)>, Error>
 /// the connect timeout: a resolver that hangs must not hold a rotation (or a blocking
 /// thread of rotor's) for good.
 fn resolve(host: &Host) -> Result<std::net::SocketAddr, Error> {
-    let address = endpoint(host);
+    let address = host.endpoint();
     if let Ok(ip) = host.address.parse::<std::net::IpAddr>() {
         return Ok(std::net::SocketAddr::new(ip, host.port));
     }
@@ -181,12 +177,12 @@ fn read_bounded(
     loop {
         if std::time::Instant::now() > deadline {
             return Err(Error::Timeout {
-                address: endpoint(host),
+                address: host.endpoint(),
                 message: format!("the command's {what} did not end in time"),
             });
         }
         let n = reader.read(&mut buf).map_err(|io| Error::Protocol {
-            address: endpoint(host),
+            address: host.endpoint(),
             message: io.to_string(),
         })?;
         if n == 0 {
@@ -194,7 +190,7 @@ fn read_bounded(
         }
         if out.len() + n > MAX_OUTPUT {
             return Err(Error::Protocol {
-                address: endpoint(host),
+                address: host.endpoint(),
                 message: format!("the command printed over {MAX_OUTPUT} bytes on {what}"),
             });
         }
@@ -279,7 +275,7 @@ fn method_for(host: &Host, session: &Session, username: &str) -> Result<SshAuth,
             } else {
                 Err(Error::Config(format!(
                     "{} offers neither password nor keyboard-interactive authentication (it offers {offered})",
-                    endpoint(host)
+                    host.endpoint()
                 )))
             }
         }
@@ -341,7 +337,7 @@ fn attempt(
     };
     if let Some(prompt) = answer.unexpected {
         return Err(Error::Protocol {
-            address: endpoint(host),
+            address: host.endpoint(),
             message: format!("the server asked something other than the password: {prompt:?}"),
         });
     }
@@ -364,7 +360,7 @@ fn attempt(
         if !offered.split(',').any(|m| m == name) {
             return Err(Error::Config(format!(
                 "{} does not accept {name} authentication (it offers {offered}); set the resource's ssh_auth",
-                endpoint(host)
+                host.endpoint()
             )));
         }
     }
@@ -438,7 +434,7 @@ pub fn exec_with_stdin(
         .map_err(e)?;
     channel.exec(command).map_err(e)?;
     channel.write_all(stdin).map_err(|io| Error::Protocol {
-        address: endpoint(host),
+        address: host.endpoint(),
         message: io.to_string(),
     })?;
     channel.send_eof().map_err(e)?;

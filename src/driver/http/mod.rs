@@ -27,18 +27,10 @@ fn target(host: &Host) -> Result<&HttpTarget, Error> {
         .ok_or_else(|| Error::Config("the resource has no [resource.http] recipe".into()))
 }
 
-fn endpoint(host: &Host) -> String {
-    if host.address.contains(':') {
-        format!("[{}]:{}", host.address, host.port)
-    } else {
-        format!("{}:{}", host.address, host.port)
-    }
-}
-
 fn url(host: &Host, path: &str, username: &str) -> String {
     format!(
         "https://{}{}",
-        endpoint(host),
+        host.endpoint(),
         recipe::path_for(path, username)
     )
 }
@@ -64,17 +56,17 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 fn send_error(host: &Host, e: reqwest::Error) -> Error {
     if e.is_timeout() {
         Error::Timeout {
-            address: endpoint(host),
+            address: host.endpoint(),
             message: chain(&e),
         }
     } else if e.is_connect() {
         Error::Connect {
-            address: endpoint(host),
+            address: host.endpoint(),
             message: chain(&e),
         }
     } else {
         Error::Protocol {
-            address: endpoint(host),
+            address: host.endpoint(),
             message: chain(&e),
         }
     }
@@ -109,11 +101,48 @@ fn quote(text: &str, secrets: &[&SecretString]) -> String {
 fn before_change(host: &Host, e: Error) -> Error {
     if e.may_have_changed() {
         Error::Connect {
-            address: endpoint(host),
+            address: host.endpoint(),
             message: format!("before the change was sent: {e}"),
         }
     } else {
         e
+    }
+}
+
+/// What a request's refusal means: a credential rotor used, the target saying no (the
+/// old password stands), or a server error after which the change is not known.
+#[allow(clippy::too_many_arguments)]
+fn refusal(
+    host: &Host,
+    auth: Auth,
+    path: &str,
+    status: StatusCode,
+    body: &str,
+    secrets: &[&SecretString],
+    username: &str,
+    account_refused: bool,
+) -> Error {
+    let said = format!("{path} answered {status}: {}", quote(body, secrets));
+    match (status, auth) {
+        (s, Auth::AccountBasic) if account_refused || s == StatusCode::UNAUTHORIZED => {
+            Error::AccountAuth {
+                username: username.to_string(),
+                message: said,
+            }
+        }
+        (StatusCode::UNAUTHORIZED, _) => Error::AdminAuth {
+            username: host
+                .admin
+                .as_ref()
+                .map(|a| a.username.clone())
+                .unwrap_or_default(),
+            message: said,
+        },
+        (s, _) if s.is_client_error() => Error::Rejected { message: said },
+        _ => Error::Protocol {
+            address: host.endpoint(),
+            message: said,
+        },
     }
 }
 
@@ -179,7 +208,7 @@ async fn open_session(
     }
     if !status.is_success() {
         return Err(Error::Protocol {
-            address: endpoint(host),
+            address: host.endpoint(),
             message: format!(
                 "{} {} answered {status}: {}",
                 session.method,
@@ -189,7 +218,7 @@ async fn open_session(
         });
     }
     token_of(&body).map(Some).ok_or_else(|| Error::Protocol {
-        address: endpoint(host),
+        address: host.endpoint(),
         message: format!("{} answered no session token", session.path),
     })
 }
@@ -275,13 +304,13 @@ impl Http {
                     .await
                     .map_err(|e| before_change(host, e))?;
                 if !status.is_success() {
-                    let refusal = self.refusal(
+                    let refusal = refusal(
                         host, read.auth, &read.path, status, &body, secrets, username, false,
                     );
                     return Err(before_change(host, refusal));
                 }
                 Some(serde_json::from_str(&body).map_err(|_| Error::Connect {
-                    address: endpoint(host),
+                    address: host.endpoint(),
                     message: format!(
                         "before the change was sent: {} answered something other than JSON",
                         read.path
@@ -326,7 +355,7 @@ impl Http {
                 .refused
                 .iter()
                 .any(|r| r.matches(status.as_u16(), &text));
-        Err(self.refusal(
+        Err(refusal(
             host,
             change.auth,
             &change.path,
@@ -336,46 +365,6 @@ impl Http {
             username,
             account_refused,
         ))
-    }
-
-    /// What a request's refusal means: a credential rotor used, the target saying no (the
-    /// old password stands), or a server error after which the change is not known.
-    #[allow(clippy::too_many_arguments)]
-    fn refusal(
-        &self,
-        host: &Host,
-        auth: Auth,
-        path: &str,
-        status: StatusCode,
-        body: &str,
-        secrets: &[&SecretString],
-        username: &str,
-        account_refused: bool,
-    ) -> Error {
-        let said = format!("{path} answered {status}: {}", quote(body, secrets));
-        match (status, auth) {
-            (_, Auth::AccountBasic) if account_refused => Error::AccountAuth {
-                username: username.to_string(),
-                message: said,
-            },
-            (StatusCode::UNAUTHORIZED, Auth::AccountBasic) => Error::AccountAuth {
-                username: username.to_string(),
-                message: said,
-            },
-            (StatusCode::UNAUTHORIZED, _) => Error::AdminAuth {
-                username: host
-                    .admin
-                    .as_ref()
-                    .map(|a| a.username.clone())
-                    .unwrap_or_default(),
-                message: said,
-            },
-            (s, _) if s.is_client_error() => Error::Rejected { message: said },
-            _ => Error::Protocol {
-                address: endpoint(host),
-                message: said,
-            },
-        }
     }
 
     async fn try_password(
@@ -407,7 +396,7 @@ impl Http {
             return Ok(Login::Refused);
         }
         Err(Error::Protocol {
-            address: endpoint(host),
+            address: host.endpoint(),
             message: format!(
                 "{} answered {status}, which the recipe names neither accepted nor refused: {}",
                 verify.path,
