@@ -58,7 +58,7 @@ pub(crate) fn prompt_in(text: &str) -> Prompt {
 /// passwd said the password changed.
 pub(super) fn passwd(
     host: &Host,
-    session: &Session,
+    session: Session,
     command: &str,
     username: &str,
     current: Option<&SecretString>,
@@ -163,6 +163,7 @@ pub(super) fn passwd(
         gave_current,
         gave_new,
     };
+    let _ = session.disconnect(None, "rotor: done", None);
     // Judged on what passwd said after rotor's last answer (its preamble, ESXi's
     // passwdqc's with a suggested passphrase, is no verdict); quoted by the end of all.
     verdict(
@@ -171,6 +172,36 @@ pub(super) fn passwd(
         &ending,
         &clean(&since_answer),
         &clean(&transcript),
+    )
+}
+
+/// The account changes its own password: rotor logs in as it with its current one and
+/// runs `passwd` (linux-passwd, and esxi without an admin).
+pub(super) fn own_passwd(
+    host: &Host,
+    platform: &str,
+    username: &str,
+    old: Option<&SecretString>,
+    new: &SecretString,
+) -> Result<(), Error> {
+    let old = old.ok_or_else(|| {
+        Error::Config(format!("platform {platform} changes a password as the account, with its current one, and rotor knows none: REMEDIATE with the live password first"))
+    })?;
+    let session = super::ssh::password_session(host, username, old).map_err(|e| match e {
+        Error::AccountAuth { username, .. } => Error::AccountAuth {
+            username,
+            message: "the stored current password does not log in".into(),
+        },
+        other => other,
+    })?;
+    // Fixed text: the C locale makes the prompts and messages English whatever the host's.
+    passwd(
+        host,
+        session,
+        "LC_ALL=C LANGUAGE=C passwd",
+        username,
+        Some(old),
+        new,
     )
 }
 

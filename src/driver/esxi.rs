@@ -6,7 +6,7 @@
 
 use secrecy::SecretString;
 
-use super::contract::{settable, validate_username, Error, Host, Login, SshAuth};
+use super::contract::{settable, validate_username, Error, Host};
 use super::platform::Driver;
 use super::ssh;
 
@@ -20,18 +20,6 @@ fn esxi_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-/// The host as ESXi is reached: an `auto` resource goes straight to keyboard-interactive
-/// (ESXi offers nothing else), without asking the server first.
-fn esxi_host(host: &Host) -> std::borrow::Cow<'_, Host> {
-    if host.ssh_auth == SshAuth::Auto {
-        let mut h = host.clone();
-        h.ssh_auth = SshAuth::KeyboardInteractive;
-        std::borrow::Cow::Owned(h)
-    } else {
-        std::borrow::Cow::Borrowed(host)
-    }
 }
 
 impl Driver for Esxi {
@@ -51,59 +39,17 @@ impl Driver for Esxi {
             )));
         }
         settable(new)?;
-        let host = esxi_host(host);
-        let done = match &host.admin {
-            Some(admin) => {
-                let (session, _) = ssh::admin_session(&host)?;
-                // The name is checked above (no quote, no shell character) and quoted.
-                let command = if admin.sudo {
-                    format!("LC_ALL=C sudo -n passwd '{username}'")
-                } else {
-                    format!("LC_ALL=C passwd '{username}'")
-                };
-                let done = super::dialogue::passwd(&host, &session, &command, username, None, new);
-                let _ = session.disconnect(None, "rotor: done", None);
-                done
-            }
-            None => {
-                let old = old.ok_or_else(|| {
-                    Error::Config("platform esxi without an admin changes a password with the current one, and rotor knows none: REMEDIATE with the live password first".into())
-                })?;
-                let session = ssh::password_session(&host, username, old).map_err(|e| match e {
-                    Error::AccountAuth { username, .. } => Error::AccountAuth {
-                        username,
-                        message: "the stored current password does not log in".into(),
-                    },
-                    other => other,
-                })?;
-                let done = super::dialogue::passwd(
-                    &host,
-                    &session,
-                    "LC_ALL=C passwd",
-                    username,
-                    Some(old),
-                    new,
-                );
-                let _ = session.disconnect(None, "rotor: done", None);
-                done
-            }
+        let Some(admin) = &host.admin else {
+            return super::dialogue::own_passwd(host, "esxi", username, old, new);
         };
-        done
-    }
-
-    fn login(&self, host: &Host, username: &str, password: &SecretString) -> Result<Login, Error> {
-        ssh::password_login(&esxi_host(host), username, password)
-    }
-
-    fn verify_both(
-        &self,
-        host: &Host,
-        username: &str,
-        old: &SecretString,
-        new: &SecretString,
-    ) -> Result<(Login, Option<Login>), Error> {
-        let outcomes = ssh::password_attempts(&esxi_host(host), username, &[old, new])?;
-        Ok((outcomes[0], outcomes.get(1).copied()))
+        let (session, _) = ssh::admin_session(host)?;
+        // The name is checked above (no quote, no shell character) and quoted.
+        let command = if admin.sudo {
+            format!("LC_ALL=C LANGUAGE=C sudo -n passwd '{username}'")
+        } else {
+            format!("LC_ALL=C LANGUAGE=C passwd '{username}'")
+        };
+        super::dialogue::passwd(host, session, &command, username, None, new)
     }
 
     fn logs_in_as_account(&self, host: &Host) -> bool {

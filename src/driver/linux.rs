@@ -70,39 +70,10 @@ impl Driver for Passwd {
     ) -> Result<(), Error> {
         validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
         settable(new)?;
-        let old = old.ok_or_else(|| {
-            Error::Config("platform linux-passwd changes a password with the current one, and rotor knows none: REMEDIATE with the live password first".into())
-        })?;
-        let session = account_session(host, username, old)?;
-        // Fixed text: the C locale makes the prompts and messages English whatever the host's.
-        let done = super::dialogue::passwd(
-            host,
-            &session,
-            "LC_ALL=C LANGUAGE=C passwd",
-            username,
-            Some(old),
-            new,
-        );
-        let _ = session.disconnect(None, "rotor: done", None);
-        done
+        super::dialogue::own_passwd(host, "linux-passwd", username, old, new)
     }
 
     fn logs_in_as_account(&self, _host: &Host) -> bool {
         true
     }
-}
-
-/// A session authenticated as the account itself, with its current password.
-fn account_session(
-    host: &Host,
-    username: &str,
-    password: &SecretString,
-) -> Result<ssh2::Session, Error> {
-    super::ssh::password_session(host, username, password).map_err(|e| match e {
-        Error::AccountAuth { username, .. } => Error::AccountAuth {
-            username,
-            message: "the stored current password does not log in".into(),
-        },
-        other => other,
-    })
 }

@@ -76,7 +76,7 @@ pub async fn apply(
             path(admin.and_then(|a| a.password_file.as_ref())),
             admin.is_some_and(|a| a.sudo),
             r.lockout_threshold(),
-            r.ssh_auth,
+            r.ssh_auth(),
             r.http.as_ref().map(|h| serde_json::to_value(h).expect("a recipe is JSON"))
         )
         .fetch_optional(&mut *tx)

@@ -66,8 +66,9 @@ pub struct ResourceSpec {
     #[serde(default = "default_platform")]
     pub platform: String,
     /// How accounts prove their passwords over SSH: password, keyboard-interactive, auto.
-    #[serde(default = "default_ssh_auth")]
-    pub ssh_auth: String,
+    /// Unset: keyboard-interactive on esxi (ESXi takes nothing else), auto elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_auth: Option<String>,
     pub policy: Option<String>,
     /// Refused logins that lock an account on the target (pam_faillock `deny`, ESXi's
     /// 5): rotor risks fewer than this many.
@@ -108,6 +109,15 @@ pub struct AccountSpec {
 }
 
 impl ResourceSpec {
+    /// How accounts prove their passwords over SSH here.
+    pub fn ssh_auth(&self) -> &str {
+        match &self.ssh_auth {
+            Some(a) => a,
+            None if self.platform == "esxi" => "keyboard-interactive",
+            None => "auto",
+        }
+    }
+
     /// The refused logins that lock an account here.
     pub fn lockout_threshold(&self) -> i32 {
         self.lockout_threshold
@@ -302,7 +312,7 @@ pub fn validate(
                 return Err(invalid(format!("{at}.{key}"), crate::requests::NUL_MESSAGE));
             }
         }
-        if !crate::driver::SSH_AUTHS.contains(&r.ssh_auth.as_str()) {
+        if !crate::driver::SSH_AUTHS.contains(&r.ssh_auth()) {
             return Err(invalid(
                 format!("{at}.ssh_auth"),
                 format!("one of {}", crate::driver::SSH_AUTHS.join(", ")),

@@ -64,6 +64,7 @@ async fn esxi_accounts_rotate_by_the_admin_and_by_themselves() {
     assert_eq!(listed["platform"], "esxi", "{listed:#}");
     assert_eq!(listed["lockoutThreshold"], 5, "{listed:#}");
     assert_eq!(listed["policy"], "esxi", "{listed:#}");
+    assert_eq!(listed["sshAuth"], "keyboard-interactive", "{listed:#}");
 
     let mut secrets = Vec::new();
     for (id, account) in [(&ids[0], &by_admin), (&ids[1], &by_self)] {

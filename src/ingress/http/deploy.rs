@@ -268,7 +268,7 @@ async fn register(
         host_keys: e.host_keys,
         insecure_accept_any_host_key: false,
         platform: inventory::default_platform(),
-        ssh_auth: inventory::default_ssh_auth(),
+        ssh_auth: None,
         policy: None,
         lockout_threshold: None,
         http: None,

@@ -123,7 +123,7 @@ impl From<ResourceBody> for ResourceSpec {
             host_keys: b.host_keys,
             insecure_accept_any_host_key: b.insecure_accept_any_host_key,
             platform: b.platform,
-            ssh_auth: b.ssh_auth,
+            ssh_auth: Some(b.ssh_auth),
             policy: b.policy,
             lockout_threshold: b.lockout_threshold,
             http: None,
