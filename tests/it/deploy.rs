@@ -4,7 +4,6 @@
 //! its used token is refused.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use crate::helpers::*;
 
@@ -108,14 +107,8 @@ async fn the_deploy_script_onboards_a_host_once_and_a_rotation_succeeds_on_it() 
     assert_eq!(keys, format!("restrict {public}\n"));
 
     // A rotation over AMQP on the new host, checked on the host itself.
-    let reply = app
-        .publish_and_reply(
-            "credentials.update",
-            &rotate_spec(&resource, &[&account.username]),
-        )
-        .await;
     let task = app
-        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
+        .request(&rotate_spec(&resource, &[&account.username]))
         .await;
     assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
     let new = app.reveal(&resource, &account.username);

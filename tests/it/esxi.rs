@@ -5,7 +5,6 @@
 //! once for the platform.
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -68,12 +67,7 @@ async fn esxi_accounts_rotate_by_the_admin_and_by_themselves() {
 
     let mut secrets = Vec::new();
     for (id, account) in [(&ids[0], &by_admin), (&ids[1], &by_self)] {
-        let reply = app
-            .publish_and_reply("credentials.update", &rotate(id, &account.username))
-            .await;
-        let task = app
-            .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
-            .await;
+        let task = app.request(&rotate(id, &account.username)).await;
         assert_eq!(task["status"], "SUCCESSFUL", "{id}: {task:#}");
         let new = app.reveal(id, &account.username);
         assert!(
@@ -87,12 +81,7 @@ async fn esxi_accounts_rotate_by_the_admin_and_by_themselves() {
         secrets.push(new);
     }
     // A second rotation by the account itself starts from the password rotor set.
-    let reply = app
-        .publish_and_reply("credentials.update", &rotate(&ids[1], &by_self.username))
-        .await;
-    let task = app
-        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
-        .await;
+    let task = app.request(&rotate(&ids[1], &by_self.username)).await;
     assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
     let newest = app.reveal(&ids[1], &by_self.username);
     assert!(sshd.login(&by_self.username, &newest));
@@ -108,10 +97,7 @@ async fn esxi_accounts_rotate_by_the_admin_and_by_themselves() {
         &ids[0],
         serde_json::json!([{"username": by_admin.username, "password": "Abcdefgh12!"}]),
     );
-    let reply = app.publish_and_reply("credentials.update", &update).await;
-    let task: Value = app
-        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
-        .await;
+    let task: Value = app.request(&update).await;
     assert_eq!(task["status"], "FAILED", "{task:#}");
     let said = task["subTasks"][0]["errors"].to_string();
     // (The words "Weak password" themselves can be lost on the way out through sudo's

@@ -882,6 +882,14 @@ allowed_dir = "{FILES_DIR}"
 
     /// Publishes a message (confirmed) with a fresh message_id and reply queue; returns
     /// the daemon's reply (a Task JSON).
+    /// A request over AMQP (`credentials.update`) and the task it made, once it ended
+    /// (at most 90 s).
+    pub async fn request(&self, body: &[u8]) -> Value {
+        let reply = self.publish_and_reply("credentials.update", body).await;
+        self.wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
+            .await
+    }
+
     pub async fn publish_and_reply(&self, routing_key: &str, body: &[u8]) -> Value {
         self.publish_with_id(routing_key, body, &uuid::Uuid::new_v4().to_string())
             .await

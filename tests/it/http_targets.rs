@@ -219,12 +219,7 @@ async fn rabbitmq_users_rotate_through_the_management_api() {
     let mut secrets = Vec::new();
     for (id, user) in [(&ids[0], &by_ca), (&ids[1], &by_pin)] {
         let tags_before = user.tags();
-        let reply = app
-            .publish_and_reply("credentials.update", &rotate(id, &user.name))
-            .await;
-        let task = app
-            .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
-            .await;
+        let task = app.request(&rotate(id, &user.name)).await;
         assert_eq!(task["status"], "SUCCESSFUL", "{id}: {task:#}");
         let new = app.reveal(id, &user.name);
         assert!(mq_login(&user.name, &new), "{id}: the new password logs in");
@@ -238,12 +233,7 @@ async fn rabbitmq_users_rotate_through_the_management_api() {
 
     // A certificate that is not the pinned one: nothing is sent, the error says why,
     // and the user keeps its password.
-    let reply = app
-        .publish_and_reply("credentials.update", &rotate(&ids[2], &wrong.name))
-        .await;
-    let task = app
-        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
-        .await;
+    let task = app.request(&rotate(&ids[2], &wrong.name)).await;
     assert_eq!(task["status"], "FAILED", "{task:#}");
     let said = task["subTasks"][0]["errors"].to_string();
     assert!(said.contains("not pinned"), "{said}");

@@ -51,12 +51,7 @@ async fn keyboard_interactive_targets_rotate_verify_and_heartbeat() {
     assert_eq!(listed["sshAuth"], "keyboard-interactive", "{listed:#}");
 
     for (id, account) in [(&ids[0], &kbd), (&ids[1], &auto), (&ids[2], &own)] {
-        let reply = app
-            .publish_and_reply("credentials.update", &rotate_spec(id, &[&account.username]))
-            .await;
-        let task = app
-            .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
-            .await;
+        let task = app.request(&rotate_spec(id, &[&account.username])).await;
         assert_eq!(task["status"], "SUCCESSFUL", "{id}: {task:#}");
         let stages: Vec<(&str, &str)> = task["subTasks"][0]["stages"]
             .as_array()

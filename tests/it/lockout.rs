@@ -75,18 +75,12 @@ async fn a_faillock_target_is_never_locked_by_rotations_heartbeats_or_wrong_pass
     let out = app.cli(&["scheduler", "heartbeat", "--json"]);
     let round: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(round["outOfSync"], 1, "{round}");
-    let reply = app
-        .publish_and_reply(
-            "credentials.update",
-            &spec(
-                "REMEDIATE",
-                &resource,
-                json!([{"username": account.username, "password": "Wrong-Supplied-Pw9!"}]),
-            ),
-        )
-        .await;
     let task = app
-        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
+        .request(&spec(
+            "REMEDIATE",
+            &resource,
+            json!([{"username": account.username, "password": "Wrong-Supplied-Pw9!"}]),
+        ))
         .await;
     assert_eq!(task["status"], "FAILED", "{task:#}");
     assert_eq!(
@@ -101,18 +95,12 @@ async fn a_faillock_target_is_never_locked_by_rotations_heartbeats_or_wrong_pass
     );
     // Any further attempt in the window is refused by rotor itself, the right password
     // included: it cannot know which one is right before trying.
-    let reply = app
-        .publish_and_reply(
-            "credentials.update",
-            &spec(
-                "REMEDIATE",
-                &resource,
-                json!([{"username": account.username, "password": drifted}]),
-            ),
-        )
-        .await;
     let task = app
-        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
+        .request(&spec(
+            "REMEDIATE",
+            &resource,
+            json!([{"username": account.username, "password": drifted}]),
+        ))
         .await;
     assert_eq!(task["status"], "FAILED", "{task:#}");
     assert_eq!(

@@ -30,14 +30,8 @@ async fn linux_passwd_lets_the_account_change_its_own_password_without_an_admin(
     assert_eq!(listed["platform"], "linux-passwd", "{listed:#}");
     assert!(listed["admin"].is_null(), "no admin account: {listed:#}");
 
-    let reply = app
-        .publish_and_reply(
-            "credentials.update",
-            &rotate_spec(&resource, &[&account.username]),
-        )
-        .await;
     let task = app
-        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
+        .request(&rotate_spec(&resource, &[&account.username]))
         .await;
     assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
     let new = app.reveal(&resource, &account.username);
@@ -52,14 +46,8 @@ async fn linux_passwd_lets_the_account_change_its_own_password_without_an_admin(
     );
 
     // Again, from the password rotor set itself.
-    let reply = app
-        .publish_and_reply(
-            "credentials.update",
-            &rotate_spec(&resource, &[&account.username]),
-        )
-        .await;
     let task = app
-        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
+        .request(&rotate_spec(&resource, &[&account.username]))
         .await;
     assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
     let newer = app.reveal(&resource, &account.username);
@@ -82,14 +70,8 @@ async fn linux_passwd_with_a_wrong_stored_password_fails_and_leaves_the_target_a
     let live = format!("Live-{}-Pw7!", unique());
     account.set_password_on_host(&live);
 
-    let reply = app
-        .publish_and_reply(
-            "credentials.update",
-            &rotate_spec(&resource, &[&account.username]),
-        )
-        .await;
     let task = app
-        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
+        .request(&rotate_spec(&resource, &[&account.username]))
         .await;
     assert_eq!(task["status"], "FAILED", "{task:#}");
     let error = &task["subTasks"][0]["errors"][0];
@@ -133,14 +115,8 @@ async fn linux_passwd_with_a_wrong_stored_password_fails_and_leaves_the_target_a
             .await["status"],
         "SUCCESSFUL"
     );
-    let reply = app
-        .publish_and_reply(
-            "credentials.update",
-            &rotate_spec(&resource, &[&account.username]),
-        )
-        .await;
     let task = app
-        .wait_task(reply["id"].as_str().unwrap(), Duration::from_secs(90))
+        .request(&rotate_spec(&resource, &[&account.username]))
         .await;
     assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
     let new = app.reveal(&resource, &account.username);
