@@ -152,6 +152,7 @@ impl HttpTarget {
                 .iter()
                 .filter_map(|p| parse_pin(p))
                 .collect(),
+            client: std::sync::OnceLock::new(),
         })
     }
 }

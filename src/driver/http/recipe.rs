@@ -213,7 +213,7 @@ impl Recipe {
 
     /// Whether any request authenticates as the admin.
     pub fn needs_admin(&self) -> bool {
-        self.change.auth != Auth::AccountBasic
+        !self.changes_as_account()
             || self
                 .read
                 .as_ref()
@@ -240,6 +240,9 @@ pub struct HttpTarget {
     pub recipe: Recipe,
     pub ca_file: Option<PathBuf>,
     pub pins: Vec<[u8; 32]>,
+    /// The client `tls::client` built for it, kept for the account's later requests (one
+    /// CA read and one connection pool per loaded account, not one per request).
+    pub client: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// The digest a certificate pin (`SHA256:<base64>`) names, if it is well formed.

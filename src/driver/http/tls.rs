@@ -164,6 +164,14 @@ pub fn scan_certificate(
 /// A client for one target: HTTPS only, no redirects followed (credentials never go
 /// elsewhere), no proxy from the environment, the resource's timeouts.
 pub fn client(host: &Host, target: &HttpTarget) -> Result<reqwest::Client, Error> {
+    if let Some(client) = target.client.get() {
+        return Ok(client.clone());
+    }
+    let client = build(host, target)?;
+    Ok(target.client.get_or_init(|| client).clone())
+}
+
+fn build(host: &Host, target: &HttpTarget) -> Result<reqwest::Client, Error> {
     let mut builder = reqwest::Client::builder()
         .https_only(true)
         .redirect(reqwest::redirect::Policy::none())
