@@ -11,13 +11,13 @@ use serde_json::Value;
 use crate::helpers::*;
 use crate::reliability::{crash_everywhere, Onboarded, Target};
 
-fn sshd() -> &'static ExtraSshd {
+pub(crate) fn sshd() -> &'static ExtraSshd {
     static SSHD: OnceLock<ExtraSshd> = OnceLock::new();
     SSHD.get_or_init(ExtraSshd::start_esxi)
 }
 
 /// An esxi resource on `sshd` with the test bed's admin (sudo `passwd USER`), or without one.
-fn resource(sshd: &ExtraSshd, id: &str, admin: bool) -> String {
+pub(crate) fn resource(sshd: &ExtraSshd, id: &str, admin: bool) -> String {
     let text = resource_toml_on("esxi", id, sshd.port, &sshd.host_key_fpr).replace("LINUX", "ESXI");
     if admin {
         text
@@ -34,7 +34,7 @@ fn esxi_spec(op: &str, resource: &str, creds: Value) -> Vec<u8> {
         .into_bytes()
 }
 
-fn rotate(resource: &str, username: &str) -> Vec<u8> {
+pub(crate) fn rotate(resource: &str, username: &str) -> Vec<u8> {
     esxi_spec(
         "ROTATE",
         resource,

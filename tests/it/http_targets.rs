@@ -71,13 +71,13 @@ fn mq_login(user: &str, password: &str) -> bool {
 }
 
 /// A RabbitMQ user with a password and tags, deleted when dropped.
-struct MqUser {
-    name: String,
-    password: String,
+pub(crate) struct MqUser {
+    pub(crate) name: String,
+    pub(crate) password: String,
 }
 
 impl MqUser {
-    fn create(prefix: &str, tags: &str) -> MqUser {
+    pub(crate) fn create(prefix: &str, tags: &str) -> MqUser {
         let user = MqUser {
             name: format!("{prefix}{}", &unique()[..6]),
             password: initial_password(),
@@ -129,7 +129,7 @@ fn server_cert_pin() -> String {
 
 /// An http resource on the local RabbitMQ with the rabbitmq preset; `trust` is the
 /// `ca_file = ...` or `cert_fingerprints = [...]` line.
-fn resource(id: &str, trust: &str, user: &MqUser, app: &TestApp) -> String {
+pub(crate) fn resource(id: &str, trust: &str, user: &MqUser, app: &TestApp) -> String {
     let bed = tls_bed();
     let pw_file = app.dir.join(format!("{}.pw", user.name));
     write_private(&pw_file, &format!("{}\n", user.password));
@@ -163,7 +163,7 @@ password_file = "{pw_file}"
     )
 }
 
-fn rotate(resource: &str, username: &str) -> Vec<u8> {
+pub(crate) fn rotate(resource: &str, username: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "operationType": "ROTATE",
         "elements": [{"resourceId": resource, "resourceType": "RABBITMQ", "credentials": [{"username": username}]}]

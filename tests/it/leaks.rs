@@ -1,5 +1,5 @@
 //! The leak suite (SPEC section 8): one run with trace logging through every path a
-//! password takes (rotations on both platforms, UPDATE, REMEDIATE, `privx.password`, a
+//! password takes (rotations on linux-chpasswd, linux-passwd, esxi and http, UPDATE, REMEDIATE, `privx.password`, a
 //! refused UPDATE, a rotation the target fails, a rekey), then every password generated,
 //! supplied or onboarded is searched for in the daemon's logs, a `pg_dump` of its
 //! database, the command lines and environments of every process (sampled during the
@@ -79,6 +79,17 @@ async fn no_password_is_found_in_logs_dumps_processes_or_messages() {
         &testbed().host_key_fpr,
     ) + &app.accounts_toml(&[&d], "");
     assert_eq!(app.apply_inventory_text("lkp", &inv).code, 0);
+    // esxi (the admin's `passwd USER` in a PTY) and http (RabbitMQ's management API).
+    let e = Account::create_esxi("rtitlke");
+    let esx = format!("lke-{}", app.id);
+    let inv =
+        crate::esxi::resource(crate::esxi::sshd(), &esx, true) + &app.accounts_toml(&[&e], "");
+    assert_eq!(app.apply_inventory_text("lke", &inv).code, 0);
+    let mq = crate::http_targets::MqUser::create("rtitlkh", "monitoring");
+    let mqr = format!("lkh-{}", app.id);
+    let inv =
+        crate::http_targets::resource(&mqr, &format!("ca_file = \"{}\"", tls_bed().ca), &mq, &app);
+    assert_eq!(app.apply_inventory_text("lkh", &inv).code, 0);
 
     // Rotations on both platforms, and one the target fails.
     replies.push(
@@ -160,6 +171,20 @@ async fn no_password_is_found_in_logs_dumps_processes_or_messages() {
         )
         .await,
     );
+    replies.push(
+        app.publish_and_reply(
+            "credentials.update",
+            &crate::esxi::rotate(&esx, &e.username),
+        )
+        .await,
+    );
+    replies.push(
+        app.publish_and_reply(
+            "credentials.update",
+            &crate::http_targets::rotate(&mqr, &mq.name),
+        )
+        .await,
+    );
     let mut ended = Vec::new();
     for r in &replies {
         let task = if r["status"] == "FAILED" {
@@ -180,7 +205,9 @@ async fn no_password_is_found_in_logs_dumps_processes_or_messages() {
             "SUCCESSFUL",
             "SUCCESSFUL",
             "FAILED",
-            "FAILED"
+            "FAILED",
+            "SUCCESSFUL",
+            "SUCCESSFUL"
         ]
     );
     assert_eq!(psql_value(&app.db_name, &format!("SELECT count(*) FROM credential_versions v JOIN credentials c ON c.id = v.credential_id WHERE c.username = '{}'", a.username)), "2");
@@ -206,7 +233,8 @@ async fn no_password_is_found_in_logs_dumps_processes_or_messages() {
 
     // Every password the vault holds, every version (what rotor generated, onboarded or was given).
     let mut passwords: BTreeSet<String> = supplied.into_iter().collect();
-    passwords.extend([&a, &b, &c, &d].iter().map(|x| x.password.clone()));
+    passwords.extend([&a, &b, &c, &d, &e].iter().map(|x| x.password.clone()));
+    passwords.insert(mq.password.clone());
     let rows = psql_value(&app.db_name, "SELECT string_agg(c.resource_id || ' ' || c.username || ' ' || v.version, ',') FROM credential_versions v JOIN credentials c ON c.id = v.credential_id");
     for row in rows.split(',') {
         let [resource, username, version] = row.split(' ').collect::<Vec<_>>()[..] else {
@@ -226,7 +254,7 @@ async fn no_password_is_found_in_logs_dumps_processes_or_messages() {
         passwords.insert(out.stdout.trim_end_matches('\n').to_string());
     }
     assert!(
-        passwords.len() >= 12,
+        passwords.len() >= 16,
         "the run made and took passwords: {}",
         passwords.len()
     );
