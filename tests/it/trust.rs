@@ -725,11 +725,19 @@ async fn failed_logins_are_logged_and_a_failing_source_is_slowed_down() {
         status, 429,
         "a source that failed 10 times in a minute is refused unheard: {body}"
     );
-    let logged: Vec<String> = app
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("rotor::security") && l.contains("authentication failed"))
-        .collect();
+    // The daemon's log reaches the test through a reader thread: wait until the ten
+    // lines are in (or ten seconds), then count.
+    let failed = || -> Vec<String> {
+        app.logs()
+            .into_iter()
+            .filter(|l| l.contains("rotor::security") && l.contains("authentication failed"))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while failed().len() < 10 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logged = failed();
     assert_eq!(logged.len(), 10, "{logged:#?}");
     assert!(
         logged.iter().all(|l| l.contains("127.0.0.1")),
