@@ -5,9 +5,10 @@
 #   TOTAL=1000000 DUE=1000 ROUNDS=3 bench/scheduler.sh
 #
 # Each round resets the same DUE credentials to overdue (and deletes the tasks the last
-# round made), then times `rotor scheduler tick`: the leader lock, one statement that
-# takes the due credentials (an indexed batch) and marks them, and one task with its
-# subtask per credential taken, in one transaction. Two configurations, in one run:
+# round made), then times `rotor scheduler tick`: four statements in one transaction (the
+# leader lock, the breaker, the backlog's size, and one statement that takes the due
+# credentials by an indexed batch and writes their tasks, subtasks and events).
+# Two configurations, in one run:
 #   - the defaults (scheduler.batch 500, burst 20): the tick takes 500 of the DUE and
 #     spreads them (a backlog above burst), the rest go to the next ticks;
 #   - batch = burst = DUE: every due credential becomes a task in this one tick.

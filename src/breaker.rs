@@ -33,33 +33,30 @@ pub async fn status(pool: &PgPool) -> Result<Breaker, Error> {
     })
 }
 
-/// Whether the breaker is open (in the tick's transaction).
-pub async fn is_open(conn: &mut PgConnection) -> Result<bool, Error> {
-    Ok(sqlx::query_scalar!("SELECT open FROM scheduler_breaker")
-        .fetch_one(&mut *conn)
-        .await?)
-}
-
-/// Opens the breaker when the recent auto-rotations failed past the ratio; returns the
-/// reason when it opened now. Runs in the tick's transaction, as the tick's leader.
-pub async fn trip_if_failing(
-    conn: &mut PgConnection,
-    settings: &SchedulerSettings,
-) -> Result<Option<String>, Error> {
+/// Whether the breaker holds the tick back: it is open, or it opens now because the
+/// recent auto-rotations failed past the ratio. One statement reads both. Runs in the
+/// tick's transaction, as the tick's leader.
+pub async fn holds(conn: &mut PgConnection, settings: &SchedulerSettings) -> Result<bool, Error> {
     let r = sqlx::query!(
-        r#"SELECT count(*) FILTER (WHERE s.status = 'FAILED') AS "failed!", count(*) AS "ended!"
-             FROM subtasks s JOIN tasks t ON t.id = s.task_id
-            WHERE t.is_auto_rotate AND s.status IN ('SUCCESSFUL', 'FAILED')
+        r#"SELECT b.open,
+                  count(s.id) FILTER (WHERE s.status = 'FAILED') AS "failed!", count(s.id) AS "ended!"
+             FROM scheduler_breaker b
+             LEFT JOIN (subtasks s JOIN tasks t ON t.id = s.task_id AND t.is_auto_rotate)
+               ON NOT b.open AND s.status IN ('SUCCESSFUL', 'FAILED')
               AND s.completed_at > now() - make_interval(mins => $1)
-              AND s.completed_at > COALESCE((SELECT closed_at FROM scheduler_breaker), '-infinity')"#,
+              AND s.completed_at > COALESCE(b.closed_at, '-infinity')
+            GROUP BY b.open"#,
         settings.breaker_window_minutes as i32
     )
     .fetch_one(&mut *conn)
     .await?;
+    if r.open {
+        return Ok(true);
+    }
     if r.failed < i64::from(settings.breaker_min_failures)
         || (r.failed as f64) <= settings.breaker_ratio * r.ended as f64
     {
-        return Ok(None);
+        return Ok(false);
     }
     let reason = format!(
         "{} of the {} auto-rotations that ended in the last {} minutes failed (over {:.0}%)",
@@ -76,13 +73,12 @@ pub async fn trip_if_failing(
     .await?
     .rows_affected()
         > 0;
-    if !opened {
-        return Ok(None);
+    if opened {
+        outbox::scheduler(&mut *conn, "BREAKER_OPEN").await?;
+        tracing::error!(target: "rotor::security", reason = %reason,
+            "scheduler breaker open: auto-rotation paused everywhere until `rotor scheduler resume`");
     }
-    outbox::scheduler(&mut *conn, "BREAKER_OPEN").await?;
-    tracing::error!(target: "rotor::security", reason = %reason,
-        "scheduler breaker open: auto-rotation paused everywhere until `rotor scheduler resume`");
-    Ok(Some(reason))
+    Ok(true)
 }
 
 /// Closes the breaker (an operator's resume); false if it was not open.

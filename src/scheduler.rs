@@ -17,10 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SchedulerSettings;
 use crate::driver::Login;
 use crate::engine::lifecycle;
-use crate::engine::model::{Operation, TaskStatus};
 use crate::engine::outbox;
 use crate::engine::outbox::CredentialAlert;
-use crate::engine::record::{self, NewSubTask, NewTask};
+use crate::engine::record::{self, Spread};
 use crate::engine::{Engine, Error};
 
 const TICK_LOCK: i64 = 0x726f_746f_7201; // "rotor" 1
@@ -46,59 +45,32 @@ impl Scheduler {
         &self.engine.pool
     }
 
-    /// One tick at `now` (this process's clock).
+    /// One tick at `now` (this process's clock). Four statements in one transaction: the
+    /// leader lock, the breaker, the backlog, and the batch (`record::auto_rotations`).
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<Tick, Error> {
         let mut tx = self.pool().begin().await?;
-        let leader = sqlx::query_scalar!(
-            r#"SELECT pg_try_advisory_xact_lock($1) AS "ok!""#,
-            TICK_LOCK
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if !leader {
-            return Ok(Tick::default());
-        }
-        // The breaker: too many recent auto-rotations failed, or an operator has not yet
-        // resumed after that. Nothing starts; what is due stays due.
-        if crate::breaker::is_open(&mut tx).await?
-            || crate::breaker::trip_if_failing(&mut tx, &self.settings)
-                .await?
-                .is_some()
-        {
-            let due = lifecycle::count_due(&mut tx, now).await?;
-            tx.commit().await?;
-            return Ok(Tick {
-                leader,
-                due,
-                created: 0,
-            });
-        }
-        // Outside the allowed window nothing starts, whatever planned it (a catch-up after
-        // a downtime, a retry after a failure, a resume).
-        if !self.engine.schedule.inside_window(now) {
-            let due = lifecycle::count_due(&mut tx, now).await?;
-            tx.commit().await?;
-            return Ok(Tick {
-                leader,
-                due,
-                created: 0,
-            });
-        }
         // This commit need not wait for its WAL flush: lost in a crash, it is lost whole
         // and the credentials are still due at the next tick; and whatever a worker then
         // commits durably flushes the WAL before it, this transaction's included.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        let taken = lifecycle::take_due(&mut tx, now, self.settings.batch).await?;
-        // Only a full batch can leave some behind.
-        let due = taken.len() as i64
-            + if taken.len() as i64 >= self.settings.batch {
-                lifecycle::count_due(&mut tx, now).await?
-            } else {
-                0
-            };
-        if taken.is_empty() {
+        let leader = sqlx::query!(
+            r#"SELECT pg_try_advisory_xact_lock($1) AS "ok!", set_config('synchronous_commit', 'off', true)"#,
+            TICK_LOCK
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .ok;
+        if !leader {
+            return Ok(Tick::default());
+        }
+        // Nothing starts while the breaker holds (too many recent auto-rotations failed,
+        // or an operator has not yet resumed after that), nor outside the allowed window,
+        // whatever planned it (a catch-up after a downtime, a retry, a resume): what is
+        // due stays due.
+        let held = crate::breaker::holds(&mut tx, &self.settings).await?
+            || !self.engine.schedule.inside_window(now);
+        let burst = if held { i64::MAX } else { self.settings.burst };
+        let (due, ahead) = lifecycle::backlog(&mut tx, now, burst).await?;
+        if held || due == 0 {
             tx.commit().await?;
             return Ok(Tick {
                 leader,
@@ -109,58 +81,21 @@ impl Scheduler {
         // A backlog is spread: starts follow the last one already planned, evenly over
         // what is left of catch_up_seconds. Delays are relative, so the database's clock
         // and this process's may differ (libfaketime in the tests).
-        let (delay, spacing) = if due > self.settings.burst {
-            let planned = sqlx::query_scalar!(
-                r#"SELECT EXTRACT(EPOCH FROM max(s.not_before) - now())::float8 AS "ahead"
-                     FROM subtasks s JOIN tasks t ON t.id = s.task_id
-                    WHERE s.status = 'PENDING' AND t.is_auto_rotate AND s.not_before > now()"#
-            )
-            .fetch_one(&mut *tx)
-            .await?
-            .unwrap_or(0.0)
-            .max(0.0);
-            let left = (self.settings.catch_up_seconds as f64 - planned)
-                .max(self.settings.catch_up_seconds as f64 / 10.0);
-            (planned, left / due as f64)
+        let spread = if due > self.settings.burst {
+            let catch_up = self.settings.catch_up_seconds as f64;
+            let left = (catch_up - ahead).max(catch_up / 10.0);
+            Spread {
+                delay: ahead,
+                spacing: left / due as f64,
+            }
         } else {
-            (0.0, 0.0)
+            Spread {
+                delay: 0.0,
+                spacing: 0.0,
+            }
         };
-        let tasks: Vec<NewTask> = taken
-            .iter()
-            .map(|d| NewTask {
-                id: d.task_id,
-                operation: Operation::Rotate,
-                name: format!("Auto-rotate password of {}@{}", d.username, d.resource_id),
-                source: "SCHEDULER",
-                requested_by: crate::access::Requester::scheduler(),
-                // No key: the lock and this transaction already make it once per due
-                // credential, and a key made of the planned time could name an older task.
-                request_key: None,
-                is_auto_rotate: true,
-                subtasks: vec![NewSubTask {
-                    credential_id: d.credential_id,
-                    resource_id: d.resource_id.clone(),
-                    password: None,
-                    params: serde_json::json!({}),
-                }],
-            })
-            .collect();
-        let delays: Vec<f64> = (0..tasks.len())
-            .map(|i| delay + spacing * i as f64)
-            .collect();
-        let outcomes = record::insert_tasks(&mut tx, &self.engine.key, &tasks, &delays).await?;
-        // A credential of a resource deleted meanwhile gets no task (retire removes it).
-        let (made, unmade): (Vec<_>, Vec<_>) =
-            taken.iter().zip(&outcomes).partition(|(_, o)| o.is_ok());
-        lifecycle::auto_rotations_not_created(
-            &mut tx,
-            &unmade.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
-        )
-        .await?;
-        let made: Vec<uuid::Uuid> = made.iter().map(|(d, _)| d.task_id).collect();
-        outbox::tasks(&mut tx, &made, TaskStatus::Pending).await?;
+        let created = record::auto_rotations(&mut tx, now, self.settings.batch, spread).await?;
         tx.commit().await?;
-        let created = made.len();
         if created > 0 {
             tracing::info!(due, created, "auto-rotations scheduled");
         }

@@ -31,7 +31,7 @@ pub async fn record_refused(
     let inserted = sqlx::query_scalar!(
         "INSERT INTO tasks (id, name, type, operation, status, source, request_key, errors, completed_at, requested_by_kind, requested_by_name)
          VALUES ($1, 'Refused request', 'CREDENTIALS_REQUEST', 'ROTATE', 'FAILED', $2, $3, $4, now(), $5, $6)
-         ON CONFLICT (request_key) DO NOTHING RETURNING id",
+         ON CONFLICT (request_key) WHERE request_key IS NOT NULL DO NOTHING RETURNING id",
         task_id,
         source,
         request_key,

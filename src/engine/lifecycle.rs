@@ -245,66 +245,31 @@ pub async fn count_due(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<i6
     .await?)
 }
 
-/// A due credential the scheduler took: its auto-rotation's task is to be `task_id`.
-#[derive(Debug, Clone)]
-pub struct Due {
-    pub credential_id: Uuid,
-    pub username: String,
-    pub resource_id: String,
-    pub task_id: Uuid,
-    /// When it was planned (the oldest go first).
-    pub planned: DateTime<Utc>,
-}
-
-/// Takes up to `limit` credentials due at `now`, oldest plan first, skipping any another
-/// transaction holds: each gets a fresh task id as its auto-rotation and nothing else is
-/// planned until that ends. The caller records those tasks in the same transaction (or
-/// hands back what it could not with `auto_rotations_not_created`). One statement: the
-/// rows it locks are updated where they lie (by ctid), not looked up again.
-pub async fn take_due(
+/// What is due at `now`, for spreading it: how many credentials, and when there are more
+/// than `burst`, how far ahead (seconds from the database's now, at least 0) the last
+/// auto-rotation already planned starts.
+pub async fn backlog(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<Due>, Error> {
-    let mut due: Vec<Due> = sqlx::query_as!(
-        Due,
+    burst: i64,
+) -> Result<(i64, f64), Error> {
+    let r = sqlx::query!(
         r#"WITH due AS (
-             SELECT c.ctid AS tid, c.next_rotation_at AS planned FROM credentials c
-              WHERE c.next_rotation_at <= $1 AND c.auto_rotate_days IS NOT NULL AND NOT c.auto_paused AND c.status = 'ACTIVE'
-              ORDER BY c.next_rotation_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED)
-           UPDATE credentials c SET next_rotation_at = NULL, auto_task_id = gen_random_uuid()
-             FROM due WHERE c.ctid = due.tid
-           RETURNING c.id AS credential_id, c.username, c.resource_id, c.auto_task_id AS "task_id!", due.planned AS "planned!""#,
+               SELECT count(*) AS n FROM credentials
+                WHERE next_rotation_at <= $1 AND auto_rotate_days IS NOT NULL AND NOT auto_paused AND status = 'ACTIVE')
+           SELECT n AS "due!",
+                  CASE WHEN n > $2 THEN
+                      (SELECT EXTRACT(EPOCH FROM max(s.not_before) - now())::float8
+                         FROM subtasks s JOIN tasks t ON t.id = s.task_id
+                        WHERE s.status = 'PENDING' AND t.is_auto_rotate AND s.not_before > now())
+                  END AS "ahead"
+             FROM due"#,
         now,
-        limit
+        burst
     )
-    .fetch_all(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    due.sort_by_key(|d| d.planned);
-    Ok(due)
-}
-
-/// Hands back credentials `take_due` took but got no task (their resource was deleted
-/// meanwhile): as they were.
-pub async fn auto_rotations_not_created(
-    conn: &mut PgConnection,
-    due: &[&Due],
-) -> Result<(), Error> {
-    if due.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = due.iter().map(|d| d.credential_id).collect();
-    let planned: Vec<DateTime<Utc>> = due.iter().map(|d| d.planned).collect();
-    sqlx::query!(
-        "UPDATE credentials c SET next_rotation_at = m.planned, auto_task_id = NULL
-           FROM unnest($1::uuid[], $2::timestamptz[]) AS m(id, planned)
-          WHERE c.id = ANY($1) AND c.id = m.id",
-        &ids,
-        &planned
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    Ok((r.due, r.ahead.unwrap_or(0.0).max(0.0)))
 }
 
 /// An auto-rotation failed: retry with backoff, or after `max_failures` stop (true).

@@ -53,7 +53,7 @@ pub async fn check(
     n: i32,
 ) -> Result<(), StageError> {
     let (failures, threshold) = state(engine, credential_id).await?;
-    if failures + n <= threshold - 1 {
+    if failures + n < threshold {
         Ok(())
     } else {
         Err(spent(username, failures, threshold, n))

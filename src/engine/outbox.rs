@@ -1,8 +1,9 @@
 //! The outbox: every task, subtask and credential event is written here in the same
 //! transaction as the change it reports, so no event is lost to a crash, a broker outage
 //! or a shutdown. `events` publishes the rows and posts them to webhooks. The one writer
-//! of outbox rows, and what its readers (`events`, `webhooks`) share: the rows with
-//! their bodies, and the wake-up.
+//! of outbox rows (but for the scheduler's one-statement batch, `record::auto_rotations`,
+//! which writes `task_key` rows and notifies `CHANNEL`), and what its readers (`events`,
+//! `webhooks`) share: the rows with their bodies, and the wake-up.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -66,13 +67,18 @@ pub async fn scheduler(conn: &mut PgConnection, event: &str) -> Result<(), sqlx:
     insert(conn, &[format!("scheduler.{event}")], &[None], &[None]).await
 }
 
+/// The routing key of a task's event.
+pub fn task_key(status: TaskStatus) -> String {
+    format!("task.{status}")
+}
+
 /// `task.<STATUS>` for each of `tasks`.
 pub async fn tasks(
     conn: &mut PgConnection,
     tasks: &[Uuid],
     status: TaskStatus,
 ) -> Result<(), sqlx::Error> {
-    let keys = vec![format!("task.{status}"); tasks.len()];
+    let keys = vec![task_key(status); tasks.len()];
     let ids: Vec<Option<Uuid>> = tasks.iter().copied().map(Some).collect();
     insert(conn, &keys, &ids, &vec![None; tasks.len()]).await
 }
@@ -109,7 +115,7 @@ pub async fn subtask(
     task_status: Option<TaskStatus>,
 ) -> Result<(), sqlx::Error> {
     let mut keys = vec![format!("subtask.{status}")];
-    keys.extend(task_status.map(|s| format!("task.{s}")));
+    keys.extend(task_status.map(task_key));
     insert(
         conn,
         &keys,

@@ -96,11 +96,11 @@ pub async fn insert_tasks(
          SELECT id, name, type, operation, 'PENDING', auto, source, request_key, kind, who
            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[], $8::text[], $9::text[])
                 AS t(id, name, type, operation, auto, source, request_key, kind, who)
-         ON CONFLICT (request_key) DO NOTHING
+         ON CONFLICT (request_key) WHERE request_key IS NOT NULL DO NOTHING
          RETURNING id",
         &task_ids,
         &column(&|t| t.name.clone()),
-        &column(&|t| format!("CREDENTIALS_{}", t.operation.as_str())),
+        &column(&|t| task_type(t.operation)),
         &column(&|t| t.operation.as_str().to_string()),
         &writable.iter().map(|&i| tasks[i].is_auto_rotate).collect::<Vec<_>>(),
         &column(&|t| t.source.to_string()),
@@ -171,6 +171,87 @@ pub async fn insert_tasks(
         crate::vault::versions::put_supplied(&mut *tx, key, subtask_id, password).await?;
     }
     Ok(outcomes)
+}
+
+/// A task's `type`: the operation, as VCF names it.
+fn task_type(operation: Operation) -> String {
+    format!("CREDENTIALS_{}", operation.as_str())
+}
+
+/// How the scheduler starts a batch of auto-rotations: the first waits `delay` seconds
+/// (from the database's now), each next one `spacing` more (a backlog is spread).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub delay: f64,
+    pub spacing: f64,
+}
+
+/// The scheduler's batch, in one statement: takes up to `limit` credentials due at `now`
+/// (oldest plan first, skipping any another transaction holds), gives each a ROTATE
+/// task with `isAutoRotate = true` and one subtask started per `spread`, writes each
+/// task's `task.PENDING` event, and wakes the publishers and the workers. Returns how
+/// many tasks it made.
+///
+/// A taken credential's `auto_task_id` names its task and its `next_rotation_at` is
+/// cleared, so nothing plans it again until that task ends; the caller's transaction
+/// makes this once per due credential. A credential whose resource is being deleted is
+/// left as it was (still due; retiring the resource removes it). Its resources are
+/// locked KEY SHARE, as for any request (`insert_tasks`). The rows are updated where the
+/// due scan locked them (by ctid), not looked up again.
+pub async fn auto_rotations(
+    tx: &mut PgConnection,
+    now: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+    spread: Spread,
+) -> Result<usize, Error> {
+    let by = crate::access::Requester::scheduler();
+    let made = sqlx::query!(
+        r#"WITH due AS (
+               SELECT c.ctid AS tid, c.resource_id, c.next_rotation_at AS planned FROM credentials c
+                WHERE c.next_rotation_at <= $1 AND c.auto_rotate_days IS NOT NULL AND NOT c.auto_paused AND c.status = 'ACTIVE'
+                ORDER BY c.next_rotation_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED),
+           live AS (
+               SELECT r.id FROM resources r
+                WHERE r.id IN (SELECT resource_id FROM due) AND r.deleted_at IS NULL
+                  FOR KEY SHARE),
+           taken AS (
+               UPDATE credentials c SET next_rotation_at = NULL, auto_task_id = gen_random_uuid()
+                 FROM due WHERE c.ctid = due.tid AND due.resource_id IN (SELECT id FROM live)
+               RETURNING c.id, c.username, c.resource_id, c.auto_task_id AS task_id, due.planned),
+           ordered AS (
+               SELECT taken.*, row_number() OVER (ORDER BY planned) - 1 AS n FROM taken),
+           made AS (
+               INSERT INTO tasks (id, name, type, operation, status, is_auto_rotate, source, requested_by_kind, requested_by_name)
+               SELECT task_id, 'Auto-rotate password of ' || username || '@' || resource_id, $5, $6, 'PENDING', true, $7, $8, $9
+                 FROM ordered
+               RETURNING id),
+           started AS (
+               INSERT INTO subtasks (id, task_id, seq, credential_id, status, not_before)
+               SELECT gen_random_uuid(), task_id, 0, id, 'PENDING', now() + make_interval(secs => $3::float8 + $4::float8 * n)
+                 FROM ordered),
+           events AS (
+               INSERT INTO outbox (routing_key, task_id) SELECT $10, task_id FROM ordered),
+           counted AS (SELECT count(*) AS n FROM made)
+           SELECT n AS "made!", CASE WHEN n > 0 THEN pg_notify($11, '') END AS "outbox",
+                  CASE WHEN n > 0 THEN pg_notify($12, n::text) END AS "work"
+             FROM counted"#,
+        now,
+        limit,
+        spread.delay,
+        spread.spacing,
+        task_type(Operation::Rotate),
+        Operation::Rotate.as_str(),
+        "SCHEDULER",
+        by.kind.to_string(),
+        by.name,
+        super::outbox::task_key(super::model::TaskStatus::Pending),
+        super::outbox::CHANNEL,
+        WORK_CHANNEL,
+    )
+    .fetch_one(&mut *tx)
+    .await?
+    .made;
+    Ok(made as usize)
 }
 
 /// The subtasks of a batch, column by column.
