@@ -65,6 +65,10 @@ pub async fn holds(conn: &mut PgConnection, settings: &SchedulerSettings) -> Res
         settings.breaker_window_minutes,
         settings.breaker_ratio * 100.0
     );
+    // Durable whatever the tick set: a breaker that opened stays open across a crash.
+    sqlx::query("SET LOCAL synchronous_commit = on")
+        .execute(&mut *conn)
+        .await?;
     let opened = sqlx::query!(
         "UPDATE scheduler_breaker SET open = true, opened_at = now(), reason = $1 WHERE NOT open",
         reason

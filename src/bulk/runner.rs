@@ -143,7 +143,7 @@ async fn step_one(engine: &Engine, id: Uuid) -> Result<(), Error> {
             .collect(),
     };
     let mut tx = engine.pool.begin().await?;
-    let created = record::insert_tasks(&mut tx, &engine.key, std::slice::from_ref(&task), &[0.0])
+    let created = record::insert_tasks(&mut tx, &engine.key, std::slice::from_ref(&task))
         .await?
         .pop()
         .expect("one outcome per task");

@@ -234,17 +234,6 @@ pub async fn resume(
     })
 }
 
-/// How many credentials are due at `now` and not yet taken.
-pub async fn count_due(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM credentials
-            WHERE next_rotation_at <= $1 AND auto_rotate_days IS NOT NULL AND NOT auto_paused AND status = 'ACTIVE'"#,
-        now
-    )
-    .fetch_one(&mut *conn)
-    .await?)
-}
-
 /// What is due at `now`, for spreading it: how many credentials, and when there are more
 /// than `burst`, how far ahead (seconds from the database's now, at least 0) the last
 /// auto-rotation already planned starts.

@@ -15,8 +15,7 @@ use crate::vault::MasterKey;
 /// A request ready to become a task.
 #[derive(Debug, Clone)]
 pub struct NewTask {
-    /// The task's id, chosen by whoever makes the request (the scheduler writes it into
-    /// the credential before the task exists).
+    /// The task's id, chosen by whoever makes the request.
     pub id: Uuid,
     pub operation: Operation,
     pub name: String,
@@ -48,18 +47,14 @@ pub struct Created {
     pub recorded: Option<super::view::Task>,
 }
 
-/// Records `tasks` inside the caller's transaction; `delays[i]` (seconds from the
-/// database's now) holds task i's subtasks back (the scheduler spreads a backlog with
-/// it). One outcome per task, in order: `Error::Retired` when a resource it names is
+/// Records `tasks` inside the caller's transaction, runnable at once. One outcome per task, in order: `Error::Retired` when a resource it names is
 /// deleted (nothing of that task is written), else what was created. A request key seen
 /// before (in the table or earlier in `tasks`) gives the first task, `is_new = false`.
 pub async fn insert_tasks(
     tx: &mut PgConnection,
     key: &MasterKey,
     tasks: &[NewTask],
-    delays: &[f64],
 ) -> Result<Vec<Result<Created, Error>>, Error> {
-    assert_eq!(tasks.len(), delays.len(), "one delay per task");
     // The weakest lock `inventory::retire`'s FOR UPDATE waits for: a resource is deleted
     // either before (and its tasks are refused) or after they exist (and retire waits for
     // them). KEY SHARE, so that workers claiming on the host (NO KEY UPDATE) never hold
@@ -154,7 +149,7 @@ pub async fn insert_tasks(
             continue;
         }
         for (seq, sub) in tasks[i].subtasks.iter().enumerate() {
-            let subtask_id = subtasks.push(task_id, seq, sub, delays[i]);
+            let subtask_id = subtasks.push(task_id, seq, sub);
             if let Some(password) = &sub.password {
                 supplied.push((subtask_id, password));
             }
@@ -194,10 +189,12 @@ pub struct Spread {
 ///
 /// A taken credential's `auto_task_id` names its task and its `next_rotation_at` is
 /// cleared, so nothing plans it again until that task ends; the caller's transaction
-/// makes this once per due credential. A credential whose resource is being deleted is
-/// left as it was (still due; retiring the resource removes it). Its resources are
-/// locked KEY SHARE, as for any request (`insert_tasks`). The rows are updated where the
-/// due scan locked them (by ctid), not looked up again.
+/// makes this once per due credential. Its resources are locked KEY SHARE, as for any
+/// request (`insert_tasks`), but skipped when locked otherwise: a credential whose
+/// resource is deleted, or being deleted or changed (`inventory` holds it FOR UPDATE,
+/// then updates its credentials), is left as it was, still due, for the next tick (or
+/// removed with its resource); waiting there could deadlock. The rows are updated where
+/// the due scan locked them (by ctid), not looked up again.
 pub async fn auto_rotations(
     tx: &mut PgConnection,
     now: chrono::DateTime<chrono::Utc>,
@@ -213,7 +210,7 @@ pub async fn auto_rotations(
            live AS (
                SELECT r.id FROM resources r
                 WHERE r.id IN (SELECT resource_id FROM due) AND r.deleted_at IS NULL
-                  FOR KEY SHARE),
+                  FOR KEY SHARE SKIP LOCKED),
            taken AS (
                UPDATE credentials c SET next_rotation_at = NULL, auto_task_id = gen_random_uuid()
                  FROM due WHERE c.ctid = due.tid AND due.resource_id IN (SELECT id FROM live)
@@ -262,18 +259,16 @@ struct SubtaskRows {
     seqs: Vec<i32>,
     credentials: Vec<Uuid>,
     params: Vec<serde_json::Value>,
-    delays: Vec<f64>,
 }
 
 impl SubtaskRows {
-    fn push(&mut self, task_id: Uuid, seq: usize, sub: &NewSubTask, delay: f64) -> Uuid {
+    fn push(&mut self, task_id: Uuid, seq: usize, sub: &NewSubTask) -> Uuid {
         let id = Uuid::new_v4();
         self.ids.push(id);
         self.task_ids.push(task_id);
         self.seqs.push(seq as i32);
         self.credentials.push(sub.credential_id);
         self.params.push(sub.params.clone());
-        self.delays.push(delay);
         id
     }
 
@@ -283,15 +278,14 @@ impl SubtaskRows {
         }
         sqlx::query!(
             "INSERT INTO subtasks (id, task_id, seq, credential_id, status, params, not_before)
-             SELECT id, task_id, seq, credential_id, 'PENDING', params, now() + make_interval(secs => delay)
-               FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::uuid[], $5::jsonb[], $6::float8[])
-                    AS s(id, task_id, seq, credential_id, params, delay)",
+             SELECT id, task_id, seq, credential_id, 'PENDING', params, now()
+               FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::uuid[], $5::jsonb[])
+                    AS s(id, task_id, seq, credential_id, params)",
             &self.ids,
             &self.task_ids,
             &self.seqs,
             &self.credentials,
-            &self.params,
-            &self.delays
+            &self.params
         )
         .execute(&mut *tx)
         .await?;

@@ -108,8 +108,7 @@ impl Submitter {
         views: &[bool],
     ) -> Result<Vec<Result<Created, Refusal>>, crate::engine::Error> {
         let mut tx = self.pool.begin().await?;
-        let outcomes =
-            record::insert_tasks(&mut tx, &self.key, tasks, &vec![0.0; tasks.len()]).await?;
+        let outcomes = record::insert_tasks(&mut tx, &self.key, tasks).await?;
         let mut recorded = Vec::with_capacity(outcomes.len());
         for (outcome, &view) in outcomes.into_iter().zip(views) {
             recorded.push(match outcome {
