@@ -51,7 +51,8 @@ impl Scheduler {
         let mut tx = self.pool().begin().await?;
         // This commit need not wait for its WAL flush: lost in a crash, it is lost whole
         // and the credentials are still due at the next tick; and whatever a worker then
-        // commits durably flushes the WAL before it, this transaction's included.
+        // commits durably flushes the WAL before it, this transaction's included. (The
+        // breaker's opening sets it back on.)
         let leader = sqlx::query!(
             r#"SELECT pg_try_advisory_xact_lock($1) AS "ok!", set_config('synchronous_commit', 'off', true)"#,
             TICK_LOCK
