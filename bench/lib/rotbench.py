@@ -875,28 +875,26 @@ def cmd_report(a):
     lat_mean = g("latency_mean_s")
     delay_mean = g("refused_mean_s")
     if lat is not None and delay is not None:
-        # The goal: publish -> SUCCESSFUL <= the target's refused-login delay + 0.5 s. The
-        # delay is a fresh random draw at every refused login (PAM's ~2 s, which sshd pads
-        # to about 2.2 or 4.2 s), so it is judged paired: each rotation against the wait
-        # its own target imposed, inside its VERIFY_NEW (one connection: the old password
-        # refused, then the new one accepted). What is left is rotor's part, mean <= 500 ms.
-        own_mean = g("latency_own_mean_ms")
-        if own_mean is not None:
-            rows.append((f"publish → SUCCESSFUL, one rotation, idle rotor, beyond the target's own refused-login "
-                         f"wait in that rotation (publish → SUCCESSFUL minus its VERIFY_NEW), ms (mean of "
-                         f"{r.get('latency_own_n')}; median {fmt(g('latency_own_ms'), 0)}, max "
-                         f"{r.get('latency_own_max_ms')})",
-                         fmt(own_mean, 0), "", f"goal ≤ 500 (the delay + 0.5 s, paired): {verdict(own_mean <= 500)}"))
-        # The unpaired comparison, for reference: two independent means of 15-30 draws of
-        # a two-valued delay differ by a few tenths of a second from run to run.
+        # The goal: publish -> SUCCESSFUL <= the target's refused-login delay + 0.5 s,
+        # judged on the means (the delay is a fresh random draw at every refused login:
+        # PAM's ~2 s, which sshd pads per user; 30 draws a side keep each mean within
+        # about 0.15 s). The medians are shown beside them.
         lat_v = lat_mean if lat_mean is not None else lat
         delay_v = delay_mean if delay_mean is not None else delay
         rows.append((f"publish → SUCCESSFUL, one rotation, idle rotor, s (mean of {r.get('latency_n')}; "
                      f"median {fmt(lat)}, {r.get('latency_min_s')}-{r.get('latency_max_s')})",
                      fmt(lat_v),
                      f"refused-login delay + 0.5 = {delay_v + 0.5:.2f} (medians: {delay + 0.5:.2f})",
-                     f"unpaired, for reference (independent draws): {'within' if lat_v <= delay_v + 0.5 else 'above'} "
-                     f"by {abs(delay_v + 0.5 - lat_v):.2f} s"))
+                     f"goal ≤ {delay_v + 0.5:.2f}: {verdict(lat_v <= delay_v + 0.5)}"))
+        # Where it goes, paired: each rotation minus its VERIFY_NEW (one connection: its
+        # key exchange, the old password refused after the target's wait, the new one
+        # accepted), which leaves what rotor adds around the target's checks.
+        own_mean = g("latency_own_mean_ms")
+        if own_mean is not None:
+            rows.append((f"rotor's own time per rotation, ms (publish → SUCCESSFUL minus its VERIFY_NEW, which "
+                         f"holds the target's refused-login wait; mean of {r.get('latency_own_n')}, median "
+                         f"{fmt(g('latency_own_ms'), 0)}, max {r.get('latency_own_max_ms')})",
+                         fmt(own_mean, 0), "", "for reference"))
     else:
         rows.append(("publish → SUCCESSFUL, one rotation, s", r.get("latency_failed", "n/a"), "", "goal ≤ delay + 0.5"))
 
