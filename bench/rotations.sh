@@ -15,10 +15,10 @@
 #     call), reset to their initial random passwords (0600 files kept under STATE).
 #  2. The yardstick: LOGINS OpenSSH password logins (sshpass -e), LOGIN_PARALLEL at once,
 #     across all accounts (at most LOGIN_SECONDS); the refused-login delay (a wrong
-#     password's login minus a right one's on REFUSED_N accounts in turn, median).
+#     password's login minus a right one's on REFUSED_N accounts in turn, mean and median).
 #  3. rotor (release build) with its default configuration, only what it needs set, on a
-#     fresh database: idle RSS, publish->SUCCESSFUL latency of one ROTATE (median of
-#     LATENCY_N), then one ROTATE CredentialsUpdateSpec per host naming all its accounts,
+#     fresh database: idle RSS, publish->SUCCESSFUL latency of one ROTATE (mean and median
+#     of LATENCY_N; judged on the means), then one ROTATE CredentialsUpdateSpec per host naming all its accounts,
 #     timed from publish to every task SUCCESSFUL; peak RSS; a sample (SAMPLE accounts)
 #     checked on the target: rotor's new password logs in, the one before is refused.
 #  4. Intake: rotor stopped, INTAKE_N UPDATE_AUTO_ROTATE_POLICY requests queued, rotor
