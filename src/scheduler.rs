@@ -69,6 +69,7 @@ impl Scheduler {
         // due stays due.
         let held = crate::breaker::holds(&mut tx, &self.settings).await?
             || !self.engine.schedule.inside_window(now);
+        // A held tick only counts what is due (no burst it could exceed: no spread read).
         let burst = if held { i64::MAX } else { self.settings.burst };
         let (due, ahead) = lifecycle::backlog(&mut tx, now, burst).await?;
         if held || due == 0 {
@@ -90,10 +91,7 @@ impl Scheduler {
                 spacing: left / due as f64,
             }
         } else {
-            Spread {
-                delay: 0.0,
-                spacing: 0.0,
-            }
+            Spread::default()
         };
         let created = record::auto_rotations(&mut tx, now, self.settings.batch, spread).await?;
         tx.commit().await?;

@@ -47,9 +47,10 @@ pub struct Created {
     pub recorded: Option<super::view::Task>,
 }
 
-/// Records `tasks` inside the caller's transaction, runnable at once. One outcome per task, in order: `Error::Retired` when a resource it names is
-/// deleted (nothing of that task is written), else what was created. A request key seen
-/// before (in the table or earlier in `tasks`) gives the first task, `is_new = false`.
+/// Records `tasks` inside the caller's transaction, runnable at once. One outcome per
+/// task, in order: `Error::Retired` when a resource it names is deleted (nothing of that
+/// task is written), else what was created. A request key seen before (in the table or
+/// earlier in `tasks`) gives the first task, `is_new = false`.
 pub async fn insert_tasks(
     tx: &mut PgConnection,
     key: &MasterKey,
@@ -174,8 +175,9 @@ fn task_type(operation: Operation) -> String {
 }
 
 /// How the scheduler starts a batch of auto-rotations: the first waits `delay` seconds
-/// (from the database's now), each next one `spacing` more (a backlog is spread).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// (from the database's now), each next one `spacing` more (a backlog is spread); by
+/// default all start at once.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Spread {
     pub delay: f64,
     pub spacing: f64,
