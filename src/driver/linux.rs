@@ -52,6 +52,10 @@ impl Driver for Chpasswd {
         }
         Ok(())
     }
+
+    fn prepare_apply(&self, host: &Host) -> Result<bool, Error> {
+        super::sessions::warm(host).map(|()| true)
+    }
 }
 
 /// `linux-passwd`: the account changes its own password. rotor logs in as the account

@@ -19,6 +19,7 @@ pub use contract::{
     validate_password_charset, validate_username, Admin, Error, Host, Login, SshAuth, SSH_AUTHS,
 };
 pub use platform::Driver;
+pub use ssh::LoginLine;
 
 /// The driver for a platform name, or None if rotor does not know it.
 pub fn driver(platform: &str) -> Option<&'static dyn Driver> {

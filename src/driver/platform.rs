@@ -3,7 +3,7 @@
 use secrecy::SecretString;
 
 use super::contract::{Error, Host, Login};
-use super::ssh;
+use super::ssh::{self, LoginLine};
 
 pub trait Driver: Send + Sync {
     /// Sets `new` as `username`'s password. `old` is its current one, when rotor knows it.
@@ -21,18 +21,36 @@ pub trait Driver: Send + Sync {
         ssh::password_login(host, username, password)
     }
 
+    /// Opens what `apply` will change the password through, ahead of it: true once that
+    /// is an authenticated session. Only then is VERIFY's connection opened beside
+    /// `apply` (`open_login`), so that one rotation never holds two unauthenticated
+    /// connections to a host at once (a stock sshd drops those past `MaxStartups 10`).
+    fn prepare_apply(&self, _host: &Host) -> Result<bool, Error> {
+        Ok(false)
+    }
+
+    /// The connection `verify_both` will use, opened ahead (while `apply` runs):
+    /// connected and the host key checked, nothing sent as the account. None where the
+    /// platform has no such thing. It goes with the SSH defaults of `login` and
+    /// `verify_both`: a driver that overrides those overrides this.
+    fn open_login(&self, host: &Host, username: &str) -> Result<Option<LoginLine>, Error> {
+        ssh::open_line(host, username).map(Some)
+    }
+
     /// VERIFY both ways in one go: `old` tried first (a refused attempt leaves the
-    /// connection open), then `new`. Returns (old, new); new is None when old was
-    /// accepted, which ends the attempts, or when the target closed the connection after
-    /// the refusal (the caller checks new on its own then).
+    /// connection open), then `new`, on `line` if one was opened ahead. Returns (old,
+    /// new); new is None when old was accepted, which ends the attempts, or when the
+    /// target closed the connection after the refusal (the caller checks new on its own
+    /// then).
     fn verify_both(
         &self,
         host: &Host,
         username: &str,
         old: &SecretString,
         new: &SecretString,
+        line: Option<LoginLine>,
     ) -> Result<(Login, Option<Login>), Error> {
-        let outcomes = ssh::password_attempts(host, username, &[old, new])?;
+        let outcomes = ssh::password_attempts(host, username, &[old, new], line)?;
         Ok((outcomes[0], outcomes.get(1).copied()))
     }
 

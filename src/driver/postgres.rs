@@ -15,6 +15,7 @@ use sqlx::{ConnectOptions, Connection};
 use super::blocking::block_on;
 use super::contract::{settable, Error, Host, Login};
 use super::platform::Driver;
+use super::ssh::LoginLine;
 
 /// PostgreSQL's own default iteration count for SCRAM-SHA-256 verifiers.
 const ITERATIONS: u32 = 4096;
@@ -144,12 +145,18 @@ impl Driver for Postgres {
         })?
     }
 
+    /// PostgreSQL has no connection to open ahead: each login is its own.
+    fn open_login(&self, _host: &Host, _username: &str) -> Result<Option<LoginLine>, Error> {
+        Ok(None)
+    }
+
     fn verify_both(
         &self,
         host: &Host,
         username: &str,
         old: &SecretString,
         new: &SecretString,
+        _line: Option<LoginLine>,
     ) -> Result<(Login, Option<Login>), Error> {
         // A refused login does not keep a PostgreSQL connection: one each, old first.
         super::platform::verify_in_turn(self, host, username, old, new)

@@ -204,38 +204,71 @@ pub fn password_login(
     username: &str,
     password: &SecretString,
 ) -> Result<Login, Error> {
-    Ok(password_attempts(host, username, &[password])?[0])
+    Ok(password_attempts(host, username, &[password], None)?[0])
+}
+
+/// A connection made ready for an account's password logins: connected, its host key
+/// checked, the password's method learned. Nothing secret has been sent on it, so it
+/// can be opened before a change and used after it.
+pub struct LoginLine {
+    session: Session,
+    method: SshAuth,
+    opened: std::time::Instant,
+}
+
+impl Drop for LoginLine {
+    /// A goodbye, so that the target logs a closed connection, not a dropped one.
+    fn drop(&mut self) {
+        let _ = self
+            .session
+            .disconnect(None, "rotor: login check done", None);
+    }
+}
+
+/// A line older than this is not used: the server may have given up on it (OpenSSH's
+/// `LoginGraceTime` is 120 s by default, an appliance's may be far shorter).
+const LINE_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens a connection for `username`'s password logins (see `LoginLine`).
+pub fn open_line(host: &Host, username: &str) -> Result<LoginLine, Error> {
+    let session = connect(host)?;
+    let method = method_for(host, &session, username)?;
+    Ok(LoginLine {
+        session,
+        method,
+        opened: std::time::Instant::now(),
+    })
 }
 
 /// Password logins tried one after another on one connection until one is accepted: a
 /// refused attempt leaves the connection open for the next, so a refused and an
-/// accepted check cost one key exchange. One outcome per attempt made.
+/// accepted check cost one key exchange. `line` is a connection opened ahead for them,
+/// used if still fresh. One outcome per attempt made.
 pub fn password_attempts(
     host: &Host,
     username: &str,
     passwords: &[&SecretString],
+    line: Option<LoginLine>,
 ) -> Result<Vec<Login>, Error> {
-    let session = connect(host)?;
-    let method = method_for(host, &session, username)?;
+    let line = match line {
+        Some(line) if line.opened.elapsed() < LINE_FRESH => line,
+        _ => open_line(host, username)?,
+    };
     let mut outcomes = Vec::with_capacity(passwords.len());
     for password in passwords {
-        let outcome = match attempt(host, &session, method, username, password) {
+        let outcome = match attempt(host, &line.session, line.method, username, password) {
             Ok(outcome) => outcome,
             // A target that drops the connection after a refused attempt (MaxAuthTries
             // 1, some appliances): what was learned stands, the caller checks the rest
             // on a connection of its own.
             Err(_) if !outcomes.is_empty() => break,
-            Err(e) => {
-                let _ = session.disconnect(None, "rotor: login check failed", None);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         };
         outcomes.push(outcome);
         if outcome == Login::Accepted {
             break;
         }
     }
-    let _ = session.disconnect(None, "rotor: login check done", None);
     Ok(outcomes)
 }
 

@@ -205,9 +205,14 @@ pub(super) async fn verify_both(
     account: &Account,
     old: &SecretString,
     new: &SecretString,
+    ahead: Option<LineAhead>,
 ) -> Result<(Login, Option<Login>), StageError> {
     lockout::check(engine, account.credential_id, &account.username, 2).await?;
-    let result = raw_verify_both(account, old, new).await;
+    let line = match ahead {
+        Some(LineAhead(opening)) => opening.await.ok().flatten(),
+        None => None,
+    };
+    let result = raw_verify_both(account, old, new, line).await;
     let outcomes: Vec<Login> = match &result {
         Ok((old_outcome, new_outcome)) => {
             std::iter::once(*old_outcome).chain(*new_outcome).collect()
@@ -222,6 +227,7 @@ async fn raw_verify_both(
     account: &Account,
     old: &SecretString,
     new: &SecretString,
+    line: Option<driver::LoginLine>,
 ) -> Result<(Login, Option<Login>), StageError> {
     let driver = driver_of(account)?;
     let (host, username, old, new) = (
@@ -232,11 +238,43 @@ async fn raw_verify_both(
     );
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
-        span.in_scope(|| driver.verify_both(&host, &username, &old, &new))
+        span.in_scope(|| driver.verify_both(&host, &username, &old, &new, line))
     })
     .await
     .map_err(|e| StageError::permanent("INTERNAL_ERROR", format!("login task panicked: {e}")))?
     .map_err(StageError::driver)
+}
+
+/// VERIFY's connection being opened while APPLY runs (driver::Driver::open_login), so
+/// that VERIFY starts with its first password instead of a key exchange. Nothing is sent
+/// as the account before VERIFY; a line that could not be opened is no error (VERIFY
+/// opens its own and reports what it finds).
+pub(super) struct LineAhead(tokio::task::JoinHandle<Option<driver::LoginLine>>);
+
+/// Readies APPLY's connection (driver::Driver::prepare_apply) and, once it is
+/// authenticated, starts opening VERIFY's. None where the driver has nothing to ready;
+/// an error is APPLY's, from before anything changed.
+pub(super) async fn open_ahead(account: &Account) -> Result<Option<LineAhead>, StageError> {
+    let driver = driver_of(account)?;
+    let span = tracing::Span::current();
+    let host = account.host.clone();
+    let ready = tokio::task::spawn_blocking(move || driver.prepare_apply(&host))
+        .await
+        .map_err(|e| StageError::permanent("INTERNAL_ERROR", format!("apply task panicked: {e}")))?
+        .map_err(StageError::driver)?;
+    if !ready {
+        return Ok(None);
+    }
+    let (host, username) = (account.host.clone(), account.username.clone());
+    Ok(Some(LineAhead(tokio::task::spawn_blocking(move || {
+        span.in_scope(|| match driver.open_login(&host, &username) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::debug!(error = %e, "VERIFY's connection could not be opened ahead");
+                None
+            }
+        })
+    }))))
 }
 
 /// Why the heartbeat could not tell whether a stored password still logs in.

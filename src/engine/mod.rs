@@ -23,6 +23,7 @@ mod recovery;
 pub mod repo;
 mod rotation;
 mod stages;
+mod validate;
 pub mod view;
 pub mod webhooks;
 mod workers;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use super::account::{driver_of, login, policy_of, verify_both, Account};
+use super::account::{driver_of, login, open_ahead, policy_of, verify_both, Account, LineAhead};
 use super::context::Engine;
 use super::error::{Error, StageError};
 use super::lease::{fenced, Claim};
@@ -13,6 +13,7 @@ use super::lifecycle;
 use super::model::{Operation, Stage, StageStatus, SubtaskStatus};
 use super::outbox;
 use super::repo;
+use super::validate::validate;
 use crate::driver::{self, Login};
 use crate::vault::versions::{self, Origin, State};
 
@@ -26,6 +27,8 @@ pub(super) struct Attempt {
     pub(super) old_check_due: bool,
     /// What VERIFY_NEW found for the old password, for VERIFY_OLD_REJECTED.
     pub(super) old_checked: Option<Login>,
+    /// VERIFY_NEW's connection, opened while APPLY runs.
+    pub(super) line: Option<LineAhead>,
 }
 
 pub(super) enum Done {
@@ -45,7 +48,9 @@ pub(super) async fn run_stage(
     attempt: &mut Attempt,
 ) -> Result<Done, StageError> {
     match stage {
-        Stage::Validate => validate(engine, claim, account).await,
+        Stage::Validate => validate(engine, claim, account)
+            .await
+            .map(|()| Done::Successful),
         Stage::Generate => {
             attempt.new_password = Some(generate(engine, account)?);
             Ok(Done::Successful)
@@ -76,7 +81,13 @@ pub(super) async fn run_stage(
             };
             stage_pending(engine, claim, account, fresh).await
         }
-        Stage::Apply => apply(engine, claim, account, maybe_applied).await,
+        Stage::Apply => {
+            // Not on a retry: its first step may be a login of its own to the host.
+            if attempt.old_check_due && !maybe_applied && claim.attempts <= 1 {
+                attempt.line = open_ahead(account).await?;
+            }
+            apply(engine, claim, account, maybe_applied).await
+        }
         Stage::VerifyNew => verify_new(engine, claim, account, attempt).await,
         Stage::VerifyOldRejected => {
             let Some(current) = current_of(engine, account).await? else {
@@ -149,7 +160,14 @@ async fn verify_new(
                 )
                 .unresolved());
             }
-            let (old, new) = verify_both(engine, account, &current.password, &pending).await?;
+            let (old, new) = verify_both(
+                engine,
+                account,
+                &current.password,
+                &pending,
+                attempt.line.take(),
+            )
+            .await?;
             attempt.old_checked = Some(old);
             match new {
                 Some(new) => new,
@@ -190,70 +208,6 @@ async fn supplied_of(engine: &Engine, claim: &Claim) -> Result<SecretString, Sta
                 "the request's password is no longer stored",
             )
         })
-}
-
-async fn validate(engine: &Engine, claim: &Claim, account: &Account) -> Result<Done, StageError> {
-    driver::validate_username(&account.username)
-        .map_err(|m| StageError::permanent("INVALID_USERNAME", format!("username {m}")))?;
-    let changes_target =
-        matches!(claim.operation, Operation::Rotate | Operation::Update) || claim.reconcile();
-    if changes_target {
-        driver_of(account)?;
-        // The rotation will try the old password and then the new one (VERIFY both ways):
-        // it starts only while the account's lockout budget allows both to be refused,
-        // before anything changes.
-        super::lockout::check(engine, account.credential_id, &account.username, 2).await?;
-        if matches!(claim.operation, Operation::Rotate) || claim.reconcile() {
-            policy_of(engine, account)?;
-        }
-        if claim.reconcile() {
-            super::account::can_reset(account)?;
-        }
-        if !claim.reconcile() && driver_of(account)?.logs_in_as_account(&account.host) {
-            let known = sqlx::query_scalar!(
-                r#"SELECT count(*) AS "n!" FROM credential_versions WHERE credential_id = $1 AND state IN ('CURRENT', 'PENDING')"#,
-                account.credential_id
-            )
-            .fetch_one(&engine.pool)
-            .await?;
-            if known == 0 {
-                return Err(StageError::permanent(
-                    "CURRENT_PASSWORD_UNKNOWN",
-                    format!("platform {} changes a password as the account, with its current one, and rotor knows none: REMEDIATE with the live password first", account.platform),
-                ));
-            }
-        }
-        if account.platform == "linux-chpasswd" && account.host.admin.is_none() {
-            return Err(StageError::permanent(
-                "ADMIN_ACCOUNT_MISSING",
-                format!("resource {} has no admin account", account.resource_id),
-            ));
-        }
-    }
-    if claim.operation == Operation::Remediate || claim.operation == Operation::SetPassword {
-        // These repair the credential: an unresolved pending password of an earlier
-        // rotation stops mattering once the truth is stored or a fresh one is set.
-        return Ok(Done::Successful);
-    }
-    if !changes_target {
-        return Ok(Done::Successful);
-    }
-    // A pending password from another subtask may be live on the target: never stack a second one on it.
-    let other = sqlx::query_scalar!(
-        "SELECT subtask_id FROM credential_versions WHERE credential_id = $1 AND state = 'PENDING'",
-        account.credential_id
-    )
-    .fetch_optional(&engine.pool)
-    .await?
-    .flatten();
-    if let Some(other) = other.filter(|s| *s != claim.subtask_id) {
-        return Err(StageError::permanent(
-            "CREDENTIAL_UNRESOLVED",
-            format!("credential has an unresolved pending password from subtask {other}"),
-        )
-        .unresolved());
-    }
-    Ok(Done::Successful)
 }
 
 /// Save before change: the new password is committed, encrypted, before the target is touched.

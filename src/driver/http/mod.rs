@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::blocking::block_on;
 use super::contract::{settable, Admin, Error, Host, Login};
 use super::platform::Driver;
+use super::ssh::LoginLine;
 pub use recipe::HttpTarget;
 use recipe::{render, Auth, Recipe, RenderError, Session};
 
@@ -434,12 +435,18 @@ impl Driver for Http {
         )?
     }
 
+    /// An HTTP API has no connection to open ahead: each login is its own.
+    fn open_login(&self, _host: &Host, _username: &str) -> Result<Option<LoginLine>, Error> {
+        Ok(None)
+    }
+
     fn verify_both(
         &self,
         host: &Host,
         username: &str,
         old: &SecretString,
         new: &SecretString,
+        _line: Option<LoginLine>,
     ) -> Result<(Login, Option<Login>), Error> {
         super::platform::verify_in_turn(self, host, username, old, new)
     }
