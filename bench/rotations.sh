@@ -15,7 +15,8 @@
 #     call), reset to their initial random passwords (0600 files kept under STATE).
 #  2. The yardstick: LOGINS OpenSSH password logins (sshpass -e), LOGIN_PARALLEL at once,
 #     across all accounts (at most LOGIN_SECONDS); the refused-login delay (a wrong
-#     password's login minus a right one's on REFUSED_N accounts in turn, mean and median).
+#     password's login minus the same login sending no password, on REFUSED_N accounts in
+#     turn, mean and median; minus a right one's login too, the yardstick before stop 26).
 #  3. rotor (release build) with its default configuration, only what it needs set, on a
 #     fresh database: idle RSS, publish->SUCCESSFUL latency of one ROTATE (mean and median
 #     of LATENCY_N; judged on the means), then one ROTATE CredentialsUpdateSpec per host naming all its accounts,
@@ -31,7 +32,7 @@
 #  6. The tick: bench/scheduler.sh (TICK_TOTAL credentials, TICK_DUE due, TICK_ROUNDS).
 #
 # Knobs: HOSTS=10 ACCOUNTS=100 BASE_PORT=2300 LOGINS=400 LOGIN_SECONDS=20
-# LOGIN_PARALLEL=16 REFUSED_N=30 LATENCY_N=30 SAMPLE=20 INTAKE_N=5000 FORKS=16
+# LOGIN_PARALLEL=16 REFUSED_N=60 LATENCY_N=60 SAMPLE=20 INTAKE_N=5000 FORKS=16
 # TICK_TOTAL=100000 TICK_DUE=1000 TICK_ROUNDS=3 ROT_TIMEOUT=1800 SKIP_ANSIBLE=1
 # SKIP_INTAKE=1 SKIP_TICK=1 SKIP_ROTATION=1 (no latency, rotation or sample check)
 # ROTOR_BIN=path (use that binary, no build).
@@ -62,8 +63,8 @@ BASE_PORT=${BASE_PORT:-2300}
 LOGINS=${LOGINS:-400}
 LOGIN_SECONDS=${LOGIN_SECONDS:-20}
 LOGIN_PARALLEL=${LOGIN_PARALLEL:-16}
-REFUSED_N=${REFUSED_N:-30}
-LATENCY_N=${LATENCY_N:-30}
+REFUSED_N=${REFUSED_N:-60}
+LATENCY_N=${LATENCY_N:-60}
 SAMPLE=${SAMPLE:-20}
 INTAKE_N=${INTAKE_N:-5000}
 FORKS=${FORKS:-16}
@@ -247,7 +248,7 @@ cmdline="HOSTS=$HOSTS ACCOUNTS=$ACCOUNTS"
 for v in BASE_PORT LOGINS LOGIN_SECONDS LOGIN_PARALLEL REFUSED_N LATENCY_N SAMPLE INTAKE_N FORKS TICK_TOTAL TICK_DUE \
     TICK_ROUNDS ROT_TIMEOUT SKIP_ANSIBLE SKIP_INTAKE SKIP_TICK SKIP_ROTATION ROTOR_BIN; do
     case $v in
-        BASE_PORT) d=2300 ;; LOGINS) d=400 ;; LOGIN_SECONDS) d=20 ;; LOGIN_PARALLEL) d=16 ;; REFUSED_N) d=30 ;; LATENCY_N) d=30 ;;
+        BASE_PORT) d=2300 ;; LOGINS) d=400 ;; LOGIN_SECONDS) d=20 ;; LOGIN_PARALLEL) d=16 ;; REFUSED_N) d=60 ;; LATENCY_N) d=60 ;;
         SAMPLE) d=20 ;; INTAKE_N) d=5000 ;; FORKS) d=16 ;; TICK_TOTAL) d=100000 ;; TICK_DUE) d=1000 ;;
         TICK_ROUNDS) d=3 ;; ROT_TIMEOUT) d=1800 ;; SKIP_*) d=0 ;; ROTOR_BIN) d= ;;
     esac

@@ -4,7 +4,7 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use super::contract::{settable, validate_username, Error, Host};
-use super::platform::Driver;
+use super::platform::{Driver, Prepared};
 use super::sessions::AdminSession;
 use super::ssh::{exec_with_stdin, redact};
 
@@ -18,14 +18,34 @@ impl Driver for Chpasswd {
         &self,
         host: &Host,
         username: &str,
+        old: Option<&SecretString>,
+        new: &SecretString,
+    ) -> Result<(), Error> {
+        self.apply_prepared(host, username, old, new, Prepared::default())
+    }
+
+    /// The admin session, kept one or new, with a channel open on it.
+    fn prepare_apply(&self, host: &Host) -> Result<Prepared, Error> {
+        host.admin.as_ref().ok_or(Error::NoAdmin)?;
+        Ok(Prepared(Some(AdminSession::open(host)?)))
+    }
+
+    fn apply_prepared(
+        &self,
+        host: &Host,
+        username: &str,
         _old: Option<&SecretString>,
         new: &SecretString,
+        prepared: Prepared,
     ) -> Result<(), Error> {
         validate_username(username).map_err(|m| Error::Config(format!("username {m}")))?;
         settable(new)?;
         let admin = host.admin.as_ref().ok_or(Error::NoAdmin)?;
         // The admin session is kept for the host's next change (driver::sessions).
-        let (session, channel) = AdminSession::open(host)?;
+        let (session, channel) = match prepared.0 {
+            Some(opened) => opened,
+            None => AdminSession::open(host)?,
+        };
         let command = if admin.sudo {
             "sudo -n /usr/sbin/chpasswd"
         } else {
@@ -51,10 +71,6 @@ impl Driver for Chpasswd {
             });
         }
         Ok(())
-    }
-
-    fn prepare_apply(&self, host: &Host) -> Result<bool, Error> {
-        super::sessions::warm(host).map(|()| true)
     }
 }
 

@@ -18,7 +18,7 @@ pub mod ssh;
 pub use contract::{
     validate_password_charset, validate_username, Admin, Error, Host, Login, SshAuth, SSH_AUTHS,
 };
-pub use platform::Driver;
+pub use platform::{Driver, Prepared};
 pub use ssh::LoginLine;
 
 /// The driver for a platform name, or None if rotor does not know it.

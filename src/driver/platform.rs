@@ -3,7 +3,20 @@
 use secrecy::SecretString;
 
 use super::contract::{Error, Host, Login};
+use super::sessions::AdminSession;
 use super::ssh::{self, LoginLine};
+
+/// What `Driver::prepare_apply` opened for the change: an authenticated session with a
+/// channel open on it, or nothing (`apply` opens what it needs itself).
+#[derive(Default)]
+pub struct Prepared(pub(super) Option<(AdminSession, ssh2::Channel)>);
+
+impl Prepared {
+    /// Whether the change's own connection is open and authenticated.
+    pub fn is_ready(&self) -> bool {
+        self.0.is_some()
+    }
+}
 
 pub trait Driver: Send + Sync {
     /// Sets `new` as `username`'s password. `old` is its current one, when rotor knows it.
@@ -21,20 +34,34 @@ pub trait Driver: Send + Sync {
         ssh::password_login(host, username, password)
     }
 
-    /// Opens what `apply` will change the password through, ahead of it: true once that
-    /// is an authenticated session. Only then is VERIFY's connection opened beside
-    /// `apply` (`open_login`), so that one rotation never holds two unauthenticated
-    /// connections to a host at once (a stock sshd drops those past `MaxStartups 10`).
-    fn prepare_apply(&self, _host: &Host) -> Result<bool, Error> {
-        Ok(false)
+    /// Opens what `apply` will change the password through, ahead of it, for
+    /// `apply_prepared`: a platform that changes it through an authenticated session
+    /// returns that session, and only then is VERIFY's connection opened beside the
+    /// change (`open_login`). So one rotation never holds two unauthenticated connections
+    /// to a host at once (a stock sshd drops those past `MaxStartups 10`).
+    fn prepare_apply(&self, _host: &Host) -> Result<Prepared, Error> {
+        Ok(Prepared::default())
+    }
+
+    /// `apply` through what `prepare_apply` opened.
+    fn apply_prepared(
+        &self,
+        host: &Host,
+        username: &str,
+        old: Option<&SecretString>,
+        new: &SecretString,
+        _prepared: Prepared,
+    ) -> Result<(), Error> {
+        self.apply(host, username, old, new)
     }
 
     /// The connection `verify_both` will use, opened ahead (while `apply` runs):
-    /// connected and the host key checked, nothing sent as the account. None where the
-    /// platform has no such thing. It goes with the SSH defaults of `login` and
-    /// `verify_both`: a driver that overrides those overrides this.
-    fn open_login(&self, host: &Host, username: &str) -> Result<Option<LoginLine>, Error> {
-        ssh::open_line(host, username).map(Some)
+    /// connected and the host key checked, nothing sent as the account (the account is
+    /// looked up by the target at VERIFY, after the change). None where the platform has
+    /// no such thing. It goes with the SSH defaults of `login` and `verify_both`: a
+    /// driver that overrides those overrides this.
+    fn open_login(&self, host: &Host) -> Result<Option<LoginLine>, Error> {
+        ssh::open_line(host).map(Some)
     }
 
     /// VERIFY both ways in one go: `old` tried first (a refused attempt leaves the

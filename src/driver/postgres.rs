@@ -146,7 +146,7 @@ impl Driver for Postgres {
     }
 
     /// PostgreSQL has no connection to open ahead: each login is its own.
-    fn open_login(&self, _host: &Host, _username: &str) -> Result<Option<LoginLine>, Error> {
+    fn open_login(&self, _host: &Host) -> Result<Option<LoginLine>, Error> {
         Ok(None)
     }
 

@@ -97,18 +97,6 @@ impl AdminSession {
     }
 }
 
-/// Makes sure an authenticated admin session to `host` waits for the next change: a kept
-/// one (its idle time starts again), else a new one.
-pub fn warm(host: &Host) -> Result<(), Error> {
-    let key = Key::of(host);
-    let session = match take_idle(&key) {
-        Some(session) => session,
-        None => ssh::admin_session(host)?.0,
-    };
-    AdminSession { session, key }.keep();
-    Ok(())
-}
-
 fn take_idle(key: &Key) -> Option<Session> {
     let mut stale = Vec::new();
     let found = {

@@ -207,12 +207,11 @@ pub fn password_login(
     Ok(password_attempts(host, username, &[password], None)?[0])
 }
 
-/// A connection made ready for an account's password logins: connected, its host key
-/// checked, the password's method learned. Nothing secret has been sent on it, so it
-/// can be opened before a change and used after it.
+/// A connection made ready for password logins: connected and its host key checked.
+/// Nothing has been sent on it as any account (the target looks the account up at the
+/// first login request), so it can be opened before a change and used after it.
 pub struct LoginLine {
     session: Session,
-    method: SshAuth,
     opened: std::time::Instant,
 }
 
@@ -229,13 +228,10 @@ impl Drop for LoginLine {
 /// `LoginGraceTime` is 120 s by default, an appliance's may be far shorter).
 const LINE_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Opens a connection for `username`'s password logins (see `LoginLine`).
-pub fn open_line(host: &Host, username: &str) -> Result<LoginLine, Error> {
-    let session = connect(host)?;
-    let method = method_for(host, &session, username)?;
+/// Opens a connection for password logins (see `LoginLine`).
+pub fn open_line(host: &Host) -> Result<LoginLine, Error> {
     Ok(LoginLine {
-        session,
-        method,
+        session: connect(host)?,
         opened: std::time::Instant::now(),
     })
 }
@@ -252,11 +248,15 @@ pub fn password_attempts(
 ) -> Result<Vec<Login>, Error> {
     let line = match line {
         Some(line) if line.opened.elapsed() < LINE_FRESH => line,
-        _ => open_line(host, username)?,
+        stale => {
+            drop(stale);
+            open_line(host)?
+        }
     };
+    let method = method_for(host, &line.session, username)?;
     let mut outcomes = Vec::with_capacity(passwords.len());
     for password in passwords {
-        let outcome = match attempt(host, &line.session, line.method, username, password) {
+        let outcome = match attempt(host, &line.session, method, username, password) {
             Ok(outcome) => outcome,
             // A target that drops the connection after a refused attempt (MaxAuthTries
             // 1, some appliances): what was learned stands, the caller checks the rest

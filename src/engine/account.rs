@@ -209,7 +209,7 @@ pub(super) async fn verify_both(
 ) -> Result<(Login, Option<Login>), StageError> {
     lockout::check(engine, account.credential_id, &account.username, 2).await?;
     let line = match ahead {
-        Some(LineAhead(opening)) => opening.await.ok().flatten(),
+        Some(ahead) => ahead.opened().await,
         None => None,
     };
     let result = raw_verify_both(account, old, new, line).await;
@@ -248,33 +248,62 @@ async fn raw_verify_both(
 /// VERIFY's connection being opened while APPLY runs (driver::Driver::open_login), so
 /// that VERIFY starts with its first password instead of a key exchange. Nothing is sent
 /// as the account before VERIFY; a line that could not be opened is no error (VERIFY
-/// opens its own and reports what it finds).
-pub(super) struct LineAhead(tokio::task::JoinHandle<Option<driver::LoginLine>>);
+/// opens its own and reports what it finds). One left unused is closed off the
+/// runtime's threads when dropped.
+pub(super) struct LineAhead(Option<tokio::task::JoinHandle<Option<driver::LoginLine>>>);
 
-/// Readies APPLY's connection (driver::Driver::prepare_apply) and, once it is
-/// authenticated, starts opening VERIFY's. None where the driver has nothing to ready;
-/// an error is APPLY's, from before anything changed.
-pub(super) async fn open_ahead(account: &Account) -> Result<Option<LineAhead>, StageError> {
-    let driver = driver_of(account)?;
+impl LineAhead {
+    async fn opened(mut self) -> Option<driver::LoginLine> {
+        self.0.take()?.await.ok().flatten()
+    }
+}
+
+impl Drop for LineAhead {
+    fn drop(&mut self) {
+        let (Some(opening), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Ok(Some(line)) = opening.await {
+                let _ = tokio::task::spawn_blocking(move || drop(line)).await;
+            }
+        });
+    }
+}
+
+/// APPLY's connection opened by `driver` (driver::Driver::prepare_apply) and, once it is
+/// authenticated, VERIFY's being opened beside it. An error is APPLY's, from before
+/// anything changed.
+pub(super) async fn prepare_apply(
+    driver: &'static dyn driver::Driver,
+    account: &Account,
+) -> Result<(driver::Prepared, Option<LineAhead>), StageError> {
     let span = tracing::Span::current();
     let host = account.host.clone();
-    let ready = tokio::task::spawn_blocking(move || driver.prepare_apply(&host))
-        .await
-        .map_err(|e| StageError::permanent("INTERNAL_ERROR", format!("apply task panicked: {e}")))?
-        .map_err(StageError::driver)?;
-    if !ready {
-        return Ok(None);
+    let prepared = {
+        let span = span.clone();
+        tokio::task::spawn_blocking(move || span.in_scope(|| driver.prepare_apply(&host)))
+            .await
+            .map_err(|e| {
+                StageError::permanent("INTERNAL_ERROR", format!("apply task panicked: {e}"))
+            })?
+            .map_err(StageError::driver)?
+    };
+    if !prepared.is_ready() {
+        return Ok((prepared, None));
     }
-    let (host, username) = (account.host.clone(), account.username.clone());
-    Ok(Some(LineAhead(tokio::task::spawn_blocking(move || {
-        span.in_scope(|| match driver.open_login(&host, &username) {
+    let host = account.host.clone();
+    let opening = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| match driver.open_login(&host) {
             Ok(line) => line,
             Err(e) => {
                 tracing::debug!(error = %e, "VERIFY's connection could not be opened ahead");
                 None
             }
         })
-    }))))
+    });
+    Ok((prepared, Some(LineAhead(Some(opening)))))
 }
 
 /// Why the heartbeat could not tell whether a stored password still logs in.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use super::account::{driver_of, login, open_ahead, policy_of, verify_both, Account, LineAhead};
+use super::account::{driver_of, login, policy_of, prepare_apply, verify_both, Account, LineAhead};
 use super::context::Engine;
 use super::error::{Error, StageError};
 use super::lease::{fenced, Claim};
@@ -82,11 +82,11 @@ pub(super) async fn run_stage(
             stage_pending(engine, claim, account, fresh).await
         }
         Stage::Apply => {
-            // Not on a retry: its first step may be a login of its own to the host.
-            if attempt.old_check_due && !maybe_applied && claim.attempts <= 1 {
-                attempt.line = open_ahead(account).await?;
-            }
-            apply(engine, claim, account, maybe_applied).await
+            // VERIFY's connection is opened beside the change, but not on a retry (whose
+            // first step may be a login of its own to the host).
+            let line = (attempt.old_check_due && !maybe_applied && claim.attempts <= 1)
+                .then_some(&mut attempt.line);
+            apply(engine, claim, account, maybe_applied, line).await
         }
         Stage::VerifyNew => verify_new(engine, claim, account, attempt).await,
         Stage::VerifyOldRejected => {
@@ -135,6 +135,9 @@ async fn verify_new(
     account: &Account,
     attempt: &mut Attempt,
 ) -> Result<Done, StageError> {
+    // The connection opened during APPLY serves both checks; any other way it is closed
+    // first, so that the rotation holds one unauthenticated connection at a time.
+    let mut line = attempt.line.take();
     let pending = pending_of(engine, claim, account).await?;
     let current = if attempt.old_check_due {
         current_of(engine, account).await?
@@ -149,25 +152,21 @@ async fn verify_new(
             if super::lockout::check(engine, account.credential_id, &account.username, 2)
                 .await
                 .is_err()
-                && login(engine, account, &pending).await? == Login::Refused
             {
-                return Err(StageError::permanent(
-                    "VERIFICATION_FAILED",
-                    format!(
-                        "the new password of {} does not log in to {}",
-                        account.username, account.resource_id
-                    ),
-                )
-                .unresolved());
+                line = None;
+                if login(engine, account, &pending).await? == Login::Refused {
+                    return Err(StageError::permanent(
+                        "VERIFICATION_FAILED",
+                        format!(
+                            "the new password of {} does not log in to {}",
+                            account.username, account.resource_id
+                        ),
+                    )
+                    .unresolved());
+                }
             }
-            let (old, new) = verify_both(
-                engine,
-                account,
-                &current.password,
-                &pending,
-                attempt.line.take(),
-            )
-            .await?;
+            let (old, new) =
+                verify_both(engine, account, &current.password, &pending, line).await?;
             attempt.old_checked = Some(old);
             match new {
                 Some(new) => new,
@@ -176,7 +175,10 @@ async fn verify_new(
                 None => login(engine, account, &pending).await?,
             }
         }
-        None => login(engine, account, &pending).await?,
+        None => {
+            drop(line);
+            login(engine, account, &pending).await?
+        }
     };
     match new {
         Login::Accepted => Ok(Done::Successful),
@@ -309,6 +311,7 @@ async fn apply(
     claim: &Claim,
     account: &Account,
     maybe_applied: bool,
+    line: Option<&mut Option<LineAhead>>,
 ) -> Result<Done, StageError> {
     let pending = pending_of(engine, claim, account).await?;
     // An earlier attempt may have changed the password already: then there is nothing to
@@ -332,15 +335,24 @@ async fn apply(
     if logs_in {
         super::lockout::check(engine, account.credential_id, &account.username, 1).await?;
     }
+    let prepared = match line {
+        Some(line) => {
+            let (prepared, ahead) = prepare_apply(driver, account).await?;
+            *line = ahead;
+            prepared
+        }
+        None => driver::Prepared::default(),
+    };
     let (host, username) = (account.host.clone(), account.username.clone());
     let span = tracing::Span::current();
     let result = tokio::task::spawn_blocking(move || {
         span.in_scope(|| {
-            driver.apply(
+            driver.apply_prepared(
                 &host,
                 &username,
                 current.as_ref().map(|v| &v.password),
                 &pending,
+                prepared,
             )
         })
     })
