@@ -248,13 +248,21 @@ async fn raw_verify_both(
 /// VERIFY's connection being opened while APPLY runs (driver::Driver::open_login), so
 /// that VERIFY starts with its first password instead of a key exchange. Nothing is sent
 /// as the account before VERIFY; a line that could not be opened is no error (VERIFY
-/// opens its own and reports what it finds). One left unused is closed off the
-/// runtime's threads when dropped.
+/// opens its own and reports what it finds). One left unused is closed with `close`
+/// before any other login; dropped, it is closed off the runtime's threads.
 pub(super) struct LineAhead(Option<tokio::task::JoinHandle<Option<driver::LoginLine>>>);
 
 impl LineAhead {
     async fn opened(mut self) -> Option<driver::LoginLine> {
         self.0.take()?.await.ok().flatten()
+    }
+
+    /// Closes the line and returns once it is closed (waiting for it to open first):
+    /// before another login of the same rotation starts its own connection.
+    pub(super) async fn close(self) {
+        if let Some(line) = self.opened().await {
+            let _ = tokio::task::spawn_blocking(move || drop(line)).await;
+        }
     }
 }
 

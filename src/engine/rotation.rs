@@ -99,7 +99,9 @@ async fn run_stages(engine: &Arc<Engine>, claim: &Claim) -> Result<(), Error> {
             }
             Err(e) => {
                 // Truth-finding may log in: VERIFY's unused connection is closed first.
-                attempt.line = None;
+                if let Some(line) = attempt.line.take() {
+                    line.close().await;
+                }
                 touched |=
                     applies && (stage > Stage::Apply || (stage == Stage::Apply && e.unresolved));
                 return give_up_or_retry(engine, claim, Some(&account), stage, e, touched).await;

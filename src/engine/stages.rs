@@ -153,7 +153,9 @@ async fn verify_new(
                 .await
                 .is_err()
             {
-                line = None;
+                if let Some(line) = line.take() {
+                    line.close().await;
+                }
                 if login(engine, account, &pending).await? == Login::Refused {
                     return Err(StageError::permanent(
                         "VERIFICATION_FAILED",
@@ -176,7 +178,9 @@ async fn verify_new(
             }
         }
         None => {
-            drop(line);
+            if let Some(line) = line {
+                line.close().await;
+            }
             login(engine, account, &pending).await?
         }
     };
