@@ -272,11 +272,7 @@ impl Drop for LineAhead {
         else {
             return;
         };
-        runtime.spawn(async move {
-            if let Ok(Some(line)) = opening.await {
-                let _ = tokio::task::spawn_blocking(move || drop(line)).await;
-            }
-        });
+        runtime.spawn(LineAhead(Some(opening)).close());
     }
 }
 
