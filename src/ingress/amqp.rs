@@ -19,8 +19,9 @@ use super::deadletter::log_quarantined;
 pub use super::intake::Intake;
 use crate::broker::{declare_topology, quarantine_queue};
 
-/// How long a batch waits for more deliveries after its first: a few milliseconds of
-/// latency for a request, against a transaction per request when many arrive at once.
+/// How long a batch waits for more deliveries after its first, while they are arriving
+/// close together: a few milliseconds of latency for a request, against a transaction per
+/// request when many arrive at once. A request on a quiet queue does not wait.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 /// Waits between reconnects: 500 ms doubling to 30 s, from the start again once consuming.
@@ -95,6 +96,9 @@ async fn consume(
     intake
         .connected
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    // When the last intake delivery arrived: the queue is busy while they come within
+    // BATCH_WINDOW of each other.
+    let mut last_arrival: Option<tokio::time::Instant> = None;
     loop {
         let (delivery, from_quarantine) = tokio::select! {
             d = consumer.next() => (d, false),
@@ -119,24 +123,36 @@ async fn consume(
             batch::handle(intake, &publisher, vec![delivery]).await?;
             continue;
         }
-        // What else arrives within BATCH_WINDOW goes into the same batch (up to half the
-        // prefetch, so that the broker sends the next batch while this one is recorded):
-        // one transaction and one ack for all of it, and requests sent together are
-        // started together (breadth-first, lease::claim).
+        // On a busy queue, what else arrives within BATCH_WINDOW goes into the same batch
+        // (up to half the prefetch, so that the broker sends the next batch while this
+        // one is recorded): one transaction and one ack for all of it, and requests sent
+        // together are started together (breadth-first, lease::claim). The queue is busy
+        // when another delivery is already waiting, or the last one came within the
+        // window; otherwise a lone request is recorded at once.
         let mut deliveries = vec![delivery];
         let mut broken = None;
-        let window = tokio::time::Instant::now() + BATCH_WINDOW;
+        let arrived = tokio::time::Instant::now();
+        let window = arrived + BATCH_WINDOW;
+        let mut busy = last_arrival.is_some_and(|last| arrived - last < BATCH_WINDOW);
+        last_arrival = Some(arrived);
         let batch_max = usize::from(s.prefetch / 2).max(1);
         while deliveries.len() < batch_max {
             let next = match consumer.next().now_or_never() {
-                Some(next) => next,
+                Some(next) => {
+                    busy = true;
+                    next
+                }
+                None if !busy => break,
                 None => match tokio::time::timeout_at(window, consumer.next()).await {
                     Ok(next) => next,
                     Err(_) => break,
                 },
             };
             match next {
-                Some(Ok(d)) => deliveries.push(d),
+                Some(Ok(d)) => {
+                    last_arrival = Some(tokio::time::Instant::now());
+                    deliveries.push(d);
+                }
                 Some(Err(e)) => {
                     broken = Some(e);
                     break;
