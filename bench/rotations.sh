@@ -545,17 +545,25 @@ if [[ $SKIP_TICK != 1 ]]; then
     say "scheduler tick: bench/scheduler.sh, $TICK_TOTAL credentials, $TICK_DUE due, $TICK_ROUNDS rounds"
     # ROTOR_BIN: the same binary as the rest of the run (a scheduler.sh without that knob builds).
     if ROTOR_BIN=$rotor ROUNDS=$TICK_ROUNDS TOTAL=$TICK_TOTAL DUE=$TICK_DUE bash "$root/bench/scheduler.sh" >"$RUN/tick.log" 2>&1; then
-        # Its last line: | total | due | median (min-max) | per due | idle |
-        row=$(grep -E '^\| [0-9]+ \| [0-9]+ \|' "$RUN/tick.log" | tail -1)
-        med=$(awk -F'|' '{ split($4, a, " "); print a[1] }' <<<"$row")
-        range=$(awk -F'|' '{ split($4, a, " "); gsub(/[()]/, "", a[2]); print a[2] }' <<<"$row")
-        idle=$(awk -F'|' '{ gsub(/ /, "", $6); print $6 }' <<<"$row")
+        # Its table's rows: | total | due | median (min-max) | per due | idle | configuration |;
+        # the first is the defaults (the tick takes scheduler.batch of the due), the last
+        # has every due credential made a task in one tick: the goal's reading, judged
+        # since stop 24; the defaults' row is in the table too since stop 27.
+        rows=$(grep -E '^\| [0-9]+ \| [0-9]+ \|' "$RUN/tick.log")
+        cell() { awk -F'|' -v c="$2" '{ split($4, a, " "); gsub(/[()]/, "", a[2]); gsub(/ /, "", $6);
+                                        print (c == "med") ? a[1] : (c == "range") ? a[2] : $6 }' <<<"$1"; }
+        row=$(tail -1 <<<"$rows")
+        med=$(cell "$row" med) range=$(cell "$row" range) idle=$(cell "$row" idle)
         res tick_ms "$med"
         res tick_range "$range ms, idle tick $idle ms"
+        first=$(head -1 <<<"$rows")
+        res tick_default_ms "$(cell "$first" med)"
+        res tick_default_range "$(cell "$first" range) ms"
+        res tick_default_made "$(sed -nE 's/.*: ([0-9]+) tasks a tick \|$/\1/p' <<<"$first")"
         res tick_total "$TICK_TOTAL"
         res tick_due "$TICK_DUE"
         res tick_rounds "$TICK_ROUNDS"
-        note "tick: median $med ms ($range), idle $idle ms (log: $RUN/tick.log)"
+        note "tick: median $med ms ($range), idle $idle ms; defaults: $(cell "$first" med) ms (log: $RUN/tick.log)"
     else
         status=1
         res tick_ms FAILED
