@@ -123,12 +123,14 @@ async fn consume(
             batch::handle(intake, &publisher, vec![delivery]).await?;
             continue;
         }
-        // On a busy queue, what else arrives within BATCH_WINDOW goes into the same batch
-        // (up to half the prefetch, so that the broker sends the next batch while this
-        // one is recorded): one transaction and one ack for all of it, and requests sent
-        // together are started together (breadth-first, lease::claim). The queue is busy
-        // when another delivery is already waiting, or the last one came within the
-        // window; otherwise a lone request is recorded at once.
+        // A request is recorded at once when no other delivery is waiting and the previous
+        // intake delivery was taken more than BATCH_WINDOW before it. Otherwise the batch
+        // takes what arrives within BATCH_WINDOW (up to half the prefetch, so that the
+        // broker sends the next batch while this one is recorded): one transaction and
+        // one ack for all of it, and the requests of one batch are started together
+        // (breadth-first, lease::claim). The first request of a burst on a quiet queue is
+        // recorded alone, and its subtasks are claimed ahead of the rest of the burst,
+        // `worker.per_host` at a time on its host.
         let mut deliveries = vec![delivery];
         let mut broken = None;
         let arrived = tokio::time::Instant::now();
