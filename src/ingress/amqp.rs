@@ -19,9 +19,8 @@ use super::deadletter::log_quarantined;
 pub use super::intake::Intake;
 use crate::broker::{declare_topology, quarantine_queue};
 
-/// How long a batch waits for more deliveries after its first, while they are arriving
-/// close together: a few milliseconds of latency for a request, against a transaction per
-/// request when many arrive at once. A request on a quiet queue does not wait.
+/// How long a batch waits for more deliveries after its first: a few milliseconds of
+/// latency for a request, against a transaction per request when many arrive at once.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 /// Waits between reconnects: 500 ms doubling to 30 s, from the start again once consuming.
@@ -96,9 +95,6 @@ async fn consume(
     intake
         .connected
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    // When the last intake delivery arrived: the queue is busy while they come within
-    // BATCH_WINDOW of each other.
-    let mut last_arrival: Option<tokio::time::Instant> = None;
     loop {
         let (delivery, from_quarantine) = tokio::select! {
             d = consumer.next() => (d, false),
@@ -123,38 +119,24 @@ async fn consume(
             batch::handle(intake, &publisher, vec![delivery]).await?;
             continue;
         }
-        // A request is recorded at once when no other delivery is waiting and the previous
-        // intake delivery was taken more than BATCH_WINDOW before it. Otherwise the batch
-        // takes what arrives within BATCH_WINDOW (up to half the prefetch, so that the
-        // broker sends the next batch while this one is recorded): one transaction and
-        // one ack for all of it, and the requests of one batch are started together
-        // (breadth-first, lease::claim). The first request of a burst on a quiet queue is
-        // recorded alone, and its subtasks are claimed ahead of the rest of the burst,
-        // `worker.per_host` at a time on its host.
+        // What else arrives within BATCH_WINDOW goes into the same batch (up to half the
+        // prefetch, so that the broker sends the next batch while this one is recorded):
+        // one transaction and one ack for all of it, and requests sent together are
+        // started together (breadth-first, lease::claim).
         let mut deliveries = vec![delivery];
         let mut broken = None;
-        let arrived = tokio::time::Instant::now();
-        let window = arrived + BATCH_WINDOW;
-        let mut busy = last_arrival.is_some_and(|last| arrived - last < BATCH_WINDOW);
-        last_arrival = Some(arrived);
+        let window = tokio::time::Instant::now() + BATCH_WINDOW;
         let batch_max = usize::from(s.prefetch / 2).max(1);
         while deliveries.len() < batch_max {
             let next = match consumer.next().now_or_never() {
-                Some(next) => {
-                    busy = true;
-                    next
-                }
-                None if !busy => break,
+                Some(next) => next,
                 None => match tokio::time::timeout_at(window, consumer.next()).await {
                     Ok(next) => next,
                     Err(_) => break,
                 },
             };
             match next {
-                Some(Ok(d)) => {
-                    last_arrival = Some(tokio::time::Instant::now());
-                    deliveries.push(d);
-                }
+                Some(Ok(d)) => deliveries.push(d),
                 Some(Err(e)) => {
                     broken = Some(e);
                     break;
