@@ -103,8 +103,8 @@ def cmd_report(a):
     if tick is None:
         rows.append(("scheduler tick ms, 100,000 credentials, 1,000 due", r.get("tick_ms", "skipped"), "", "goal < 50"))
     else:
-        total, due = int(r.get("tick_total", 0)), int(r.get("tick_due", 0))
-        rows.append((f"scheduler tick ms, {total:,} credentials, {due:,} due, all {due:,} made into tasks in one tick "
+        tick_total, due = int(r.get("tick_total", 0)), int(r.get("tick_due", 0))
+        rows.append((f"scheduler tick ms, {tick_total:,} credentials, {due:,} due, all {due:,} made into tasks in one tick "
                      f"(batch = burst = {due:,}; median of {r.get('tick_rounds')}: {r.get('tick_range', '')})",
                      fmt(tick, 1), "", f"goal < 50: {verdict(tick < 50)}"))
         # Since stop 27 the defaults' row too: the tick takes `scheduler.batch` (500) of them.
