@@ -95,16 +95,11 @@ def cmd_intake_measure(a):
 def cmd_amqp_clean(a):
     import pika
     conn = pika.BlockingConnection(pika.URLParameters(a.amqp))
-    for q in a.queues:
-        ch = conn.channel()
-        try:
-            ch.queue_delete(q)
-        except Exception as e:
-            log(f"amqp-clean: queue {q}: {e}")
-    for x in a.exchanges:
-        ch = conn.channel()
-        try:
-            ch.exchange_delete(x)
-        except Exception as e:
-            log(f"amqp-clean: exchange {x}: {e}")
+    for kind, names, delete in (("queue", a.queues, "queue_delete"), ("exchange", a.exchanges, "exchange_delete")):
+        for name in names:
+            ch = conn.channel()
+            try:
+                getattr(ch, delete)(name)
+            except Exception as e:
+                log(f"amqp-clean: {kind} {name}: {e}")
     conn.close()
