@@ -175,25 +175,21 @@ def subtask_failures(db, pattern, limit=8):
              JOIN credentials c ON c.id = s.credential_id
             WHERE t.request_key LIKE %s AND s.status = 'FAILED' ORDER BY c.username LIMIT %s""",
         (pattern, limit)).fetchall()
-    out = []
-    for user, errors in rows:
-        e = errors[0] if isinstance(errors, list) and errors else errors
-        if isinstance(e, dict):
-            e = f"{e.get('errorCode')}: {e.get('message')}"
-        out.append((user, " ".join(str(e).split())[:300]))
-    return out
+    return [(user, first_error(errors, 300)) for user, errors in rows]
 
 
 def task_errors(db, pattern, limit=5):
     rows = db.execute("SELECT id, errors FROM tasks WHERE request_key LIKE %s AND status = 'FAILED' LIMIT %s",
                       (pattern, limit)).fetchall()
-    out = []
-    for tid, errors in rows:
-        e = errors[0] if isinstance(errors, list) and errors else errors
-        if isinstance(e, dict):
-            e = f"{e.get('errorCode')}: {e.get('message')} {json.dumps(e.get('context', {}))}"
-        out.append((str(tid), " ".join(str(e).split())[:400]))
-    return out
+    return [(str(tid), first_error(errors, 400, context=True)) for tid, errors in rows]
+
+
+def first_error(errors, width, context=False):
+    """The first of a row's `errors` (JSON), on one line of at most `width` characters."""
+    e = errors[0] if isinstance(errors, list) and errors else errors
+    if isinstance(e, dict):
+        e = f"{e.get('errorCode')}: {e.get('message')}" + (f" {json.dumps(e.get('context', {}))}" if context else "")
+    return " ".join(str(e).split())[:width]
 
 
 def stage_breakdown(db, pattern):
