@@ -557,13 +557,14 @@ if [[ $SKIP_TICK != 1 ]]; then
         res tick_ms "$med"
         res tick_range "$range ms, idle tick $idle ms"
         first=$(head -1 <<<"$rows")
-        res tick_default_ms "$(cell "$first" med)"
+        default=$(cell "$first" med)
+        res tick_default_ms "$default"
         res tick_default_range "$(cell "$first" range) ms"
         res tick_default_made "$(sed -nE 's/.*: ([0-9]+) tasks a tick \|$/\1/p' <<<"$first")"
         res tick_total "$TICK_TOTAL"
         res tick_due "$TICK_DUE"
         res tick_rounds "$TICK_ROUNDS"
-        note "tick: median $med ms ($range), idle $idle ms; defaults: $(cell "$first" med) ms (log: $RUN/tick.log)"
+        note "tick: median $med ms ($range), idle $idle ms; defaults: $default ms (log: $RUN/tick.log)"
     else
         status=1
         res tick_ms FAILED
